@@ -1,0 +1,1 @@
+//! Rabin chunker (being written).

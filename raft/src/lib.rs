@@ -1,0 +1,6 @@
+//! Raft-replicated file index for filesyncd (openraft 0.9, storage-v2, redb).
+
+pub mod command;
+pub mod types;
+
+pub use types::{NodeId, NodeInfo, TypeConfig};

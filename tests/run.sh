@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: unit, property, doc and integration tests of every crate.
+# Benches are compiled by clippy in .ci/run but not run here (they are
+# measurements, run by hand: see README.md). Dependencies are built with
+# opt-level 3 even in the dev profile (Cargo.toml), so hashing runs near
+# release speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace --locked
