@@ -1,0 +1,159 @@
+//! Where nodes live: the `NodeSource` / `NodeStore` seam and its in-memory twin.
+//!
+//! A store maps a node hash to the node's encoded bytes. Stores are dumb: they
+//! may lose, damage or never have held a node. So every node this crate reads
+//! back goes through [`read_node`]: missing is [`MerkleError::MissingNode`], and
+//! the bytes are hashed and strictly decoded before use (a damaged node is
+//! [`MerkleError::HashMismatch`] or [`MerkleError::Corrupt`], never used).
+
+use crate::error::MerkleError;
+use crate::hash::Hash;
+use crate::node::{verify_with, Node};
+use crate::shape::Shape;
+use std::collections::HashMap;
+
+/// Read access to encoded nodes by hash.
+pub trait NodeSource {
+    /// The encoded bytes stored under `h`, unverified.
+    fn get_node(&self, h: &Hash) -> Option<Vec<u8>>;
+
+    /// Is a node stored under `h`? (Default: a `get_node`.)
+    fn has_node(&self, h: &Hash) -> bool {
+        self.get_node(h).is_some()
+    }
+}
+
+/// A mutable node store.
+pub trait NodeStore: NodeSource {
+    /// Stores `bytes` under `h`. The caller guarantees `h` is their node hash
+    /// (reads verify it anyway).
+    fn put_node(&mut self, h: Hash, bytes: Vec<u8>);
+    /// Forgets `h` (no-op if absent).
+    fn remove_node(&mut self, h: &Hash);
+}
+
+impl<S: NodeSource + ?Sized> NodeSource for &S {
+    fn get_node(&self, h: &Hash) -> Option<Vec<u8>> {
+        (**self).get_node(h)
+    }
+    fn has_node(&self, h: &Hash) -> bool {
+        (**self).has_node(h)
+    }
+}
+
+impl<S: NodeSource + ?Sized> NodeSource for &mut S {
+    fn get_node(&self, h: &Hash) -> Option<Vec<u8>> {
+        (**self).get_node(h)
+    }
+    fn has_node(&self, h: &Hash) -> bool {
+        (**self).has_node(h)
+    }
+}
+
+impl<S: NodeStore + ?Sized> NodeStore for &mut S {
+    fn put_node(&mut self, h: Hash, bytes: Vec<u8>) {
+        (**self).put_node(h, bytes)
+    }
+    fn remove_node(&mut self, h: &Hash) {
+        (**self).remove_node(h)
+    }
+}
+
+/// Reads node `h` from `src`, verifying its hash and decoding it strictly.
+pub fn read_node(src: &(impl NodeSource + ?Sized), h: &Hash) -> Result<Node, MerkleError> {
+    read_with(src, h, Shape::V1)
+}
+
+pub(crate) fn read_with(
+    src: &(impl NodeSource + ?Sized),
+    h: &Hash,
+    shape: Shape,
+) -> Result<Node, MerkleError> {
+    let bytes = src.get_node(h).ok_or(MerkleError::MissingNode(*h))?;
+    verify_with(h, &bytes, shape)
+}
+
+/// An in-memory node store (a `HashMap`), the twin of the durable ones.
+#[derive(Clone, Debug, Default)]
+pub struct MemNodeStore {
+    nodes: HashMap<Hash, Vec<u8>>,
+}
+
+impl MemNodeStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of nodes held.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Total encoded bytes held.
+    pub fn bytes(&self) -> usize {
+        self.nodes.values().map(Vec::len).sum()
+    }
+
+    /// The hashes held, in no particular order.
+    pub fn hashes(&self) -> impl Iterator<Item = &Hash> {
+        self.nodes.keys()
+    }
+
+    /// Stores every `(hash, bytes)` pair (e.g. `BuiltTree::nodes` or the
+    /// nodes a `diff` fetched).
+    pub fn extend(&mut self, nodes: impl IntoIterator<Item = (Hash, Vec<u8>)>) {
+        self.nodes.extend(nodes);
+    }
+}
+
+impl NodeSource for MemNodeStore {
+    fn get_node(&self, h: &Hash) -> Option<Vec<u8>> {
+        self.nodes.get(h).cloned()
+    }
+    fn has_node(&self, h: &Hash) -> bool {
+        self.nodes.contains_key(h)
+    }
+}
+
+impl NodeStore for MemNodeStore {
+    fn put_node(&mut self, h: Hash, bytes: Vec<u8>) {
+        self.nodes.insert(h, bytes);
+    }
+    fn remove_node(&mut self, h: &Hash) {
+        self.nodes.remove(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::ChunkEntry;
+
+    #[test]
+    fn reads_are_verified() {
+        let node = Node::FileLeaf(vec![ChunkEntry {
+            hash: Hash([7; 32]),
+            len: 3,
+        }]);
+        let (h, bytes) = node.seal();
+        let mut s = MemNodeStore::new();
+        assert_eq!(read_node(&s, &h), Err(MerkleError::MissingNode(h)));
+        s.put_node(h, bytes.clone());
+        assert!(s.has_node(&h));
+        assert_eq!(read_node(&s, &h).unwrap(), node);
+        // Damaged bytes under the right name are refused.
+        let mut damaged = bytes;
+        damaged[6] ^= 1;
+        s.put_node(h, damaged);
+        assert!(matches!(
+            read_node(&s, &h),
+            Err(MerkleError::HashMismatch { .. })
+        ));
+        s.remove_node(&h);
+        assert!(s.is_empty());
+    }
+}
