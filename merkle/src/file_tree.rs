@@ -311,4 +311,4 @@ fn walk(
 
 #[cfg(test)]
 #[path = "file_tree_tests.rs"]
-mod tests;
+pub(crate) mod tests;

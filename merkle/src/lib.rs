@@ -14,3 +14,5 @@ pub mod file_tree;
 pub mod store;
 pub use file_tree::{build, chunks, BuiltTree, FileTree, FileTreeBuilder};
 pub use store::{read_node, MemNodeStore, NodeSource, NodeStore};
+pub mod diff;
+pub use diff::{diff, diff_trusting, DiffError, DiffResult, MissingChunk};
