@@ -1,6 +1,9 @@
 //! Raft-replicated file index for filesyncd (openraft 0.9, storage-v2, redb).
 
+pub mod apply;
 pub mod command;
+pub mod history;
+pub mod paths;
 pub mod config;
 pub mod network;
 pub mod transport;
