@@ -1,0 +1,459 @@
+//! The one conformance suite both stores must pass: every case is a plain
+//! function over a [`Fixture`], and `suite!` instantiates all of them for
+//! each store kind.
+
+use super::*;
+use std::fs;
+use std::path::PathBuf;
+
+/// A store under test, its synced root, and a way to rot one of its blobs.
+pub struct Fixture {
+    pub store: Box<dyn ChunkStore>,
+    pub root: PathBuf,
+    pub corrupt: Box<dyn Fn(&Hash) -> bool>,
+    pub _dir: tempfile::TempDir,
+}
+
+pub fn redb_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let store = RedbChunkStore::open(dir.path().join("store"), &root).unwrap();
+    let blobs = dir.path().join("store");
+    let corrupt = Box::new(move |h: &Hash| {
+        let hex = h.to_hex();
+        let p = blobs.join("blobs").join(&hex[..2]).join(&hex);
+        match fs::read(&p) {
+            Ok(mut b) if !b.is_empty() => {
+                b[0] ^= 0x55;
+                fs::write(&p, b).unwrap();
+                true
+            }
+            _ => false,
+        }
+    });
+    Fixture {
+        store: Box::new(store),
+        root,
+        corrupt,
+        _dir: dir,
+    }
+}
+
+pub fn mem_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let store = std::sync::Arc::new(MemChunkStore::new(&root));
+    let s2 = store.clone();
+    Fixture {
+        store: Box::new(ArcStore(store)),
+        root,
+        corrupt: Box::new(move |h| s2.corrupt_blob(h)),
+        _dir: dir,
+    }
+}
+
+/// Lets the fixture share the twin with its `corrupt` hook.
+struct ArcStore(std::sync::Arc<MemChunkStore>);
+
+impl ChunkStore for ArcStore {
+    fn put(&self, hash: Hash, data: &[u8]) -> Result<()> {
+        self.0.put(hash, data)
+    }
+    fn put_many(&self, items: &[(Hash, &[u8])]) -> Result<()> {
+        self.0.put_many(items)
+    }
+    fn get_many(&self, hashes: &[Hash]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.0.get_many(hashes)
+    }
+    fn has(&self, hash: &Hash) -> Result<bool> {
+        self.0.has(hash)
+    }
+    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.0.get(hash)
+    }
+    fn locate(&self, hash: &Hash) -> Result<Option<Location>> {
+        self.0.locate(hash)
+    }
+    fn index_file(&self, p: &str, s: FileStamp, c: &[(u64, ChunkEntry)]) -> Result<()> {
+        self.0.index_file(p, s, c)
+    }
+    fn forget_file(&self, p: &str) -> Result<()> {
+        self.0.forget_file(p)
+    }
+    fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
+        self.0.gc(keep)
+    }
+}
+
+/// Deterministic test bytes: `n` bytes derived from `seed`.
+pub fn bytes(seed: u8, n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+/// Writes `parts` concatenated to `root/rel` and returns its chunk table
+/// (one chunk per part) and stamp.
+pub fn write_live(root: &Path, rel: &str, parts: &[&[u8]]) -> (FileStamp, Vec<(u64, ChunkEntry)>) {
+    let p = root.join(rel);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(&p, parts.concat()).unwrap();
+    let mut off = 0u64;
+    let table = parts
+        .iter()
+        .map(|part| {
+            let e = (
+                off,
+                ChunkEntry {
+                    hash: Hash::of_chunk(part),
+                    len: part.len() as u32,
+                },
+            );
+            off += part.len() as u64;
+            e
+        })
+        .collect();
+    (FileStamp::of_path(&p).unwrap(), table)
+}
+
+pub fn put_get_dedup(f: &Fixture) {
+    let s = &f.store;
+    let data = bytes(1, 1000);
+    let h = Hash::of_chunk(&data);
+    assert!(!s.has(&h).unwrap());
+    assert_eq!(s.get(&h).unwrap(), None);
+    assert_eq!(s.locate(&h).unwrap(), None);
+    s.put(h, &data).unwrap();
+    s.put(h, &data).unwrap(); // dedup: no-op
+    assert!(s.has(&h).unwrap());
+    assert_eq!(s.get(&h).unwrap(), Some(data.clone()));
+    assert_eq!(s.locate(&h).unwrap(), Some(Location::Blob { len: 1000 }));
+    let empty = Hash::of_chunk(b"");
+    s.put(empty, b"").unwrap();
+    assert_eq!(s.get(&empty).unwrap(), Some(Vec::new()));
+    let other = bytes(2, 10);
+    let h2 = Hash::of_chunk(&other);
+    assert_eq!(
+        s.get_many(&[h2, h, empty]).unwrap(),
+        vec![None, Some(data), Some(vec![])]
+    );
+}
+
+pub fn put_rejects_wrong_hash(f: &Fixture) {
+    let s = &f.store;
+    let data = bytes(3, 100);
+    let wrong = Hash::of_chunk(b"something else");
+    match s.put(wrong, &data) {
+        Err(StoreError::HashMismatch { expected, actual }) => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, Hash::of_chunk(&data));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.has(&wrong).unwrap());
+    let good = bytes(4, 10);
+    let items: Vec<(Hash, &[u8])> = vec![(Hash::of_chunk(&good), &good), (wrong, &data)];
+    assert!(matches!(
+        s.put_many(&items),
+        Err(StoreError::HashMismatch { .. })
+    ));
+    assert!(
+        !s.has(&Hash::of_chunk(&good)).unwrap(),
+        "batch is all-or-nothing on hashes"
+    );
+    s.put_many(&items[..1]).unwrap();
+    assert_eq!(s.get(&Hash::of_chunk(&good)).unwrap(), Some(good));
+}
+
+pub fn live_file_roundtrip(f: &Fixture) {
+    let s = &f.store;
+    let (a, b) = (bytes(5, 300), bytes(6, 200));
+    let (stamp, table) = write_live(&f.root, "dir/sub/file.bin", &[&a, &b]);
+    s.index_file("dir/sub/file.bin", stamp, &table).unwrap();
+    for (off, ce) in &table {
+        assert!(s.has(&ce.hash).unwrap());
+        let want = if *off == 0 { &a } else { &b };
+        assert_eq!(s.get(&ce.hash).unwrap().as_ref(), Some(want));
+        assert_eq!(
+            s.locate(&ce.hash).unwrap(),
+            Some(Location::LiveFile {
+                rel_path: "dir/sub/file.bin".into(),
+                offset: *off,
+                len: ce.len,
+                stamp
+            })
+        );
+    }
+}
+
+pub fn changed_live_file_reads_absent(f: &Fixture) {
+    let s = &f.store;
+    let (a, b) = (bytes(7, 100), bytes(8, 100));
+    let (stamp, table) = write_live(&f.root, "f", &[&a, &b]);
+    s.index_file("f", stamp, &table).unwrap();
+    let (ha, hb) = (table[0].1.hash, table[1].1.hash);
+    // Same size, same mtime, same inode, different bytes: the stamp cannot
+    // see it, the hash must.
+    let p = f.root.join("f");
+    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
+    let mut changed = a.clone();
+    changed[10] ^= 1;
+    fs::write(&p, [changed.as_slice(), &b].concat()).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(FileStamp::of_path(&p).unwrap(), stamp);
+    assert!(s.has(&ha).unwrap(), "has is stat-only");
+    assert_eq!(
+        s.get(&ha).unwrap(),
+        None,
+        "wrong bytes must never come back"
+    );
+    // The whole file record was dropped: even the unchanged chunk reads absent.
+    assert!(!s.has(&ha).unwrap());
+    assert!(!s.has(&hb).unwrap());
+    assert_eq!(s.get(&hb).unwrap(), None);
+    // A visible change (size/mtime) is caught by the stamp.
+    let (stamp2, table2) = write_live(&f.root, "g", &[&a]);
+    s.index_file("g", stamp2, &table2).unwrap();
+    assert!(s.has(&ha).unwrap());
+    fs::write(f.root.join("g"), [a.as_slice(), b"tail"].concat()).unwrap();
+    assert!(!s.has(&ha).unwrap());
+    assert_eq!(s.locate(&ha).unwrap(), None);
+    assert_eq!(s.get(&ha).unwrap(), None);
+    // Deleted file.
+    let (stamp3, table3) = write_live(&f.root, "h", &[&b]);
+    s.index_file("h", stamp3, &table3).unwrap();
+    fs::remove_file(f.root.join("h")).unwrap();
+    assert!(!s.has(&hb).unwrap());
+    assert_eq!(s.get(&hb).unwrap(), None);
+}
+
+pub fn reindex_replaces_and_forget(f: &Fixture) {
+    let s = &f.store;
+    let (a, b, c) = (bytes(9, 50), bytes(10, 60), bytes(11, 70));
+    let (ha, hb, hc) = (Hash::of_chunk(&a), Hash::of_chunk(&b), Hash::of_chunk(&c));
+    let (st, t) = write_live(&f.root, "x", &[&a, &b]);
+    s.index_file("x", st, &t).unwrap();
+    // Rewrite with other content, then re-index: old chunks are gone.
+    let (st, t) = write_live(&f.root, "x", &[&c, &a]);
+    s.index_file("x", st, &t).unwrap();
+    assert!(!s.has(&hb).unwrap());
+    assert_eq!(s.get(&hb).unwrap(), None);
+    assert_eq!(s.get(&hc).unwrap(), Some(c.clone()));
+    assert_eq!(s.get(&ha).unwrap(), Some(a.clone()));
+    s.forget_file("x").unwrap();
+    assert!(!s.has(&ha).unwrap());
+    assert_eq!(s.get(&hc).unwrap(), None);
+    s.forget_file("never/indexed").unwrap();
+}
+
+pub fn shared_chunk_survives_forgetting_one_file(f: &Fixture) {
+    let s = &f.store;
+    let (a, b) = (bytes(12, 80), bytes(13, 90));
+    let ha = Hash::of_chunk(&a);
+    let (s1, t1) = write_live(&f.root, "one", &[&a, &b]);
+    let (s2, t2) = write_live(&f.root, "two", &[&b, &a, &a]);
+    s.index_file("one", s1, &t1).unwrap();
+    s.index_file("two", s2, &t2).unwrap();
+    s.forget_file("two").unwrap();
+    assert_eq!(s.get(&ha).unwrap(), Some(a.clone()));
+    s.index_file("two", s2, &t2).unwrap();
+    fs::remove_file(f.root.join("one")).unwrap();
+    assert_eq!(
+        s.get(&ha).unwrap(),
+        Some(a.clone()),
+        "falls back to the other file"
+    );
+    fs::remove_file(f.root.join("two")).unwrap();
+    assert_eq!(s.get(&ha).unwrap(), None);
+}
+
+pub fn invalid_paths_and_tables_are_typed_errors(f: &Fixture) {
+    let s = &f.store;
+    let stamp = FileStamp {
+        inode: 1,
+        size: 100,
+        mtime_ns: 0,
+    };
+    let ce = ChunkEntry {
+        hash: Hash::of_chunk(b"x"),
+        len: 10,
+    };
+    for p in [
+        "",
+        "/etc/passwd",
+        "../escape",
+        "a/../../b",
+        "a\0b",
+        "a//b",
+        "./a",
+        "a/",
+    ] {
+        assert!(
+            matches!(
+                s.index_file(p, stamp, &[(0, ce)]),
+                Err(StoreError::InvalidPath { .. })
+            ),
+            "{p:?}"
+        );
+        assert!(
+            matches!(s.forget_file(p), Err(StoreError::InvalidPath { .. })),
+            "{p:?}"
+        );
+    }
+    for off in [91, u64::MAX - 3] {
+        assert!(matches!(
+            s.index_file("ok", stamp, &[(off, ce)]),
+            Err(StoreError::InvalidChunkTable { .. })
+        ));
+    }
+    assert!(!s.has(&ce.hash).unwrap());
+}
+
+pub fn corrupt_blob_is_never_returned(f: &Fixture) {
+    let s = &f.store;
+    let data = bytes(14, 500);
+    let h = Hash::of_chunk(&data);
+    s.put(h, &data).unwrap();
+    assert!((f.corrupt)(&h));
+    assert_eq!(s.get(&h).unwrap(), None);
+    assert!(!s.has(&h).unwrap(), "the corrupt entry is dropped");
+    s.put(h, &data).unwrap();
+    assert_eq!(s.get(&h).unwrap(), Some(data.clone()));
+    // put over a corrupt (still indexed) blob repairs it rather than dedup.
+    assert!((f.corrupt)(&h));
+    s.put(h, &data).unwrap();
+    assert_eq!(s.get(&h).unwrap(), Some(data));
+}
+
+pub fn gc_removes_unkept_and_redundant_blobs(f: &Fixture) {
+    let s = &f.store;
+    let (x, y, z) = (bytes(15, 100), bytes(16, 110), bytes(17, 120));
+    let (hx, hy, hz) = (Hash::of_chunk(&x), Hash::of_chunk(&y), Hash::of_chunk(&z));
+    for (h, d) in [(hx, &x), (hy, &y), (hz, &z)] {
+        s.put(h, d).unwrap();
+    }
+    let (st, t) = write_live(&f.root, "live", &[&z]);
+    s.index_file("live", st, &t).unwrap();
+    let keep = move |h: &Hash| *h != hy;
+    let stats = s.gc(&keep).unwrap();
+    assert_eq!(stats.blobs_removed, 2, "{stats:?}");
+    assert_eq!(stats.redundant_blobs_removed, 1, "{stats:?}");
+    assert_eq!(stats.blob_bytes_freed, 110 + 120, "{stats:?}");
+    assert_eq!(stats.entries_removed, 1, "{stats:?}");
+    assert_eq!(s.get(&hx).unwrap(), Some(x));
+    assert_eq!(s.get(&hy).unwrap(), None);
+    assert_eq!(s.get(&hz).unwrap(), Some(z.clone()));
+    assert!(matches!(
+        s.locate(&hz).unwrap(),
+        Some(Location::LiveFile { .. })
+    ));
+    // A second pass has nothing to do.
+    let again = s.gc(&keep).unwrap();
+    assert_eq!(
+        again.blobs_removed + again.entries_removed + again.stale_locations_pruned,
+        0
+    );
+    // Nothing left but a live copy: gc with keep=false keeps live entries.
+    assert_eq!(s.gc(&|_| false).unwrap().entries_removed, 1); // x
+    assert_eq!(s.get(&hz).unwrap(), Some(z));
+}
+
+pub fn gc_keeps_blob_when_live_copy_is_bad(f: &Fixture) {
+    let s = &f.store;
+    let w = bytes(18, 100);
+    let hw = Hash::of_chunk(&w);
+    s.put(hw, &w).unwrap();
+    let (st, t) = write_live(&f.root, "w", &[&w]);
+    s.index_file("w", st, &t).unwrap();
+    // Same stamp, different bytes: only reading can tell.
+    let p = f.root.join("w");
+    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
+    fs::write(&p, bytes(19, 100)).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let stats = s.gc(&|_| true).unwrap();
+    assert_eq!(stats.blobs_removed, 0, "{stats:?}");
+    assert_eq!(stats.files_dropped, 1, "{stats:?}");
+    assert_eq!(s.get(&hw).unwrap(), Some(w.clone()));
+    assert_eq!(s.locate(&hw).unwrap(), Some(Location::Blob { len: 100 }));
+    // Changed visibly (stamp) is also not a valid live copy.
+    let (st, t) = write_live(&f.root, "v", &[&w]);
+    s.index_file("v", st, &t).unwrap();
+    let mut f2 = fs::OpenOptions::new()
+        .append(true)
+        .open(f.root.join("v"))
+        .unwrap();
+    std::io::Write::write_all(&mut f2, b"more").unwrap();
+    let stats = s.gc(&|_| true).unwrap();
+    assert_eq!(stats.blobs_removed, 0, "{stats:?}");
+    assert_eq!(s.get(&hw).unwrap(), Some(w));
+}
+
+pub fn gc_prunes_dangling_entries(f: &Fixture) {
+    let s = &f.store;
+    let parts: Vec<Vec<u8>> = (0..5).map(|i| bytes(20 + i, 40)).collect();
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let (st, t) = write_live(&f.root, "d", &refs);
+    s.index_file("d", st, &t).unwrap();
+    s.forget_file("d").unwrap();
+    let stats = s.gc(&|_| true).unwrap();
+    assert_eq!(stats.entries_removed, 5, "{stats:?}");
+    assert_eq!(stats.stale_locations_pruned, 5, "{stats:?}");
+    // stale stamp: the record is dropped too
+    let (st, t) = write_live(&f.root, "e", &refs[..2]);
+    s.index_file("e", st, &t).unwrap();
+    fs::write(f.root.join("e"), b"other").unwrap();
+    let stats = s.gc(&|_| true).unwrap();
+    assert_eq!(
+        (stats.entries_removed, stats.files_dropped),
+        (2, 1),
+        "{stats:?}"
+    );
+}
+
+pub fn concurrent_use(f: &Fixture) {
+    let s = &f.store;
+    std::thread::scope(|scope| {
+        for t in 0..4u8 {
+            scope.spawn(move || {
+                for i in 0..8u8 {
+                    let d = bytes(t.wrapping_mul(16).wrapping_add(i), 64 + i as usize);
+                    let h = Hash::of_chunk(&d);
+                    s.put(h, &d).unwrap();
+                    assert_eq!(s.get(&h).unwrap(), Some(d));
+                }
+            });
+        }
+    });
+}
+
+macro_rules! suite {
+    ($kind:ident, $fixture:path) => {
+        mod $kind {
+            use super::*;
+            suite!(@cases $fixture; put_get_dedup, put_rejects_wrong_hash, live_file_roundtrip,
+                changed_live_file_reads_absent, reindex_replaces_and_forget,
+                shared_chunk_survives_forgetting_one_file,
+                invalid_paths_and_tables_are_typed_errors, corrupt_blob_is_never_returned,
+                gc_removes_unkept_and_redundant_blobs, gc_keeps_blob_when_live_copy_is_bad,
+                gc_prunes_dangling_entries, concurrent_use);
+        }
+    };
+    (@cases $fixture:path; $($case:ident),*) => {
+        $(#[test] fn $case() { super::$case(&$fixture()); })*
+    };
+}
+
+suite!(redb, redb_fixture);
+suite!(mem, mem_fixture);

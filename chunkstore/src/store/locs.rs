@@ -1,0 +1,215 @@
+//! The index's value formats: where a chunk lives ([`Loc`]) and which live
+//! file a file id names ([`FileRec`]).
+//!
+//! A chunk's index value is the concatenation of its postcard-encoded
+//! [`Loc`]s, with no length prefix (the value's end ends the list), so the
+//! common single-location entry costs one tag byte plus three varints
+//! (~9-12 bytes). The format version lives once in the `meta` table, not in
+//! every value.
+
+use super::error::StoreError;
+use super::FileStamp;
+use serde::{Deserialize, Serialize};
+
+/// Most live-file locations kept per chunk. A chunk duplicated in more files
+/// than this is still found through any of the last `MAX_FILE_LOCS` files
+/// indexed with it; older ones are forgotten (the chunk is not lost, the
+/// index just stops pointing at that copy).
+pub const MAX_FILE_LOCS: usize = 4;
+
+/// One place a chunk's bytes can be read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Loc {
+    /// `<store>/blobs/ab/<hex>`, `len` bytes.
+    Blob { len: u64 },
+    /// `len` bytes at `offset` in the live file whose record is `file`.
+    File { file: u64, offset: u64, len: u32 },
+}
+
+/// What a file id stands for: the path (relative to the synced root) and the
+/// stamp the file had when its chunks were indexed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRec {
+    pub path: String,
+    pub stamp: FileStamp,
+}
+
+pub fn encode_locs(locs: &[Loc]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 * locs.len());
+    for loc in locs {
+        out = postcard::to_extend(loc, out)
+            .expect("postcard: serializing integers into a Vec cannot fail");
+    }
+    out
+}
+
+pub fn decode_locs(mut bytes: &[u8]) -> Result<Vec<Loc>, StoreError> {
+    let mut out = Vec::with_capacity(1);
+    while !bytes.is_empty() {
+        let (loc, rest) = postcard::take_from_bytes::<Loc>(bytes)
+            .map_err(|e| StoreError::CorruptIndex(format!("chunk location: {e}")))?;
+        out.push(loc);
+        bytes = rest;
+    }
+    if out.is_empty() {
+        return Err(StoreError::CorruptIndex(
+            "chunk entry with no location".into(),
+        ));
+    }
+    Ok(out)
+}
+
+pub fn encode_file(rec: &FileRec) -> Vec<u8> {
+    postcard::to_allocvec(rec).expect("postcard: serializing a string and integers cannot fail")
+}
+
+pub fn decode_file(bytes: &[u8]) -> Result<FileRec, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::CorruptIndex(format!("file record: {e}")))
+}
+
+/// Adds a live-file location to a chunk's list. `is_current(id)` says whether
+/// a file id still has a record; locations of ids that do not (re-indexed or
+/// forgotten files) are pruned on the way. A second location in the same file
+/// is not added (the first one serves). Past [`MAX_FILE_LOCS`], the oldest
+/// file location goes.
+pub fn add_file_loc<E>(
+    locs: &mut Vec<Loc>,
+    new: Loc,
+    mut is_current: impl FnMut(u64) -> Result<bool, E>,
+) -> Result<(), E> {
+    let Loc::File { file: new_id, .. } = new else {
+        return Ok(());
+    };
+    let mut kept = Vec::with_capacity(locs.len() + 1);
+    for loc in locs.drain(..) {
+        match loc {
+            Loc::File { file, .. } if file == new_id => {
+                kept.push(loc);
+            }
+            Loc::File { file, .. } => {
+                if is_current(file)? {
+                    kept.push(loc);
+                }
+            }
+            Loc::Blob { .. } => kept.push(loc),
+        }
+    }
+    *locs = kept;
+    if locs
+        .iter()
+        .any(|l| matches!(l, Loc::File { file, .. } if *file == new_id))
+    {
+        return Ok(());
+    }
+    while locs
+        .iter()
+        .filter(|l| matches!(l, Loc::File { .. }))
+        .count()
+        >= MAX_FILE_LOCS
+    {
+        if let Some(i) = locs.iter().position(|l| matches!(l, Loc::File { .. })) {
+            locs.remove(i);
+        }
+    }
+    locs.push(new);
+    Ok(())
+}
+
+/// Records that a blob of `len` bytes exists for the chunk (at most one
+/// blob location per chunk).
+pub fn add_blob_loc(locs: &mut Vec<Loc>, len: u64) {
+    locs.retain(|l| !matches!(l, Loc::Blob { .. }));
+    locs.push(Loc::Blob { len });
+}
+
+pub fn has_blob(locs: &[Loc]) -> bool {
+    locs.iter().any(|l| matches!(l, Loc::Blob { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_loc() -> impl Strategy<Value = Loc> {
+        prop_oneof![
+            any::<u64>().prop_map(|len| Loc::Blob { len }),
+            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(file, offset, len)| Loc::File {
+                file,
+                offset,
+                len
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn locs_roundtrip(locs in proptest::collection::vec(arb_loc(), 1..6)) {
+            prop_assert_eq!(decode_locs(&encode_locs(&locs)).unwrap(), locs);
+        }
+    }
+
+    #[test]
+    fn typical_entry_is_small() {
+        // file id 1000, offset 512 MiB, 40 KiB chunk: tag 1 + 2 + 5 + 3
+        let v = encode_locs(&[Loc::File {
+            file: 1000,
+            offset: 512 << 20,
+            len: 40 << 10,
+        }]);
+        assert_eq!(v.len(), 11);
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_panic() {
+        assert!(matches!(decode_locs(&[]), Err(StoreError::CorruptIndex(_))));
+        assert!(matches!(
+            decode_locs(&[7, 1]),
+            Err(StoreError::CorruptIndex(_))
+        ));
+        assert!(matches!(
+            decode_locs(&[1, 0xff]),
+            Err(StoreError::CorruptIndex(_))
+        ));
+        assert!(matches!(
+            decode_file(&[0xff; 3]),
+            Err(StoreError::CorruptIndex(_))
+        ));
+    }
+
+    #[test]
+    fn add_file_loc_prunes_dedups_and_caps() {
+        let f = |file| Loc::File {
+            file,
+            offset: file * 10,
+            len: 5,
+        };
+        let mut locs = vec![Loc::Blob { len: 5 }, f(1), f(2)];
+        // id 1 is gone: pruned; 3 added
+        add_file_loc::<()>(&mut locs, f(3), |id| Ok(id != 1)).unwrap();
+        assert_eq!(locs, vec![Loc::Blob { len: 5 }, f(2), f(3)]);
+        // same file again: not added twice
+        add_file_loc::<()>(
+            &mut locs,
+            Loc::File {
+                file: 3,
+                offset: 99,
+                len: 5,
+            },
+            |_| Ok(true),
+        )
+        .unwrap();
+        assert_eq!(locs, vec![Loc::Blob { len: 5 }, f(2), f(3)]);
+        for id in 4..10 {
+            add_file_loc::<()>(&mut locs, f(id), |_| Ok(true)).unwrap();
+        }
+        assert_eq!(locs, vec![Loc::Blob { len: 5 }, f(6), f(7), f(8), f(9)]);
+        add_blob_loc(&mut locs, 5);
+        assert_eq!(
+            locs.iter()
+                .filter(|l| matches!(l, Loc::Blob { .. }))
+                .count(),
+            1
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! [`MemChunkStore`]: the in-memory twin of [`super::RedbChunkStore`].
+//!
+//! Same contract and same rules (the gc rule is literally shared, see
+//! `policy.rs`); the index and the blobs live in a `Mutex`ed map, nothing is
+//! durable. Live-file locations are read from the **real filesystem** under
+//! the synced root given to [`MemChunkStore::new`], with the same stamp and
+//! hash checks, so tests of higher layers can edit real files under it.
+
+use super::error::{Result, StoreError};
+use super::live::{read_live, stamp_matches, LiveRead};
+use super::locs::{add_blob_loc, add_file_loc, FileRec, Loc};
+use super::policy::{gc_entry, GcEnv};
+use super::{check_chunk_table, validate_rel_path, ChunkStore, FileStamp, GcStats, Location};
+use crate::{ChunkEntry, Hash};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Default)]
+struct MemState {
+    chunks: HashMap<Hash, Vec<Loc>>,
+    files: HashMap<u64, FileRec>,
+    paths: HashMap<String, u64>,
+    next_file: u64,
+    blobs: HashMap<Hash, Vec<u8>>,
+}
+
+impl MemState {
+    fn remove_file_record(&mut self, id: u64) {
+        if let Some(rec) = self.files.remove(&id) {
+            if self.paths.get(&rec.path) == Some(&id) {
+                self.paths.remove(&rec.path);
+            }
+        }
+    }
+}
+
+/// The in-memory chunk store (see the module doc).
+pub struct MemChunkStore {
+    root: PathBuf,
+    state: Mutex<MemState>,
+}
+
+impl std::fmt::Debug for MemChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemChunkStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemChunkStore {
+    /// An empty store whose live files are under `synced_root`.
+    pub fn new(synced_root: impl AsRef<Path>) -> Self {
+        MemChunkStore {
+            root: synced_root.as_ref().to_path_buf(),
+            state: Mutex::new(MemState {
+                next_file: 1,
+                ..MemState::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        // A panic elsewhere cannot leave the maps half-updated in a way that
+        // breaks the rules: every method mutates after its checks.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put_verified(&self, hash: Hash, data: &[u8]) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let locs = st.chunks.entry(hash).or_default();
+        if st.blobs.get(&hash).map(Vec::as_slice) == Some(data) && super::locs::has_blob(locs) {
+            return;
+        }
+        st.blobs.insert(hash, data.to_vec());
+        add_blob_loc(locs, data.len() as u64);
+    }
+
+    /// Flips one byte of the chunk's blob (tests: simulated bit rot).
+    #[cfg(test)]
+    pub(crate) fn corrupt_blob(&self, hash: &Hash) -> bool {
+        match self.lock().blobs.get_mut(hash).and_then(|b| b.first_mut()) {
+            Some(byte) => {
+                *byte ^= 0x55;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+struct MemGcEnv<'a> {
+    root: &'a Path,
+    files: &'a HashMap<u64, FileRec>,
+    blobs: &'a mut HashMap<Hash, Vec<u8>>,
+    cache: HashMap<u64, Option<FileRec>>,
+    dropped: Vec<u64>,
+}
+
+impl GcEnv for MemGcEnv<'_> {
+    fn current_file(&mut self, id: u64) -> Result<Option<FileRec>> {
+        if let Some(s) = self.cache.get(&id) {
+            return Ok(s.clone());
+        }
+        let state = match self.files.get(&id) {
+            Some(rec) if stamp_matches(self.root, rec)? => Some(rec.clone()),
+            Some(_) => {
+                self.dropped.push(id);
+                None
+            }
+            None => None,
+        };
+        self.cache.insert(id, state.clone());
+        Ok(state)
+    }
+
+    fn live_copy_ok(
+        &mut self,
+        id: u64,
+        rec: &FileRec,
+        off: u64,
+        len: u32,
+        h: &Hash,
+    ) -> Result<bool> {
+        match read_live(self.root, rec, off, len, h) {
+            Ok(LiveRead::Verified(_)) => Ok(true),
+            Ok(LiveRead::Stale(_)) => {
+                self.cache.insert(id, None);
+                if !self.dropped.contains(&id) {
+                    self.dropped.push(id);
+                }
+                Ok(false)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn blob_len(&mut self, hash: &Hash) -> Result<Option<u64>> {
+        Ok(self.blobs.get(hash).map(|b| b.len() as u64))
+    }
+
+    fn remove_blob(&mut self, hash: &Hash) -> Result<u64> {
+        Ok(self.blobs.remove(hash).map_or(0, |b| b.len() as u64))
+    }
+}
+
+impl ChunkStore for MemChunkStore {
+    fn put(&self, hash: Hash, data: &[u8]) -> Result<()> {
+        self.put_many(&[(hash, data)])
+    }
+
+    fn put_many(&self, items: &[(Hash, &[u8])]) -> Result<()> {
+        for (h, data) in items {
+            let actual = Hash::of_chunk(data);
+            if actual != *h {
+                return Err(StoreError::HashMismatch {
+                    expected: *h,
+                    actual,
+                });
+            }
+        }
+        for (h, data) in items {
+            self.put_verified(*h, data);
+        }
+        Ok(())
+    }
+
+    fn has(&self, hash: &Hash) -> Result<bool> {
+        let st = self.lock();
+        for loc in st.chunks.get(hash).into_iter().flatten() {
+            match loc {
+                Loc::Blob { len } => {
+                    if st.blobs.get(hash).map(|b| b.len() as u64) == Some(*len) {
+                        return Ok(true);
+                    }
+                }
+                Loc::File { file, .. } => {
+                    if let Some(rec) = st.files.get(file) {
+                        if stamp_matches(&self.root, rec)? {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        let mut st = self.lock();
+        let locs = st.chunks.get(hash).cloned().unwrap_or_default();
+        let mut first_err = None;
+        let mut found = None;
+        for loc in &locs {
+            let Loc::File { file, offset, len } = loc else {
+                continue;
+            };
+            let Some(rec) = st.files.get(file).cloned() else {
+                continue;
+            };
+            match read_live(&self.root, &rec, *offset, *len, hash) {
+                Ok(LiveRead::Verified(b)) => {
+                    found = Some(b);
+                    break;
+                }
+                Ok(LiveRead::Stale(why)) => {
+                    tracing::warn!(chunk = %hash, path = %rec.path, why, "stale live-file location dropped");
+                    st.remove_file_record(*file);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let mut drop_blob = false;
+        if found.is_none() && super::locs::has_blob(&locs) {
+            match st.blobs.get(hash) {
+                Some(b) if Hash::of_chunk(b) == *hash => found = Some(b.clone()),
+                _ => {
+                    tracing::warn!(chunk = %hash, "corrupt or missing blob dropped");
+                    st.blobs.remove(hash);
+                    drop_blob = true;
+                }
+            }
+        }
+        let st = &mut *st;
+        if let Some(locs) = st.chunks.get_mut(hash) {
+            let files = &st.files;
+            locs.retain(|l| match l {
+                Loc::File { file, .. } => files.contains_key(file),
+                Loc::Blob { .. } => !drop_blob,
+            });
+            if locs.is_empty() {
+                st.chunks.remove(hash);
+            }
+        }
+        match (found, first_err) {
+            (Some(b), _) => Ok(Some(b)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn locate(&self, hash: &Hash) -> Result<Option<Location>> {
+        let st = self.lock();
+        let locs = st.chunks.get(hash).cloned().unwrap_or_default();
+        for loc in &locs {
+            if let Loc::File { file, offset, len } = loc {
+                if let Some(rec) = st.files.get(file) {
+                    if stamp_matches(&self.root, rec)? {
+                        return Ok(Some(Location::LiveFile {
+                            rel_path: rec.path.clone(),
+                            offset: *offset,
+                            len: *len,
+                            stamp: rec.stamp,
+                        }));
+                    }
+                }
+            }
+        }
+        for loc in &locs {
+            if let Loc::Blob { len } = loc {
+                if st.blobs.get(hash).map(|b| b.len() as u64) == Some(*len) {
+                    return Ok(Some(Location::Blob { len: *len }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn index_file(
+        &self,
+        rel_path: &str,
+        stamp: FileStamp,
+        chunks: &[(u64, ChunkEntry)],
+    ) -> Result<()> {
+        check_chunk_table(rel_path, &stamp, chunks)?;
+        let mut st = self.lock();
+        let st = &mut *st;
+        let id = st.next_file;
+        st.next_file += 1;
+        if let Some(old) = st.paths.get(rel_path).copied() {
+            st.files.remove(&old);
+        }
+        st.files.insert(
+            id,
+            FileRec {
+                path: rel_path.to_owned(),
+                stamp,
+            },
+        );
+        st.paths.insert(rel_path.to_owned(), id);
+        for (offset, ce) in chunks {
+            let locs = st.chunks.entry(ce.hash).or_default();
+            let new = Loc::File {
+                file: id,
+                offset: *offset,
+                len: ce.len,
+            };
+            let files = &st.files;
+            add_file_loc(locs, new, |f| Ok::<_, StoreError>(files.contains_key(&f)))?;
+        }
+        Ok(())
+    }
+
+    fn forget_file(&self, rel_path: &str) -> Result<()> {
+        validate_rel_path(rel_path)?;
+        let mut st = self.lock();
+        if let Some(id) = st.paths.remove(rel_path) {
+            st.files.remove(&id);
+        }
+        Ok(())
+    }
+
+    fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
+        let mut stats = GcStats::default();
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut env = MemGcEnv {
+            root: &self.root,
+            files: &st.files,
+            blobs: &mut st.blobs,
+            cache: HashMap::new(),
+            dropped: Vec::new(),
+        };
+        let hashes: Vec<Hash> = st.chunks.keys().copied().collect();
+        for hash in hashes {
+            let Some(locs) = st.chunks.get_mut(&hash) else {
+                continue;
+            };
+            gc_entry(&hash, locs, keep, &mut env, &mut stats)?;
+            if locs.is_empty() {
+                st.chunks.remove(&hash);
+            }
+        }
+        let dropped = std::mem::take(&mut env.dropped);
+        stats.files_dropped = dropped.len() as u64;
+        for id in dropped {
+            st.remove_file_record(id);
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,160 @@
+//! Property test: random sequences of put/get/has/index/forget/touch/corrupt/gc
+//! on both stores, checked after every step against a model built on plain
+//! maps.
+
+use super::conformance::{bytes, mem_fixture, redb_fixture, write_live, Fixture};
+use super::*;
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+const POOL: usize = 8;
+const PATHS: usize = 3;
+
+fn pool(i: usize) -> Vec<u8> {
+    // sizes 0, 17, 34, ... : includes the empty chunk
+    bytes(100 + i as u8, 17 * i)
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(usize),
+    Get(usize),
+    Index(usize, Vec<usize>),
+    Forget(usize),
+    /// Append a byte to the live file without re-indexing it.
+    Touch(usize),
+    Corrupt(usize),
+    Gc(u8),
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..POOL).prop_map(Op::Put),
+        3 => (0..POOL).prop_map(Op::Get),
+        2 => (0..PATHS, proptest::collection::vec(0..POOL, 1..5)).prop_map(|(p, c)| Op::Index(p, c)),
+        1 => (0..PATHS).prop_map(Op::Forget),
+        1 => (0..PATHS).prop_map(Op::Touch),
+        1 => (0..POOL).prop_map(Op::Corrupt),
+        1 => any::<u8>().prop_map(Op::Gc),
+    ]
+}
+
+#[derive(Default)]
+struct Model {
+    /// pool index → blob is corrupt
+    blobs: HashMap<usize, bool>,
+    /// path index → (content, still the indexed version)
+    files: HashMap<usize, (Vec<usize>, bool)>,
+}
+
+impl Model {
+    fn live(&self, i: usize) -> bool {
+        self.files
+            .values()
+            .any(|(c, valid)| *valid && c.contains(&i))
+    }
+    fn has(&self, i: usize) -> bool {
+        self.live(i) || self.blobs.contains_key(&i)
+    }
+}
+
+fn path(p: usize) -> String {
+    format!("d{p}/file{p}")
+}
+
+fn run(f: &Fixture, ops: &[Op]) -> std::result::Result<(), TestCaseError> {
+    let s = &f.store;
+    let hash = |i: usize| Hash::of_chunk(&pool(i));
+    let mut m = Model::default();
+    for op in ops {
+        match op {
+            Op::Put(i) => {
+                s.put(hash(*i), &pool(*i)).unwrap();
+                m.blobs.insert(*i, false);
+            }
+            Op::Get(i) => {
+                let want = if m.live(*i) {
+                    Some(pool(*i))
+                } else {
+                    match m.blobs.get(i) {
+                        Some(false) => Some(pool(*i)),
+                        Some(true) => {
+                            m.blobs.remove(i);
+                            None
+                        }
+                        None => None,
+                    }
+                };
+                prop_assert_eq!(s.get(&hash(*i)).unwrap(), want, "get {}", i);
+            }
+            Op::Index(p, content) => {
+                let parts: Vec<Vec<u8>> = content.iter().map(|i| pool(*i)).collect();
+                let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                let (stamp, table) = write_live(&f.root, &path(*p), &refs);
+                s.index_file(&path(*p), stamp, &table).unwrap();
+                m.files.insert(*p, (content.clone(), true));
+            }
+            Op::Forget(p) => {
+                s.forget_file(&path(*p)).unwrap();
+                m.files.remove(p);
+            }
+            Op::Touch(p) => {
+                let full = f.root.join(path(*p));
+                if full.exists() {
+                    let mut file = std::fs::OpenOptions::new().append(true).open(full).unwrap();
+                    std::io::Write::write_all(&mut file, b"!").unwrap();
+                }
+                if let Some(e) = m.files.get_mut(p) {
+                    e.1 = false;
+                }
+            }
+            Op::Corrupt(i) => {
+                let expect = m.blobs.contains_key(i) && !pool(*i).is_empty();
+                prop_assert_eq!((f.corrupt)(&hash(*i)), expect);
+                if expect {
+                    m.blobs.insert(*i, true);
+                }
+            }
+            Op::Gc(mask) => {
+                let keep = |h: &Hash| (0..POOL).any(|i| mask & (1 << i) != 0 && hash(i) == *h);
+                let stats = s.gc(&keep).unwrap();
+                let before = m.blobs.len();
+                let kept: HashMap<usize, bool> = m
+                    .blobs
+                    .iter()
+                    .filter(|(i, _)| mask & (1 << **i) != 0 && !m.live(**i))
+                    .map(|(i, c)| (*i, *c))
+                    .collect();
+                m.blobs = kept;
+                prop_assert_eq!(stats.blobs_removed as usize, before - m.blobs.len());
+            }
+        }
+        for i in 0..POOL {
+            prop_assert_eq!(
+                s.has(&hash(i)).unwrap(),
+                m.has(i),
+                "has {} after {:?}",
+                i,
+                op
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn mem_store_matches_model(ops in proptest::collection::vec(arb_op(), 1..40)) {
+        run(&mem_fixture(), &ops)?;
+    }
+}
+
+proptest! {
+    // Every put/index is fsynced: fewer cases, same ops.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn redb_store_matches_model(ops in proptest::collection::vec(arb_op(), 1..40)) {
+        run(&redb_fixture(), &ops)?;
+    }
+}
