@@ -1,0 +1,441 @@
+//! Table-driven tests of the pure apply function on the in-memory index.
+
+use filesyncd_merkle::Hash;
+use filesyncd_raft::apply::MemIndex;
+use filesyncd_raft::command::{
+    Batch, ChunkerSetting, Op, Outcome, PutKind, RejectReason, Request, RequestId, Response,
+    Retention, Version,
+};
+
+const T0: u64 = 1_735_689_599_000; // 2024-12-31 23:59:59 UTC
+const DAY: u64 = 86_400_000;
+
+fn batch(origin: u64, seq: u64, time_ms: u64, ops: Vec<Op>) -> Batch {
+    match Request::new(RequestId { origin, seq }, time_ms, ops) {
+        Request::V1(b) => b,
+    }
+}
+
+fn init(retention: Retention) -> Op {
+    Op::InitCluster {
+        cluster_id: "c1".into(),
+        chunker: ChunkerSetting(vec![1, 2, 3]),
+        retention,
+    }
+}
+
+fn put(path: &str, content: u8, origin: u64, base: Option<Version>) -> Op {
+    Op::Put {
+        path: path.into(),
+        kind: PutKind::File,
+        root: Hash([content; 32]),
+        size: u64::from(content) + 1,
+        mode: 0o644,
+        mtime_ns: 5,
+        origin,
+        base,
+        holders: vec![origin],
+    }
+}
+
+fn dir(path: &str, base: Option<Version>) -> Op {
+    Op::Put {
+        path: path.into(),
+        kind: PutKind::Dir,
+        root: Hash::ZERO,
+        size: 0,
+        mode: 0o755,
+        mtime_ns: 0,
+        origin: 1,
+        base,
+        holders: vec![],
+    }
+}
+
+fn del(path: &str, base: Version) -> Op {
+    Op::Delete {
+        path: path.into(),
+        base,
+    }
+}
+
+/// A fresh index with `InitCluster` applied at index 1.
+fn fresh(retention: Retention) -> MemIndex {
+    let mut ix = MemIndex::new();
+    let r = ix.apply(1, &batch(1, 1, T0, vec![init(retention)]));
+    assert_eq!(r.outcomes(), &[Outcome::Applied { version: v(1, 0) }]);
+    ix
+}
+
+fn v(index: u64, pos: u32) -> Version {
+    Version::new(index, pos)
+}
+
+fn applied(v: Version) -> Outcome {
+    Outcome::Applied { version: v }
+}
+
+fn rejected(reason: RejectReason) -> Outcome {
+    Outcome::Rejected { reason }
+}
+
+#[test]
+fn compare_and_set_and_conflict_copies() {
+    let mut ix = fresh(Retention::default());
+    let r = ix.apply(2, &batch(1, 2, T0, vec![put("docs/r.pdf", 1, 1, None)]));
+    assert_eq!(r, Response::Applied(vec![applied(v(2, 0))]));
+    // Matching base: new version.
+    let r = ix.apply(3, &batch(1, 3, T0, vec![put("docs/r.pdf", 2, 1, Some(v(2, 0)))]));
+    assert_eq!(r.outcomes(), &[applied(v(3, 0))]);
+    // Node 2 edited version 2 concurrently: stale → conflict copy, original untouched.
+    let stale = batch(2, 1, T0, vec![put("docs/r.pdf", 3, 2, Some(v(2, 0)))]);
+    let r = ix.apply(4, &stale);
+    let name = "docs/r.sync-conflict-20241231-235959-2.pdf";
+    assert_eq!(
+        r.outcomes(),
+        &[Outcome::Conflict {
+            conflict_path: name.into(),
+            version: v(4, 0)
+        }]
+    );
+    assert_eq!(ix.live["docs/r.pdf"].version, v(3, 0));
+    assert_eq!(ix.live[name].version, v(4, 0));
+    // Base None while the path exists: conflict too; same name taken → "-2", then "-3".
+    let r = ix.apply(
+        5,
+        &batch(
+            2,
+            2,
+            T0,
+            vec![put("docs/r.pdf", 4, 2, None), put("docs/r.pdf", 5, 2, None)],
+        ),
+    );
+    assert_eq!(
+        r.outcomes(),
+        &[
+            Outcome::Conflict {
+                conflict_path: "docs/r.sync-conflict-20241231-235959-2-2.pdf".into(),
+                version: v(5, 0)
+            },
+            Outcome::Conflict {
+                conflict_path: "docs/r.sync-conflict-20241231-235959-2-3.pdf".into(),
+                version: v(5, 1)
+            }
+        ]
+    );
+    // Base Some while the path is absent: conflict copy (no extension, no dot suffix).
+    let r = ix.apply(6, &batch(3, 1, T0 + 1000, vec![put("Makefile", 6, 3, Some(v(2, 0)))]));
+    assert_eq!(
+        r.outcomes(),
+        &[Outcome::Conflict {
+            conflict_path: "Makefile.sync-conflict-20250101-000000-3".into(),
+            version: v(6, 0)
+        }]
+    );
+}
+
+#[test]
+fn conflict_copy_is_identical_on_every_node() {
+    let mut a = fresh(Retention::default());
+    let mut b = fresh(Retention::default());
+    let entries = [
+        batch(1, 2, T0, vec![put(".bashrc", 1, 1, None)]),
+        batch(2, 1, T0 + 7, vec![put(".bashrc", 2, 2, None)]),
+    ];
+    for (i, e) in entries.iter().enumerate() {
+        let ra = a.apply(2 + i as u64, e);
+        let rb = b.apply(2 + i as u64, e);
+        assert_eq!(ra, rb);
+    }
+    assert_eq!(a, b);
+    assert!(a.live.contains_key(".bashrc.sync-conflict-20241231-235959-2"));
+}
+
+#[test]
+fn stale_put_with_same_content_is_unchanged_and_merges_holders() {
+    let mut ix = fresh(Retention::default());
+    ix.apply(2, &batch(1, 2, T0, vec![put("a", 1, 1, None)]));
+    let r = ix.apply(3, &batch(2, 1, T0, vec![put("a", 1, 2, None)]));
+    assert_eq!(r.outcomes(), &[Outcome::Unchanged { version: v(2, 0) }]);
+    let meta = ix.live["a"].state.clone().expect("live");
+    assert_eq!(meta.holders, vec![1, 2]);
+    assert_eq!(ix.live.len(), 1);
+}
+
+#[test]
+fn deletes_and_stale_deletes() {
+    let mut ix = fresh(Retention::default());
+    ix.apply(2, &batch(1, 2, T0, vec![put("f", 1, 1, None)]));
+    ix.apply(3, &batch(1, 3, T0, vec![put("f", 2, 1, Some(v(2, 0)))]));
+    // Node 2 deletes what it saw (version 2): the delete loses, version 3 stays.
+    let r = ix.apply(4, &batch(2, 1, T0, vec![del("f", v(2, 0))]));
+    assert_eq!(r.outcomes(), &[Outcome::DeleteLost { current: v(3, 0) }]);
+    assert_eq!(ix.live["f"].version, v(3, 0));
+    // Matching delete: tombstone.
+    let r = ix.apply(5, &batch(2, 2, T0, vec![del("f", v(3, 0))]));
+    assert_eq!(r.outcomes(), &[applied(v(5, 0))]);
+    assert!(!ix.live.contains_key("f"));
+    assert!(ix.history[&("f".to_string(), v(5, 0))].is_tombstone());
+    let r = ix.apply(6, &batch(2, 3, T0, vec![del("f", v(3, 0))]));
+    assert_eq!(r.outcomes(), &[Outcome::AlreadyAbsent]);
+    // Re-create: base None or the tombstone's version both match.
+    let r = ix.apply(
+        7,
+        &batch(1, 4, T0, vec![put("f", 3, 1, Some(v(5, 0))), put("g", 3, 1, None)]),
+    );
+    assert_eq!(r.outcomes(), &[applied(v(7, 0)), applied(v(7, 1))]);
+}
+
+#[test]
+fn invalid_paths_and_values_are_rejected_never_indexed() {
+    let mut ix = fresh(Retention::default());
+    let bad = [
+        "../x",
+        "/abs",
+        "a//b",
+        "a/./b",
+        ".filesyncd/db",
+        "x/.filesyncd-marker",
+        "f.filesyncd-tmp.1",
+        "a\0b",
+        "tab\there",
+        "",
+    ];
+    let ops: Vec<Op> = bad.iter().map(|p| put(p, 1, 1, None)).collect();
+    let r = ix.apply(2, &batch(1, 2, T0, ops));
+    assert_eq!(r.outcomes().len(), bad.len());
+    for o in r.outcomes() {
+        assert!(
+            matches!(o, Outcome::Rejected { reason: RejectReason::InvalidPath(_) }),
+            "{o:?}"
+        );
+    }
+    let mut bad_mode = put("m", 1, 1, None);
+    if let Op::Put { mode, .. } = &mut bad_mode {
+        *mode = 0o100644;
+    }
+    let mut no_holders = put("h", 1, 1, None);
+    if let Op::Put { holders, .. } = &mut no_holders {
+        holders.clear();
+    }
+    let bad_link = Op::Put {
+        path: "l".into(),
+        kind: PutKind::Symlink { target: "t".into() },
+        root: Hash([1; 32]),
+        size: 1,
+        mode: 0o777,
+        mtime_ns: 0,
+        origin: 1,
+        base: None,
+        holders: vec![],
+    };
+    let good_link = Op::Put {
+        path: "l2".into(),
+        kind: PutKind::Symlink { target: "t".into() },
+        root: Hash::of_chunk(b"t"),
+        size: 1,
+        mode: 0o777,
+        mtime_ns: 0,
+        origin: 1,
+        base: None,
+        holders: vec![],
+    };
+    let r = ix.apply(3, &batch(1, 3, T0, vec![bad_mode, no_holders, bad_link, good_link]));
+    let o = r.outcomes();
+    assert!(matches!(&o[0], Outcome::Rejected { reason: RejectReason::InvalidValue(_) }));
+    assert_eq!(o[1], rejected(RejectReason::NoHolders));
+    assert!(matches!(&o[2], Outcome::Rejected { reason: RejectReason::InvalidValue(_) }));
+    assert_eq!(o[3], applied(v(3, 3)));
+    assert_eq!(ix.live.keys().collect::<Vec<_>>(), vec!["l2"]);
+    assert_eq!(ix.history.len(), 1);
+}
+
+#[test]
+fn directory_rules() {
+    let mut ix = fresh(Retention::default());
+    let r = ix.apply(
+        2,
+        &batch(1, 2, T0, vec![dir("d", None), put("d/f", 1, 1, None), put("file", 1, 1, None)]),
+    );
+    assert_eq!(r.outcomes(), &[applied(v(2, 0)), applied(v(2, 1)), applied(v(2, 2))]);
+    let r = ix.apply(
+        3,
+        &batch(
+            1,
+            3,
+            T0,
+            vec![
+                put("file/x", 1, 1, None),
+                del("d", v(2, 0)),
+                put("d", 2, 1, Some(v(2, 0))),
+                // Children first, then the directory: fine within one batch.
+                del("d/f", v(2, 1)),
+                del("d", v(2, 0)),
+            ],
+        ),
+    );
+    assert_eq!(
+        r.outcomes(),
+        &[
+            rejected(RejectReason::NotADirectory {
+                ancestor: "file".into()
+            }),
+            rejected(RejectReason::DirectoryNotEmpty),
+            rejected(RejectReason::DirectoryNotEmpty),
+            applied(v(3, 3)),
+            applied(v(3, 4)),
+        ]
+    );
+    assert_eq!(ix.live.keys().collect::<Vec<_>>(), vec!["file"]);
+}
+
+#[test]
+fn tokens_are_single_use_and_expire_on_entry_time() {
+    let mut ix = fresh(Retention::default());
+    let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
+    let add = |h, expires_ms| Op::AddToken {
+        token_hash: h,
+        expires_ms,
+    };
+    let consume = |h, node| Op::ConsumeToken {
+        token_hash: h,
+        node,
+    };
+    let r = ix.apply(
+        2,
+        &batch(1, 2, T0, vec![add(a, T0 + 1000), add(b, T0 + 1000), add(a, T0 + 5), add(c, T0)]),
+    );
+    assert_eq!(
+        r.outcomes(),
+        &[
+            applied(v(2, 0)),
+            applied(v(2, 1)),
+            rejected(RejectReason::TokenExists),
+            rejected(RejectReason::TokenExpired),
+        ]
+    );
+    let r = ix.apply(
+        3,
+        &batch(1, 3, T0 + 999, vec![consume(a, 7), consume(a, 8), consume(c, 7)]),
+    );
+    assert_eq!(
+        r.outcomes(),
+        &[
+            applied(v(3, 0)),
+            rejected(RejectReason::TokenReused),
+            rejected(RejectReason::UnknownToken),
+        ]
+    );
+    assert_eq!(ix.tokens[&a].consumed.as_ref().map(|u| u.node), Some(7));
+    // Expiry compares with the entry clock, which never runs backwards.
+    let r = ix.apply(4, &batch(1, 4, T0 + 1000, vec![consume(b, 7)]));
+    assert_eq!(r.outcomes(), &[rejected(RejectReason::TokenExpired)]);
+}
+
+#[test]
+fn retried_request_ids_replay_the_original_response() {
+    let mut ix = fresh(Retention::default());
+    let b = batch(5, 10, T0, vec![put("x", 1, 5, None)]);
+    let first = ix.apply(2, &b);
+    assert_eq!(first, Response::Applied(vec![applied(v(2, 0))]));
+    let before = ix.clone();
+    let again = ix.apply(3, &b);
+    assert_eq!(again, Response::Duplicate(vec![applied(v(2, 0))]));
+    assert_eq!(ix, before, "a duplicate changes nothing");
+    // A reordered older id within the window still applies.
+    let r = ix.apply(4, &batch(5, 9, T0, vec![put("y", 1, 5, None)]));
+    assert_eq!(r.outcomes(), &[applied(v(4, 0))]);
+    // Far ahead: ids at or below highest - window are too old.
+    ix.apply(5, &batch(5, 10 + 64, T0, vec![]));
+    let r = ix.apply(6, &batch(5, 10, T0, vec![put("z", 1, 5, None)]));
+    assert_eq!(r, Response::TooOld);
+    assert!(!ix.live.contains_key("z"));
+    let kept: Vec<u64> = ix.dedup.keys().filter(|(o, _)| *o == 5).map(|(_, s)| *s).collect();
+    assert_eq!(kept, vec![74], "window pruned");
+}
+
+#[test]
+fn init_cluster_once_and_required_first() {
+    let mut ix = MemIndex::new();
+    let r = ix.apply(1, &batch(1, 1, T0, vec![put("a", 1, 1, None), Op::AddToken {
+        token_hash: Hash([1; 32]),
+        expires_ms: T0 + 1,
+    }]));
+    assert_eq!(
+        r.outcomes(),
+        &[rejected(RejectReason::NotInitialized), rejected(RejectReason::NotInitialized)]
+    );
+    let r = ix.apply(2, &batch(1, 2, T0, vec![init(Retention::default()), init(Retention {
+        keep_versions: Some(1),
+        keep_days: None,
+    })]));
+    assert_eq!(
+        r.outcomes(),
+        &[applied(v(2, 0)), rejected(RejectReason::AlreadyInitialized)]
+    );
+    let s = ix.state.settings.clone().expect("settings");
+    assert_eq!(s.retention, Retention::default());
+    assert_eq!(s.chunker, ChunkerSetting(vec![1, 2, 3]));
+}
+
+#[test]
+fn add_holders_to_live_and_old_versions() {
+    let mut ix = fresh(Retention::default());
+    ix.apply(2, &batch(1, 2, T0, vec![put("a", 1, 1, None)]));
+    ix.apply(3, &batch(1, 3, T0, vec![put("a", 2, 1, Some(v(2, 0)))]));
+    let r = ix.apply(
+        4,
+        &batch(
+            1,
+            4,
+            T0,
+            vec![
+                Op::AddHolders { path: "a".into(), version: v(3, 0), holders: vec![3, 2, 3] },
+                Op::AddHolders { path: "a".into(), version: v(2, 0), holders: vec![9] },
+                Op::AddHolders { path: "a".into(), version: v(9, 0), holders: vec![9] },
+            ],
+        ),
+    );
+    assert_eq!(
+        r.outcomes(),
+        &[applied(v(3, 0)), applied(v(2, 0)), rejected(RejectReason::UnknownVersion)]
+    );
+    assert_eq!(ix.live["a"].state.as_ref().map(|m| m.holders.clone()), Some(vec![1, 2, 3]));
+    let old = &ix.history[&("a".to_string(), v(2, 0))];
+    assert_eq!(old.state.as_ref().map(|m| m.holders.clone()), Some(vec![1, 9]));
+}
+
+#[test]
+fn retention_keeps_last_n_versions() {
+    let mut ix = fresh(Retention { keep_versions: Some(2), keep_days: None });
+    let mut base = None;
+    for i in 0..6u64 {
+        let r = ix.apply(2 + i, &batch(1, 2 + i, T0, vec![put("a", i as u8, 1, base)]));
+        base = Some(v(2 + i, 0));
+        assert_eq!(r.outcomes(), &[applied(v(2 + i, 0))]);
+    }
+    let kept: Vec<_> = ix.history.keys().map(|(_, v)| v.index).collect();
+    assert_eq!(kept, vec![6, 7]);
+    // Records 2..=5 dropped: "as of" is exact from index 6 (when 5 was superseded).
+    assert_eq!(ix.state.horizon, 6);
+}
+
+#[test]
+fn retention_by_days_via_hints_and_tombstones() {
+    let mut ix = fresh(Retention { keep_versions: None, keep_days: Some(1) });
+    ix.apply(2, &batch(1, 2, T0, vec![put("a", 1, 1, None), put("b", 1, 1, None)]));
+    ix.apply(3, &batch(1, 3, T0 + 10, vec![put("a", 2, 1, Some(v(2, 0))), del("b", v(2, 1))]));
+    assert_eq!(ix.history.len(), 4);
+    // Within a day nothing goes.
+    ix.apply(4, &batch(1, 4, T0 + DAY, vec![]));
+    assert_eq!(ix.history.len(), 4);
+    // An unrelated entry after a day: a's old version and b's whole history are pruned.
+    ix.apply(5, &batch(1, 5, T0 + DAY + 11, vec![]));
+    let left: Vec<_> = ix.history.keys().cloned().collect();
+    assert_eq!(left, vec![("a".to_string(), v(3, 0))]);
+    assert!(ix.hints.is_empty());
+    assert_eq!(ix.state.horizon, 3);
+    // A leader with a late clock cannot roll time back.
+    ix.apply(6, &batch(1, 6, T0, vec![]));
+    assert_eq!(ix.state.clock_ms, T0 + DAY + 11);
+}
