@@ -3,6 +3,8 @@
 pub mod apply;
 pub mod command;
 pub mod history;
+pub mod log_store;
+pub mod node_id;
 pub mod paths;
 pub mod config;
 pub mod network;
