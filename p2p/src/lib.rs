@@ -1,1 +1,41 @@
-//! placeholder
+//! filesyncd-p2p: libp2p over QUIC for filesyncd.
+//!
+//! Identity ([`identity`]), membership gating ([`gate`]), the join handshake
+//! ([`join`], [`token`]), opaque Raft and control request-response, and
+//! verified bulk chunk streams ([`chunks`]). This crate knows nothing of
+//! Raft types: Raft RPCs are opaque bytes. The wire protocols are specified
+//! in [`protocol`] (and `docs/PROTOCOL.md`).
+//!
+//! Usage: [`start`] with a keypair ([`load_or_create`]), a [`P2pConfig`] and
+//! the app's [`Services`]; keep the returned [`P2pClient`] (cloneable) and
+//! drain the [`P2pEvent`] receiver.
+
+pub mod addr;
+pub mod chunks;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod error;
+mod event_loop;
+pub mod gate;
+pub mod hooks;
+pub mod identity;
+pub mod join;
+pub mod protocol;
+mod swarm;
+pub mod token;
+
+pub use addr::{parse_addr, AddrError};
+pub use chunks::fetch::{ChunkFetch, FetchPlan, Fetched};
+pub use client::{start, Joined, P2pClient, Services};
+pub use config::{ConfigError, Limits, P2pConfig, QuicTuning};
+pub use error::{FetchError, JoinError, P2pError, RequestError};
+pub use filesyncd_merkle::Hash;
+pub use hooks::{
+    ChunkProvider, JoinApplication, JoinVerifier, P2pEvent, Rejection, Reply, ReplyError,
+};
+pub use identity::{load_or_create, Identity, IdentityError};
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
+pub use protocol::RejectReason;
+pub use token::{Token, TokenHash, TokenParseError};

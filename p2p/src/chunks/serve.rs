@@ -1,0 +1,129 @@
+//! The serving side of `/filesyncd/chunks/1`.
+//!
+//! Inbound chunk streams reach us only on member connections (the gate does
+//! not offer the protocol to strangers); membership is checked again here,
+//! since it may have changed since the connection was established, and a
+//! stranger's stream is dropped (reset) unread.
+//!
+//! Each stream waits for a global and a per-peer permit
+//! (`serve_streams_global`, `serve_streams_per_peer`), reads the request
+//! (bounded count, checked before the hashes are read), then a blocking
+//! thread asks the [`ChunkProvider`] for each chunk and compresses it
+//! ([`wire::Frame::encode`]) while the async side writes the previous frame
+//! (a 2-frame pipeline). A chunk the provider does not give, or one larger
+//! than `max_chunk_len`, goes out as "absent".
+
+use super::wire::{self, Frame};
+use super::PerPeer;
+use crate::config::Limits;
+use crate::gate::Membership;
+use crate::hooks::ChunkProvider;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use std::io;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Frames prepared ahead of the writer.
+const PIPELINE: usize = 2;
+
+pub(crate) struct ServeShared {
+    pub limits: Limits,
+    pub membership: Membership,
+    pub provider: Arc<dyn ChunkProvider>,
+    pub global: Arc<Semaphore>,
+    pub per_peer: PerPeer,
+}
+
+/// Accepts chunk streams until the swarm is gone.
+pub(crate) async fn serve_loop(
+    mut incoming: libp2p_stream::IncomingStreams,
+    shared: Arc<ServeShared>,
+) {
+    while let Some((peer, stream)) = incoming.next().await {
+        if !shared.membership.is_member(&peer) {
+            tracing::debug!(%peer, "chunk stream from a non-member: reset");
+            drop(stream);
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(&shared, peer, stream).await {
+                tracing::debug!(%peer, "chunk stream ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_stream(shared: &ServeShared, peer: PeerId, mut stream: Stream) -> io::Result<()> {
+    let limits = &shared.limits;
+    let t = limits.chunk_io_timeout;
+    let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "semaphore closed");
+    let _global = shared
+        .global
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| closed())?;
+    let _local = shared
+        .per_peer
+        .get(peer)
+        .acquire_owned()
+        .await
+        .map_err(|_| closed())?;
+    let (accept_zstd, hashes) = tokio::time::timeout(t, read_request(&mut stream, limits))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+
+    let (tx, mut rx) = mpsc::channel::<Frame>(PIPELINE);
+    let provider = shared.provider.clone();
+    let max_chunk = limits.max_chunk_len;
+    let producer = tokio::task::spawn_blocking(move || {
+        for hash in hashes {
+            let frame = match provider.get(&hash) {
+                Some(data) if data.len() <= max_chunk => Frame::encode(hash, data, accept_zstd),
+                Some(data) => {
+                    tracing::warn!(
+                        ?hash,
+                        len = data.len(),
+                        "provider chunk over max_chunk_len: sent as absent"
+                    );
+                    Frame::absent(hash)
+                }
+                None => Frame::absent(hash),
+            };
+            if tx.blocking_send(frame).is_err() {
+                return; // the writer gave up
+            }
+        }
+    });
+    let written = async {
+        while let Some(frame) = rx.recv().await {
+            tokio::time::timeout(t, async {
+                stream.write_all(&frame.header.encode()).await?;
+                stream.write_all(&frame.body).await
+            })
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        }
+        tokio::time::timeout(t, stream.close())
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+    }
+    .await;
+    drop(rx);
+    let _ = producer.await;
+    written
+}
+
+async fn read_request(
+    stream: &mut Stream,
+    limits: &Limits,
+) -> io::Result<(bool, Vec<filesyncd_merkle::Hash>)> {
+    let mut head = [0u8; wire::REQUEST_HEAD_LEN];
+    stream.read_exact(&mut head).await?;
+    let (accept_zstd, count) = wire::decode_request_head(head, limits.max_chunks_per_request)?;
+    let mut raw = vec![0u8; count * 32];
+    stream.read_exact(&mut raw).await?;
+    Ok((accept_zstd, wire::decode_hashes(&raw)))
+}

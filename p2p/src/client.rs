@@ -1,0 +1,357 @@
+//! The handle the rest of the program holds: [`P2pClient`], and [`start`].
+//!
+//! One task (the event loop) owns the Swarm. A `P2pClient` is a cheap clone
+//! that sends [`Command`]s with oneshot replies over a bounded channel;
+//! inbound requests and peer news arrive on the bounded [`P2pEvent`]
+//! channel returned by [`start`]. Chunk fetches do not go through the event
+//! loop: they open libp2p-stream streams directly (its `Control` is made
+//! for that), bounded by semaphores shared by all clones.
+
+use crate::addr::parse_addr;
+use crate::chunks::faults::Faults;
+use crate::chunks::fetch::{self, ChunkFetch, FetchPlan, FetchShared};
+use crate::chunks::serve::{serve_loop, ServeShared};
+use crate::chunks::PerPeer;
+use crate::config::{Limits, P2pConfig};
+use crate::error::{JoinError, P2pError, RequestError};
+use crate::event_loop::EventLoop;
+use crate::gate::Membership;
+use crate::hooks::{ChunkProvider, JoinVerifier, P2pEvent};
+use crate::join::run_joiner;
+use crate::protocol::{JoinRequest, JoinResponse, CHUNKS_PROTOCOL};
+use crate::swarm;
+use crate::token::Token;
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Capacity of the command channel.
+const COMMAND_BUFFER: usize = 256;
+/// How long `start` waits for listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// What the app plugs in.
+#[derive(Clone)]
+pub struct Services {
+    /// Serves chunk bytes to members.
+    pub chunks: Arc<dyn ChunkProvider>,
+    /// Checks join proofs. `None`: joins are answered `Unavailable`.
+    pub join_verifier: Option<Arc<dyn JoinVerifier>>,
+}
+
+/// Which request-response protocol a command is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Proto {
+    Raft,
+    Ctl,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+pub(crate) enum Command {
+    Request {
+        proto: Proto,
+        peer: PeerId,
+        bytes: Vec<u8>,
+        reply: Reply<Result<Vec<u8>, RequestError>>,
+    },
+    Join {
+        peer: PeerId,
+        request: JoinRequest,
+        reply: Reply<Result<JoinResponse, RequestError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: Reply<Result<PeerId, P2pError>>,
+    },
+    AddAddresses {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    SetMembers {
+        members: HashSet<PeerId>,
+        reply: Reply<()>,
+    },
+    Unrefuse {
+        peer: PeerId,
+    },
+    ListenAddrs {
+        reply: Reply<Vec<Multiaddr>>,
+    },
+    ConnectedPeers {
+        reply: Reply<Vec<PeerId>>,
+    },
+    Shutdown,
+}
+
+/// A successful join.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    /// The member that admitted us.
+    pub member: PeerId,
+    /// The app's opaque accept payload (cluster info).
+    pub payload: Vec<u8>,
+}
+
+/// Cloneable handle to the p2p node.
+#[derive(Clone)]
+pub struct P2pClient {
+    local: PeerId,
+    cmds: mpsc::Sender<Command>,
+    fetch: Arc<FetchShared>,
+}
+
+/// Builds the swarm, starts listening, spawns the event loop and the chunk
+/// server. Returns the client and the inbound event channel.
+pub async fn start(
+    keypair: Keypair,
+    config: P2pConfig,
+    services: Services,
+) -> Result<(P2pClient, mpsc::Receiver<P2pEvent>), P2pError> {
+    config.limits.check()?;
+    config.quic.check(&config.limits)?;
+    let local = keypair.public().to_peer_id();
+    let membership = Membership::default();
+    let mut swarm = swarm::build(keypair, &config, &membership)?;
+    let mut listeners = HashSet::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| P2pError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        listeners.insert(id);
+    }
+    let mut listen_addrs = Vec::new();
+    let wait = async {
+        while !listeners.is_empty() {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
+                    listeners.remove(&listener_id);
+                    listen_addrs.push(address);
+                }
+                SwarmEvent::ListenerClosed {
+                    reason: Err(e),
+                    addresses,
+                    ..
+                } => {
+                    return Err(P2pError::Listen {
+                        addr: format!("{addresses:?}"),
+                        reason: e.to_string(),
+                    })
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(P2pError::Listen {
+                        addr: String::new(),
+                        reason: error.to_string(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(LISTEN_WAIT, wait)
+        .await
+        .map_err(|_| P2pError::Listen {
+            addr: format!("{:?}", config.listen),
+            reason: "no address reported in time".into(),
+        })??;
+
+    let mut control = swarm.behaviour_mut().chunks.inner_mut().new_control();
+    let incoming = control
+        .accept(CHUNKS_PROTOCOL)
+        .map_err(|e| P2pError::Transport(e.to_string()))?;
+    let limits = config.limits.clone();
+    tokio::spawn(serve_loop(
+        incoming,
+        Arc::new(ServeShared {
+            limits: limits.clone(),
+            membership: membership.clone(),
+            provider: services.chunks.clone(),
+            global: Arc::new(Semaphore::new(limits.serve_streams_global)),
+            per_peer: PerPeer::new(limits.serve_streams_per_peer),
+        }),
+    ));
+
+    let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_BUFFER);
+    let fetch = Arc::new(FetchShared {
+        limits: limits.clone(),
+        membership: membership.clone(),
+        control,
+        global: Arc::new(Semaphore::new(limits.fetch_streams_global)),
+        per_peer: PerPeer::new(limits.fetch_streams_per_peer),
+        faults: Mutex::new(Faults::new(limits.fault_threshold, limits.ban_duration)),
+        events: events_tx.clone(),
+    });
+    let event_loop = EventLoop::new(
+        swarm,
+        cmd_rx,
+        events_tx,
+        membership,
+        limits,
+        services.join_verifier,
+        listen_addrs,
+    );
+    tokio::spawn(event_loop.run());
+    Ok((
+        P2pClient {
+            local,
+            cmds: cmd_tx,
+            fetch,
+        },
+        events_rx,
+    ))
+}
+
+impl P2pClient {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.fetch.limits
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| P2pError::Shutdown)?;
+        rx.await.map_err(|_| P2pError::Shutdown)
+    }
+
+    /// Addresses we listen on (as reported by the transport).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, P2pError> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, P2pError> {
+        self.call(|reply| Command::ConnectedPeers { reply }).await
+    }
+
+    /// Dials a multiaddr or `host:port`; returns the remote's PeerId.
+    pub async fn dial(&self, addr: &str) -> Result<PeerId, P2pError> {
+        let addr = parse_addr(addr)?;
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Remembers where `peer` can be dialed (Raft and chunk requests dial
+    /// members by PeerId).
+    pub async fn add_addresses(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), P2pError> {
+        self.cmds
+            .send(Command::AddAddresses { peer, addrs })
+            .await
+            .map_err(|_| P2pError::Shutdown)
+    }
+
+    /// Replaces the allow-list. Removed members are disconnected and refused
+    /// until re-added (or [`P2pClient::unrefuse`]d).
+    pub async fn set_members(&self, members: HashSet<PeerId>) -> Result<(), P2pError> {
+        self.call(|reply| Command::SetMembers { members, reply })
+            .await
+    }
+
+    /// Lets a removed peer connect again as a stranger (to rejoin).
+    pub async fn unrefuse(&self, peer: PeerId) -> Result<(), P2pError> {
+        self.cmds
+            .send(Command::Unrefuse { peer })
+            .await
+            .map_err(|_| P2pError::Shutdown)
+    }
+
+    async fn request(
+        &self,
+        proto: Proto,
+        peer: PeerId,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Command::Request {
+                proto,
+                peer,
+                bytes,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.map_err(|_| RequestError::Shutdown)?
+    }
+
+    /// Sends an opaque Raft RPC to a member and waits for its response.
+    pub async fn raft_request(
+        &self,
+        peer: PeerId,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
+        self.request(Proto::Raft, peer, bytes).await
+    }
+
+    /// Sends an opaque control message to a member and waits for its response.
+    pub async fn ctl_request(&self, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, RequestError> {
+        self.request(Proto::Ctl, peer, bytes).await
+    }
+
+    async fn join_request(
+        &self,
+        peer: PeerId,
+        request: JoinRequest,
+    ) -> Result<JoinResponse, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Command::Join {
+                peer,
+                request,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.map_err(|_| RequestError::Shutdown)?
+    }
+
+    /// Joins a cluster through the member at `addr` (multiaddr or
+    /// `host:port`) with `token`. Returns the member's PeerId and the app's
+    /// accept payload. The token's secret never goes on the wire.
+    pub async fn join(&self, addr: &str, token: &Token) -> Result<Joined, JoinError> {
+        let addr = parse_addr(addr)?;
+        let member = self
+            .call(|reply| Command::Dial { addr, reply })
+            .await
+            .map_err(|_| JoinError::Shutdown)?
+            .map_err(|e| JoinError::Dial(e.to_string()))?;
+        let listen = self.listen_addrs().await.map_err(|_| JoinError::Shutdown)?;
+        let payload = run_joiner(self.local, member, token, listen, |req| {
+            self.join_request(member, req)
+        })
+        .await?;
+        Ok(Joined { member, payload })
+    }
+
+    /// Fetches chunks from the peers that hold them; every yielded chunk has
+    /// been verified against its hash. See [`crate::chunks::fetch`].
+    pub fn fetch_chunks(&self, plan: FetchPlan) -> ChunkFetch {
+        fetch::start(self.fetch.clone(), plan)
+    }
+
+    /// (faults charged, currently banned) for a chunk server.
+    pub fn peer_faults(&self, peer: &PeerId) -> (u32, bool) {
+        self.fetch.faults_of(peer)
+    }
+
+    /// Stops the event loop (the swarm closes all connections).
+    pub async fn shutdown(&self) {
+        let _ = self.cmds.send(Command::Shutdown).await;
+    }
+}

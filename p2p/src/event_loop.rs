@@ -1,0 +1,424 @@
+//! The one task that owns the Swarm.
+//!
+//! It multiplexes: swarm events; client commands (each with a oneshot
+//! reply; outbound requests wait in maps keyed by request id); replies the
+//! app gives to inbound requests; finished join verifications; and a 1 s
+//! tick that closes connections whose gating no longer holds. Nothing here
+//! blocks: app work happens behind channels, verifications on spawned
+//! tasks. Inbound requests are handed to the app with `try_send`: when the
+//! app's event channel is full the request is dropped (the remote's request
+//! fails and Raft retries) instead of stalling the swarm.
+
+use crate::client::{Command, Proto};
+use crate::config::Limits;
+use crate::error::{P2pError, RequestError};
+use crate::gate::Membership;
+use crate::hooks::{JoinVerifier, P2pEvent, Reply};
+use crate::join::{Action, JoinDone, JoinOutcome, JoinServer};
+use crate::protocol::JoinResponse;
+use crate::swarm::{Behaviour, BehaviourEvent};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{identify, Multiaddr, PeerId, Swarm};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+type PendingReply = BoxFuture<'static, (Proto, ResponseChannel<Vec<u8>>, Option<Vec<u8>>)>;
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    cmds: mpsc::Receiver<Command>,
+    events: mpsc::Sender<P2pEvent>,
+    membership: Membership,
+    limits: Limits,
+    join: JoinServer,
+    join_done: mpsc::Receiver<JoinDone>,
+    join_failures: HashMap<PeerId, u32>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    pending_join: HashMap<OutboundRequestId, oneshot::Sender<Result<JoinResponse, RequestError>>>,
+    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, P2pError>>>,
+    replies: FuturesUnordered<PendingReply>,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+impl EventLoop {
+    pub fn new(
+        swarm: Swarm<Behaviour>,
+        cmds: mpsc::Receiver<Command>,
+        events: mpsc::Sender<P2pEvent>,
+        membership: Membership,
+        limits: Limits,
+        verifier: Option<Arc<dyn JoinVerifier>>,
+        listen_addrs: Vec<Multiaddr>,
+    ) -> EventLoop {
+        let (done_tx, done_rx) = mpsc::channel(64);
+        let local = *swarm.local_peer_id();
+        EventLoop {
+            swarm,
+            cmds,
+            events,
+            membership,
+            limits,
+            join: JoinServer::new(local, verifier, done_tx),
+            join_done: done_rx,
+            join_failures: HashMap::new(),
+            pending: HashMap::new(),
+            pending_join: HashMap::new(),
+            pending_dials: HashMap::new(),
+            replies: FuturesUnordered::new(),
+            listen_addrs,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.on_command(cmd),
+                },
+                Some(done) = self.join_done.recv() => self.on_join_done(done),
+                Some((proto, channel, resp)) = self.replies.next(), if !self.replies.is_empty() => {
+                    if let Some(bytes) = resp {
+                        let b = self.swarm.behaviour_mut();
+                        let rr = match proto {
+                            Proto::Raft => b.raft.inner_mut(),
+                            Proto::Ctl => b.ctl.inner_mut(),
+                        };
+                        let _ = rr.send_response(channel, bytes);
+                    }
+                }
+                _ = tick.tick() => self.sweep(),
+            }
+        }
+        tracing::debug!("p2p event loop stopped");
+    }
+
+    fn emit(&self, ev: P2pEvent) -> bool {
+        match self.events.try_send(ev) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(ev)) => {
+                tracing::warn!("app event channel full: dropping {}", event_name(&ev));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let stale = self
+            .swarm
+            .behaviour()
+            .gate
+            .stale_connections(now, self.limits.stranger_window);
+        for id in stale {
+            self.swarm.close_connection(id);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request {
+                proto,
+                peer,
+                bytes,
+                reply,
+            } => {
+                if !self.membership.is_member(&peer) {
+                    let _ = reply.send(Err(RequestError::NotMember(peer)));
+                    return;
+                }
+                let max = match proto {
+                    Proto::Raft => self.limits.max_raft_request,
+                    Proto::Ctl => self.limits.max_ctl_message,
+                };
+                if bytes.len() > max {
+                    let _ = reply.send(Err(RequestError::TooLarge {
+                        len: bytes.len(),
+                        max,
+                    }));
+                    return;
+                }
+                let b = self.swarm.behaviour_mut();
+                let rr = match proto {
+                    Proto::Raft => b.raft.inner_mut(),
+                    Proto::Ctl => b.ctl.inner_mut(),
+                };
+                let id = rr.send_request(&peer, bytes);
+                self.pending.insert(id, reply);
+            }
+            Command::Join {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self.swarm.behaviour_mut().join.send_request(&peer, request);
+                self.pending_join.insert(id, reply);
+            }
+            Command::Dial { addr, reply } => {
+                let opts = DialOpts::unknown_peer_id().address(addr).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(P2pError::Dial(e.to_string())));
+                    }
+                }
+            }
+            Command::AddAddresses { peer, addrs } => {
+                self.swarm.behaviour_mut().gate.add_addresses(peer, addrs);
+            }
+            Command::SetMembers { members, reply } => {
+                let local = *self.swarm.local_peer_id();
+                let diff = self.membership.set(members, local);
+                for peer in &diff.removed {
+                    tracing::info!(%peer, "member removed: disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(*peer);
+                    self.swarm.behaviour_mut().gate.forget_addresses(peer);
+                }
+                for peer in &diff.added {
+                    self.join_failures.remove(peer);
+                }
+                let _ = reply.send(());
+            }
+            Command::Unrefuse { peer } => self.membership.unrefuse(&peer),
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_join_done(&mut self, done: JoinDone) {
+        match &done.outcome {
+            JoinOutcome::Admitted { token_id, addrs } => {
+                let gate = &mut self.swarm.behaviour_mut().gate;
+                gate.add_addresses(done.peer, addrs.iter().cloned());
+                self.join_failures.remove(&done.peer);
+                self.emit(P2pEvent::Joined {
+                    peer: done.peer,
+                    token_id: token_id.clone(),
+                });
+            }
+            JoinOutcome::BadProof => {
+                let n = self.join_failures.entry(done.peer).or_insert(0);
+                *n += 1;
+                if *n >= self.limits.max_join_failures {
+                    tracing::warn!(peer = %done.peer, "too many bad join proofs: banned");
+                    self.membership
+                        .ban(done.peer, Instant::now() + self.limits.ban_duration);
+                    self.join_failures.remove(&done.peer);
+                    // Answer first, the sweep closes the connection next tick.
+                }
+            }
+            JoinOutcome::Refused => {}
+        }
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .join
+            .send_response(done.channel, done.response);
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Raft(e)) => self.on_bytes_event(Proto::Raft, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ctl(e)) => self.on_bytes_event(Proto::Ctl, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Join(e)) => self.on_join_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if self.membership.is_member(&peer_id) => {
+                let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(8).collect();
+                self.swarm
+                    .behaviour_mut()
+                    .gate
+                    .add_addresses(peer_id, addrs.clone());
+                self.emit(P2pEvent::Identified {
+                    peer: peer_id,
+                    listen_addrs: addrs,
+                });
+            }
+            SwarmEvent::Behaviour(_) => {}
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if num_established.get() == 1 {
+                    let member = self
+                        .swarm
+                        .behaviour()
+                        .gate
+                        .connection(&connection_id)
+                        .is_some_and(|c| c.member);
+                    self.emit(P2pEvent::PeerConnected {
+                        peer: peer_id,
+                        member,
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.join.forget_peer(&peer_id);
+                self.emit(P2pEvent::PeerDisconnected { peer: peer_id });
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(P2pError::Dial(error.to_string())));
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_bytes_event(&mut self, proto: Proto, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match e {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    // The gate did not offer the protocol to strangers; this
+                    // catches a membership change since the connection began.
+                    if !self.membership.is_member(&peer) {
+                        tracing::debug!(%peer, "request from a non-member dropped");
+                        return;
+                    }
+                    let max = match proto {
+                        Proto::Raft => self.limits.max_raft_response,
+                        Proto::Ctl => self.limits.max_ctl_message,
+                    };
+                    let (reply, rx) = Reply::new(max);
+                    let ev = match proto {
+                        Proto::Raft => P2pEvent::RaftRequest {
+                            peer,
+                            bytes: request,
+                            reply,
+                        },
+                        Proto::Ctl => P2pEvent::CtlRequest {
+                            peer,
+                            bytes: request,
+                            reply,
+                        },
+                    };
+                    if self.emit(ev) {
+                        self.replies
+                            .push(async move { (proto, channel, rx.await.ok()) }.boxed());
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(error.into()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, ?proto, "inbound request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_join_event(
+        &mut self,
+        e: request_response::Event<crate::protocol::JoinRequest, JoinResponse>,
+    ) {
+        match e {
+            request_response::Event::Message {
+                peer,
+                connection_id,
+                message,
+            } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let observed = self
+                        .swarm
+                        .behaviour()
+                        .gate
+                        .connection(&connection_id)
+                        .map(|c| c.remote_addr.clone());
+                    if let Action::Respond(channel, resp) =
+                        self.join.on_request(peer, request, channel, observed)
+                    {
+                        let _ = self.swarm.behaviour_mut().join.send_response(channel, resp);
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_join.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.pending_join.remove(&request_id) {
+                    let _ = reply.send(Err(error.into()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound join request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+fn event_name(ev: &P2pEvent) -> &'static str {
+    match ev {
+        P2pEvent::RaftRequest { .. } => "a raft request",
+        P2pEvent::CtlRequest { .. } => "a ctl request",
+        P2pEvent::PeerConnected { .. } => "a peer-connected event",
+        P2pEvent::PeerDisconnected { .. } => "a peer-disconnected event",
+        P2pEvent::Identified { .. } => "an identify event",
+        P2pEvent::Joined { .. } => "a joined event",
+        P2pEvent::PeerFault { .. } => "a peer-fault event",
+    }
+}

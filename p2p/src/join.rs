@@ -1,0 +1,285 @@
+//! Both sides of the join handshake (`/filesyncd/join/1`).
+//!
+//! Member side ([`JoinServer`], driven by the event loop):
+//! * `Hello` → a fresh random 32-byte nonce is remembered for that peer
+//!   (replacing any earlier one) and sent as `Challenge`. Nothing about the
+//!   token is looked up yet: no oracle on token ids. At most
+//!   [`MAX_CHALLENGES`] outstanding; each lives [`CHALLENGE_TTL`] and is
+//!   dropped when the peer's last connection closes.
+//! * `Proof` → the challenge is taken (single use: a second Proof finds
+//!   none and is a `Protocol` rejection), then, on a spawned task, the
+//!   verifier gives the stored hash, the MAC is checked in constant time,
+//!   and only then is the verifier asked to admit. Wrong MAC and unknown id
+//!   both answer `BadToken`. `max_join_failures` bad proofs from one peer
+//!   ban it for `ban_duration`.
+//!
+//! Nonces are keyed by PeerId rather than by connection because the
+//! request-response behaviour may spread two requests to the same peer over
+//! different connections; the MAC binds the joiner's PeerId, so this loses
+//! nothing.
+//!
+//! Joiner side: [`run_joiner`], see [`crate::P2pClient::join`].
+
+use crate::error::{JoinError, RequestError};
+use crate::hooks::{JoinApplication, JoinVerifier, Rejection};
+use crate::protocol::{JoinRequest, JoinResponse, RejectReason, JOIN_VERSION, MAX_JOIN_ADDRS};
+use crate::token::{self, is_token_id, Token};
+use libp2p::request_response::ResponseChannel;
+use libp2p::{Multiaddr, PeerId};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(30);
+pub const MAX_CHALLENGES: usize = 256;
+
+struct Challenge {
+    token_id: String,
+    nonce: [u8; 32],
+    joiner_nonce: [u8; 32],
+    issued: Instant,
+}
+
+/// A finished verification, handed back to the event loop.
+pub(crate) struct JoinDone {
+    pub peer: PeerId,
+    pub channel: ResponseChannel<JoinResponse>,
+    pub response: JoinResponse,
+    pub outcome: JoinOutcome,
+}
+
+pub(crate) enum JoinOutcome {
+    Admitted {
+        token_id: String,
+        addrs: Vec<Multiaddr>,
+    },
+    BadProof,
+    Refused,
+}
+
+/// What the event loop should do with an inbound join request.
+pub(crate) enum Action {
+    Respond(ResponseChannel<JoinResponse>, JoinResponse),
+    /// A verification task was spawned; it reports through `done`.
+    Pending,
+}
+
+pub(crate) struct JoinServer {
+    local: PeerId,
+    verifier: Option<Arc<dyn JoinVerifier>>,
+    challenges: HashMap<PeerId, Challenge>,
+    done: mpsc::Sender<JoinDone>,
+}
+
+fn reject(reason: RejectReason) -> JoinResponse {
+    JoinResponse::Rejected {
+        reason,
+        hint: Vec::new(),
+    }
+}
+
+impl JoinServer {
+    pub fn new(
+        local: PeerId,
+        verifier: Option<Arc<dyn JoinVerifier>>,
+        done: mpsc::Sender<JoinDone>,
+    ) -> JoinServer {
+        JoinServer {
+            local,
+            verifier,
+            challenges: HashMap::new(),
+            done,
+        }
+    }
+
+    pub fn forget_peer(&mut self, peer: &PeerId) {
+        self.challenges.remove(peer);
+    }
+
+    pub fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: JoinRequest,
+        channel: ResponseChannel<JoinResponse>,
+        observed_addr: Option<Multiaddr>,
+    ) -> Action {
+        let now = Instant::now();
+        self.challenges
+            .retain(|_, c| now.duration_since(c.issued) < CHALLENGE_TTL);
+        match request {
+            JoinRequest::Hello {
+                version,
+                token_id,
+                joiner_nonce,
+            } => {
+                if version != JOIN_VERSION || !is_token_id(&token_id) {
+                    return Action::Respond(channel, reject(RejectReason::Protocol));
+                }
+                if self.verifier.is_none() {
+                    return Action::Respond(channel, reject(RejectReason::Unavailable));
+                }
+                if self.challenges.len() >= MAX_CHALLENGES && !self.challenges.contains_key(&peer) {
+                    return Action::Respond(channel, reject(RejectReason::Unavailable));
+                }
+                let mut nonce = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut nonce);
+                self.challenges.insert(
+                    peer,
+                    Challenge {
+                        token_id,
+                        nonce,
+                        joiner_nonce,
+                        issued: now,
+                    },
+                );
+                Action::Respond(channel, JoinResponse::Challenge { nonce })
+            }
+            JoinRequest::Proof {
+                token_id,
+                mac,
+                listen_addrs,
+            } => {
+                let Some(challenge) = self.challenges.remove(&peer) else {
+                    return Action::Respond(channel, reject(RejectReason::Protocol));
+                };
+                if challenge.token_id != token_id || listen_addrs.len() > MAX_JOIN_ADDRS {
+                    return Action::Respond(channel, reject(RejectReason::Protocol));
+                }
+                let Some(verifier) = self.verifier.clone() else {
+                    return Action::Respond(channel, reject(RejectReason::Unavailable));
+                };
+                let addrs = listen_addrs
+                    .into_iter()
+                    .filter_map(|b| Multiaddr::try_from(b).ok())
+                    .collect();
+                let local = self.local;
+                let done = self.done.clone();
+                tokio::spawn(async move {
+                    let (response, outcome) =
+                        verify(verifier, local, peer, challenge, mac, addrs, observed_addr).await;
+                    let _ = done
+                        .send(JoinDone {
+                            peer,
+                            channel,
+                            response,
+                            outcome,
+                        })
+                        .await;
+                });
+                Action::Pending
+            }
+        }
+    }
+}
+
+async fn verify(
+    verifier: Arc<dyn JoinVerifier>,
+    local: PeerId,
+    peer: PeerId,
+    challenge: Challenge,
+    mac: [u8; 32],
+    addrs: Vec<Multiaddr>,
+    observed_addr: Option<Multiaddr>,
+) -> (JoinResponse, JoinOutcome) {
+    let refused = |r: Rejection, outcome| {
+        (
+            JoinResponse::Rejected {
+                reason: r.reason,
+                hint: r.hint,
+            },
+            outcome,
+        )
+    };
+    let token_id = challenge.token_id;
+    let hash = match verifier.token_hash(&token_id).await {
+        Ok(h) => h,
+        Err(r) if r.reason == RejectReason::BadToken => return refused(r, JoinOutcome::BadProof),
+        Err(r) => return refused(r, JoinOutcome::Refused),
+    };
+    let expected = token::joiner_mac(&hash, &token_id, &peer, &challenge.nonce);
+    if !token::mac_eq(&expected, &mac) {
+        return refused(
+            Rejection::new(RejectReason::BadToken),
+            JoinOutcome::BadProof,
+        );
+    }
+    let application = JoinApplication {
+        peer,
+        token_id: token_id.clone(),
+        listen_addrs: addrs.clone(),
+        observed_addr: observed_addr.clone(),
+    };
+    // Announced addresses first, then where the connection came from (QUIC
+    // dials from its listening port, so that one is usually dialable).
+    let addrs: Vec<Multiaddr> = addrs.into_iter().chain(observed_addr).collect();
+    match verifier.admit(application).await {
+        Ok(payload) => {
+            let member_mac =
+                token::member_mac(&hash, &token_id, &local, &challenge.joiner_nonce, &payload);
+            (
+                JoinResponse::Accepted {
+                    payload,
+                    member_mac,
+                },
+                JoinOutcome::Admitted { token_id, addrs },
+            )
+        }
+        Err(r) => refused(r, JoinOutcome::Refused),
+    }
+}
+
+/// The joiner side, over any request function (the client's join request).
+pub(crate) async fn run_joiner<F, Fut>(
+    local: PeerId,
+    member: PeerId,
+    token: &Token,
+    listen_addrs: Vec<Multiaddr>,
+    mut request: F,
+) -> Result<Vec<u8>, JoinError>
+where
+    F: FnMut(JoinRequest) -> Fut,
+    Fut: Future<Output = Result<JoinResponse, RequestError>>,
+{
+    let mut joiner_nonce = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut joiner_nonce);
+    let hello = JoinRequest::Hello {
+        version: JOIN_VERSION,
+        token_id: token.id().to_owned(),
+        joiner_nonce,
+    };
+    let nonce = match request(hello).await? {
+        JoinResponse::Challenge { nonce } => nonce,
+        JoinResponse::Rejected { reason, hint } => {
+            return Err(JoinError::Rejected { reason, hint })
+        }
+        JoinResponse::Accepted { .. } => return Err(JoinError::Protocol("Accepted before Proof")),
+    };
+    let hash = token.hash();
+    let proof = JoinRequest::Proof {
+        token_id: token.id().to_owned(),
+        mac: token::joiner_mac(&hash, token.id(), &local, &nonce),
+        listen_addrs: listen_addrs
+            .into_iter()
+            .take(MAX_JOIN_ADDRS)
+            .map(|a| a.to_vec())
+            .collect(),
+    };
+    match request(proof).await? {
+        JoinResponse::Accepted {
+            payload,
+            member_mac,
+        } => {
+            let expected = token::member_mac(&hash, token.id(), &member, &joiner_nonce, &payload);
+            if token::mac_eq(&expected, &member_mac) {
+                Ok(payload)
+            } else {
+                Err(JoinError::MemberProofInvalid)
+            }
+        }
+        JoinResponse::Rejected { reason, hint } => Err(JoinError::Rejected { reason, hint }),
+        JoinResponse::Challenge { .. } => Err(JoinError::Protocol("Challenge in reply to Proof")),
+    }
+}
