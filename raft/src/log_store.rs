@@ -40,22 +40,23 @@
 
 mod db;
 pub mod error;
+mod reader;
 mod record;
 mod writer;
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use db::LOG_STORE_FORMAT;
 pub use error::{CorruptReason, LogStoreError};
+pub use reader::RedbLogReader;
 
 use crate::{NodeId, TypeConfig};
 
@@ -68,8 +69,6 @@ pub type Vote = openraft::Vote<NodeId>;
 
 /// Bounded queue between the async API and the writer thread.
 const WRITE_QUEUE: usize = 1024;
-/// Byte budget of one `limited_get_log_entries` answer (at least one entry is returned).
-const LIMITED_READ_BYTES: usize = 8 << 20;
 
 /// In-memory view shared by the store, its readers and the writer thread.
 #[derive(Debug, Default)]
@@ -155,6 +154,17 @@ pub struct OpenReport {
     pub committed: Option<LogId>,
 }
 
+/// Resolves once the entries of one [`RedbLogStore::append_entries`] call are durable.
+#[must_use = "dropping it does not cancel the append, but loses the durability signal"]
+pub struct Flushed(oneshot::Receiver<Result<(), LogStoreError>>);
+
+impl Flushed {
+    /// Waits for the fsync that covers the entries.
+    pub async fn wait(self) -> Result<(), LogStoreError> {
+        self.0.await.map_err(|_| LogStoreError::WriterGone)?
+    }
+}
+
 /// The Raft log store. Not `Clone`: openraft owns the single writing handle; readers come
 /// from [`RedbLogStore::reader`] / `get_log_reader`.
 pub struct RedbLogStore {
@@ -162,12 +172,6 @@ pub struct RedbLogStore {
     writer: WriterHandle,
     report: OpenReport,
     options: LogStoreOptions,
-}
-
-/// A cheap, cloneable read handle (used by openraft's replication tasks).
-#[derive(Clone)]
-pub struct RedbLogReader {
-    shared: Arc<Shared>,
 }
 
 impl RedbLogStore {
@@ -263,6 +267,33 @@ impl RedbLogStore {
         rx.await.map_err(|_| LogStoreError::WriterGone)?
     }
 
+    /// Appends outside openraft (tools, tests, benches): returns once the entries are
+    /// readable; the returned [`Flushed`] resolves once they are durable.
+    pub async fn append_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Flushed, LogStoreError> {
+        let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
+        let (tx, rx) = oneshot::channel();
+        self.append_inner(entries, writer::Done::Channel(tx))
+            .await?;
+        Ok(Flushed(rx))
+    }
+
+    async fn append_inner(
+        &mut self,
+        entries: Vec<Arc<Entry>>,
+        done: writer::Done,
+    ) -> Result<(), LogStoreError> {
+        self.stage(&entries)?;
+        if let Err(e) = self.send(writer::Op::Append { entries, done }).await {
+            // The overlay now holds entries that will never reach the disk.
+            self.shared.poison(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Checks `entries` extend the log without a hole and makes them readable.
     fn stage(&self, entries: &[Arc<Entry>]) -> Result<(), LogStoreError> {
         let mut st = self.shared.lock();
@@ -290,73 +321,6 @@ impl RedbLogStore {
     }
 }
 
-impl RedbLogReader {
-    /// Entries in `range`, overlay first then disk (see the module invariants).
-    fn read(
-        &self,
-        range: (Bound<u64>, Bound<u64>),
-        max_bytes: usize,
-    ) -> Result<Vec<Entry>, LogStoreError> {
-        let start = match range.0 {
-            Bound::Included(s) => s,
-            Bound::Excluded(s) => match s.checked_add(1) {
-                Some(s) => s,
-                None => return Ok(Vec::new()),
-            },
-            Bound::Unbounded => 0,
-        };
-        // Exclusive end; None = unbounded.
-        let end = match range.1 {
-            Bound::Included(e) => e.checked_add(1),
-            Bound::Excluded(e) => Some(e),
-            Bound::Unbounded => None,
-        };
-        if end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let in_range = |i: u64| i >= start && end.is_none_or(|e| i < e);
-        let (overlay, overlay_first) = {
-            let st = self.shared.lock();
-            let first = st.overlay.front().map(|e| e.log_id.index);
-            let picked: Vec<Entry> = st
-                .overlay
-                .iter()
-                .filter(|e| in_range(e.log_id.index))
-                .map(|e| Entry::clone(e))
-                .collect();
-            (picked, first)
-        };
-        let disk_end = match (end, overlay_first) {
-            (Some(e), Some(f)) => Some(e.min(f)),
-            (e, f) => e.or(f),
-        };
-        let (mut out, stopped_early) = if disk_end.is_some_and(|e| e <= start) {
-            (Vec::new(), false)
-        } else {
-            let disk_range = (
-                Bound::Included(start),
-                disk_end.map_or(Bound::Unbounded, Bound::Excluded),
-            );
-            db::read_entries(&self.shared.db, disk_range, max_bytes)?
-        };
-        if !stopped_early {
-            if let Some(first) = overlay.first() {
-                let contiguous = out
-                    .last()
-                    .is_none_or(|l| l.log_id.index + 1 == first.log_id.index);
-                if contiguous {
-                    out.extend(overlay);
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn to_range<RB: RangeBounds<u64>>(r: &RB) -> (Bound<u64>, Bound<u64>) {
-    (r.start_bound().cloned(), r.end_bound().cloned())
-}
-
 fn io_err(
     subject: ErrorSubject<NodeId>,
     verb: ErrorVerb,
@@ -375,52 +339,6 @@ fn write_logs_err(e: LogStoreError) -> StorageError<NodeId> {
 
 fn write_vote_err(e: LogStoreError) -> StorageError<NodeId> {
     io_err(ErrorSubject::Vote, ErrorVerb::Write, e)
-}
-
-impl RaftLogReader<TypeConfig> for RedbLogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        self.read(to_range(&range), usize::MAX)
-            .map_err(read_logs_err)
-    }
-
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        self.read(
-            (Bound::Included(start), Bound::Excluded(end)),
-            LIMITED_READ_BYTES,
-        )
-        .map_err(read_logs_err)
-    }
-}
-
-impl RaftLogReader<TypeConfig> for RedbLogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        self.reader()
-            .read(to_range(&range), usize::MAX)
-            .map_err(read_logs_err)
-    }
-
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        self.reader()
-            .read(
-                (Bound::Included(start), Bound::Excluded(end)),
-                LIMITED_READ_BYTES,
-            )
-            .map_err(read_logs_err)
-    }
 }
 
 impl RaftLogStorage<TypeConfig> for RedbLogStore {
@@ -474,13 +392,9 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
     {
         // Even an empty append goes through the queue so its callback keeps the call order.
         let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
-        self.stage(&entries).map_err(write_logs_err)?;
-        if let Err(e) = self.send(writer::Op::Append { entries, callback }).await {
-            // The overlay now holds entries that will never reach the disk.
-            self.shared.poison(e.to_string());
-            return Err(write_logs_err(e));
-        }
-        Ok(())
+        self.append_inner(entries, writer::Done::Raft(callback))
+            .await
+            .map_err(write_logs_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {

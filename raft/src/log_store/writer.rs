@@ -34,10 +34,31 @@ pub(crate) const MAX_BATCH_OPS: usize = 512;
 
 pub(crate) type Reply = oneshot::Sender<Result<(), LogStoreError>>;
 
+/// Who to tell that an append is durable.
+pub(crate) enum Done {
+    /// openraft's callback.
+    Raft(LogFlushed<TypeConfig>),
+    /// [`super::RedbLogStore::append_entries`]' waiter.
+    Channel(Reply),
+}
+
+impl Done {
+    fn complete(self, result: Result<(), LogStoreError>) {
+        match self {
+            Done::Raft(cb) => {
+                cb.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())))
+            }
+            Done::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
 pub(crate) enum Op {
     Append {
         entries: Vec<Arc<Entry>>,
-        callback: LogFlushed<TypeConfig>,
+        done: Done,
     },
     SaveVote {
         vote: Vote,
@@ -66,9 +87,7 @@ impl Op {
 
     fn fail(self, err: LogStoreError) {
         match self {
-            Op::Append { callback, .. } => {
-                callback.log_io_completed(Err(std::io::Error::other(err.to_string())))
-            }
+            Op::Append { done, .. } => done.complete(Err(err)),
             Op::SaveVote { reply, .. }
             | Op::Truncate { reply, .. }
             | Op::Purge { reply, .. }
@@ -224,7 +243,7 @@ fn complete(shared: &Shared, ops: Vec<Op>, effects: Vec<Effect>) {
     }
     for op in ops {
         match op {
-            Op::Append { callback, .. } => callback.log_io_completed(Ok(())),
+            Op::Append { done, .. } => done.complete(Ok(())),
             Op::SaveVote { reply, .. }
             | Op::Truncate { reply, .. }
             | Op::Purge { reply, .. }
