@@ -4,7 +4,8 @@
 //! Every payload, request or response, is one version byte ([`WIRE_VERSION`])
 //! followed by a postcard encoding:
 //! - requests: `AppendEntriesRequest`, `VoteRequest`, `InstallSnapshotRequest`
-//!   (one chunk) or, for [`RpcKind::ClientWrite`], a [`crate::command::Request`];
+//!   (one chunk), for [`RpcKind::ClientWrite`] a [`crate::command::Request`],
+//!   for [`RpcKind::Admin`] a `node::AdminRequest`;
 //! - responses: a [`Reply`]: `Ok(response)`, `Raft(error)` (the remote Raft
 //!   node's typed error, e.g. `ForwardToLeader`) or `Failed(RemoteFailure)`
 //!   (the node could not run the RPC: shutting down, undecodable request).
@@ -136,7 +137,8 @@ fn raft_reply<T: Serialize, E: Serialize>(res: Result<T, E>) -> Vec<u8> {
 }
 
 /// Serve one incoming openraft RPC (AppendEntries, Vote, InstallSnapshot) on
-/// `raft`. Returns `None` for [`RpcKind::ClientWrite`], which the node serves.
+/// `raft`. Returns `None` for [`RpcKind::ClientWrite`] and [`RpcKind::Admin`],
+/// which the node serves.
 pub async fn serve_raft_rpc(
     raft: &Raft<TypeConfig>,
     kind: RpcKind,
@@ -167,7 +169,7 @@ pub async fn serve_raft_rpc(
             )
             .await
         }
-        RpcKind::ClientWrite => return None,
+        RpcKind::ClientWrite | RpcKind::Admin => return None,
     };
     Some(out)
 }
@@ -232,7 +234,7 @@ where
 
 fn rpc_types(kind: RpcKind) -> RPCTypes {
     match kind {
-        RpcKind::AppendEntries | RpcKind::ClientWrite => RPCTypes::AppendEntries,
+        RpcKind::AppendEntries | RpcKind::ClientWrite | RpcKind::Admin => RPCTypes::AppendEntries,
         RpcKind::Vote => RPCTypes::Vote,
         RpcKind::InstallSnapshot => RPCTypes::InstallSnapshot,
     }

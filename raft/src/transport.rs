@@ -55,15 +55,18 @@ pub enum RpcKind {
     InstallSnapshot = 3,
     /// A client write forwarded by a follower to the leader.
     ClientWrite = 4,
+    /// A membership change forwarded to the leader.
+    Admin = 5,
 }
 
 impl RpcKind {
     /// Every kind, in wire order.
-    pub const ALL: [RpcKind; 4] = [
+    pub const ALL: [RpcKind; 5] = [
         RpcKind::AppendEntries,
         RpcKind::Vote,
         RpcKind::InstallSnapshot,
         RpcKind::ClientWrite,
+        RpcKind::Admin,
     ];
 
     /// The kind's wire byte.
@@ -84,6 +87,7 @@ impl std::fmt::Display for RpcKind {
             RpcKind::Vote => "vote",
             RpcKind::InstallSnapshot => "install_snapshot",
             RpcKind::ClientWrite => "client_write",
+            RpcKind::Admin => "admin",
         };
         f.write_str(s)
     }
@@ -154,7 +158,7 @@ mod tests {
             assert_eq!(RpcKind::from_u8(k.as_u8()), Some(k));
         }
         assert_eq!(RpcKind::from_u8(0), None);
-        assert_eq!(RpcKind::from_u8(5), None);
+        assert_eq!(RpcKind::from_u8(6), None);
         assert_eq!(RpcKind::ClientWrite.to_string(), "client_write");
     }
 }

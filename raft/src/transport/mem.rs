@@ -13,7 +13,8 @@
 //!   its response. With probability `p` a request is lost (`Timeout`, handler
 //!   not called), and with probability `p` a response is lost (`Timeout`,
 //!   handler called) — the latter is how a retried, already-applied request is
-//!   produced.
+//!   produced. [`MemRouter::lose_next_replies`] does the same deterministically
+//!   for the next replies of one RPC kind.
 //! - The handler runs in its own task, as on a remote machine: a caller that
 //!   gives up does not cancel it.
 //!
@@ -49,6 +50,7 @@ struct State {
     handlers: HashMap<NodeId, Arc<dyn RpcHandler>>,
     blocked: HashSet<(NodeId, NodeId)>,
     isolated: HashSet<NodeId>,
+    lose_replies: HashMap<RpcKind, u64>,
     drop_probability: f64,
     delay_min: Duration,
     delay_max: Duration,
@@ -98,6 +100,7 @@ impl MemRouter {
                 handlers: HashMap::new(),
                 blocked: HashSet::new(),
                 isolated: HashSet::new(),
+                lose_replies: HashMap::new(),
                 drop_probability: 0.0,
                 delay_min: Duration::ZERO,
                 delay_max: Duration::ZERO,
@@ -148,6 +151,13 @@ impl MemRouter {
     /// Refuse payloads above `max` bytes (at most [`HARD_MAX_RPC_BYTES`]).
     pub fn set_max_payload(&self, max: usize) {
         self.lock().max_payload = max.min(HARD_MAX_RPC_BYTES);
+    }
+
+    /// Lose the replies of the next `count` delivered requests of `kind`
+    /// (the handler runs, the caller times out): a deterministic way to make
+    /// a caller retry something that already happened.
+    pub fn lose_next_replies(&self, kind: RpcKind, count: u64) {
+        self.lock().lose_replies.insert(kind, count);
     }
 
     /// Cut the link `from → to` only.
@@ -262,7 +272,14 @@ impl MemRouter {
             s.stats.blocked += 1;
             return Err(TransportError::Timeout { target });
         }
-        if lose_response {
+        let targeted = match s.lose_replies.get_mut(&kind) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        if lose_response || targeted {
             s.stats.dropped += 1;
             return Err(TransportError::Timeout { target });
         }
