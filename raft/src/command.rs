@@ -182,7 +182,9 @@ pub enum RejectReason {
     /// Bad `InitCluster` fields (empty or overlong cluster id).
     InvalidSettings,
     /// An ancestor of the path is a file or symlink.
-    NotADirectory { ancestor: String },
+    NotADirectory {
+        ancestor: String,
+    },
     /// Replacing or deleting a directory that still has live entries under it.
     DirectoryNotEmpty,
     /// Every conflict-copy name candidate is taken.
@@ -199,19 +201,27 @@ pub enum RejectReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The op took effect as `version`.
-    Applied { version: Version },
+    Applied {
+        version: Version,
+    },
     /// A stale put: committed as a new path, the conflict copy.
     Conflict {
         conflict_path: String,
         version: Version,
     },
     /// A stale put whose content equals the current one: nothing new, its holders merged.
-    Unchanged { version: Version },
+    Unchanged {
+        version: Version,
+    },
     /// A delete with a stale base: the delete loses, the newer content `current` stays.
-    DeleteLost { current: Version },
+    DeleteLost {
+        current: Version,
+    },
     /// Delete of a path that is not live: nothing to do.
     AlreadyAbsent,
-    Rejected { reason: RejectReason },
+    Rejected {
+        reason: RejectReason,
+    },
 }
 
 /// What applying an entry answers to the proposer.

@@ -256,19 +256,25 @@ mod tests {
         let p = prune_plan(&v, &ret(Some(2), Some(2)), 20 * day);
         assert_eq!(p.drop, vec![Version::new(1, 0)]);
         // N = 3 keeps everything even when old.
-        assert!(prune_plan(&v, &ret(Some(3), Some(2)), 20 * day).drop.is_empty());
+        assert!(prune_plan(&v, &ret(Some(3), Some(2)), 20 * day)
+            .drop
+            .is_empty());
     }
 
     #[test]
     fn old_tombstone_drops_the_path() {
         let day = DAY_MS;
         let v = vec![rec(1, 0, true), rec(2, day, false)];
-        assert!(prune_plan(&v, &ret(Some(5), Some(3)), 3 * day).drop.is_empty());
+        assert!(prune_plan(&v, &ret(Some(5), Some(3)), 3 * day)
+            .drop
+            .is_empty());
         let p = prune_plan(&v, &ret(Some(5), Some(3)), 5 * day);
         assert_eq!(p.drop.len(), 2);
         assert_eq!(p.horizon, 2);
         // Without D a tombstone stays forever.
-        assert!(prune_plan(&v, &ret(Some(5), None), 500 * day).drop.is_empty());
+        assert!(prune_plan(&v, &ret(Some(5), None), 500 * day)
+            .drop
+            .is_empty());
     }
 
     #[test]

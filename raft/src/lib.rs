@@ -6,6 +6,8 @@ pub mod history;
 pub mod log_store;
 pub mod node_id;
 pub mod paths;
+pub mod snapshot;
+pub mod state_machine;
 pub mod config;
 pub mod network;
 pub mod transport;

@@ -85,7 +85,10 @@ fn compare_and_set_and_conflict_copies() {
     let r = ix.apply(2, &batch(1, 2, T0, vec![put("docs/r.pdf", 1, 1, None)]));
     assert_eq!(r, Response::Applied(vec![applied(v(2, 0))]));
     // Matching base: new version.
-    let r = ix.apply(3, &batch(1, 3, T0, vec![put("docs/r.pdf", 2, 1, Some(v(2, 0)))]));
+    let r = ix.apply(
+        3,
+        &batch(1, 3, T0, vec![put("docs/r.pdf", 2, 1, Some(v(2, 0)))]),
+    );
     assert_eq!(r.outcomes(), &[applied(v(3, 0))]);
     // Node 2 edited version 2 concurrently: stale → conflict copy, original untouched.
     let stale = batch(2, 1, T0, vec![put("docs/r.pdf", 3, 2, Some(v(2, 0)))]);
@@ -124,7 +127,10 @@ fn compare_and_set_and_conflict_copies() {
         ]
     );
     // Base Some while the path is absent: conflict copy (no extension, no dot suffix).
-    let r = ix.apply(6, &batch(3, 1, T0 + 1000, vec![put("Makefile", 6, 3, Some(v(2, 0)))]));
+    let r = ix.apply(
+        6,
+        &batch(3, 1, T0 + 1000, vec![put("Makefile", 6, 3, Some(v(2, 0)))]),
+    );
     assert_eq!(
         r.outcomes(),
         &[Outcome::Conflict {
@@ -148,7 +154,9 @@ fn conflict_copy_is_identical_on_every_node() {
         assert_eq!(ra, rb);
     }
     assert_eq!(a, b);
-    assert!(a.live.contains_key(".bashrc.sync-conflict-20241231-235959-2"));
+    assert!(a
+        .live
+        .contains_key(".bashrc.sync-conflict-20241231-235959-2"));
 }
 
 #[test]
@@ -181,7 +189,12 @@ fn deletes_and_stale_deletes() {
     // Re-create: base None or the tombstone's version both match.
     let r = ix.apply(
         7,
-        &batch(1, 4, T0, vec![put("f", 3, 1, Some(v(5, 0))), put("g", 3, 1, None)]),
+        &batch(
+            1,
+            4,
+            T0,
+            vec![put("f", 3, 1, Some(v(5, 0))), put("g", 3, 1, None)],
+        ),
     );
     assert_eq!(r.outcomes(), &[applied(v(7, 0)), applied(v(7, 1))]);
 }
@@ -206,7 +219,12 @@ fn invalid_paths_and_values_are_rejected_never_indexed() {
     assert_eq!(r.outcomes().len(), bad.len());
     for o in r.outcomes() {
         assert!(
-            matches!(o, Outcome::Rejected { reason: RejectReason::InvalidPath(_) }),
+            matches!(
+                o,
+                Outcome::Rejected {
+                    reason: RejectReason::InvalidPath(_)
+                }
+            ),
             "{o:?}"
         );
     }
@@ -240,11 +258,24 @@ fn invalid_paths_and_values_are_rejected_never_indexed() {
         base: None,
         holders: vec![],
     };
-    let r = ix.apply(3, &batch(1, 3, T0, vec![bad_mode, no_holders, bad_link, good_link]));
+    let r = ix.apply(
+        3,
+        &batch(1, 3, T0, vec![bad_mode, no_holders, bad_link, good_link]),
+    );
     let o = r.outcomes();
-    assert!(matches!(&o[0], Outcome::Rejected { reason: RejectReason::InvalidValue(_) }));
+    assert!(matches!(
+        &o[0],
+        Outcome::Rejected {
+            reason: RejectReason::InvalidValue(_)
+        }
+    ));
     assert_eq!(o[1], rejected(RejectReason::NoHolders));
-    assert!(matches!(&o[2], Outcome::Rejected { reason: RejectReason::InvalidValue(_) }));
+    assert!(matches!(
+        &o[2],
+        Outcome::Rejected {
+            reason: RejectReason::InvalidValue(_)
+        }
+    ));
     assert_eq!(o[3], applied(v(3, 3)));
     assert_eq!(ix.live.keys().collect::<Vec<_>>(), vec!["l2"]);
     assert_eq!(ix.history.len(), 1);
@@ -255,9 +286,21 @@ fn directory_rules() {
     let mut ix = fresh(Retention::default());
     let r = ix.apply(
         2,
-        &batch(1, 2, T0, vec![dir("d", None), put("d/f", 1, 1, None), put("file", 1, 1, None)]),
+        &batch(
+            1,
+            2,
+            T0,
+            vec![
+                dir("d", None),
+                put("d/f", 1, 1, None),
+                put("file", 1, 1, None),
+            ],
+        ),
     );
-    assert_eq!(r.outcomes(), &[applied(v(2, 0)), applied(v(2, 1)), applied(v(2, 2))]);
+    assert_eq!(
+        r.outcomes(),
+        &[applied(v(2, 0)), applied(v(2, 1)), applied(v(2, 2))]
+    );
     let r = ix.apply(
         3,
         &batch(
@@ -303,7 +346,17 @@ fn tokens_are_single_use_and_expire_on_entry_time() {
     };
     let r = ix.apply(
         2,
-        &batch(1, 2, T0, vec![add(a, T0 + 1000), add(b, T0 + 1000), add(a, T0 + 5), add(c, T0)]),
+        &batch(
+            1,
+            2,
+            T0,
+            vec![
+                add(a, T0 + 1000),
+                add(b, T0 + 1000),
+                add(a, T0 + 5),
+                add(c, T0),
+            ],
+        ),
     );
     assert_eq!(
         r.outcomes(),
@@ -316,7 +369,12 @@ fn tokens_are_single_use_and_expire_on_entry_time() {
     );
     let r = ix.apply(
         3,
-        &batch(1, 3, T0 + 999, vec![consume(a, 7), consume(a, 8), consume(c, 7)]),
+        &batch(
+            1,
+            3,
+            T0 + 999,
+            vec![consume(a, 7), consume(a, 8), consume(c, 7)],
+        ),
     );
     assert_eq!(
         r.outcomes(),
@@ -350,25 +408,55 @@ fn retried_request_ids_replay_the_original_response() {
     let r = ix.apply(6, &batch(5, 10, T0, vec![put("z", 1, 5, None)]));
     assert_eq!(r, Response::TooOld);
     assert!(!ix.live.contains_key("z"));
-    let kept: Vec<u64> = ix.dedup.keys().filter(|(o, _)| *o == 5).map(|(_, s)| *s).collect();
+    let kept: Vec<u64> = ix
+        .dedup
+        .keys()
+        .filter(|(o, _)| *o == 5)
+        .map(|(_, s)| *s)
+        .collect();
     assert_eq!(kept, vec![74], "window pruned");
 }
 
 #[test]
 fn init_cluster_once_and_required_first() {
     let mut ix = MemIndex::new();
-    let r = ix.apply(1, &batch(1, 1, T0, vec![put("a", 1, 1, None), Op::AddToken {
-        token_hash: Hash([1; 32]),
-        expires_ms: T0 + 1,
-    }]));
+    let r = ix.apply(
+        1,
+        &batch(
+            1,
+            1,
+            T0,
+            vec![
+                put("a", 1, 1, None),
+                Op::AddToken {
+                    token_hash: Hash([1; 32]),
+                    expires_ms: T0 + 1,
+                },
+            ],
+        ),
+    );
     assert_eq!(
         r.outcomes(),
-        &[rejected(RejectReason::NotInitialized), rejected(RejectReason::NotInitialized)]
+        &[
+            rejected(RejectReason::NotInitialized),
+            rejected(RejectReason::NotInitialized)
+        ]
     );
-    let r = ix.apply(2, &batch(1, 2, T0, vec![init(Retention::default()), init(Retention {
-        keep_versions: Some(1),
-        keep_days: None,
-    })]));
+    let r = ix.apply(
+        2,
+        &batch(
+            1,
+            2,
+            T0,
+            vec![
+                init(Retention::default()),
+                init(Retention {
+                    keep_versions: Some(1),
+                    keep_days: None,
+                }),
+            ],
+        ),
+    );
     assert_eq!(
         r.outcomes(),
         &[applied(v(2, 0)), rejected(RejectReason::AlreadyInitialized)]
@@ -390,27 +478,55 @@ fn add_holders_to_live_and_old_versions() {
             4,
             T0,
             vec![
-                Op::AddHolders { path: "a".into(), version: v(3, 0), holders: vec![3, 2, 3] },
-                Op::AddHolders { path: "a".into(), version: v(2, 0), holders: vec![9] },
-                Op::AddHolders { path: "a".into(), version: v(9, 0), holders: vec![9] },
+                Op::AddHolders {
+                    path: "a".into(),
+                    version: v(3, 0),
+                    holders: vec![3, 2, 3],
+                },
+                Op::AddHolders {
+                    path: "a".into(),
+                    version: v(2, 0),
+                    holders: vec![9],
+                },
+                Op::AddHolders {
+                    path: "a".into(),
+                    version: v(9, 0),
+                    holders: vec![9],
+                },
             ],
         ),
     );
     assert_eq!(
         r.outcomes(),
-        &[applied(v(3, 0)), applied(v(2, 0)), rejected(RejectReason::UnknownVersion)]
+        &[
+            applied(v(3, 0)),
+            applied(v(2, 0)),
+            rejected(RejectReason::UnknownVersion)
+        ]
     );
-    assert_eq!(ix.live["a"].state.as_ref().map(|m| m.holders.clone()), Some(vec![1, 2, 3]));
+    assert_eq!(
+        ix.live["a"].state.as_ref().map(|m| m.holders.clone()),
+        Some(vec![1, 2, 3])
+    );
     let old = &ix.history[&("a".to_string(), v(2, 0))];
-    assert_eq!(old.state.as_ref().map(|m| m.holders.clone()), Some(vec![1, 9]));
+    assert_eq!(
+        old.state.as_ref().map(|m| m.holders.clone()),
+        Some(vec![1, 9])
+    );
 }
 
 #[test]
 fn retention_keeps_last_n_versions() {
-    let mut ix = fresh(Retention { keep_versions: Some(2), keep_days: None });
+    let mut ix = fresh(Retention {
+        keep_versions: Some(2),
+        keep_days: None,
+    });
     let mut base = None;
     for i in 0..6u64 {
-        let r = ix.apply(2 + i, &batch(1, 2 + i, T0, vec![put("a", i as u8, 1, base)]));
+        let r = ix.apply(
+            2 + i,
+            &batch(1, 2 + i, T0, vec![put("a", i as u8, 1, base)]),
+        );
         base = Some(v(2 + i, 0));
         assert_eq!(r.outcomes(), &[applied(v(2 + i, 0))]);
     }
@@ -422,9 +538,23 @@ fn retention_keeps_last_n_versions() {
 
 #[test]
 fn retention_by_days_via_hints_and_tombstones() {
-    let mut ix = fresh(Retention { keep_versions: None, keep_days: Some(1) });
-    ix.apply(2, &batch(1, 2, T0, vec![put("a", 1, 1, None), put("b", 1, 1, None)]));
-    ix.apply(3, &batch(1, 3, T0 + 10, vec![put("a", 2, 1, Some(v(2, 0))), del("b", v(2, 1))]));
+    let mut ix = fresh(Retention {
+        keep_versions: None,
+        keep_days: Some(1),
+    });
+    ix.apply(
+        2,
+        &batch(1, 2, T0, vec![put("a", 1, 1, None), put("b", 1, 1, None)]),
+    );
+    ix.apply(
+        3,
+        &batch(
+            1,
+            3,
+            T0 + 10,
+            vec![put("a", 2, 1, Some(v(2, 0))), del("b", v(2, 1))],
+        ),
+    );
     assert_eq!(ix.history.len(), 4);
     // Within a day nothing goes.
     ix.apply(4, &batch(1, 4, T0 + DAY, vec![]));

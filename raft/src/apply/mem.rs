@@ -84,10 +84,18 @@ impl IndexView for MemIndex {
     fn versions(&self, path: &str) -> Result<Vec<PathRecord>, Infallible> {
         let lo = (path.to_string(), Version::new(0, 0));
         let hi = (path.to_string(), Version::new(u64::MAX, u32::MAX));
-        Ok(self.history.range(lo..=hi).map(|(_, r)| r.clone()).collect())
+        Ok(self
+            .history
+            .range(lo..=hi)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 
-    fn next_live_with_prefix(&self, prefix: &str, after: &str) -> Result<Option<String>, Infallible> {
+    fn next_live_with_prefix(
+        &self,
+        prefix: &str,
+        after: &str,
+    ) -> Result<Option<String>, Infallible> {
         use std::ops::Bound;
         Ok(self
             .live

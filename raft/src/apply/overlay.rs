@@ -18,8 +18,11 @@ pub trait IndexView {
     /// Every retained record of `path`, oldest first.
     fn versions(&self, path: &str) -> Result<Vec<PathRecord>, Self::Error>;
     /// The first live path `> after` that starts with `prefix`.
-    fn next_live_with_prefix(&self, prefix: &str, after: &str)
-        -> Result<Option<String>, Self::Error>;
+    fn next_live_with_prefix(
+        &self,
+        prefix: &str,
+        after: &str,
+    ) -> Result<Option<String>, Self::Error>;
     fn token(&self, hash: &Hash) -> Result<Option<TokenRecord>, Self::Error>;
     fn dedup(&self, id: RequestId) -> Result<Option<Vec<Outcome>>, Self::Error>;
     /// The sequence numbers recorded for `origin`, ascending.

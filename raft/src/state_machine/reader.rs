@@ -1,0 +1,168 @@
+//! [`SmReader`]: a cheap, cloneable, read-only handle on the state machine's database.
+//!
+//! Every call opens its own redb read transaction (a consistent snapshot; readers never
+//! block the writer nor each other) and returns owned data. Calls are synchronous and do disk
+//! reads: from async code, run large ones (`list` of a big tree, `as_of`) in
+//! `spawn_blocking`. No lock is taken.
+
+use std::sync::Arc;
+
+use openraft::{LogId, StoredMembership};
+use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
+
+use filesyncd_merkle::Hash;
+
+use super::error::SmError;
+use super::tables::{self, dec};
+use crate::history::{fold_as_of, ClusterState, PathRecord, Settings, TokenRecord};
+use crate::{NodeId, NodeInfo};
+
+#[derive(Clone)]
+pub struct SmReader {
+    db: Arc<Database>,
+}
+
+impl SmReader {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        SmReader { db }
+    }
+
+    fn txn(&self) -> Result<ReadTransaction, SmError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// The live record of `path` (`None` if absent or deleted).
+    pub fn get(&self, path: &str) -> Result<Option<PathRecord>, SmError> {
+        tables::read_live(&self.txn()?.open_table(tables::LIVE)?, path)
+    }
+
+    /// Live paths under directory `dir` (recursively; `""` = everything), in path order,
+    /// strictly after `after` when given, at most `limit`.
+    pub fn list(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, PathRecord)>, SmError> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let txn = self.txn()?;
+        let live = txn.open_table(tables::LIVE)?;
+        let start = match after {
+            Some(a) if a >= prefix.as_str() => a,
+            _ => prefix.as_str(),
+        };
+        let mut out = Vec::new();
+        for item in live.range::<&str>(start..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let k = k.value();
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if after == Some(k) {
+                continue;
+            }
+            out.push((k.to_string(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Every retained version of `path`, oldest first, tombstones included.
+    pub fn history(&self, path: &str) -> Result<Vec<PathRecord>, SmError> {
+        tables::read_versions(&self.txn()?.open_table(tables::HISTORY)?, path)
+    }
+
+    /// Calls `f` for every path alive as of log index `at` (in path order), streaming.
+    /// Fails if `at` is before the retention horizon or after the last applied index.
+    pub fn as_of_each(
+        &self,
+        at: u64,
+        mut f: impl FnMut(String, PathRecord),
+    ) -> Result<(), SmError> {
+        let txn = self.txn()?;
+        let state = tables::read_state(&txn.open_table(tables::STATE)?)?;
+        if at < state.horizon {
+            return Err(SmError::OutsideRetention {
+                at,
+                horizon: state.horizon,
+            });
+        }
+        let applied = applied_in(&txn)?.map_or(0, |l| l.index);
+        if at > applied {
+            return Err(SmError::NotYetApplied { at, applied });
+        }
+        let hist = txn.open_table(tables::HISTORY)?;
+        let records = hist.iter()?.map(|item| {
+            let (k, v) = item?;
+            Ok::<_, SmError>((k.value().0.to_string(), dec::<PathRecord>(v.value())?))
+        });
+        fold_as_of(records, at, |p, r| {
+            f(p, r);
+            Ok(())
+        })
+    }
+
+    /// The whole live tree as of log index `at` (see [`SmReader::as_of_each`]).
+    pub fn as_of(&self, at: u64) -> Result<Vec<(String, PathRecord)>, SmError> {
+        let mut out = Vec::new();
+        self.as_of_each(at, |p, r| out.push((p, r)))?;
+        Ok(out)
+    }
+
+    /// The cluster root and the log id it is the root at (one transaction).
+    pub fn cluster_root(&self) -> Result<(Hash, Option<LogId<NodeId>>), SmError> {
+        let txn = self.txn()?;
+        let meta = txn.open_table(tables::META)?;
+        let root = match meta.get(tables::META_ROOT)? {
+            Some(v) => dec(v.value())?,
+            None => super::empty_root(),
+        };
+        Ok((root, applied_in(&txn)?))
+    }
+
+    pub fn applied(&self) -> Result<Option<LogId<NodeId>>, SmError> {
+        applied_in(&self.txn()?)
+    }
+
+    pub fn membership(&self) -> Result<StoredMembership<NodeId, NodeInfo>, SmError> {
+        let txn = self.txn()?;
+        let meta = txn.open_table(tables::META)?;
+        match meta.get(tables::META_MEMBERSHIP)? {
+            Some(v) => dec(v.value()),
+            None => Ok(StoredMembership::default()),
+        }
+    }
+
+    /// The replicated scalars: settings, entry clock, retention horizon.
+    pub fn state(&self) -> Result<ClusterState, SmError> {
+        tables::read_state(&self.txn()?.open_table(tables::STATE)?)
+    }
+
+    /// The cluster settings, once `InitCluster` applied.
+    pub fn settings(&self) -> Result<Option<Settings>, SmError> {
+        Ok(self.state()?.settings)
+    }
+
+    pub fn token(&self, hash: &Hash) -> Result<Option<TokenRecord>, SmError> {
+        tables::read_token(&self.txn()?.open_table(tables::TOKENS)?, hash)
+    }
+
+    /// Number of live paths.
+    pub fn live_count(&self) -> Result<u64, SmError> {
+        Ok(self.txn()?.open_table(tables::LIVE)?.len()?)
+    }
+}
+
+pub(crate) fn applied_in(txn: &ReadTransaction) -> Result<Option<LogId<NodeId>>, SmError> {
+    let meta = txn.open_table(tables::META)?;
+    match meta.get(tables::META_APPLIED)? {
+        Some(v) => dec(v.value()),
+        None => Ok(None),
+    }
+}
