@@ -3,6 +3,8 @@
 mod error;
 mod hash;
 pub mod node;
+pub mod path_tree;
+mod path_update;
 pub mod path_value;
 pub mod shape;
 
@@ -16,3 +18,4 @@ pub use file_tree::{build, chunks, BuiltTree, FileTree, FileTreeBuilder};
 pub use store::{read_node, MemNodeStore, NodeSource, NodeStore};
 pub mod diff;
 pub use diff::{diff, diff_trusting, DiffError, DiffResult, MissingChunk};
+pub use path_tree::PathTree;
