@@ -27,13 +27,16 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
+/// The current snapshot's meta and the file holding its data.
+type CurrentSnapshot = (SnapshotMeta<NodeId, NodeInfo>, PathBuf);
+
 /// Test-only state machine: last applied + membership; snapshots are files in `dir`.
 struct TestSm {
     dir: PathBuf,
     last_applied: Option<LogId>,
     membership: Membership,
     /// Shared with snapshot builders: a built snapshot becomes the current one.
-    current: Arc<Mutex<Option<(SnapshotMeta<NodeId, NodeInfo>, PathBuf)>>>,
+    current: Arc<Mutex<Option<CurrentSnapshot>>>,
     seq: Arc<AtomicU64>,
 }
 
@@ -194,6 +197,8 @@ impl StoreBuilder<TypeConfig, RedbLogStore, TestSm, tempfile::TempDir> for Build
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("storage suite failed: {e}");
+    }
 }
