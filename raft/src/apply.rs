@@ -135,13 +135,16 @@ fn apply_op<V: IndexView>(
         if state.settings.is_some() {
             return Ok(rejected(RejectReason::AlreadyInitialized));
         }
-        if cluster_id.is_empty() || cluster_id.len() > MAX_CLUSTER_ID_BYTES {
+        if cluster_id.is_empty()
+            || cluster_id.len() > MAX_CLUSTER_ID_BYTES
+            || chunker.validate().is_err()
+        {
             return Ok(rejected(RejectReason::InvalidSettings));
         }
         let mut state = state;
         state.settings = Some(Settings {
             cluster_id: cluster_id.clone(),
-            chunker: chunker.clone(),
+            chunker: *chunker,
             retention: *retention,
             created: version,
             created_ms: now,

@@ -21,6 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use filesyncd_chunkstore::chunker::ChunkerParams;
 use filesyncd_merkle::Hash;
 
 use crate::NodeId;
@@ -79,11 +80,6 @@ pub struct Retention {
     pub keep_days: Option<u32>,
 }
 
-/// The chunker setting as carried in the log: the postcard encoding of
-/// `filesyncd_chunkstore::chunker::ChunkerParams` (opaque to apply, which only stores it).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ChunkerSetting(pub Vec<u8>);
-
 /// One change. Paths are relative, '/'-separated (see `paths.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -108,7 +104,8 @@ pub enum Op {
     /// Fixes the cluster's settings; only the first one ever applies.
     InitCluster {
         cluster_id: String,
-        chunker: ChunkerSetting,
+        /// Checked with `ChunkerParams::validate` at apply.
+        chunker: ChunkerParams,
         retention: Retention,
     },
     /// Registers a join token by its hash; usable once, until `expires_ms` (entry time).
@@ -179,7 +176,7 @@ pub enum RejectReason {
     /// Path/token ops before `InitCluster`.
     NotInitialized,
     AlreadyInitialized,
-    /// Bad `InitCluster` fields (empty or overlong cluster id).
+    /// Bad `InitCluster` fields (empty or overlong cluster id, invalid chunker params).
     InvalidSettings,
     /// An ancestor of the path is a file or symlink.
     NotADirectory {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use filesyncd_merkle::Hash;
 
-use crate::command::{ChunkerSetting, PutKind, Retention, Version};
+use crate::command::{ChunkerParams, PutKind, Retention, Version};
 use crate::NodeId;
 
 /// Wake-up hints processed per entry at most (bounds the work of one apply).
@@ -87,7 +87,7 @@ impl PathRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub cluster_id: String,
-    pub chunker: ChunkerSetting,
+    pub chunker: ChunkerParams,
     pub retention: Retention,
     /// Where `InitCluster` applied.
     pub created: Version,

@@ -3,7 +3,7 @@
 use filesyncd_merkle::Hash;
 use filesyncd_raft::apply::MemIndex;
 use filesyncd_raft::command::{
-    Batch, ChunkerSetting, Op, Outcome, PutKind, RejectReason, Request, RequestId, Response,
+    Batch, ChunkerParams, Op, Outcome, PutKind, RejectReason, Request, RequestId, Response,
     Retention, Version,
 };
 
@@ -19,7 +19,7 @@ fn batch(origin: u64, seq: u64, time_ms: u64, ops: Vec<Op>) -> Batch {
 fn init(retention: Retention) -> Op {
     Op::InitCluster {
         cluster_id: "c1".into(),
-        chunker: ChunkerSetting(vec![1, 2, 3]),
+        chunker: ChunkerParams::default(),
         retention,
     }
 }
@@ -449,6 +449,14 @@ fn init_cluster_once_and_required_first() {
             2,
             T0,
             vec![
+                Op::InitCluster {
+                    cluster_id: "c1".into(),
+                    chunker: ChunkerParams {
+                        polynomial: 4, // degree 2: not a valid Rabin polynomial
+                        ..ChunkerParams::default()
+                    },
+                    retention: Retention::default(),
+                },
                 init(Retention::default()),
                 init(Retention {
                     keep_versions: Some(1),
@@ -459,11 +467,15 @@ fn init_cluster_once_and_required_first() {
     );
     assert_eq!(
         r.outcomes(),
-        &[applied(v(2, 0)), rejected(RejectReason::AlreadyInitialized)]
+        &[
+            rejected(RejectReason::InvalidSettings),
+            applied(v(2, 1)),
+            rejected(RejectReason::AlreadyInitialized)
+        ]
     );
     let s = ix.state.settings.clone().expect("settings");
     assert_eq!(s.retention, Retention::default());
-    assert_eq!(s.chunker, ChunkerSetting(vec![1, 2, 3]));
+    assert_eq!(s.chunker, ChunkerParams::default());
 }
 
 #[test]

@@ -4,9 +4,7 @@
 
 use filesyncd_merkle::{Hash, MemNodeStore, PathTree};
 use filesyncd_raft::apply::{tree_value, MemIndex};
-use filesyncd_raft::command::{
-    ChunkerSetting, Op, PutKind, Request, RequestId, Retention, Version,
-};
+use filesyncd_raft::command::{ChunkerParams, Op, PutKind, Request, RequestId, Retention, Version};
 use filesyncd_raft::state_machine::StateMachine;
 use filesyncd_raft::TypeConfig;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
@@ -161,7 +159,7 @@ proptest! {
 
         let init = Request::new(RequestId { origin: 9, seq: 1 }, T0, vec![Op::InitCluster {
             cluster_id: "p".into(),
-            chunker: ChunkerSetting(vec![]),
+            chunker: ChunkerParams::default(),
             retention,
         }]);
         let mut entries = vec![entry(1, init.clone())];

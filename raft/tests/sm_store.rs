@@ -5,7 +5,7 @@ use std::path::Path;
 
 use filesyncd_merkle::Hash;
 use filesyncd_raft::command::{
-    ChunkerSetting, Op, Outcome, PutKind, Request, RequestId, Response, Retention, Version,
+    ChunkerParams, Op, Outcome, PutKind, Request, RequestId, Response, Retention, Version,
 };
 use filesyncd_raft::state_machine::{SmError, StateMachine};
 use filesyncd_raft::{NodeInfo, TypeConfig};
@@ -43,7 +43,7 @@ fn membership(index: u64) -> Entry<TypeConfig> {
 fn init(retention: Retention) -> Op {
     Op::InitCluster {
         cluster_id: "c".into(),
-        chunker: ChunkerSetting(vec![]),
+        chunker: ChunkerParams::default(),
         retention,
     }
 }
