@@ -4,26 +4,32 @@
 //! # Goals
 //! - Durable: an append's callback fires, and `save_vote` / `truncate` / `purge` return, only
 //!   after the redb transaction holding them committed with `Durability::Immediate` (fsynced).
+//!   `save_committed` alone is persisted lazily (with the next fsynced batch, or when the store
+//!   is dropped): after a crash `read_committed` may return an OLDER committed id, never a
+//!   newer one, which openraft handles by re-applying less (see `log_store/writer.rs`).
 //! - Fast: appends never wait for the disk. A single writer thread group-commits everything
-//!   queued into one transaction (see [`writer`]), so openraft's one-entry-per-append pattern
-//!   still costs one fsync per *batch*, not per entry. No lock is held across an `.await`; the
-//!   async methods only touch a `std::sync::Mutex` briefly and a bounded channel.
+//!   queued into one transaction (see `log_store/writer.rs`), so openraft's one entry per
+//!   append still costs one fsync per *batch*, not per entry. No lock is held across an
+//!   `.await`; the async methods only touch a `std::sync::Mutex` briefly and a bounded channel.
 //! - Corruption is detected, never replayed: every record is framed with a version byte and a
-//!   64-bit BLAKE3 checksum bound to its key (see [`record`]).
+//!   64-bit BLAKE3 checksum bound to its key (see `log_store/record.rs`).
 //!
 //! # On-disk layout
-//! One redb file (tables in [`db`]): `raft_log` maps index → framed postcard `Entry`;
-//! `raft_meta` holds the format version, the owning node id, the vote, the committed log id
-//! and the last purged log id, each framed the same way.
+//! One redb file (tables in `log_store/db.rs`): `raft_log` maps index → framed postcard
+//! `Entry`; `raft_meta` holds the format version, the owning node id, the vote, the committed
+//! log id and the last purged log id, each framed the same way.
 //!
 //! # Invariants
 //! - The entries on disk plus the not-yet-flushed *overlay* form one contiguous run of
 //!   indexes; all of it is above `last_purged`. `append` refuses anything that would leave a
-//!   hole or overwrite (openraft truncates first).
+//!   hole or overwrite (openraft truncates first; [`LogStoreOptions::check_contiguous`] turns
+//!   this guard off for openraft's conformance suite only).
 //! - An entry is readable from the moment `append` returns (from the overlay until its batch
 //!   commits, from redb afterwards). Readers snapshot the overlay *before* reading redb, so an
 //!   entry moving from one to the other is never missed.
 //! - The store refuses to open a database created for another node id.
+//! - Dropping the store closes the queue and joins the writer thread (at most one batch plus
+//!   the final flush), so the file is closed when `drop` returns and can be reopened.
 //!
 //! # Corruption and torn writes: what happens at open
 //! redb commits are atomic: after a crash redb rolls back to the last fully committed
@@ -32,7 +38,9 @@
 //! tail for us. Consequently every record that redb *does* show belongs to a completed commit
 //! and may have been acknowledged to a leader: if one fails verification (flipped bit, cut
 //! record, record under the wrong key, a hole in the indexes), [`RedbLogStore::open`] returns a
-//! typed [`LogStoreError`] instead of truncating it. Dropping an acknowledged entry could lose
+//! typed [`LogStoreError`] instead of truncating it (`tests/log_store_durability.rs` builds
+//! torn-commit images page by page and checks each reopens as exactly the previous or the new
+//! committed state). Dropping an acknowledged entry could lose
 //! a committed write from the cluster; the safe remedy is the operator's: wipe the node's data
 //! directory and re-add it as a new member (a new node id, see [`crate::node_id`]). Reads
 //! after open verify every record again and turn a failure into a `StorageError`, which stops
