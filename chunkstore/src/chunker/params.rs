@@ -58,17 +58,17 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// The defaults, chosen by measurement (see `benches/chunker.rs` and the
-    /// module doc of `chunker`): mean chunk ≈ 35 KiB, a 1-byte insert
-    /// rewrites at most two chunks (≤ 128 KiB).
+    /// The defaults, chosen by measurement (see the module doc of `chunker`
+    /// and `benches/chunker.rs`): window 64 B, min 24 KiB, avg 32 KiB,
+    /// max 64 KiB, normalization 2.
     fn default() -> Self {
         ChunkerParams {
             polynomial: DEFAULT_POLYNOMIAL,
             window: 64,
-            min_size: 16 << 10,
+            min_size: 24 << 10,
             avg_size: 32 << 10,
             max_size: 64 << 10,
-            normalization: 3,
+            normalization: 2,
         }
     }
 }
