@@ -65,6 +65,14 @@ pub fn read_live(
     if FileStamp::from_metadata(&meta) != rec.stamp {
         return Ok(LiveRead::Stale("file changed since it was indexed"));
     }
+    if offset
+        .checked_add(u64::from(len))
+        .is_none_or(|end| end > meta.len())
+    {
+        // (Checked before allocating: a damaged index cannot make us
+        // allocate more than the file holds.)
+        return Ok(LiveRead::Stale("range past the end of the file"));
+    }
     let mut buf = vec![0u8; len as usize];
     let read = file
         .seek(SeekFrom::Start(offset))

@@ -1,10 +1,11 @@
 //! The index's value formats: where a chunk lives ([`Loc`]) and which live
 //! file a file id names ([`FileRec`]).
 //!
-//! A chunk's index value is the concatenation of its postcard-encoded
-//! [`Loc`]s, with no length prefix (the value's end ends the list), so the
-//! common single-location entry costs one tag byte plus three varints
-//! (~9-12 bytes). The format version lives once in the `meta` table, not in
+//! A chunk's index value is the concatenation of its [`Loc`]s, each as
+//! postcard varints: `file_id, offset, len` for a live-file location (file
+//! ids start at 1), `0, len` for a blob. No tag byte, no list length (the
+//! value's end ends the list), so the common single-location entry costs
+//! three varints (~8-11 bytes). The format version lives once in the `meta` table, not in
 //! every value.
 
 use super::error::StoreError;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FILE_LOCS: usize = 4;
 
 /// One place a chunk's bytes can be read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loc {
     /// `<store>/blobs/ab/<hex>`, `len` bytes.
     Blob { len: u64 },
@@ -37,19 +38,48 @@ pub struct FileRec {
 pub fn encode_locs(locs: &[Loc]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 * locs.len());
     for loc in locs {
-        out = postcard::to_extend(loc, out)
-            .expect("postcard: serializing integers into a Vec cannot fail");
+        match *loc {
+            Loc::Blob { len } => {
+                out = varint(out, 0);
+                out = varint(out, len);
+            }
+            Loc::File { file, offset, len } => {
+                debug_assert!(file != 0, "file ids start at 1");
+                out = varint(out, file);
+                out = varint(out, offset);
+                out = varint(out, u64::from(len));
+            }
+        }
     }
     out
+}
+
+fn varint(out: Vec<u8>, v: u64) -> Vec<u8> {
+    postcard::to_extend(&v, out).expect("postcard: a varint into a Vec cannot fail")
+}
+
+fn take_varint(bytes: &mut &[u8]) -> Result<u64, StoreError> {
+    let (v, rest) = postcard::take_from_bytes::<u64>(bytes)
+        .map_err(|e| StoreError::CorruptIndex(format!("chunk location: {e}")))?;
+    *bytes = rest;
+    Ok(v)
 }
 
 pub fn decode_locs(mut bytes: &[u8]) -> Result<Vec<Loc>, StoreError> {
     let mut out = Vec::with_capacity(1);
     while !bytes.is_empty() {
-        let (loc, rest) = postcard::take_from_bytes::<Loc>(bytes)
-            .map_err(|e| StoreError::CorruptIndex(format!("chunk location: {e}")))?;
+        let loc = match take_varint(&mut bytes)? {
+            0 => Loc::Blob {
+                len: take_varint(&mut bytes)?,
+            },
+            file => Loc::File {
+                file,
+                offset: take_varint(&mut bytes)?,
+                len: u32::try_from(take_varint(&mut bytes)?)
+                    .map_err(|_| StoreError::CorruptIndex("chunk length over 4 GiB".into()))?,
+            },
+        };
         out.push(loc);
-        bytes = rest;
     }
     if out.is_empty() {
         return Err(StoreError::CorruptIndex(
@@ -134,7 +164,7 @@ mod tests {
     fn arb_loc() -> impl Strategy<Value = Loc> {
         prop_oneof![
             any::<u64>().prop_map(|len| Loc::Blob { len }),
-            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(file, offset, len)| Loc::File {
+            (1..=u64::MAX, any::<u64>(), any::<u32>()).prop_map(|(file, offset, len)| Loc::File {
                 file,
                 offset,
                 len
@@ -151,13 +181,13 @@ mod tests {
 
     #[test]
     fn typical_entry_is_small() {
-        // file id 1000, offset 512 MiB, 40 KiB chunk: tag 1 + 2 + 5 + 3
+        // file id 1000, offset 512 MiB, 40 KiB chunk: varints of 2 + 5 + 3 bytes
         let v = encode_locs(&[Loc::File {
             file: 1000,
             offset: 512 << 20,
             len: 40 << 10,
         }]);
-        assert_eq!(v.len(), 11);
+        assert_eq!(v.len(), 10);
     }
 
     #[test]
@@ -169,6 +199,15 @@ mod tests {
         ));
         assert!(matches!(
             decode_locs(&[1, 0xff]),
+            Err(StoreError::CorruptIndex(_))
+        ));
+        assert!(matches!(
+            decode_locs(&[0, 0xff]),
+            Err(StoreError::CorruptIndex(_))
+        ));
+        // a length over u32
+        assert!(matches!(
+            decode_locs(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0x7f]),
             Err(StoreError::CorruptIndex(_))
         ));
         assert!(matches!(

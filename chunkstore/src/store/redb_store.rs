@@ -1,15 +1,10 @@
 //! [`RedbChunkStore`]: the on-disk store (layout and invariants in the
 //! module doc of `store`).
 
-use super::blobs::{sync_dir, BlobDir};
+use super::blobs::{par_map, sync_dir, BlobDir};
 use super::error::{Result, StoreError};
-use super::live::{read_live, stamp_matches, LiveRead};
-use super::locs::{
-    add_blob_loc, add_file_loc, decode_file, decode_locs, encode_file, encode_locs, has_blob,
-    FileRec, Loc,
-};
-use super::{check_chunk_table, validate_rel_path, ChunkStore, FileStamp, GcStats, Location};
-use crate::{ChunkEntry, Hash};
+use super::locs::{add_blob_loc, decode_file, decode_locs, encode_locs, has_blob, FileRec, Loc};
+use crate::Hash;
 use redb::{
     Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
@@ -20,9 +15,9 @@ use std::path::{Path, PathBuf};
 pub(super) const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
 pub(super) const FILES: TableDefinition<u64, &[u8]> = TableDefinition::new("files");
 pub(super) const PATHS: TableDefinition<&str, u64> = TableDefinition::new("paths");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_FORMAT: &str = "format";
-const META_NEXT_FILE: &str = "next_file_id";
+pub(super) const META_NEXT_FILE: &str = "next_file_id";
 /// Version of the table layout and value encodings described in the module doc.
 const FORMAT: u64 = 1;
 
@@ -52,6 +47,29 @@ pub struct RecoveryStats {
     /// Blobs on disk the index did not know, that did not hash to their name
     /// and were deleted.
     pub bad_blobs_removed: u64,
+}
+
+/// Where the index's bytes go, from redb's own accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Chunk entries (including dangling ones not yet pruned by `gc`).
+    pub entries: u64,
+    /// Live files with a record.
+    pub files: u64,
+    /// Apparent size of the redb file.
+    pub file_bytes: u64,
+    /// Disk space the redb file really occupies (`st_blocks * 512`; redb
+    /// grows its file with `set_len`, so the unwritten tail is a hole).
+    /// Equals `file_bytes` on non-Unix systems.
+    pub disk_bytes: u64,
+    /// Bytes of all pages redb has allocated (every table and its own
+    /// metadata). The file is larger: redb grows it by doubling, shrinks it
+    /// only when more than half of its tail is free, and pages freed by the
+    /// last commits are reused only by later ones.
+    pub allocated_bytes: u64,
+    /// Bytes of the `chunks` table's pages (keys, values, page headers and
+    /// free space inside its pages).
+    pub chunk_table_bytes: u64,
 }
 
 /// The chunk store on disk: a redb index over live files and own blobs.
@@ -86,7 +104,12 @@ impl RedbChunkStore {
         opts: StoreOptions,
     ) -> Result<Self> {
         let store_dir = store_dir.as_ref();
-        fs::create_dir_all(store_dir).map_err(|e| StoreError::io(store_dir, e))?;
+        if !store_dir.is_dir() {
+            fs::create_dir_all(store_dir).map_err(|e| StoreError::io(store_dir, e))?;
+            if let Some(parent) = store_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let blobs = BlobDir::open(store_dir)?;
         let index_path = store_dir.join("index.redb");
         let db = redb::Builder::new()
@@ -126,6 +149,36 @@ impl RedbChunkStore {
     pub fn entry_count(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(CHUNKS)?.len()?)
+    }
+
+    /// Sizes of the index (see [`IndexStats`]).
+    pub fn index_stats(&self) -> Result<IndexStats> {
+        let txn = self.db.begin_write()?;
+        let db_stats = txn.stats()?;
+        let (entries, chunk_table_bytes) = {
+            let chunks = txn.open_table(CHUNKS)?;
+            let st = chunks.stats()?;
+            (
+                chunks.len()?,
+                st.stored_bytes() + st.metadata_bytes() + st.fragmented_bytes(),
+            )
+        };
+        let files = txn.open_table(FILES)?.len()?;
+        txn.abort()?;
+        let meta =
+            fs::metadata(&self.index_path).map_err(|e| StoreError::io(&self.index_path, e))?;
+        #[cfg(unix)]
+        let disk_bytes = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+        #[cfg(not(unix))]
+        let disk_bytes = meta.len();
+        Ok(IndexStats {
+            entries,
+            files,
+            file_bytes: meta.len(),
+            disk_bytes,
+            allocated_bytes: db_stats.allocated_pages() * db_stats.page_size() as u64,
+            chunk_table_bytes,
+        })
     }
 
     /// Rewrites the redb file to reclaim free pages (e.g. after a large gc).
@@ -230,7 +283,7 @@ impl RedbChunkStore {
 
     /// The chunk's locations, each live-file one with its record if the
     /// record still exists (dangling ones get `None`).
-    fn lookup(&self, hash: &Hash) -> Result<Vec<(Loc, Option<FileRec>)>> {
+    pub(super) fn lookup(&self, hash: &Hash) -> Result<Vec<(Loc, Option<FileRec>)>> {
         let txn = self.db.begin_read()?;
         let chunks = txn.open_table(CHUNKS)?;
         let locs = match chunks.get(hash.as_bytes())? {
@@ -253,7 +306,7 @@ impl RedbChunkStore {
     }
 
     /// Whether the index has a blob for `hash` whose bytes equal `data`.
-    fn blob_holds(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
+    pub(super) fn blob_holds(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
         let indexed = self
             .lookup(hash)?
             .iter()
@@ -270,9 +323,10 @@ impl RedbChunkStore {
         for (h, tmp, _) in items {
             dirs.insert(self.blobs.publish(tmp, h)?);
         }
-        for d in &dirs {
-            sync_dir(d)?;
-        }
+        let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+        par_map(&dirs, |d| sync_dir(d))
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
         {
             let mut chunks = txn.open_table(CHUNKS)?;
             for (h, _, len) in items {
@@ -288,28 +342,25 @@ impl RedbChunkStore {
         Ok(())
     }
 
-    fn put_verified(&self, items: &[(Hash, &[u8])]) -> Result<()> {
+    pub(super) fn put_verified(&self, items: &[(Hash, &[u8])]) -> Result<()> {
         let mut seen = HashSet::new();
-        let mut temps: Vec<(Hash, PathBuf, u64)> = Vec::new();
-        let mut result = Ok(());
+        let mut todo = Vec::with_capacity(items.len());
         for (h, data) in items {
-            if !seen.insert(*h) {
-                continue;
+            if seen.insert(*h) && !self.blob_holds(h, data)? {
+                todo.push((*h, *data));
             }
-            match self.blob_holds(h, data) {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-            match self.blobs.write_temp(h, data) {
-                Ok(tmp) => temps.push((*h, tmp, data.len() as u64)),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+        }
+        let written = par_map(&todo, |(h, data)| {
+            self.blobs
+                .write_temp(h, data)
+                .map(|tmp| (*h, tmp, data.len() as u64))
+        });
+        let mut temps = Vec::with_capacity(written.len());
+        let mut result = Ok(());
+        for w in written {
+            match w {
+                Ok(t) => temps.push(t),
+                Err(e) => result = Err(e),
             }
         }
         if result.is_ok() && !temps.is_empty() {
@@ -325,7 +376,12 @@ impl RedbChunkStore {
 
     /// Drops what `get` found stale: the records of changed files, and a
     /// corrupt or missing blob (re-checked under the writer lock first).
-    fn drop_stale(&self, hash: &Hash, stale_files: &[(u64, String)], bad_blob: bool) -> Result<()> {
+    pub(super) fn drop_stale(
+        &self,
+        hash: &Hash,
+        stale_files: &[(u64, String)],
+        bad_blob: bool,
+    ) -> Result<()> {
         let txn = self.write_txn()?;
         {
             let mut files = txn.open_table(FILES)?;
@@ -383,192 +439,4 @@ pub(super) fn remove_file_record(
         paths.remove(path)?;
     }
     Ok(())
-}
-
-impl ChunkStore for RedbChunkStore {
-    fn put(&self, hash: Hash, data: &[u8]) -> Result<()> {
-        self.put_many(&[(hash, data)])
-    }
-
-    fn put_many(&self, items: &[(Hash, &[u8])]) -> Result<()> {
-        for (h, data) in items {
-            let actual = Hash::of_chunk(data);
-            if actual != *h {
-                return Err(StoreError::HashMismatch {
-                    expected: *h,
-                    actual,
-                });
-            }
-        }
-        self.put_verified(items)
-    }
-
-    fn has(&self, hash: &Hash) -> Result<bool> {
-        for (loc, rec) in self.lookup(hash)? {
-            match (loc, rec) {
-                (Loc::Blob { len }, _) => {
-                    if self.blobs.len_of(hash)? == Some(len) {
-                        return Ok(true);
-                    }
-                }
-                (Loc::File { .. }, Some(rec)) => {
-                    if stamp_matches(&self.root, &rec)? {
-                        return Ok(true);
-                    }
-                }
-                (Loc::File { .. }, None) => {}
-            }
-        }
-        Ok(false)
-    }
-
-    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
-        let entries = self.lookup(hash)?;
-        let mut found = None;
-        let mut stale_files = Vec::new();
-        let mut bad_blob = false;
-        let mut first_err = None;
-        for (loc, rec) in &entries {
-            let (Loc::File { file, offset, len }, Some(rec)) = (loc, rec) else {
-                continue;
-            };
-            match read_live(&self.root, rec, *offset, *len, hash) {
-                Ok(LiveRead::Verified(b)) => {
-                    found = Some(b);
-                    break;
-                }
-                Ok(LiveRead::Stale(why)) => {
-                    tracing::warn!(chunk = %hash, path = %rec.path, why, "stale live-file location dropped");
-                    stale_files.push((*file, rec.path.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(chunk = %hash, error = %e, "live-file location unreadable");
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if found.is_none() && entries.iter().any(|(l, _)| matches!(l, Loc::Blob { .. })) {
-            match self.blobs.read(hash) {
-                Ok(Some(b)) if Hash::of_chunk(&b) == *hash => found = Some(b),
-                Ok(Some(_)) => {
-                    tracing::warn!(chunk = %hash, "corrupt blob dropped");
-                    bad_blob = true;
-                }
-                Ok(None) => {
-                    tracing::warn!(chunk = %hash, "indexed blob is missing, entry dropped");
-                    bad_blob = true;
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if !stale_files.is_empty() || bad_blob {
-            if let Err(e) = self.drop_stale(hash, &stale_files, bad_blob) {
-                if found.is_none() {
-                    return Err(e);
-                }
-                tracing::warn!(chunk = %hash, error = %e, "could not drop stale locations");
-            }
-        }
-        match (found, first_err) {
-            (Some(b), _) => Ok(Some(b)),
-            (None, Some(e)) => Err(e),
-            (None, None) => Ok(None),
-        }
-    }
-
-    fn locate(&self, hash: &Hash) -> Result<Option<Location>> {
-        let entries = self.lookup(hash)?;
-        for (loc, rec) in &entries {
-            if let (Loc::File { offset, len, .. }, Some(rec)) = (loc, rec) {
-                if stamp_matches(&self.root, rec)? {
-                    return Ok(Some(Location::LiveFile {
-                        rel_path: rec.path.clone(),
-                        offset: *offset,
-                        len: *len,
-                        stamp: rec.stamp,
-                    }));
-                }
-            }
-        }
-        for (loc, _) in &entries {
-            if let Loc::Blob { len } = loc {
-                if self.blobs.len_of(hash)? == Some(*len) {
-                    return Ok(Some(Location::Blob { len: *len }));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    fn index_file(
-        &self,
-        rel_path: &str,
-        stamp: FileStamp,
-        chunks: &[(u64, ChunkEntry)],
-    ) -> Result<()> {
-        check_chunk_table(rel_path, &stamp, chunks)?;
-        let txn = self.write_txn()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut files = txn.open_table(FILES)?;
-            let mut paths = txn.open_table(PATHS)?;
-            let mut table = txn.open_table(CHUNKS)?;
-            let id = meta
-                .get(META_NEXT_FILE)?
-                .map(|g| g.value())
-                .ok_or_else(|| StoreError::CorruptIndex("meta has no next_file_id".into()))?;
-            meta.insert(META_NEXT_FILE, id + 1)?;
-            let old = paths.get(rel_path)?.map(|g| g.value());
-            if let Some(old) = old {
-                files.remove(old)?;
-            }
-            let rec = FileRec {
-                path: rel_path.to_owned(),
-                stamp,
-            };
-            files.insert(id, encode_file(&rec).as_slice())?;
-            paths.insert(rel_path, id)?;
-            for (offset, ce) in chunks {
-                let old = match table.get(ce.hash.as_bytes())? {
-                    Some(g) => decode_locs(g.value())?,
-                    None => Vec::new(),
-                };
-                let mut locs = old.clone();
-                let new = Loc::File {
-                    file: id,
-                    offset: *offset,
-                    len: ce.len,
-                };
-                add_file_loc(&mut locs, new, |f| {
-                    Ok::<_, StoreError>(files.get(f)?.is_some())
-                })?;
-                if locs != old {
-                    table.insert(ce.hash.as_bytes(), encode_locs(&locs).as_slice())?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn forget_file(&self, rel_path: &str) -> Result<()> {
-        validate_rel_path(rel_path)?;
-        let txn = self.write_txn()?;
-        {
-            let mut files = txn.open_table(FILES)?;
-            let mut paths = txn.open_table(PATHS)?;
-            let id = paths.remove(rel_path)?.map(|g| g.value());
-            if let Some(id) = id {
-                files.remove(id)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
-        self.gc_impl(keep)
-    }
 }

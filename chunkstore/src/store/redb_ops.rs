@@ -1,0 +1,198 @@
+//! The [`ChunkStore`] operations of [`RedbChunkStore`] (its on-disk
+//! structure and helpers are in `redb_store.rs`, gc in `redb_gc.rs`).
+
+use super::error::{Result, StoreError};
+use super::live::{read_live, stamp_matches, LiveRead};
+use super::locs::{add_file_loc, decode_locs, encode_file, encode_locs, FileRec, Loc};
+use super::redb_store::{RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS};
+use super::{check_chunk_table, validate_rel_path, ChunkStore, FileStamp, GcStats, Location};
+use crate::{ChunkEntry, Hash};
+use redb::ReadableTable;
+
+impl ChunkStore for RedbChunkStore {
+    fn put(&self, hash: Hash, data: &[u8]) -> Result<()> {
+        self.put_many(&[(hash, data)])
+    }
+
+    fn put_many(&self, items: &[(Hash, &[u8])]) -> Result<()> {
+        for (h, data) in items {
+            let actual = Hash::of_chunk(data);
+            if actual != *h {
+                return Err(StoreError::HashMismatch {
+                    expected: *h,
+                    actual,
+                });
+            }
+        }
+        self.put_verified(items)
+    }
+
+    fn has(&self, hash: &Hash) -> Result<bool> {
+        for (loc, rec) in self.lookup(hash)? {
+            match (loc, rec) {
+                (Loc::Blob { len }, _) => {
+                    if self.blobs.len_of(hash)? == Some(len) {
+                        return Ok(true);
+                    }
+                }
+                (Loc::File { .. }, Some(rec)) => {
+                    if stamp_matches(&self.root, &rec)? {
+                        return Ok(true);
+                    }
+                }
+                (Loc::File { .. }, None) => {}
+            }
+        }
+        Ok(false)
+    }
+
+    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        let entries = self.lookup(hash)?;
+        let mut found = None;
+        let mut stale_files = Vec::new();
+        let mut bad_blob = false;
+        let mut first_err = None;
+        for (loc, rec) in &entries {
+            let (Loc::File { file, offset, len }, Some(rec)) = (loc, rec) else {
+                continue;
+            };
+            match read_live(&self.root, rec, *offset, *len, hash) {
+                Ok(LiveRead::Verified(b)) => {
+                    found = Some(b);
+                    break;
+                }
+                Ok(LiveRead::Stale(why)) => {
+                    tracing::warn!(chunk = %hash, path = %rec.path, why, "stale live-file location dropped");
+                    stale_files.push((*file, rec.path.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(chunk = %hash, error = %e, "live-file location unreadable");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if found.is_none() && entries.iter().any(|(l, _)| matches!(l, Loc::Blob { .. })) {
+            match self.blobs.read(hash) {
+                Ok(Some(b)) if Hash::of_chunk(&b) == *hash => found = Some(b),
+                Ok(Some(_)) => {
+                    tracing::warn!(chunk = %hash, "corrupt blob dropped");
+                    bad_blob = true;
+                }
+                Ok(None) => {
+                    tracing::warn!(chunk = %hash, "indexed blob is missing, entry dropped");
+                    bad_blob = true;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if !stale_files.is_empty() || bad_blob {
+            if let Err(e) = self.drop_stale(hash, &stale_files, bad_blob) {
+                if found.is_none() {
+                    return Err(e);
+                }
+                tracing::warn!(chunk = %hash, error = %e, "could not drop stale locations");
+            }
+        }
+        match (found, first_err) {
+            (Some(b), _) => Ok(Some(b)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn locate(&self, hash: &Hash) -> Result<Option<Location>> {
+        let entries = self.lookup(hash)?;
+        for (loc, rec) in &entries {
+            if let (Loc::File { offset, len, .. }, Some(rec)) = (loc, rec) {
+                if stamp_matches(&self.root, rec)? {
+                    return Ok(Some(Location::LiveFile {
+                        rel_path: rec.path.clone(),
+                        offset: *offset,
+                        len: *len,
+                        stamp: rec.stamp,
+                    }));
+                }
+            }
+        }
+        for (loc, _) in &entries {
+            if let Loc::Blob { len } = loc {
+                if self.blobs.len_of(hash)? == Some(*len) {
+                    return Ok(Some(Location::Blob { len: *len }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn index_file(
+        &self,
+        rel_path: &str,
+        stamp: FileStamp,
+        chunks: &[(u64, ChunkEntry)],
+    ) -> Result<()> {
+        check_chunk_table(rel_path, &stamp, chunks)?;
+        let txn = self.write_txn()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut files = txn.open_table(FILES)?;
+            let mut paths = txn.open_table(PATHS)?;
+            let mut table = txn.open_table(CHUNKS)?;
+            let id = meta
+                .get(META_NEXT_FILE)?
+                .map(|g| g.value())
+                .ok_or_else(|| StoreError::CorruptIndex("meta has no next_file_id".into()))?;
+            meta.insert(META_NEXT_FILE, id + 1)?;
+            let old = paths.get(rel_path)?.map(|g| g.value());
+            if let Some(old) = old {
+                files.remove(old)?;
+            }
+            let rec = FileRec {
+                path: rel_path.to_owned(),
+                stamp,
+            };
+            files.insert(id, encode_file(&rec).as_slice())?;
+            paths.insert(rel_path, id)?;
+            for (offset, ce) in chunks {
+                let old = match table.get(ce.hash.as_bytes())? {
+                    Some(g) => decode_locs(g.value())?,
+                    None => Vec::new(),
+                };
+                let mut locs = old.clone();
+                let new = Loc::File {
+                    file: id,
+                    offset: *offset,
+                    len: ce.len,
+                };
+                add_file_loc(&mut locs, new, |f| {
+                    Ok::<_, StoreError>(files.get(f)?.is_some())
+                })?;
+                if locs != old {
+                    table.insert(ce.hash.as_bytes(), encode_locs(&locs).as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn forget_file(&self, rel_path: &str) -> Result<()> {
+        validate_rel_path(rel_path)?;
+        let txn = self.write_txn()?;
+        {
+            let mut files = txn.open_table(FILES)?;
+            let mut paths = txn.open_table(PATHS)?;
+            let id = paths.remove(rel_path)?.map(|g| g.value());
+            if let Some(id) = id {
+                files.remove(id)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
+        self.gc_impl(keep)
+    }
+}
