@@ -38,6 +38,8 @@ use crate::error::MerkleError;
 use crate::hash::{ChunkEntry, Hash};
 use crate::path_value::{validate_path, EntryKind, PathValue, MAX_PATH_BYTES};
 use crate::shape::{path_bits, Shape, MAX_FANOUT};
+use blake3::hazmat::{hash_derive_key_context, ContextKey, HasherExt};
+use std::sync::OnceLock;
 
 pub const NODE_VERSION: u8 = 1;
 /// blake3 `derive_key` context of leaf nodes (file and path).
@@ -214,16 +216,8 @@ impl Node {
     /// Rejects a node with a cut before its last entry, or more entries than
     /// `shape` allows.
     pub(crate) fn check_shape(&self, shape: Shape) -> Result<(), MerkleError> {
-        let n = self.len();
-        if n > shape.max {
-            return Err(MerkleError::Corrupt("more entries than the fanout cap"));
-        }
-        for i in 0..n.saturating_sub(1) {
-            if shape.is_cut(i + 1, self.bits(i)) {
-                return Err(MerkleError::Corrupt("boundary inside a node"));
-            }
-        }
-        Ok(())
+        let bits: Vec<u64> = (0..self.len()).map(|i| self.bits(i)).collect();
+        check_bits(&bits, shape)
     }
 
     /// (bytes, chunks) under a file node.
@@ -252,18 +246,35 @@ impl Node {
     }
 }
 
+/// [`Node::check_shape`] given every entry's boundary bits.
+pub(crate) fn check_bits(bits: &[u64], shape: Shape) -> Result<(), MerkleError> {
+    if bits.len() > shape.max {
+        return Err(MerkleError::Corrupt("more entries than the fanout cap"));
+    }
+    for (i, b) in bits.iter().enumerate().take(bits.len().saturating_sub(1)) {
+        if shape.is_cut(i + 1, *b) {
+            return Err(MerkleError::Corrupt("boundary inside a node"));
+        }
+    }
+    Ok(())
+}
+
 fn put_key(out: &mut Vec<u8>, k: &str) {
     out.extend_from_slice(&(k.len() as u16).to_le_bytes());
     out.extend_from_slice(k.as_bytes());
 }
 
 fn hash_with(kind: NodeKind, bytes: &[u8]) -> Hash {
+    static LEAF: OnceLock<ContextKey> = OnceLock::new();
+    static INTERIOR: OnceLock<ContextKey> = OnceLock::new();
     let ctx = if kind.is_leaf() {
-        LEAF_CONTEXT
+        LEAF.get_or_init(|| hash_derive_key_context(LEAF_CONTEXT))
     } else {
-        INTERIOR_CONTEXT
+        INTERIOR.get_or_init(|| hash_derive_key_context(INTERIOR_CONTEXT))
     };
-    let mut h = blake3::Hasher::new_derive_key(ctx);
+    // Same as `blake3::Hasher::new_derive_key(context)`, without rehashing
+    // the context string every time.
+    let mut h = blake3::Hasher::new_from_context_key(ctx);
     h.update(bytes);
     h.finalize().into()
 }
@@ -290,6 +301,12 @@ pub(crate) fn verify_with(
     bytes: &[u8],
     shape: Shape,
 ) -> Result<Node, MerkleError> {
+    verify_hash(expected, bytes)?;
+    decode_with(bytes, shape)
+}
+
+/// Checks that `bytes` hash to `expected` (nothing else).
+pub(crate) fn verify_hash(expected: &Hash, bytes: &[u8]) -> Result<(), MerkleError> {
     let actual = node_hash(bytes)?;
     if actual != *expected {
         return Err(MerkleError::HashMismatch {
@@ -297,7 +314,7 @@ pub(crate) fn verify_with(
             actual,
         });
     }
-    decode_with(bytes, shape)
+    Ok(())
 }
 
 fn too_large(n: usize) -> MerkleError {
@@ -309,6 +326,14 @@ fn too_large(n: usize) -> MerkleError {
 }
 
 pub(crate) fn decode_with(bytes: &[u8], shape: Shape) -> Result<Node, MerkleError> {
+    let node = decode_format(bytes)?;
+    node.check_shape(shape)?;
+    Ok(node)
+}
+
+/// Strict decoding of everything but the boundary rule (the caller checks
+/// it, with `check_bits` or `check_shape`).
+pub(crate) fn decode_format(bytes: &[u8]) -> Result<Node, MerkleError> {
     if bytes.len() > MAX_NODE_BYTES {
         return Err(too_large(bytes.len()));
     }
@@ -413,7 +438,6 @@ pub(crate) fn decode_with(bytes: &[u8], shape: Shape) -> Result<Node, MerkleErro
     if r.pos != bytes.len() {
         return Err(MerkleError::Corrupt("trailing bytes"));
     }
-    node.check_shape(shape)?;
     Ok(node)
 }
 

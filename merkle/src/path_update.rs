@@ -23,8 +23,8 @@
 
 use crate::error::MerkleError;
 use crate::hash::Hash;
-use crate::node::{decode_with, Node, PathChild};
-use crate::path_tree::{check_change, key_at, load_checked, PathBuilder, PathExpect};
+use crate::node::{check_bits, decode_format, decode_with, verify_hash, Node, PathChild};
+use crate::path_tree::{check_change, check_path_node, key_at, PathBuilder, PathExpect};
 use crate::path_value::PathValue;
 use crate::shape::{path_bits, Shape};
 use crate::store::{read_with, NodeSource, NodeStore};
@@ -55,6 +55,7 @@ pub(crate) fn update_many<S: NodeStore>(
         store: &*store,
         shape,
         cache: HashMap::new(),
+        bits: HashMap::new(),
         root,
         removed: HashSet::new(),
         added: HashMap::new(),
@@ -76,6 +77,8 @@ struct Pass<'s, S: ?Sized> {
     store: &'s S,
     shape: Shape,
     cache: HashMap<Hash, Rc<Node>>,
+    /// Boundary bits of the entries of each cached node.
+    bits: HashMap<Hash, Rc<Vec<u64>>>,
     root: Hash,
     /// Old nodes consumed.
     removed: HashSet<Hash>,
@@ -149,12 +152,22 @@ fn make_node(level: u8, items: Vec<(String, Payload)>) -> Result<Node, MerkleErr
 }
 
 impl<S: NodeSource + ?Sized> Pass<'_, S> {
+    /// Reads, verifies and checks node `h`, caching it with its entries'
+    /// boundary bits (computed once: the shape check and the re-cut both
+    /// need them).
     fn load(&mut self, h: Hash, exp: &PathExpect) -> Result<Rc<Node>, MerkleError> {
         if let Some(n) = self.cache.get(&h) {
             return Ok(n.clone());
         }
-        let node = Rc::new(load_checked(self.store, &h, exp, self.shape)?);
+        let bytes = self.store.get_node(&h).ok_or(MerkleError::MissingNode(h))?;
+        verify_hash(&h, &bytes)?;
+        let node = decode_format(&bytes)?;
+        let bits: Vec<u64> = (0..node.len()).map(|i| node.bits(i)).collect();
+        check_bits(&bits, self.shape)?;
+        check_path_node(&node, exp, self.shape)?;
+        let node = Rc::new(node);
         self.cache.insert(h, node.clone());
+        self.bits.insert(h, Rc::new(bits));
         Ok(node)
     }
 
@@ -263,7 +276,14 @@ impl<S: NodeSource + ?Sized> Pass<'_, S> {
                     cur.hash,
                 ));
                 self.removed.insert(cur.hash);
-                let mut old = items(&cur.node).into_iter().peekable();
+                let old_bits = match self.bits.get(&cur.hash) {
+                    Some(b) => b.clone(),
+                    None => Rc::new((0..cur.node.len()).map(|i| cur.node.bits(i)).collect()),
+                };
+                let mut old = items(&cur.node)
+                    .into_iter()
+                    .zip(old_bits.iter().copied())
+                    .peekable();
                 loop {
                     let in_range = |k: &str| {
                         bound
@@ -275,15 +295,18 @@ impl<S: NodeSource + ?Sized> Pass<'_, S> {
                         (None, None) => break,
                         (None, Some(_)) => true,
                         (Some(_), None) => false,
-                        (Some((ok, _)), Some((ek, _))) => ek.as_bytes() <= ok.as_bytes(),
+                        (Some(((ok, _), _)), Some((ek, _))) => ek.as_bytes() <= ok.as_bytes(),
                     };
-                    let item = if take_edit {
+                    let (item, bits) = if take_edit {
                         let Some((ek, ev)) = edits.next() else { break };
-                        if old.peek().is_some_and(|(ok, _)| *ok == ek) {
+                        if old.peek().is_some_and(|((ok, _), _)| *ok == ek) {
                             old.next(); // replaced or deleted
                         }
                         match ev {
-                            Some(p) => (ek, p),
+                            Some(p) => {
+                                let bits = path_bits(level, &ek);
+                                ((ek, p), bits)
+                            }
                             None => continue,
                         }
                     } else {
@@ -292,7 +315,6 @@ impl<S: NodeSource + ?Sized> Pass<'_, S> {
                             None => break,
                         }
                     };
-                    let bits = path_bits(level, &item.0);
                     open.push(item);
                     if self.shape.is_cut(open.len(), bits) {
                         self.emit(level, &mut open, &mut cut)?;

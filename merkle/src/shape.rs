@@ -43,6 +43,9 @@
 //! old and new sequences share (re-synchronisation), and the same holds level
 //! by level upward. That is what makes edits O(log n) nodes.
 
+use blake3::hazmat::{hash_derive_key_context, ContextKey, HasherExt};
+use std::sync::OnceLock;
+
 /// Target (average) number of entries per node.
 pub const TARGET_FANOUT: usize = 64;
 /// No content-defined cut before this many entries.
@@ -80,7 +83,9 @@ impl Shape {
 
 /// Boundary bits of a path-tree entry keyed by `key` at `level`.
 pub(crate) fn path_bits(level: u8, key: &str) -> u64 {
-    let mut h = blake3::Hasher::new_derive_key(PATH_BOUNDARY_CONTEXT);
+    static KEY: OnceLock<ContextKey> = OnceLock::new();
+    let ctx = KEY.get_or_init(|| hash_derive_key_context(PATH_BOUNDARY_CONTEXT));
+    let mut h = blake3::Hasher::new_from_context_key(ctx);
     h.update(&[level]);
     h.update(key.as_bytes());
     let out = h.finalize();
@@ -116,5 +121,9 @@ mod tests {
         assert_ne!(path_bits(0, "a"), path_bits(1, "a"));
         assert_ne!(path_bits(0, "a"), path_bits(0, "b"));
         assert_eq!(path_bits(3, "x/y"), path_bits(3, "x/y"));
+        // The cached context key gives exactly blake3's derive_key.
+        let full = blake3::derive_key(PATH_BOUNDARY_CONTEXT, b"\x02a/b");
+        let want = u64::from_le_bytes(full[..8].try_into().unwrap());
+        assert_eq!(path_bits(2, "a/b"), want);
     }
 }
