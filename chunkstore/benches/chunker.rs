@@ -84,17 +84,53 @@ fn mib_s(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / (1 << 20) as f64 / secs
 }
 
-/// Best wall time of `repeat` runs.
-fn best<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
-    let mut best = f64::INFINITY;
+/// CPU seconds used so far by this process, all threads (Linux
+/// `/proc/self/stat`, 100 ticks/s); `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// A measurement: best wall time of `repeat` runs, and the CPU time that
+/// run used (all threads), when known.
+struct Timing {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+fn best<T>(repeat: usize, mut f: impl FnMut() -> T) -> (Timing, T) {
+    let mut best = Timing {
+        wall: f64::INFINITY,
+        cpu: None,
+    };
     let mut out = None;
     for _ in 0..repeat {
+        let c = cpu_seconds();
         let t = Instant::now();
         let r = std::hint::black_box(f());
-        best = best.min(t.elapsed().as_secs_f64());
+        let wall = t.elapsed().as_secs_f64();
+        if wall < best.wall {
+            best = Timing {
+                wall,
+                cpu: cpu_seconds().zip(c).map(|(b, a)| b - a),
+            };
+        }
         out = Some(r);
     }
     (best, out.expect("repeat >= 1"))
+}
+
+fn cpu_note(t: &Timing) -> String {
+    match t.cpu {
+        Some(cpu) => format!("(wall {:.2} s, cpu {:.2} s)", t.wall, cpu),
+        None => format!("(wall {:.2} s)", t.wall),
+    }
 }
 
 /// What an insert cost: chunks of the new version absent from the old one.
@@ -255,23 +291,32 @@ fn main() {
     assert_eq!(seq_count, lens.len());
     assert_eq!(out.total_len, size as u64);
     let (b3, ch, seq, pipe) = (
-        mib_s(size, t_blake3),
-        mib_s(size, t_chunk),
-        mib_s(size, t_seq),
-        mib_s(size, t_pipe),
-    );
-    println!("blake3::hash alone (1 thread):   {b3:8.0} MiB/s");
-    println!(
-        "chunker only (1 thread):         {ch:8.0} MiB/s   ratio chunker/blake3  = {:.2}",
-        ch / b3
+        mib_s(size, t_blake3.wall),
+        mib_s(size, t_chunk.wall),
+        mib_s(size, t_seq.wall),
+        mib_s(size, t_pipe.wall),
     );
     println!(
-        "chunk then hash (1 thread):      {seq:8.0} MiB/s   ratio sequential/blake3 = {:.2}",
-        seq / b3
+        "blake3::hash alone (1 thread):   {b3:8.0} MiB/s {}",
+        cpu_note(&t_blake3)
     );
     println!(
-        "chunk+hash pipeline (2 threads): {pipe:8.0} MiB/s   ratio pipeline/blake3 = {:.2}, pipeline/sequential = {:.2}",
+        "chunker only (1 thread):         {ch:8.0} MiB/s {}",
+        cpu_note(&t_chunk)
+    );
+    println!(
+        "chunk then hash (1 thread):      {seq:8.0} MiB/s {}",
+        cpu_note(&t_seq)
+    );
+    println!(
+        "chunk+hash pipeline (2 threads): {pipe:8.0} MiB/s {}",
+        cpu_note(&t_pipe)
+    );
+    println!(
+        "ratios: chunker/blake3 = {:.2}, pipeline/blake3 = {:.2}, sequential/blake3 = {:.2}, pipeline/sequential = {:.2}",
+        ch / b3,
         pipe / b3,
+        seq / b3,
         pipe / seq
     );
 
