@@ -371,17 +371,17 @@ fn write_version<V: IndexView>(
     origin: NodeId,
     state: Option<FileMeta>,
 ) -> Result<(), V::Error> {
-    let previous = ov.versions(path)?.last().map(|r| r.version);
+    let mut versions = ov.versions(path)?;
+    let previous = versions.last().map(|r| r.version);
     let tombstone = state.is_none();
-    ov.put_record(
-        path,
-        PathRecord {
-            version,
-            time_ms: now,
-            origin,
-            state,
-        },
-    );
+    let rec = PathRecord {
+        version,
+        time_ms: now,
+        origin,
+        state,
+    };
+    ov.put_record(path, rec.clone());
+    versions.push(rec);
     if history::keep_ms(retention).is_some() {
         let mut hint = |v: Version| {
             let h = Hint {
@@ -398,7 +398,7 @@ fn write_version<V: IndexView>(
             hint(version);
         }
     }
-    prune_path(ov, retention, now, path)
+    prune_versions(ov, retention, now, path, &versions)
 }
 
 fn prune_path<V: IndexView>(
@@ -408,7 +408,18 @@ fn prune_path<V: IndexView>(
     path: &str,
 ) -> Result<(), V::Error> {
     let versions = ov.versions(path)?;
-    let plan = history::prune_plan(&versions, retention, now);
+    prune_versions(ov, retention, now, path, &versions)
+}
+
+/// Prunes `path`, whose retained records (oldest first) are `versions`.
+fn prune_versions<V: IndexView>(
+    ov: &mut Overlay<'_, V>,
+    retention: &Retention,
+    now: u64,
+    path: &str,
+    versions: &[PathRecord],
+) -> Result<(), V::Error> {
+    let plan = history::prune_plan(versions, retention, now);
     if plan.drop.is_empty() {
         return Ok(());
     }
