@@ -206,7 +206,7 @@ impl ChunkStore for MemChunkStore {
                     break;
                 }
                 Ok(LiveRead::Stale(why)) => {
-                    tracing::warn!(chunk = %hash, path = %rec.path, why, "stale live-file location dropped");
+                    tracing::info!(chunk = %hash, path = %rec.path, why, "stale live-file location dropped");
                     st.remove_file_record(*file);
                 }
                 Err(e) => {

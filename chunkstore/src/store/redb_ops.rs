@@ -62,7 +62,7 @@ impl ChunkStore for RedbChunkStore {
                     break;
                 }
                 Ok(LiveRead::Stale(why)) => {
-                    tracing::warn!(chunk = %hash, path = %rec.path, why, "stale live-file location dropped");
+                    tracing::info!(chunk = %hash, path = %rec.path, why, "stale live-file location dropped");
                     stale_files.push((*file, rec.path.clone()));
                 }
                 Err(e) => {
