@@ -54,9 +54,10 @@ pub struct DiffResult {
     pub round_trips: usize,
     /// Nodes read from the local store.
     pub nodes_local: usize,
-    /// Size of the remote file version in bytes.
+    /// Size of the remote file version in bytes (from its root; 0 if
+    /// `complete` vouched for the root itself, so it was never read).
     pub size: u64,
-    /// Chunks in the remote file version (with repeats).
+    /// Chunks in the remote file version (with repeats; same caveat).
     pub chunks: u64,
 }
 
@@ -192,7 +193,7 @@ where
                                 offset,
                             });
                         }
-                        offset += u64::from(e.len);
+                        offset = offset.saturating_add(u64::from(e.len));
                     }
                 }
                 Node::FileInterior { level, children } => {

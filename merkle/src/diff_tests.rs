@@ -196,6 +196,35 @@ fn lying_remote_is_rejected() {
 }
 
 #[test]
+fn non_canonical_remote_tree_is_rejected() {
+    // Two leaves split where the boundary rule does not cut: hashes match
+    // (the root names this tree) but the structure is not canonical.
+    let odd = |i: u8| ChunkEntry {
+        hash: Hash([i | 1; 32]),
+        len: 5,
+    };
+    let mut rs = MemNodeStore::new();
+    let mut put = |n: Node| {
+        let (bytes, chunks) = n.file_totals().unwrap();
+        let (h, b) = n.seal();
+        rs.put_node(h, b);
+        crate::node::FileChild {
+            hash: h,
+            bytes,
+            chunks,
+        }
+    };
+    let a = put(Node::FileLeaf(vec![odd(1)]));
+    let b = put(Node::FileLeaf(vec![odd(3)]));
+    let root = put(Node::FileInterior {
+        level: 1,
+        children: vec![a, b],
+    });
+    let err = diff(&MemNodeStore::new(), |_| false, root.hash, remote(&rs)).unwrap_err();
+    assert!(matches!(err, DiffError::Merkle(MerkleError::Corrupt(_))));
+}
+
+#[test]
 fn repeated_chunks_reported_once() {
     let one = entries(9, 3);
     let mut e = Vec::new();
