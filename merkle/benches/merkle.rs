@@ -8,8 +8,8 @@
 //! * path tree with 100k paths: one update, and a batch of 10k, vs a full rebuild.
 
 use filesyncd_merkle::{
-    build, diff, BuiltTree, ChunkEntry, EntryKind, Hash, MemNodeStore, NodeSource, PathTree,
-    PathValue,
+    build, diff, diff_trusting, BuiltTree, ChunkEntry, EntryKind, Hash, MemNodeStore, NodeSource,
+    PathTree, PathValue,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{BTreeMap, HashSet};
@@ -124,6 +124,20 @@ fn file_tree(rng: &mut StdRng) {
         one.round_trips,
         one.nodes_local,
         us(t_one)
+    );
+    let t_trust = median(21, || {
+        diff_trusting(
+            &ls,
+            |h| has.contains(h),
+            |h| ls.has_node(h),
+            tb.root,
+            fetcher(&rs),
+        )
+        .expect("diff")
+    });
+    println!(
+        "  same diff trusting held subtrees as complete (diff_trusting): {:.0} us",
+        us(t_trust)
     );
     println!(
         "  diff from nothing: {} nodes fetched in {} round trips, {:.0} us; fetched-node ratio {:.4}, time ratio {:.2}",
