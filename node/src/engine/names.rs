@@ -1,0 +1,224 @@
+//! Names: which paths may be synced, the daemon's own namespace, conflict
+//! copies.
+//!
+//! # Syncable paths
+//! Relative, '/'-separated, UTF-8; 1..=4096 bytes, each component 1..=255
+//! bytes; no empty, `.` or `..` component; no NUL or control character; and
+//! nothing in the daemon's namespace. These are the Raft index's rules: a
+//! path failing them is skipped with a warning by the scan, never proposed,
+//! and never written by the materializer.
+//!
+//! # The daemon's namespace (never synced, never deleted by a plan)
+//! Any component starting with `.filesyncd` (the marker
+//! [`MARKER`] = `.filesyncd-marker`, state dirs) or containing
+//! `.filesyncd-tmp` (temp files [`TMP_PREFIX`]`<random>` of writes in
+//! flight).
+//!
+//! # Conflict copies
+//! `<stem>.sync-conflict-<YYYYMMDD-HHMMSS>-<node>.<ext>` in the same
+//! directory (Syncthing's scheme, and the same rule the Raft apply uses for
+//! stale puts): `<ext>` follows the LAST dot unless that dot starts or ends
+//! the name; UTC time; `-<n>` after the node for the n-th candidate (n >= 2);
+//! the stem is cut (at a char boundary) so the name fits 255 bytes.
+
+use super::types::NodeId;
+
+/// The marker file at the root, holding the cluster id.
+pub const MARKER: &str = ".filesyncd-marker";
+/// Prefix of temp files of writes in flight.
+pub const TMP_PREFIX: &str = ".filesyncd-tmp-";
+/// The ignore file at the root (gitignore syntax).
+pub const IGNORE_FILE: &str = ".filesyncignore";
+
+/// Longest path accepted, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest component accepted, in bytes.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Longest symlink target accepted, in bytes.
+pub const MAX_TARGET_BYTES: usize = 4096;
+
+/// Whether one path component belongs to the daemon.
+pub fn is_reserved_component(c: &str) -> bool {
+    c.starts_with(".filesyncd") || c.contains(".filesyncd-tmp")
+}
+
+/// Why a path cannot be synced; `None` if it can.
+pub fn invalid_reason(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("empty path");
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Some("path longer than 4096 bytes");
+    }
+    if path.starts_with('/') {
+        return Some("absolute path");
+    }
+    if path.chars().any(char::is_control) {
+        return Some("NUL or control character");
+    }
+    for c in path.split('/') {
+        if c.is_empty() {
+            return Some("empty component");
+        }
+        if c.len() > MAX_COMPONENT_BYTES {
+            return Some("component longer than 255 bytes");
+        }
+        if c == "." || c == ".." {
+            return Some("`.` or `..` component");
+        }
+        if is_reserved_component(c) {
+            return Some("inside the daemon's namespace");
+        }
+    }
+    None
+}
+
+/// Whether `path` may be synced (see the module doc).
+pub fn is_syncable(path: &str) -> bool {
+    invalid_reason(path).is_none()
+}
+
+/// Whether a symlink target may be synced: 1..=4096 bytes, no NUL.
+pub fn valid_target(target: &str) -> bool {
+    !target.is_empty() && target.len() <= MAX_TARGET_BYTES && !target.contains('\0')
+}
+
+/// The parent of a relative path (`""` for a top-level name).
+pub fn parent(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+/// The last component of a relative path.
+pub fn file_name(path: &str) -> &str {
+    path.rfind('/').map_or(path, |i| &path[i + 1..])
+}
+
+/// Number of components.
+pub fn depth(path: &str) -> usize {
+    path.split('/').count()
+}
+
+/// The conflict-copy path for `path` (module doc); `n` = 1 is the plain name.
+pub fn conflict_name(path: &str, time_ms: u64, node: NodeId, n: u32) -> String {
+    let dir = &path[..path.len() - file_name(path).len()];
+    let name = file_name(path);
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 && i + 1 < name.len() => (&name[..i], Some(&name[i + 1..])),
+        _ => (name, None),
+    };
+    let mut suffix = format!(".sync-conflict-{}-{node}", utc_stamp(time_ms));
+    if n >= 2 {
+        suffix.push_str(&format!("-{n}"));
+    }
+    if let Some(ext) = ext {
+        suffix.push('.');
+        suffix.push_str(ext);
+    }
+    let room = MAX_COMPONENT_BYTES.saturating_sub(suffix.len());
+    let mut cut = stem.len().min(room);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{dir}{}{suffix}", &stem[..cut])
+}
+
+/// `YYYYMMDD-HHMMSS` of a Unix time in milliseconds, UTC.
+pub fn utc_stamp(time_ms: u64) -> String {
+    let secs = time_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Howard Hinnant's algorithm, for non-negative day counts.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncable_paths() {
+        for ok in [
+            "a",
+            "a/b",
+            "a b/.c",
+            "é/ü",
+            "x.sync-conflict-1-2.txt",
+            ".filesyncignore",
+        ] {
+            assert!(is_syncable(ok), "{ok}");
+        }
+        let long_comp = "a".repeat(256);
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a/../b",
+            ".",
+            "a\nb",
+            ".filesyncd-marker",
+            "d/.filesyncd-tmp-abc",
+            "x.filesyncd-tmp-1",
+            ".filesyncd/state",
+            &long_comp,
+        ] {
+            assert!(!is_syncable(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn conflict_names_match_the_raft_rule() {
+        let t = 1_735_689_599_000; // 2024-12-31 23:59:59 UTC
+        for (path, node, n) in [
+            ("docs/report.pdf", 7, 1),
+            ("a.tar.gz", 7, 1),
+            ("Makefile", 12, 1),
+            ("h/.bashrc", 1, 1),
+            ("name.", 1, 1),
+            ("r.pdf", 7, 3),
+        ] {
+            assert_eq!(
+                conflict_name(path, t, node, n),
+                filesyncd_raft::paths::conflict_name(path, t, node, n)
+            );
+        }
+        assert_eq!(
+            conflict_name("docs/report.pdf", t, 7, 1),
+            "docs/report.sync-conflict-20241231-235959-7.pdf"
+        );
+        let long = format!("{}.txt", "é".repeat(200));
+        let c = conflict_name(&long, t, 7, 1);
+        assert!(
+            c.len() <= MAX_COMPONENT_BYTES && c.ends_with("-7.txt"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn path_helpers() {
+        assert_eq!(parent("a/b/c"), "a/b");
+        assert_eq!(parent("a"), "");
+        assert_eq!(file_name("a/b/c"), "c");
+        assert_eq!(depth("a/b/c"), 3);
+        assert!(valid_target("../x") && !valid_target("") && !valid_target("a\0"));
+    }
+}

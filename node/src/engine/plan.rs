@@ -1,0 +1,475 @@
+//! The pure decision step: what to do about each path.
+//!
+//! [`plan`] reads four views and returns a [`Plan`]; it does no I/O, reads no
+//! clock (the caller passes `now_ms`) and is deterministic, so every rule is
+//! a table-driven unit test (`plan_tests.rs`).
+//!
+//! # Inputs, per path
+//! - **disk** `d`: what the scan found — absent, present with its content
+//!   ([`Meta`]) and stat, or *unstable* (still being written). Paths outside
+//!   the scan's [`Scope`] were not looked at: they are assumed to be what the
+//!   local index says (and every write re-checks the target before rename).
+//! - **committed** `t`: the newest record of the path at the applied index,
+//!   tombstones included. Contract: for every path of `local` and of the
+//!   scanned disk the caller passes its record if it has one; a path with no
+//!   record has never been committed or its history was dropped.
+//! - **local** `l`: what the engine last materialized or proposed
+//!   ([`LocalEntry`]): content, stat, committed version, base.
+//! - **chunks**: which chunks the store holds and each root's chunk list
+//!   ([`ChunkView`]).
+//!
+//! # Guards (checked first)
+//! 1. The marker ([`MARKER`](super::names::MARKER)) missing, unreadable or
+//!    holding another cluster id → [`Verdict::Halt`], no action at all (an
+//!    unmounted or foreign directory must not be written or emptied).
+//! 2. The root is empty while the local index knows committed entries →
+//!    `Halt`, unless `deletes_confirmed`.
+//! 3. More than `max_vanished_share` of the known entries (and at least
+//!    `min_vanished` of them) vanished from disk in this scan →
+//!    [`Verdict::Pause`]: every other action proceeds, the local delete
+//!    proposals are withheld until `deletes_confirmed`.
+//!
+//! # Rules (`b` = the base the local content derives from, [`LocalEntry::derived_from`])
+//! - ignored or unsyncable path → nothing (`Skip` for unsyncable committed paths);
+//! - `d` unstable → `Skip(RetryLater)`;
+//! - `d` absent: `t` live at `b` → propose Delete(base `b`); `t` live, older
+//!   than `b` → `Skip(Lagging)`; `t` live otherwise → write `t` (a local
+//!   delete loses against newer content); `t` dead or none → `Forget`.
+//! - `d` present and equal to `l.meta` with `l.version = v` (unchanged since
+//!   recorded): `t.version == v` → in sync (`Record` a refreshed stat only);
+//!   `t` older → `Skip(Lagging)`; `t` newer: dead → `Delete` (expecting the
+//!   scanned stat: never unseen data), same content → `Record`, else write
+//!   `t`; no `t` at all → `Delete`.
+//! - otherwise (a local change, or content never recorded): `t` none →
+//!   propose Put(base none); `t` dead → propose Put(base = the tombstone: a
+//!   modification wins over a delete); `t` live with the same content →
+//!   `Record`; `t` live at `b`, or older than `b` → propose Put(base `b`);
+//!   both directories → apply `t`'s mode (`Mkdir`); else both changed →
+//!   `MakeConflictCopy` (move the local content aside, propose it at the
+//!   conflict name) and write `t`.
+//! - a remote delete of a directory that still holds surviving entries on
+//!   disk becomes a proposal to keep it (Put, base the tombstone).
+//!
+//! **No echo**: content the engine materialized is recorded with its stat, so
+//! the next scan finds it unchanged and the rules above yield nothing.
+//!
+//! # Order of the actions
+//! Conflict copies; proposals (deletes deepest first, then puts shallowest
+//! first, as the index wants parents before children); fetches; writes,
+//! directories and links (shallowest first); deletes (deepest first); last,
+//! writes that replace a directory by a non-directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use filesyncd_merkle::{ChunkEntry, Hash};
+
+use super::names::{self, conflict_name};
+use super::types::{
+    DiskEntry, FileKind, Kind, LocalEntry, Meta, NodeId, Stat, VersionId, VersionRecord,
+};
+
+pub use super::plan_types::*;
+
+/// What the plan needs to know about chunks.
+pub trait ChunkView {
+    /// Whether the store holds the chunk (a zero-filled chunk may count as held).
+    fn has_chunk(&self, hash: &Hash) -> bool;
+    /// The chunk list of the file version `(root, size)`, if its tree is known locally.
+    fn chunk_list(&self, root: &Hash, size: u64) -> Option<Vec<ChunkEntry>>;
+}
+
+/// Everything [`plan`] reads.
+pub struct PlanInput<'a> {
+    pub disk: &'a DiskView,
+    pub committed: &'a BTreeMap<String, VersionRecord>,
+    pub local: &'a BTreeMap<String, LocalEntry>,
+    pub chunks: &'a dyn ChunkView,
+    /// Whether a path is ignored (`.filesyncignore`), given whether it is a directory.
+    pub ignored: &'a dyn Fn(&str, bool) -> bool,
+    /// Wall clock for conflict names, in ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// Decides what to do (see the module doc).
+pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
+    if let Some(reason) = marker_problem(cfg, &input.disk.marker) {
+        return Plan::halt(reason);
+    }
+    let known = input.local.values().filter(|l| l.version.is_some()).count();
+    if input.disk.root_empty && known > 0 && !cfg.deletes_confirmed {
+        return Plan::halt(HaltReason::RootEmpty { known });
+    }
+    let mut paths: BTreeSet<&str> = BTreeSet::new();
+    paths.extend(input.committed.keys().map(String::as_str));
+    paths.extend(input.local.keys().map(String::as_str));
+    paths.extend(input.disk.entries.keys().map(String::as_str));
+
+    let mut out = Vec::new();
+    let mut ctx = Ctx {
+        cfg,
+        input,
+        taken: BTreeSet::new(),
+    };
+    for path in paths {
+        ctx.decide(path, &mut out);
+    }
+    keep_nonempty_dirs(input, &mut out);
+    let vanished = out
+        .iter()
+        .filter(|a| matches!(a, Action::Propose(Proposal::Delete { .. })))
+        .count();
+    let mut verdict = Verdict::Proceed;
+    if vanished > 0
+        && vanished >= cfg.min_vanished
+        && vanished as f64 > cfg.max_vanished_share * known as f64
+        && !cfg.deletes_confirmed
+    {
+        out.retain(|a| !matches!(a, Action::Propose(Proposal::Delete { .. })));
+        verdict = Verdict::Pause(PauseReason::MassDelete { vanished, known });
+    }
+    out.sort_by_key(Action::order_key);
+    Plan {
+        verdict,
+        actions: out,
+    }
+}
+
+fn marker_problem(cfg: &PlanConfig, marker: &Marker) -> Option<HaltReason> {
+    match marker {
+        Marker::Found(id) if *id == cfg.cluster_id => None,
+        Marker::Found(id) => Some(HaltReason::WrongMarker {
+            found: id.clone(),
+            expected: cfg.cluster_id.clone(),
+        }),
+        Marker::Missing => Some(HaltReason::MarkerMissing),
+        Marker::Unreadable(e) => Some(HaltReason::MarkerUnreadable(e.clone())),
+    }
+}
+
+/// What the disk holds at a path, as far as the plan knows.
+enum Disk<'a> {
+    Absent,
+    Unstable,
+    Present(&'a Stat, &'a Meta),
+}
+
+struct Ctx<'a, 'b> {
+    cfg: &'a PlanConfig,
+    input: &'a PlanInput<'b>,
+    /// Conflict names handed out by this plan.
+    taken: BTreeSet<String>,
+}
+
+impl<'a> Ctx<'a, '_> {
+    fn disk(&self, path: &str) -> Disk<'a> {
+        let input: &'a PlanInput<'_> = self.input;
+        if input.disk.scope.covers(path) {
+            match input.disk.entries.get(path) {
+                None => Disk::Absent,
+                Some(DiskEntry { meta: None, .. }) => Disk::Unstable,
+                Some(DiskEntry {
+                    stat,
+                    meta: Some(m),
+                }) => Disk::Present(stat, m),
+            }
+        } else {
+            match input.local.get(path) {
+                Some(l) => Disk::Present(&l.stat, &l.meta),
+                None => Disk::Absent,
+            }
+        }
+    }
+
+    fn decide(&mut self, path: &str, out: &mut Vec<Action>) {
+        let t = self.input.committed.get(path);
+        let l = self.input.local.get(path);
+        let d = self.disk(path);
+        if !names::is_syncable(path) {
+            if t.is_some() {
+                out.push(Action::Skip {
+                    path: path.to_owned(),
+                    reason: SkipReason::Invalid,
+                });
+            }
+            return;
+        }
+        let is_dir = match &d {
+            Disk::Present(_, m) => m.is_dir(),
+            _ => t.and_then(VersionRecord::live).is_some_and(Meta::is_dir),
+        };
+        if (self.input.ignored)(path, is_dir) {
+            return;
+        }
+        match d {
+            Disk::Unstable => out.push(Action::Skip {
+                path: path.to_owned(),
+                reason: SkipReason::RetryLater,
+            }),
+            Disk::Absent => self.absent(path, t, l, out),
+            Disk::Present(stat, m) => match l {
+                Some(le) if le.version.is_some() && le.meta == *m => {
+                    self.unchanged(path, t, le, stat, out)
+                }
+                _ => self.changed(path, t, l, stat, m, out),
+            },
+        }
+    }
+
+    fn absent(
+        &self,
+        path: &str,
+        t: Option<&VersionRecord>,
+        l: Option<&LocalEntry>,
+        out: &mut Vec<Action>,
+    ) {
+        let b = l.and_then(LocalEntry::derived_from);
+        match t.filter(|t| !t.deleted) {
+            Some(t) if Some(t.version) == b => out.push(Action::Propose(Proposal::Delete {
+                path: path.to_owned(),
+                base: t.version,
+            })),
+            Some(t) if b.is_some_and(|b| t.version < b) => out.push(lagging(path)),
+            Some(t) => self.write(t, Expect::Absent, out),
+            None => {
+                if l.is_some() {
+                    out.push(Action::Forget {
+                        path: path.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn unchanged(
+        &self,
+        path: &str,
+        t: Option<&VersionRecord>,
+        l: &LocalEntry,
+        stat: &Stat,
+        out: &mut Vec<Action>,
+    ) {
+        let v = l.version.unwrap_or_default();
+        let expect = Expect::Entry(*stat);
+        let refreshed = || LocalEntry {
+            stat: *stat,
+            ..l.clone()
+        };
+        match t {
+            None => out.push(Action::Delete {
+                path: path.to_owned(),
+                version: None,
+                expect: *stat,
+            }),
+            Some(t) if t.version == v => {
+                if !stat.same_entry(&l.stat) {
+                    out.push(record(path, refreshed()));
+                }
+            }
+            Some(t) if t.version < v => out.push(lagging(path)),
+            Some(t) if t.deleted => out.push(Action::Delete {
+                path: path.to_owned(),
+                version: Some(t.version),
+                expect: *stat,
+            }),
+            Some(t) if t.meta == l.meta => {
+                out.push(record(
+                    path,
+                    LocalEntry::committed(t.meta.clone(), *stat, t.version),
+                ));
+            }
+            Some(t) => self.write(t, expect, out),
+        }
+    }
+
+    fn changed(
+        &mut self,
+        path: &str,
+        t: Option<&VersionRecord>,
+        l: Option<&LocalEntry>,
+        stat: &Stat,
+        m: &Meta,
+        out: &mut Vec<Action>,
+    ) {
+        let b = l.and_then(LocalEntry::derived_from);
+        let put = |base| {
+            Action::Propose(Proposal::Put {
+                path: path.to_owned(),
+                meta: m.clone(),
+                mtime_ns: stat.mtime_ns,
+                base,
+                stat: *stat,
+            })
+        };
+        let Some(t) = t else {
+            out.push(put(None));
+            return;
+        };
+        if t.deleted {
+            out.push(put(Some(t.version)));
+        } else if t.meta == *m {
+            out.push(record(
+                path,
+                LocalEntry::committed(m.clone(), *stat, t.version),
+            ));
+        } else if b.is_some_and(|b| t.version <= b) {
+            out.push(put(b));
+        } else if m.is_dir() && t.meta.is_dir() {
+            self.write(t, Expect::Entry(*stat), out);
+        } else {
+            let conflict_path = self.conflict_path(path);
+            out.push(Action::MakeConflictCopy {
+                path: path.to_owned(),
+                conflict_path: conflict_path.clone(),
+                expect: *stat,
+            });
+            out.push(Action::Propose(Proposal::Put {
+                path: conflict_path,
+                meta: m.clone(),
+                mtime_ns: stat.mtime_ns,
+                base: None,
+                stat: *stat,
+            }));
+            self.write(t, Expect::Absent, out);
+        }
+    }
+
+    /// The first conflict-copy name no view and no earlier action uses.
+    fn conflict_path(&mut self, path: &str) -> String {
+        let i = self.input;
+        let mut n = 1;
+        loop {
+            let c = conflict_name(path, i.now_ms, self.cfg.node, n);
+            let used = i.committed.get(&c).is_some_and(|t| !t.deleted)
+                || i.local.contains_key(&c)
+                || i.disk.entries.contains_key(&c)
+                || self.taken.contains(&c);
+            if !used || n >= 1000 {
+                self.taken.insert(c.clone());
+                return c;
+            }
+            n += 1;
+        }
+    }
+
+    /// Materializes the live record `t` (plus the fetch its chunks need).
+    fn write(&self, t: &VersionRecord, expect: Expect, out: &mut Vec<Action>) {
+        let path = t.path.clone();
+        let record = t.clone();
+        match &t.meta.kind {
+            Kind::Dir => out.push(Action::Mkdir {
+                path,
+                record,
+                expect,
+            }),
+            Kind::Symlink { target } if !names::valid_target(target) => out.push(Action::Skip {
+                path,
+                reason: SkipReason::Invalid,
+            }),
+            Kind::Symlink { .. } => out.push(Action::Symlink {
+                path,
+                record,
+                expect,
+            }),
+            Kind::File => {
+                let missing = match self.input.chunks.chunk_list(&t.meta.root, t.meta.size) {
+                    None => Some(Missing::Tree),
+                    Some(list) => {
+                        let mut seen = BTreeSet::new();
+                        let hashes: Vec<Hash> = list
+                            .iter()
+                            .map(|c| c.hash)
+                            .filter(|h| !self.input.chunks.has_chunk(h) && seen.insert(*h))
+                            .collect();
+                        (!hashes.is_empty()).then_some(Missing::Chunks(hashes))
+                    }
+                };
+                if let Some(missing) = missing {
+                    out.push(Action::Fetch {
+                        path: path.clone(),
+                        root: t.meta.root,
+                        size: t.meta.size,
+                        holders: t.holders.clone(),
+                        missing,
+                    });
+                }
+                out.push(Action::Write {
+                    path,
+                    record,
+                    expect,
+                });
+            }
+        }
+    }
+}
+
+fn record(path: &str, entry: LocalEntry) -> Action {
+    Action::Record {
+        path: path.to_owned(),
+        entry,
+    }
+}
+
+fn lagging(path: &str) -> Action {
+    Action::Skip {
+        path: path.to_owned(),
+        reason: SkipReason::Lagging,
+    }
+}
+
+/// A remote delete of a directory that still holds entries which survive
+/// this plan turns into a proposal to keep the directory.
+fn keep_nonempty_dirs(input: &PlanInput<'_>, out: &mut [Action]) {
+    let removed: BTreeSet<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Delete { path, .. } | Action::Forget { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    for a in out.iter_mut() {
+        let Action::Delete {
+            path,
+            version: Some(v),
+            expect,
+        } = a
+        else {
+            continue;
+        };
+        if expect.kind != FileKind::Dir {
+            continue;
+        }
+        let prefix = format!("{path}/");
+        let survivor = input
+            .disk
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .any(|(p, _)| !removed.contains(p));
+        if survivor {
+            *a = Action::Propose(Proposal::Put {
+                path: path.clone(),
+                meta: Meta::dir(expect.mode),
+                mtime_ns: expect.mtime_ns,
+                base: Some(*v),
+                stat: *expect,
+            });
+        }
+    }
+}
+
+/// The committed version a proposal would be based on, for tests and logs.
+pub fn base_of(p: &Proposal) -> Option<VersionId> {
+    match p {
+        Proposal::Put { base, .. } => *base,
+        Proposal::Delete { base, .. } => Some(*base),
+    }
+}
+
+/// Holders to announce for a local put by `node`.
+pub fn local_holders(node: NodeId, meta: &Meta) -> Vec<NodeId> {
+    if meta.is_file() {
+        vec![node]
+    } else {
+        Vec::new()
+    }
+}

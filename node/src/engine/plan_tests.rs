@@ -1,0 +1,684 @@
+//! Table-driven tests of every rule of `plan.rs`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use filesyncd_merkle::{ChunkEntry, Hash};
+
+use super::plan::*;
+use super::types::*;
+
+const NOW: u64 = 1_735_689_599_000; // 2024-12-31 23:59:59 UTC
+const CONFLICT: &str = "f.sync-conflict-20241231-235959-9";
+
+fn h(b: u8) -> Hash {
+    Hash([b; 32])
+}
+
+/// File contents: A and C have known trees whose chunks are held, B's
+/// chunk is missing, U's tree is unknown.
+fn a() -> Meta {
+    Meta::file(h(1), 10, 0o644)
+}
+fn b() -> Meta {
+    Meta::file(h(2), 10, 0o644)
+}
+fn c() -> Meta {
+    Meta::file(h(4), 10, 0o644)
+}
+fn u() -> Meta {
+    Meta::file(h(3), 10, 0o644)
+}
+
+struct Chunks;
+impl ChunkView for Chunks {
+    fn has_chunk(&self, x: &Hash) -> bool {
+        *x != h(12)
+    }
+    fn chunk_list(&self, root: &Hash, _size: u64) -> Option<Vec<ChunkEntry>> {
+        let m: HashMap<Hash, Hash> = [(h(1), h(11)), (h(2), h(12)), (h(4), h(14))].into();
+        m.get(root).map(|c| vec![ChunkEntry { hash: *c, len: 10 }])
+    }
+}
+
+fn st(ino: u64, mtime: i64) -> Stat {
+    Stat {
+        kind: FileKind::File,
+        size: 10,
+        mtime_ns: mtime,
+        ctime_ns: mtime,
+        ino,
+        mode: 0o644,
+    }
+}
+fn dir_st(ino: u64, mode: u32) -> Stat {
+    Stat {
+        kind: FileKind::Dir,
+        size: 4096,
+        mtime_ns: 1,
+        ctime_ns: 1,
+        ino,
+        mode,
+    }
+}
+const S1: fn() -> Stat = || st(1, 100);
+const S2: fn() -> Stat = || st(1, 200);
+
+fn rec(path: &str, meta: Meta, v: u64) -> VersionRecord {
+    VersionRecord {
+        path: path.into(),
+        meta,
+        mtime_ns: 5,
+        version: VersionId::new(v, 0),
+        holders: vec![2],
+        deleted: false,
+    }
+}
+fn tomb(path: &str, v: u64) -> VersionRecord {
+    VersionRecord {
+        deleted: true,
+        ..rec(path, a(), v)
+    }
+}
+fn at(meta: Meta, stat: Stat, v: u64) -> LocalEntry {
+    LocalEntry::committed(meta, stat, VersionId::new(v, 0))
+}
+fn pending(meta: Meta, stat: Stat, base: Option<u64>) -> LocalEntry {
+    LocalEntry {
+        meta,
+        stat,
+        version: None,
+        base: base.map(|b| VersionId::new(b, 0)),
+    }
+}
+fn on_disk(stat: Stat, meta: Meta) -> DiskEntry {
+    DiskEntry {
+        stat,
+        meta: Some(meta),
+    }
+}
+
+/// A world of several paths.
+#[derive(Default)]
+struct World {
+    disk: BTreeMap<String, DiskEntry>,
+    local: BTreeMap<String, LocalEntry>,
+    committed: BTreeMap<String, VersionRecord>,
+    scope: Option<Scope>,
+    marker: Option<Marker>,
+    root_empty: bool,
+    ignored: HashSet<String>,
+}
+
+impl World {
+    fn one(d: Option<DiskEntry>, l: Option<LocalEntry>, t: Option<VersionRecord>) -> World {
+        let mut w = World::default();
+        w.put("f", d, l, t);
+        w
+    }
+
+    fn put(
+        &mut self,
+        p: &str,
+        d: Option<DiskEntry>,
+        l: Option<LocalEntry>,
+        t: Option<VersionRecord>,
+    ) {
+        if let Some(d) = d {
+            self.disk.insert(p.into(), d);
+        }
+        if let Some(l) = l {
+            self.local.insert(p.into(), l);
+        }
+        if let Some(mut t) = t {
+            t.path = p.into();
+            self.committed.insert(p.into(), t);
+        }
+    }
+
+    fn plan_with(&self, cfg: &PlanConfig) -> Plan {
+        let view = DiskView {
+            entries: self.disk.clone(),
+            scope: self.scope.clone().unwrap_or(Scope::Full),
+            marker: self.marker.clone().unwrap_or(Marker::Found("c1".into())),
+            root_empty: self.root_empty,
+        };
+        let ignored = |p: &str, _dir: bool| self.ignored.contains(p);
+        plan(
+            cfg,
+            &PlanInput {
+                disk: &view,
+                committed: &self.committed,
+                local: &self.local,
+                chunks: &Chunks,
+                ignored: &ignored,
+                now_ms: NOW,
+            },
+        )
+    }
+
+    fn plan(&self) -> Plan {
+        self.plan_with(&PlanConfig::new("c1", 9))
+    }
+}
+
+fn expect_str(e: &Expect) -> String {
+    match e {
+        Expect::Absent => "absent".into(),
+        Expect::Entry(s) => format!("mtime{}", s.mtime_ns),
+    }
+}
+
+/// One line per action, compact enough for tables.
+fn summary(p: &Plan) -> Vec<String> {
+    p.actions
+        .iter()
+        .map(|a| match a {
+            Action::Fetch { path, missing, .. } => match missing {
+                Missing::Tree => format!("fetch-tree {path}"),
+                Missing::Chunks(c) => format!("fetch {path} {}", c.len()),
+            },
+            Action::Write {
+                path,
+                record,
+                expect,
+            } => {
+                format!(
+                    "write {path} v{} {}",
+                    record.version.index,
+                    expect_str(expect)
+                )
+            }
+            Action::Mkdir {
+                path,
+                record,
+                expect,
+            } => format!("mkdir {path} {:o} {}", record.meta.mode, expect_str(expect)),
+            Action::Symlink { path, .. } => format!("symlink {path}"),
+            Action::Delete {
+                path,
+                version,
+                expect,
+            } => format!(
+                "delete {path} v{} mtime{}",
+                version.map_or(0, |v| v.index),
+                expect.mtime_ns
+            ),
+            Action::Propose(Proposal::Put { path, base, .. }) => {
+                format!("put {path} base{}", base.map_or(0, |v| v.index))
+            }
+            Action::Propose(Proposal::Delete { path, base }) => {
+                format!("propose-delete {path} base{}", base.index)
+            }
+            Action::MakeConflictCopy {
+                path,
+                conflict_path,
+                ..
+            } => {
+                format!("conflict {path} -> {conflict_path}")
+            }
+            Action::Record { path, entry } => format!(
+                "record {path} v{} mtime{}",
+                entry.version.map_or(0, |v| v.index),
+                entry.stat.mtime_ns
+            ),
+            Action::Forget { path } => format!("forget {path}"),
+            Action::Skip { path, reason } => format!("skip {path} {reason:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn single_path_rules() {
+    let unstable = DiskEntry {
+        stat: S2(),
+        meta: None,
+    };
+    let sym = Meta::symlink("t");
+    let cases: Vec<(&str, World, Vec<String>)> = vec![
+        (
+            "in sync",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", a(), 5)),
+            ),
+            vec![],
+        ),
+        (
+            "touched, same content: refresh the stat",
+            World::one(
+                Some(on_disk(S2(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", a(), 5)),
+            ),
+            vec!["record f v5 mtime200".into()],
+        ),
+        (
+            "remote update",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", b(), 7)),
+            ),
+            vec!["fetch f 1".into(), "write f v7 mtime100".into()],
+        ),
+        (
+            "remote update, chunks held",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", c(), 7)),
+            ),
+            vec!["write f v7 mtime100".into()],
+        ),
+        (
+            "remote update, tree unknown",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", u(), 7)),
+            ),
+            vec!["fetch-tree f".into(), "write f v7 mtime100".into()],
+        ),
+        (
+            "remote update, same content",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", a(), 7)),
+            ),
+            vec!["record f v7 mtime100".into()],
+        ),
+        (
+            "remote delete of unchanged file",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(tomb("f", 7)),
+            ),
+            vec!["delete f v7 mtime100".into()],
+        ),
+        (
+            "history dropped",
+            World::one(Some(on_disk(S1(), a())), Some(at(a(), S1(), 5)), None),
+            vec!["delete f v0 mtime100".into()],
+        ),
+        (
+            "committed view lags",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", b(), 3)),
+            ),
+            vec!["skip f Lagging".into()],
+        ),
+        (
+            "local edit",
+            World::one(
+                Some(on_disk(S2(), b())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", a(), 5)),
+            ),
+            vec!["put f base5".into()],
+        ),
+        (
+            "local edit on a lagging view",
+            World::one(
+                Some(on_disk(S2(), b())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", a(), 3)),
+            ),
+            vec!["put f base5".into()],
+        ),
+        (
+            "both edited: conflict copy",
+            World::one(
+                Some(on_disk(S2(), b())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", c(), 7)),
+            ),
+            vec![
+                format!("conflict f -> {CONFLICT}"),
+                format!("put {CONFLICT} base0"),
+                "write f v7 absent".into(),
+            ],
+        ),
+        (
+            "local edit vs remote delete: edit wins",
+            World::one(
+                Some(on_disk(S2(), b())),
+                Some(at(a(), S1(), 5)),
+                Some(tomb("f", 7)),
+            ),
+            vec!["put f base7".into()],
+        ),
+        (
+            "new local file",
+            World::one(Some(on_disk(S1(), a())), None, None),
+            vec!["put f base0".into()],
+        ),
+        (
+            "new local file at a deleted path",
+            World::one(Some(on_disk(S1(), a())), None, Some(tomb("f", 4))),
+            vec!["put f base4".into()],
+        ),
+        (
+            "new local file equal to committed: adopt",
+            World::one(Some(on_disk(S1(), a())), None, Some(rec("f", a(), 7))),
+            vec!["record f v7 mtime100".into()],
+        ),
+        (
+            "new local file differing from committed",
+            World::one(Some(on_disk(S1(), b())), None, Some(rec("f", a(), 7))),
+            vec![
+                format!("conflict f -> {CONFLICT}"),
+                format!("put {CONFLICT} base0"),
+                "write f v7 absent".into(),
+            ],
+        ),
+        (
+            "local delete",
+            World::one(None, Some(at(a(), S1(), 5)), Some(rec("f", a(), 5))),
+            vec!["propose-delete f base5".into()],
+        ),
+        (
+            "local delete vs remote update: delete loses",
+            World::one(None, Some(at(a(), S1(), 5)), Some(rec("f", c(), 7))),
+            vec!["write f v7 absent".into()],
+        ),
+        (
+            "local delete on a lagging view",
+            World::one(None, Some(at(a(), S1(), 5)), Some(rec("f", c(), 3))),
+            vec!["skip f Lagging".into()],
+        ),
+        (
+            "deleted on both sides",
+            World::one(None, Some(at(a(), S1(), 5)), Some(tomb("f", 7))),
+            vec!["forget f".into()],
+        ),
+        (
+            "remote new file",
+            World::one(None, None, Some(rec("f", b(), 7))),
+            vec!["fetch f 1".into(), "write f v7 absent".into()],
+        ),
+        (
+            "tombstone of a path never seen",
+            World::one(None, None, Some(tomb("f", 7))),
+            vec![],
+        ),
+        (
+            "still being written",
+            World::one(
+                Some(unstable.clone()),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", b(), 7)),
+            ),
+            vec!["skip f RetryLater".into()],
+        ),
+        (
+            "pending proposal retried",
+            World::one(
+                Some(on_disk(S1(), b())),
+                Some(pending(b(), S1(), Some(5))),
+                Some(rec("f", a(), 5)),
+            ),
+            vec!["put f base5".into()],
+        ),
+        (
+            "pending proposal committed",
+            World::one(
+                Some(on_disk(S1(), b())),
+                Some(pending(b(), S1(), Some(5))),
+                Some(rec("f", b(), 7)),
+            ),
+            vec!["record f v7 mtime100".into()],
+        ),
+        (
+            "pending proposal overtaken",
+            World::one(
+                Some(on_disk(S1(), b())),
+                Some(pending(b(), S1(), Some(5))),
+                Some(rec("f", c(), 7)),
+            ),
+            vec![
+                format!("conflict f -> {CONFLICT}"),
+                format!("put {CONFLICT} base0"),
+                "write f v7 absent".into(),
+            ],
+        ),
+        (
+            "pending proposal, file removed",
+            World::one(
+                None,
+                Some(pending(b(), S1(), Some(5))),
+                Some(rec("f", a(), 5)),
+            ),
+            vec!["propose-delete f base5".into()],
+        ),
+        (
+            "remote symlink",
+            World::one(None, None, Some(rec("f", sym.clone(), 7))),
+            vec!["symlink f".into()],
+        ),
+        (
+            "remote symlink with an invalid target",
+            World::one(None, None, Some(rec("f", Meta::symlink(""), 7))),
+            vec!["skip f Invalid".into()],
+        ),
+        (
+            "local dir mode vs remote dir mode: remote applies",
+            World::one(
+                Some(on_disk(dir_st(3, 0o755), Meta::dir(0o755))),
+                None,
+                Some(rec("f", Meta::dir(0o700), 7)),
+            ),
+            vec!["mkdir f 700 mtime1".into()],
+        ),
+        (
+            "local dir mode change",
+            World::one(
+                Some(on_disk(dir_st(3, 0o700), Meta::dir(0o700))),
+                Some(at(Meta::dir(0o755), dir_st(3, 0o755), 5)),
+                Some(rec("f", Meta::dir(0o755), 5)),
+            ),
+            vec!["put f base5".into()],
+        ),
+        (
+            "file replaced by a dir remotely",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", Meta::dir(0o755), 7)),
+            ),
+            vec!["mkdir f 755 mtime100".into()],
+        ),
+    ];
+    for (name, w, want) in cases {
+        assert_eq!(summary(&w.plan()), want, "case: {name}");
+        assert_eq!(w.plan().verdict, Verdict::Proceed, "case: {name}");
+    }
+}
+
+#[test]
+fn ignored_unsyncable_and_unscanned_paths() {
+    let mut w = World::one(
+        Some(on_disk(S2(), b())),
+        Some(at(a(), S1(), 5)),
+        Some(rec("f", c(), 7)),
+    );
+    w.ignored.insert("f".into());
+    assert_eq!(summary(&w.plan()), Vec::<String>::new(), "ignored: nothing");
+
+    let w = World::one(None, None, Some(rec(".filesyncd-x", a(), 7)));
+    let mut w2 = World::default();
+    w2.committed
+        .insert(".filesyncd-x".into(), w.committed["f"].clone());
+    assert_eq!(summary(&w2.plan()), vec!["skip .filesyncd-x Invalid"]);
+
+    // Outside the scan's scope the disk is assumed to be what was recorded.
+    let mut w = World::one(None, Some(at(a(), S1(), 5)), Some(rec("f", c(), 7)));
+    w.put("g", None, None, Some(rec("g", c(), 8)));
+    w.scope = Some(Scope::Paths(vec!["other".into()]));
+    assert_eq!(
+        summary(&w.plan()),
+        vec!["write f v7 mtime100", "write g v8 absent"]
+    );
+    w.scope = Some(Scope::Paths(vec!["f".into()]));
+    assert_eq!(
+        summary(&w.plan()),
+        vec!["write f v7 absent", "write g v8 absent"]
+    );
+}
+
+#[test]
+fn marker_and_empty_root_halt_everything() {
+    let base = || World::one(None, Some(at(a(), S1(), 5)), Some(rec("f", c(), 7)));
+    for (marker, root_empty) in [
+        (Marker::Missing, false),
+        (Marker::Found("other".into()), false),
+        (Marker::Unreadable("EIO".into()), false),
+        (Marker::Found("c1".into()), true),
+    ] {
+        let mut w = base();
+        w.marker = Some(marker.clone());
+        w.root_empty = root_empty;
+        let p = w.plan();
+        assert!(matches!(p.verdict, Verdict::Halt(_)), "{marker:?}");
+        assert!(p.actions.is_empty());
+    }
+    // An empty root is fine when nothing is known, or when confirmed.
+    let mut w = World::one(None, None, Some(rec("f", c(), 7)));
+    w.root_empty = true;
+    assert_eq!(w.plan().verdict, Verdict::Proceed);
+    let mut w = base();
+    w.root_empty = true;
+    let cfg = PlanConfig {
+        deletes_confirmed: true,
+        ..PlanConfig::new("c1", 9)
+    };
+    assert_eq!(w.plan_with(&cfg).verdict, Verdict::Proceed);
+}
+
+fn many(known: usize, vanished: usize) -> World {
+    let mut w = World::default();
+    for i in 0..known {
+        let p = format!("f{i:03}");
+        let d = (i >= vanished).then(|| on_disk(S1(), a()));
+        w.put(&p, d, Some(at(a(), S1(), 5)), Some(rec(&p, a(), 5)));
+    }
+    w.put("new", None, None, Some(rec("new", c(), 9)));
+    w
+}
+
+#[test]
+fn mass_delete_pauses_local_deletes_only() {
+    let p = many(20, 15).plan();
+    assert_eq!(
+        p.verdict,
+        Verdict::Pause(PauseReason::MassDelete {
+            vanished: 15,
+            known: 20
+        })
+    );
+    assert_eq!(
+        summary(&p),
+        vec!["write new v9 absent"],
+        "other actions go on"
+    );
+    for (known, vanished) in [(20, 10), (4, 4)] {
+        let p = many(known, vanished).plan();
+        assert_eq!(p.verdict, Verdict::Proceed, "{known}/{vanished}");
+        assert_eq!(summary(&p).len(), vanished + 1);
+    }
+    let cfg = PlanConfig {
+        deletes_confirmed: true,
+        ..PlanConfig::new("c1", 9)
+    };
+    let p = many(20, 15).plan_with(&cfg);
+    assert_eq!(p.verdict, Verdict::Proceed);
+    assert_eq!(summary(&p).len(), 16);
+}
+
+#[test]
+fn actions_come_in_execution_order() {
+    let mut w = World::default();
+    let d = |ino| on_disk(dir_st(ino, 0o755), Meta::dir(0o755));
+    let dl = |ino| at(Meta::dir(0o755), dir_st(ino, 0o755), 5);
+    // Local: dir "a" with "a/b" removed; new dir "n" with "n/x".
+    w.put("a", None, Some(dl(1)), Some(rec("a", Meta::dir(0o755), 5)));
+    w.put(
+        "a/b",
+        None,
+        Some(at(a(), S1(), 5)),
+        Some(rec("a/b", a(), 5)),
+    );
+    w.put("n/x", Some(on_disk(S1(), a())), None, None);
+    w.put("n", Some(d(2)), None, None);
+    // Remote: "r/s" new under new dir "r"; "q/z" deleted under deleted "q".
+    w.put("r/s", None, None, Some(rec("r/s", c(), 8)));
+    w.put("r", None, None, Some(rec("r", Meta::dir(0o755), 8)));
+    w.put("q", Some(d(3)), Some(dl(3)), Some(tomb("q", 8)));
+    w.put(
+        "q/z",
+        Some(on_disk(S1(), a())),
+        Some(at(a(), S1(), 5)),
+        Some(tomb("q/z", 8)),
+    );
+    assert_eq!(
+        summary(&w.plan()),
+        vec![
+            "propose-delete a/b base5",
+            "propose-delete a base5",
+            "put n base0",
+            "put n/x base0",
+            "mkdir r 755 absent",
+            "write r/s v8 absent",
+            "delete q/z v8 mtime100",
+            "delete q v8 mtime1",
+        ]
+    );
+}
+
+#[test]
+fn remote_delete_of_a_dir_with_new_local_entries_keeps_the_dir() {
+    let mut w = World::default();
+    let dst = dir_st(3, 0o755);
+    w.put(
+        "q",
+        Some(on_disk(dst, Meta::dir(0o755))),
+        Some(at(Meta::dir(0o755), dst, 5)),
+        Some(tomb("q", 8)),
+    );
+    w.put("q/new", Some(on_disk(S1(), a())), None, None);
+    assert_eq!(summary(&w.plan()), vec!["put q base8", "put q/new base0"]);
+}
+
+#[test]
+fn conflict_names_avoid_taken_names() {
+    let mut w = World::one(
+        Some(on_disk(S2(), b())),
+        Some(at(a(), S1(), 5)),
+        Some(rec("f", c(), 7)),
+    );
+    w.put(
+        CONFLICT,
+        Some(on_disk(st(7, 1), a())),
+        Some(at(a(), st(7, 1), 3)),
+        Some(rec(CONFLICT, a(), 3)),
+    );
+    let s = summary(&w.plan());
+    assert_eq!(s[0], format!("conflict f -> {CONFLICT}-2"));
+}
+
+#[test]
+fn materialized_content_is_not_proposed_again() {
+    // After the engine wrote v7 it recorded the stat it left behind: the
+    // next scan finds exactly that stat, and nothing is planned.
+    let s = st(42, 777);
+    let w = World::one(
+        Some(on_disk(s, c())),
+        Some(at(c(), s, 7)),
+        Some(rec("f", c(), 7)),
+    );
+    assert!(w.plan().actions.is_empty());
+}

@@ -1,0 +1,293 @@
+//! The data of a plan: its inputs' disk view and settings, its verdict and
+//! its actions (the rules that produce them are in `plan.rs`).
+
+use std::collections::BTreeMap;
+
+use filesyncd_merkle::Hash;
+
+use super::names;
+use super::types::{DiskEntry, FileKind, LocalEntry, Meta, NodeId, Stat, VersionId, VersionRecord};
+
+/// Settings of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanConfig {
+    /// The cluster id the marker must hold.
+    pub cluster_id: String,
+    /// This node (names conflict copies).
+    pub node: NodeId,
+    /// Local deletes are withheld ([`Verdict::Pause`]) when more than this
+    /// share of the known entries vanished in one scan ...
+    pub max_vanished_share: f64,
+    /// ... and at least this many did.
+    pub min_vanished: usize,
+    /// The user confirmed: an empty root or a mass delete proceeds.
+    pub deletes_confirmed: bool,
+}
+
+impl PlanConfig {
+    /// Defaults: pause when more than half of the known entries, and at
+    /// least 10, vanished at once.
+    pub fn new(cluster_id: impl Into<String>, node: NodeId) -> PlanConfig {
+        PlanConfig {
+            cluster_id: cluster_id.into(),
+            node,
+            max_vanished_share: 0.5,
+            min_vanished: 10,
+            deletes_confirmed: false,
+        }
+    }
+}
+
+/// What the marker file held when scanned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// Its content, trimmed.
+    Found(String),
+    Missing,
+    Unreadable(String),
+}
+
+/// Which paths a scan looked at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole tree.
+    Full,
+    /// These paths and everything under them.
+    Paths(Vec<String>),
+}
+
+impl Scope {
+    /// Whether the scan looked at `path`.
+    pub fn covers(&self, path: &str) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Paths(ps) => ps.iter().any(|p| {
+                path == p
+                    || (path.len() > p.len()
+                        && path.starts_with(p.as_str())
+                        && path.as_bytes()[p.len()] == b'/')
+            }),
+        }
+    }
+}
+
+/// A scan's result, as the plan reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskView {
+    /// Every syncable, non-ignored entry found within `scope`.
+    pub entries: BTreeMap<String, DiskEntry>,
+    pub scope: Scope,
+    pub marker: Marker,
+    /// The root holds nothing but the daemon's own names.
+    pub root_empty: bool,
+}
+
+/// The outcome of planning.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub verdict: Verdict,
+    /// In execution order (see the module doc of `plan.rs`).
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    pub(super) fn halt(reason: HaltReason) -> Plan {
+        Plan {
+            verdict: Verdict::Halt(reason),
+            actions: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Proceed,
+    /// Nothing at all is done until the cause is fixed.
+    Halt(HaltReason),
+    /// Local delete proposals are withheld until confirmed.
+    Pause(PauseReason),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HaltReason {
+    #[error(
+        "the marker file {} is missing: is the directory mounted?",
+        names::MARKER
+    )]
+    MarkerMissing,
+    #[error("the marker file cannot be read: {0}")]
+    MarkerUnreadable(String),
+    #[error("the marker holds cluster id {found:?}, expected {expected:?}")]
+    WrongMarker { found: String, expected: String },
+    #[error("the directory is empty but {known} entries are known: unmounted?")]
+    RootEmpty { known: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PauseReason {
+    #[error("{vanished} of {known} known entries vanished at once: confirm the deletes")]
+    MassDelete { vanished: usize, known: usize },
+}
+
+/// What the materializer must find at a path before replacing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Absent,
+    /// This entry, unchanged ([`Stat::same_entry`]).
+    Entry(Stat),
+}
+
+impl Expect {
+    /// Whether `current` (an `lstat`, `None` = absent) is what was expected.
+    pub fn matches(&self, current: Option<&Stat>) -> bool {
+        match (self, current) {
+            (Expect::Absent, None) => true,
+            (Expect::Entry(s), Some(c)) => s.same_entry(c),
+            _ => false,
+        }
+    }
+}
+
+/// Chunks a write needs that the store lacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// These chunks (each once).
+    Chunks(Vec<Hash>),
+    /// The file's tree is not known locally: diff it against the holders.
+    Tree,
+}
+
+/// A change proposed to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proposal {
+    Put {
+        path: String,
+        meta: Meta,
+        mtime_ns: i64,
+        /// Compare-and-set base: the version the content derives from.
+        base: Option<VersionId>,
+        /// The stat the content was hashed at (recorded in the local index).
+        stat: Stat,
+    },
+    Delete {
+        path: String,
+        base: VersionId,
+    },
+}
+
+impl Proposal {
+    pub fn path(&self) -> &str {
+        match self {
+            Proposal::Put { path, .. } | Proposal::Delete { path, .. } => path,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The file was still being written when scanned.
+    RetryLater,
+    /// The committed view is older than what the engine already recorded.
+    Lagging,
+    /// A committed path or symlink target this node cannot materialize.
+    Invalid,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Get the chunks of `root` that the store lacks from `holders`.
+    Fetch {
+        path: String,
+        root: Hash,
+        size: u64,
+        holders: Vec<NodeId>,
+        missing: Missing,
+    },
+    /// Materialize the file version `record` at `path`.
+    Write {
+        path: String,
+        record: VersionRecord,
+        expect: Expect,
+    },
+    /// Create the directory (or set its mode).
+    Mkdir {
+        path: String,
+        record: VersionRecord,
+        expect: Expect,
+    },
+    Symlink {
+        path: String,
+        record: VersionRecord,
+        expect: Expect,
+    },
+    /// Remove the entry, which must still be `expect` (the last applied
+    /// version): its chunks go to the store first. `version` is the
+    /// tombstone (`None`: the path's history was dropped).
+    Delete {
+        path: String,
+        version: Option<VersionId>,
+        expect: Stat,
+    },
+    Propose(Proposal),
+    /// Move the local entry (still `expect`) to `conflict_path`.
+    MakeConflictCopy {
+        path: String,
+        conflict_path: String,
+        expect: Stat,
+    },
+    /// Update the local index only.
+    Record {
+        path: String,
+        entry: LocalEntry,
+    },
+    /// Drop the path from the local index.
+    Forget {
+        path: String,
+    },
+    Skip {
+        path: String,
+        reason: SkipReason,
+    },
+}
+
+impl Action {
+    pub fn path(&self) -> &str {
+        match self {
+            Action::Fetch { path, .. }
+            | Action::Write { path, .. }
+            | Action::Mkdir { path, .. }
+            | Action::Symlink { path, .. }
+            | Action::Delete { path, .. }
+            | Action::MakeConflictCopy { path, .. }
+            | Action::Record { path, .. }
+            | Action::Forget { path }
+            | Action::Skip { path, .. } => path,
+            Action::Propose(p) => p.path(),
+        }
+    }
+
+    /// Sort key implementing the execution order; ties keep plan order
+    /// (the sort is stable).
+    pub(super) fn order_key(&self) -> (u8, i64) {
+        let depth = names::depth(self.path()) as i64;
+        match self {
+            Action::MakeConflictCopy { .. } => (0, 0),
+            Action::Propose(Proposal::Delete { .. }) => (1, -depth),
+            Action::Propose(Proposal::Put { .. }) => (2, depth),
+            Action::Fetch { .. } => (3, depth),
+            Action::Write { expect, .. }
+            | Action::Mkdir { expect, .. }
+            | Action::Symlink { expect, .. } => match expect {
+                Expect::Entry(s) if s.kind == FileKind::Dir && !self.is_mkdir() => (6, depth),
+                _ => (4, depth),
+            },
+            Action::Delete { .. } => (5, -depth),
+            Action::Record { .. } | Action::Forget { .. } | Action::Skip { .. } => (7, 0),
+        }
+    }
+
+    fn is_mkdir(&self) -> bool {
+        matches!(self, Action::Mkdir { .. })
+    }
+}
