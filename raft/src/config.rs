@@ -257,8 +257,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_timing() {
-        let mut c = RaftConfig::default();
-        c.heartbeat_interval = Duration::from_millis(600);
+        let c = RaftConfig {
+            heartbeat_interval: Duration::from_millis(600),
+            ..RaftConfig::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::Heartbeat { .. })));
         let mut c = RaftConfig::default();
         c.election_timeout_max = c.election_timeout_min;
@@ -276,11 +278,15 @@ mod tests {
 
     #[test]
     fn refuses_zero_and_oversized_chunks() {
-        let mut c = RaftConfig::default();
-        c.max_payload_entries = 0;
+        let c = RaftConfig {
+            max_payload_entries: 0,
+            ..RaftConfig::default()
+        };
         assert_eq!(c.validate(), Err(ConfigError::Zero("max_payload_entries")));
-        let mut c = RaftConfig::default();
-        c.snapshot_policy = SnapshotPolicy::LogsSinceLast(0);
+        let c = RaftConfig {
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(0),
+            ..RaftConfig::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::Zero(_))));
         let mut c = RaftConfig::default();
         c.snapshot_chunk_bytes = c.max_rpc_bytes as u64;

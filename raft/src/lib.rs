@@ -2,14 +2,15 @@
 
 pub mod apply;
 pub mod command;
+pub mod config;
 pub mod history;
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod node_id;
 pub mod paths;
 pub mod snapshot;
 pub mod state_machine;
-pub mod config;
-pub mod network;
 pub mod transport;
 pub mod types;
 

@@ -100,10 +100,12 @@ proptest! {
     }
 }
 
+type Seen = Arc<Mutex<Vec<(RpcKind, Vec<u8>)>>>;
+
 /// Answers every request with fixed bytes and records what it received.
 struct Canned {
     reply: Vec<u8>,
-    seen: Arc<Mutex<Vec<(RpcKind, Vec<u8>)>>>,
+    seen: Seen,
 }
 
 impl RpcHandler for Canned {
@@ -115,8 +117,6 @@ impl RpcHandler for Canned {
         Box::pin(async move { reply })
     }
 }
-
-type Seen = Arc<Mutex<Vec<(RpcKind, Vec<u8>)>>>;
 
 async fn connection(reply: Vec<u8>, max: usize) -> (MemRouter, Connection<MemTransport>, Seen) {
     let router = MemRouter::new(7);
