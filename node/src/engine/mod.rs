@@ -1,5 +1,8 @@
 //! The sync engine (being written).
 
+pub mod fs;
+pub mod fs_fake;
+pub mod fs_real;
 pub mod names;
 pub mod plan;
 mod plan_types;

@@ -1,0 +1,122 @@
+//! The file-system seam: every access of the engine to the synced directory.
+//!
+//! Paths are relative to the synced root ('/'-separated, `""` = the root
+//! itself). Implementations must resolve every path *beneath the root
+//! without following any symlink*, in any component: a symlink where a
+//! directory is expected is an error (`ENOTDIR`/`ELOOP`), never followed, so
+//! the engine can never read or write outside the root through a symlinked
+//! parent, even if a user swaps a directory for a link mid-operation.
+//!
+//! - [`RootFs`](super::fs_real::RootFs): the real one (`openat` walking with
+//!   `O_NOFOLLOW | O_DIRECTORY` from a root directory fd, then `*at` calls).
+//! - [`FakeFs`](super::fs_fake::FakeFs): in memory, with injected errors and
+//!   simulated crashes (un-fsynced data and directory entries are lost).
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+
+use super::types::{FileKind, Stat};
+
+/// An open file being read.
+pub trait FileRead: Read + Send {
+    /// `fstat` of the open handle.
+    fn stat(&self) -> io::Result<Stat>;
+}
+
+/// A new file being written (a temp file of the materializer).
+pub trait FileWrite: Send {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Truncates or extends (with a hole) to `len`.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Sets the permission bits (`fchmod`).
+    fn set_mode(&mut self, mode: u32) -> io::Result<()>;
+    /// Sets the modification time (and the access time) in ns since the epoch.
+    fn set_mtime(&mut self, mtime_ns: i64) -> io::Result<()>;
+    /// `fsync`: data and metadata durable.
+    fn sync(&mut self) -> io::Result<()>;
+    fn stat(&self) -> io::Result<Stat>;
+}
+
+/// Every operation the engine does on the synced directory.
+pub trait Fs: Send + Sync {
+    /// `lstat`; `Ok(None)` if nothing is there.
+    fn lstat(&self, rel: &str) -> io::Result<Option<Stat>>;
+    /// The names in directory `rel`, as the OS gives them (maybe not UTF-8).
+    fn read_dir(&self, rel: &str) -> io::Result<Vec<OsString>>;
+    /// A symlink's target, raw.
+    fn read_link(&self, rel: &str) -> io::Result<OsString>;
+    /// Opens a regular file for reading (fails on a symlink).
+    fn open_read(&self, rel: &str) -> io::Result<Box<dyn FileRead>>;
+    /// Creates a new file (`O_CREAT | O_EXCL`, mode 0600).
+    fn create_new(&self, rel: &str) -> io::Result<Box<dyn FileWrite>>;
+    /// Renames within the root; with `noreplace`, fails with `AlreadyExists`
+    /// instead of replacing an existing `to`.
+    fn rename(&self, from: &str, to: &str, noreplace: bool) -> io::Result<()>;
+    /// `fsync`s directory `rel`, making its entries durable.
+    fn sync_dir(&self, rel: &str) -> io::Result<()>;
+    fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()>;
+    fn symlink(&self, target: &str, rel: &str) -> io::Result<()>;
+    fn remove_file(&self, rel: &str) -> io::Result<()>;
+    /// Removes an empty directory.
+    fn remove_dir(&self, rel: &str) -> io::Result<()>;
+    /// Sets the permission bits of a directory or file (never through a symlink).
+    fn set_mode(&self, rel: &str, mode: u32) -> io::Result<()>;
+}
+
+/// Joins a directory and a name into a relative path.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`); a top-level name has parent `""`.
+pub fn split(rel: &str) -> (&str, &str) {
+    match rel.rfind('/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => ("", rel),
+    }
+}
+
+/// Nanoseconds since the epoch from seconds and nanoseconds.
+pub fn ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// The [`FileKind`] of a raw `st_mode`.
+pub fn kind_of_mode(mode: u32) -> FileKind {
+    match mode & 0o170000 {
+        0o100000 => FileKind::File,
+        0o040000 => FileKind::Dir,
+        0o120000 => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+/// Reads an open file to its end (small files: the marker, ignore files).
+pub fn read_to_end(fs: &dyn Fs, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+    let f = fs.open_read(rel)?;
+    let mut buf = Vec::new();
+    f.take(limit).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("a/b", "c"), "a/b/c");
+        assert_eq!(split("a/b/c"), ("a/b", "c"));
+        assert_eq!(split("c"), ("", "c"));
+        assert_eq!(ns(2, 5), 2_000_000_005);
+        assert_eq!(kind_of_mode(0o100644), FileKind::File);
+        assert_eq!(kind_of_mode(0o040755), FileKind::Dir);
+        assert_eq!(kind_of_mode(0o120777), FileKind::Symlink);
+        assert_eq!(kind_of_mode(0o010644), FileKind::Other);
+    }
+}

@@ -1,0 +1,358 @@
+//! [`RootFs`]: the real [`Fs`], confined beneath the root without following
+//! symlinks.
+//!
+//! The root directory is opened once. Every operation opens the parent
+//! directory of its path by walking the components from the root fd with
+//! `openat(O_RDONLY | O_DIRECTORY | O_NOFOLLOW)` (a symlinked component
+//! fails with `ELOOP`/`ENOTDIR`; `.`, `..` and empty components are refused),
+//! then acts on the last component with an `*at` call that does not follow
+//! it either (`AT_SYMLINK_NOFOLLOW`, `O_NOFOLLOW`, `renameat2`, `unlinkat`,
+//! `mkdirat`, `symlinkat`, `readlinkat`; a chmod opens with `O_NOFOLLOW` and
+//! uses `fchmod`). Regular files are opened with `O_NONBLOCK` so that a fifo
+//! cannot hang a scan, and refused unless `fstat` says regular file.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use super::fs::{kind_of_mode, ns, split, FileRead, FileWrite, Fs};
+use super::types::{FileKind, Stat};
+
+/// The real file system, confined to one root directory.
+#[derive(Debug)]
+pub struct RootFs {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+impl RootFs {
+    /// Opens `root` (which may itself be reached through symlinks: only what
+    /// is beneath it is confined).
+    pub fn open(root: &Path) -> io::Result<RootFs> {
+        let root_fd = rfs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(RootFs {
+            root: root_fd,
+            path: root.to_path_buf(),
+        })
+    }
+
+    /// The root's path (for logs and for the watcher).
+    pub fn root_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens directory `rel` beneath the root, following no symlink.
+    fn dir(&self, rel: &str) -> io::Result<OwnedFd> {
+        let mut cur = rfs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())?;
+        if rel.is_empty() {
+            return Ok(cur);
+        }
+        for comp in rel.split('/') {
+            check_component(comp)?;
+            cur = rfs::openat(&cur, comp, DIR_FLAGS, Mode::empty())?;
+        }
+        Ok(cur)
+    }
+
+    /// The parent directory of `rel` and its last component.
+    fn parent<'r>(&self, rel: &'r str) -> io::Result<(OwnedFd, &'r str)> {
+        let (dir, name) = split(rel);
+        check_component(name)?;
+        Ok((self.dir(dir)?, name))
+    }
+
+    fn open_nofollow(&self, rel: &str) -> io::Result<File> {
+        let (dir, name) = self.parent(rel)?;
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        Ok(File::from(rfs::openat(&dir, name, flags, Mode::empty())?))
+    }
+}
+
+fn check_component(c: &str) -> io::Result<()> {
+    if c.is_empty() || c == "." || c == ".." || c.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid path component {c:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The engine's stat of a rustix `Stat` (field widths vary by target).
+#[allow(clippy::unnecessary_cast)]
+fn from_rustix(s: &rfs::Stat) -> Stat {
+    Stat {
+        kind: kind_of_mode(s.st_mode as u32),
+        size: s.st_size as u64,
+        mtime_ns: ns(s.st_mtime as i64, s.st_mtime_nsec as i64),
+        ctime_ns: ns(s.st_ctime as i64, s.st_ctime_nsec as i64),
+        ino: s.st_ino as u64,
+        mode: (s.st_mode as u32) & 0o7777,
+    }
+}
+
+/// The engine's stat of an open file's metadata.
+pub fn from_metadata(m: &std::fs::Metadata) -> Stat {
+    Stat {
+        kind: kind_of_mode(m.mode()),
+        size: m.size(),
+        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        ino: m.ino(),
+        mode: m.mode() & 0o7777,
+    }
+}
+
+fn timespec(ns: i64) -> Timespec {
+    Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    }
+}
+
+struct RealRead(File);
+
+impl Read for RealRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl FileRead for RealRead {
+    fn stat(&self) -> io::Result<Stat> {
+        Ok(from_metadata(&self.0.metadata()?))
+    }
+}
+
+struct RealWrite(File);
+
+impl FileWrite for RealWrite {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn set_mode(&mut self, mode: u32) -> io::Result<()> {
+        Ok(rfs::fchmod(
+            self.0.as_fd(),
+            Mode::from_raw_mode(mode & 0o7777),
+        )?)
+    }
+    fn set_mtime(&mut self, mtime_ns: i64) -> io::Result<()> {
+        let t = timespec(mtime_ns);
+        let times = Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        Ok(rfs::futimens(self.0.as_fd(), &times)?)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+    fn stat(&self) -> io::Result<Stat> {
+        Ok(from_metadata(&self.0.metadata()?))
+    }
+}
+
+impl Fs for RootFs {
+    fn lstat(&self, rel: &str) -> io::Result<Option<Stat>> {
+        if rel.is_empty() {
+            return Ok(Some(from_rustix(&rfs::fstat(&self.root)?)));
+        }
+        let res = self
+            .parent(rel)
+            .and_then(|(dir, name)| Ok(rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?));
+        match res {
+            Ok(s) => Ok(Some(from_rustix(&s))),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_dir(&self, rel: &str) -> io::Result<Vec<OsString>> {
+        let fd = self.dir(rel)?;
+        let mut dir = rfs::Dir::read_from(&fd)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn read_link(&self, rel: &str) -> io::Result<OsString> {
+        let (dir, name) = self.parent(rel)?;
+        let target = rfs::readlinkat(&dir, name, Vec::new())?;
+        Ok(OsStr::from_bytes(target.as_bytes()).to_owned())
+    }
+
+    fn open_read(&self, rel: &str) -> io::Result<Box<dyn FileRead>> {
+        let f = self.open_nofollow(rel)?;
+        if kind_of_mode(f.metadata()?.mode()) != FileKind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(Box::new(RealRead(f)))
+    }
+
+    fn create_new(&self, rel: &str) -> io::Result<Box<dyn FileWrite>> {
+        let (dir, name) = self.parent(rel)?;
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(&dir, name, flags, Mode::from_raw_mode(0o600))?;
+        Ok(Box::new(RealWrite(File::from(fd))))
+    }
+
+    fn rename(&self, from: &str, to: &str, noreplace: bool) -> io::Result<()> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        let flags = if noreplace {
+            RenameFlags::NOREPLACE
+        } else {
+            RenameFlags::empty()
+        };
+        Ok(rfs::renameat_with(&fdir, fname, &tdir, tname, flags)?)
+    }
+
+    fn sync_dir(&self, rel: &str) -> io::Result<()> {
+        Ok(rfs::fsync(self.dir(rel)?)?)
+    }
+
+    fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        Ok(rfs::mkdirat(
+            &dir,
+            name,
+            Mode::from_raw_mode(mode & 0o7777),
+        )?)
+    }
+
+    fn symlink(&self, target: &str, rel: &str) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        Ok(rfs::symlinkat(target, &dir, name)?)
+    }
+
+    fn remove_file(&self, rel: &str) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        Ok(rfs::unlinkat(&dir, name, AtFlags::empty())?)
+    }
+
+    fn remove_dir(&self, rel: &str) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        Ok(rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR)?)
+    }
+
+    fn set_mode(&self, rel: &str, mode: u32) -> io::Result<()> {
+        let f = if rel.is_empty() {
+            File::from(self.dir("")?)
+        } else {
+            self.open_nofollow(rel)?
+        };
+        Ok(rfs::fchmod(f.as_fd(), Mode::from_raw_mode(mode & 0o7777))?)
+    }
+}
+
+/// "Nothing there": the entry or one of its parents is missing, or a parent
+/// is not a directory.
+fn is_absent(e: &io::Error) -> bool {
+    let raw = e.raw_os_error();
+    raw == Some(Errno::NOENT.raw_os_error()) || raw == Some(Errno::NOTDIR.raw_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, RootFs) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let fs = RootFs::open(t.path()).expect("open root");
+        (t, fs)
+    }
+
+    #[test]
+    fn basic_operations() {
+        let (t, fs) = setup();
+        fs.mkdir("d", 0o755).expect("mkdir");
+        let mut w = fs.create_new("d/f").expect("create");
+        w.write_all_at(b"hello", 0).expect("write");
+        w.set_len(8).expect("extend");
+        w.set_mode(0o4640).expect("chmod");
+        w.set_mtime(1_500_000_000_123_456_789).expect("mtime");
+        w.sync().expect("sync");
+        let st = fs.lstat("d/f").expect("lstat").expect("present");
+        assert_eq!((st.kind, st.size, st.mode), (FileKind::File, 8, 0o4640));
+        assert_eq!(st.mtime_ns, 1_500_000_000_123_456_789);
+        assert!(fs.create_new("d/f").is_err(), "O_EXCL");
+        let mut r = fs.open_read("d/f").expect("open");
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf).expect("read");
+        assert_eq!(buf, b"hello\0\0\0");
+        fs.symlink("../elsewhere", "d/l").expect("symlink");
+        assert_eq!(fs.read_link("d/l").expect("readlink"), "../elsewhere");
+        assert_eq!(
+            fs.lstat("d/l").expect("lstat").map(|s| s.kind),
+            Some(FileKind::Symlink)
+        );
+        let mut names = fs.read_dir("d").expect("read_dir");
+        names.sort();
+        assert_eq!(names, vec![OsString::from("f"), OsString::from("l")]);
+        fs.rename("d/f", "g", false).expect("rename");
+        fs.mkdir("h", 0o700).expect("mkdir");
+        let e = fs.rename("g", "h", true).expect_err("noreplace");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        fs.sync_dir("").expect("sync root");
+        fs.set_mode("h", 0o750).expect("chmod dir");
+        assert_eq!(fs.lstat("h").expect("lstat").map(|s| s.mode), Some(0o750));
+        fs.remove_dir("h").expect("rmdir");
+        fs.remove_file("g").expect("unlink");
+        assert_eq!(fs.lstat("g").expect("lstat"), None);
+        assert_eq!(fs.lstat("nope/deeper").expect("lstat"), None);
+        assert!(t.path().join("d/l").symlink_metadata().is_ok());
+    }
+
+    #[test]
+    fn never_follows_a_symlinked_parent_or_target() {
+        let (t, fs) = setup();
+        let outside = tempfile::tempdir().expect("outside");
+        std::fs::write(outside.path().join("secret"), b"s").expect("write");
+        std::os::unix::fs::symlink(outside.path(), t.path().join("link")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path().join("secret"), t.path().join("flink"))
+            .expect("symlink");
+        assert!(fs.create_new("link/x").is_err());
+        assert!(fs.open_read("link/secret").is_err());
+        assert!(fs.open_read("flink").is_err(), "final symlink not followed");
+        assert!(fs.read_dir("link").is_err());
+        assert!(fs.set_mode("flink", 0o777).is_err());
+        assert!(fs.mkdir("link/d", 0o755).is_err());
+        assert!(fs.rename("flink", "link/moved", false).is_err());
+        assert!(fs.lstat("link/secret").is_err() || fs.lstat("link/secret").expect("ok").is_none());
+        assert!(fs.create_new("../escape").is_err());
+        assert!(!outside.path().join("x").exists());
+        assert!(!outside.path().join("d").exists());
+        let meta = std::fs::metadata(outside.path().join("secret")).expect("stat");
+        assert_ne!(meta.mode() & 0o777, 0o777);
+    }
+}
