@@ -25,6 +25,7 @@
 use either::Either;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
     dummy, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour,
     NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
@@ -461,6 +462,22 @@ impl<B: NetworkBehaviour> NetworkBehaviour for MembersOnly<B> {
                 Poll::Ready(ev) => ev,
                 Poll::Pending => return Poll::Pending,
             };
+            // The wrapped behaviour dials a peer it believes disconnected;
+            // the usual condition (`DisconnectedAndNotDialing`) would be
+            // false while a stranger-era connection is up, and the dial
+            // silently dropped. Dial anyway (unless a dial is under way):
+            // the new connection gets full handlers.
+            if let ToSwarm::Dial { opts } = &ev {
+                if let Some(peer) = opts.get_peer_id() {
+                    if !self.open.contains_key(&peer) {
+                        return Poll::Ready(ToSwarm::Dial {
+                            opts: DialOpts::peer_id(peer)
+                                .condition(PeerCondition::NotDialing)
+                                .build(),
+                        });
+                    }
+                }
+            }
             // `Any` could land on a gated connection: pin it to a full one.
             if let ToSwarm::NotifyHandler {
                 peer_id,

@@ -283,3 +283,83 @@ where
         JoinResponse::Challenge { .. } => Err(JoinError::Protocol("Challenge in reply to Proof")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+    use std::cell::RefCell;
+
+    /// A fake member that answers with a fixed challenge and then `accept`.
+    fn fake_member(
+        accept: impl Fn(&JoinRequest, [u8; 32]) -> JoinResponse,
+        token: &Token,
+        joiner: PeerId,
+        member: PeerId,
+    ) -> Result<Vec<u8>, JoinError> {
+        let joiner_nonce = RefCell::new([0u8; 32]);
+        let nonce = [42u8; 32];
+        block_on(run_joiner(joiner, member, token, Vec::new(), |req| {
+            let resp = match &req {
+                JoinRequest::Hello {
+                    joiner_nonce: n, ..
+                } => {
+                    *joiner_nonce.borrow_mut() = *n;
+                    JoinResponse::Challenge { nonce }
+                }
+                JoinRequest::Proof { .. } => accept(&req, *joiner_nonce.borrow()),
+            };
+            async move { Ok(resp) }
+        }))
+    }
+
+    #[test]
+    fn joiner_checks_the_member_proof() {
+        let token = Token::generate();
+        let joiner = PeerId::random();
+        let member = PeerId::random();
+        let hash = token.hash();
+        let honest = |req: &JoinRequest, jn: [u8; 32]| {
+            let JoinRequest::Proof { mac, token_id, .. } = req else {
+                unreachable!()
+            };
+            assert!(token::mac_eq(
+                mac,
+                &token::joiner_mac(&hash, token_id, &joiner, &[42u8; 32])
+            ));
+            JoinResponse::Accepted {
+                payload: b"info".to_vec(),
+                member_mac: token::member_mac(&hash, token_id, &member, &jn, b"info"),
+            }
+        };
+        assert_eq!(
+            fake_member(honest, &token, joiner, member).unwrap(),
+            b"info"
+        );
+
+        // An impostor that does not know the token cannot fake acceptance.
+        let impostor = |_: &JoinRequest, _: [u8; 32]| JoinResponse::Accepted {
+            payload: b"evil".to_vec(),
+            member_mac: [0u8; 32],
+        };
+        assert!(matches!(
+            fake_member(impostor, &token, joiner, member),
+            Err(JoinError::MemberProofInvalid)
+        ));
+        // A proof made for another member identity does not pass either.
+        let other = PeerId::random();
+        let relayed = |req: &JoinRequest, jn: [u8; 32]| {
+            let JoinRequest::Proof { token_id, .. } = req else {
+                unreachable!()
+            };
+            JoinResponse::Accepted {
+                payload: b"info".to_vec(),
+                member_mac: token::member_mac(&hash, token_id, &other, &jn, b"info"),
+            }
+        };
+        assert!(matches!(
+            fake_member(relayed, &token, joiner, member),
+            Err(JoinError::MemberProofInvalid)
+        ));
+    }
+}

@@ -1,0 +1,8 @@
+//! Two- and three-node tests on 127.0.0.1 (random ports), all in one process.
+
+mod chunks;
+mod common;
+mod gating;
+mod identity;
+mod join;
+mod raft;

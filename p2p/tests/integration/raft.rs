@@ -1,0 +1,64 @@
+use crate::common::*;
+
+#[tokio::test]
+async fn members_exchange_raft_and_ctl_bytes_both_ways() {
+    let a = plain_node().await;
+    let b = plain_node().await;
+    make_members(&[&a, &b]).await;
+
+    let resp = a
+        .client
+        .raft_request(b.peer, b"append".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, b"raft:append");
+    let resp = b
+        .client
+        .raft_request(a.peer, b"vote".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, b"raft:vote");
+    let resp = a
+        .client
+        .ctl_request(b.peer, b"offer".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, b"ctl:offer");
+    assert_eq!(b.received.lock().unwrap().as_slice(), &[a.peer, a.peer]);
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_all_answered() {
+    let a = plain_node().await;
+    let b = plain_node().await;
+    make_members(&[&a, &b]).await;
+    let reqs = (0..50u32).map(|i| {
+        let c = a.client.clone();
+        async move { c.raft_request(b.peer, i.to_le_bytes().to_vec()).await }
+    });
+    let out = futures::future::join_all(reqs).await;
+    for (i, r) in out.into_iter().enumerate() {
+        let mut want = b"raft:".to_vec();
+        want.extend_from_slice(&(i as u32).to_le_bytes());
+        assert_eq!(r.unwrap(), want);
+    }
+}
+
+#[tokio::test]
+async fn dial_by_host_and_port() {
+    let a = plain_node().await;
+    let b = plain_node().await;
+    let port = b
+        .addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Udp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    // A DNS name, resolved by the DNS transport (as compose service names are).
+    let peer = a.client.dial(&format!("localhost:{port}")).await.unwrap();
+    assert_eq!(peer, b.peer);
+    let peer = a.client.dial(&format!("127.0.0.1:{port}")).await.unwrap();
+    assert_eq!(peer, b.peer);
+}
