@@ -144,10 +144,16 @@ impl StateMachine {
         SmReader::new(self.shared.db.clone())
     }
 
-    /// The in-memory cluster root and the log id it belongs to.
+    /// The in-memory cluster root and the log id it belongs to. Waits for a running apply;
+    /// from async code prefer [`SmReader::cluster_root`] (a redb read, never blocked).
     pub fn cluster_root(&self) -> (Hash, Option<LogId<NodeId>>) {
         let g = lock(&self.inner);
         (g.tree.root(), g.applied)
+    }
+
+    /// (nodes, encoded bytes) of the in-memory cluster tree.
+    pub fn tree_memory(&self) -> (usize, usize) {
+        lock(&self.inner).tree.memory()
     }
 
     /// Applies entries synchronously (what `RaftStateMachine::apply` runs off the runtime).

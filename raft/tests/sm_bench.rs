@@ -12,7 +12,7 @@ use filesyncd_raft::TypeConfig;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use redb::TableDefinition;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -21,6 +21,19 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// VmHWM of this process (Linux), in MiB.
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 fn put(i: usize, c: u8, base: Option<Version>) -> Op {
@@ -68,67 +81,68 @@ fn apply_throughput() {
     let batches = env("SM_BENCH_BATCHES", 10);
     let per = env("SM_BENCH_OPS", 10_000);
     let total = batches * per;
-    let creates: Vec<Entry<TypeConfig>> = (0..batches)
-        .map(|b| {
-            entry(
-                b as u64 + 2,
-                (b * per..(b + 1) * per).map(|i| put(i, 0, None)).collect(),
-            )
-        })
-        .collect();
-    let updates: Vec<Entry<TypeConfig>> = (0..batches)
-        .map(|b| {
-            let ops = (b * per..(b + 1) * per)
-                .map(|i| {
-                    put(
-                        i,
-                        1,
-                        Some(Version::new((i / per) as u64 + 2, (i % per) as u32)),
-                    )
-                })
-                .collect();
-            entry((batches + b) as u64 + 2, ops)
-        })
-        .collect();
+    let create = |b: usize| {
+        entry(
+            b as u64 + 2,
+            (b * per..(b + 1) * per).map(|i| put(i, 0, None)).collect(),
+        )
+    };
+    let update = |b: usize| {
+        let ops = (b * per..(b + 1) * per)
+            .map(|i| {
+                put(
+                    i,
+                    1,
+                    Some(Version::new((i / per) as u64 + 2, (i % per) as u32)),
+                )
+            })
+            .collect();
+        entry((batches + b) as u64 + 2, ops)
+    };
 
-    // Pure apply on the in-memory model.
-    let mut mem = MemIndex::new();
-    let t = Instant::now();
-    let mut index = 1;
-    mem.apply(
-        index,
-        match &Request::new(RequestId { origin: 1, seq: 1 }, T0, vec![init()]) {
-            Request::V1(b) => b,
-        },
-    );
-    for e in creates.iter().chain(&updates) {
-        index += 1;
-        if let EntryPayload::Normal(Request::V1(b)) = &e.payload {
-            mem.apply(index, b);
+    // Pure apply on the in-memory model (skipped with SM_BENCH_NO_MODEL=1, so that the
+    // peak RSS below is the state machine's alone).
+    if env("SM_BENCH_NO_MODEL", 0) == 0 {
+        let mut mem = MemIndex::new();
+        let mut index = 1;
+        mem.apply(
+            index,
+            match &Request::new(RequestId { origin: 1, seq: 1 }, T0, vec![init()]) {
+                Request::V1(b) => b,
+            },
+        );
+        let mut spent = 0.0;
+        for e in (0..batches).map(create).chain((0..batches).map(update)) {
+            index += 1;
+            if let EntryPayload::Normal(Request::V1(b)) = &e.payload {
+                let t = Instant::now();
+                mem.apply(index, b);
+                spent += t.elapsed().as_secs_f64();
+            }
         }
+        println!(
+            "pure apply (MemIndex): {} ops in {spent:.2}s = {:.0} ops/s",
+            2 * total,
+            (2 * total) as f64 / spent
+        );
     }
-    let mem_s = t.elapsed().as_secs_f64();
-    println!(
-        "pure apply (MemIndex): {} ops in {mem_s:.2}s = {:.0} ops/s",
-        2 * total,
-        (2 * total) as f64 / mem_s
-    );
 
     // redb state machine: one apply call (one fsynced txn) per 10k-op entry.
     let dir = tempfile::tempdir().expect("tempdir");
     let sm = StateMachine::open(dir.path()).expect("open");
     sm.apply_blocking(vec![entry(1, vec![init()])])
         .expect("init");
-    let t = Instant::now();
-    for e in &creates {
-        sm.apply_blocking(vec![e.clone()]).expect("apply");
+    let (mut create_s, mut update_s) = (0.0, 0.0);
+    for e in (0..batches).map(create) {
+        let t = Instant::now();
+        sm.apply_blocking(vec![e]).expect("apply");
+        create_s += t.elapsed().as_secs_f64();
     }
-    let create_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for e in &updates {
-        sm.apply_blocking(vec![e.clone()]).expect("apply");
+    for e in (0..batches).map(update) {
+        let t = Instant::now();
+        sm.apply_blocking(vec![e]).expect("apply");
+        update_s += t.elapsed().as_secs_f64();
     }
-    let update_s = t.elapsed().as_secs_f64();
     println!(
         "redb SM, {batches} x {per}-op entries: create {:.0} ops/s, CAS update {:.0} ops/s",
         total as f64 / create_s,
@@ -164,6 +178,12 @@ fn apply_throughput() {
         base_s / create_s
     );
 
+    let (nodes, bytes) = sm.tree_memory();
+    println!(
+        "cluster tree in memory: {nodes} nodes, {:.1} MiB encoded",
+        bytes as f64 / (1 << 20) as f64
+    );
+    println!("peak RSS so far: {} MiB", peak_rss_mib());
     // Reopen: rebuild the cluster tree from the live table.
     let root = sm.cluster_root();
     drop(sm);
@@ -190,13 +210,11 @@ fn apply_throughput() {
             .await
             .expect("build");
         let build_s = t.elapsed().as_secs_f64();
-        let mut bytes = Vec::new();
         let mut f = snap.snapshot;
-        f.read_to_end(&mut bytes).await.expect("read");
         let d2 = tempfile::tempdir().expect("tempdir");
         let mut other = StateMachine::open(d2.path()).expect("open");
         let mut dst = other.begin_receiving_snapshot().await.expect("recv");
-        dst.write_all(&bytes).await.expect("write");
+        let size = tokio::io::copy(&mut f, &mut dst).await.expect("copy");
         dst.flush().await.expect("flush");
         let t = Instant::now();
         other.install_snapshot(&snap.meta, dst).await.expect("install");
@@ -205,7 +223,8 @@ fn apply_throughput() {
         println!(
             "snapshot of {total} paths ({} history records): {:.1} MiB, build {build_s:.2}s, install {install_s:.2}s",
             2 * total,
-            bytes.len() as f64 / (1 << 20) as f64
+            size as f64 / (1 << 20) as f64
         );
+        println!("peak RSS at the end: {} MiB", peak_rss_mib());
     });
 }

@@ -66,8 +66,8 @@ impl ClusterTree {
         Ok(())
     }
 
-    /// Nodes held in memory (for figures).
-    pub fn node_count(&self) -> usize {
-        self.store.len()
+    /// (nodes, bytes) held in memory.
+    pub fn memory(&self) -> (usize, usize) {
+        (self.store.len(), self.store.bytes())
     }
 }
