@@ -56,7 +56,7 @@ pub struct FakeState {
     crash_at: Option<u64>,
     crashed: bool,
     fails: Vec<(String, String, io::ErrorKind)>,
-    hooks: Vec<(String, Hook)>,
+    hooks: Vec<(String, String, Hook)>,
 }
 
 /// The in-memory file system (cheap to clone: clones share the state).
@@ -92,6 +92,18 @@ impl FakeState {
             },
         );
         self.next_ino
+    }
+
+    /// Runs `hook` right before the next `op` on a path containing
+    /// `path_part` (lets a hook chain another).
+    pub fn push_hook(
+        &mut self,
+        op: &str,
+        path_part: &str,
+        hook: impl FnOnce(&mut FakeState) + Send + 'static,
+    ) {
+        self.hooks
+            .push((op.into(), path_part.into(), Box::new(hook)));
     }
 
     /// A test helper: writes a whole file now (durably), replacing any file there.
@@ -164,8 +176,12 @@ impl FakeState {
         if self.crashed {
             return Err(err(io::ErrorKind::Other, "crashed"));
         }
-        if let Some(i) = self.hooks.iter().position(|(o, _)| o == op) {
-            let (_, hook) = self.hooks.remove(i);
+        if let Some(i) = self
+            .hooks
+            .iter()
+            .position(|(o, p, _)| o == op && rel.contains(p.as_str()))
+        {
+            let (_, _, hook) = self.hooks.remove(i);
             hook(self);
         }
         if let Some(i) = self
@@ -272,9 +288,15 @@ impl FakeFs {
         self.lock().fails.clear();
     }
 
-    /// Runs `hook` right before the next `op` (before its failure/crash checks).
-    pub fn before(&self, op: &str, hook: impl FnOnce(&mut FakeState) + Send + 'static) {
-        self.lock().hooks.push((op.into(), Box::new(hook)));
+    /// Runs `hook` right before the next `op` on a path containing
+    /// `path_part` (before its failure/crash checks).
+    pub fn before(
+        &self,
+        op: &str,
+        path_part: &str,
+        hook: impl FnOnce(&mut FakeState) + Send + 'static,
+    ) {
+        self.lock().push_hook(op, path_part, hook);
     }
 
     /// Writes a whole file now, durably (test setup).
@@ -652,7 +674,7 @@ mod tests {
             io::ErrorKind::PermissionDenied
         );
         fs.clear_failures();
-        fs.before("rename", |s| s.write_file("c", b"2"));
+        fs.before("rename", "a", |s| s.write_file("c", b"2"));
         fs.rename("a", "b", false).expect("rename");
         assert_eq!(fs.paths(), vec!["b", "c", "l"]);
     }

@@ -3,10 +3,14 @@
 pub mod fs;
 pub mod fs_fake;
 pub mod fs_real;
+pub mod ignore;
 pub mod names;
 pub mod plan;
 mod plan_types;
+pub mod scan;
 pub mod types;
 
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod scan_tests;

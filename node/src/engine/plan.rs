@@ -163,7 +163,7 @@ struct Ctx<'a, 'b> {
 impl<'a> Ctx<'a, '_> {
     fn disk(&self, path: &str) -> Disk<'a> {
         let input: &'a PlanInput<'_> = self.input;
-        if input.disk.scope.covers(path) {
+        if input.disk.covers(path) {
             match input.disk.entries.get(path) {
                 None => Disk::Absent,
                 Some(DiskEntry { meta: None, .. }) => Disk::Unstable,

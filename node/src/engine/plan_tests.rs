@@ -106,6 +106,7 @@ struct World {
     scope: Option<Scope>,
     marker: Option<Marker>,
     root_empty: bool,
+    unreadable: Vec<String>,
     ignored: HashSet<String>,
 }
 
@@ -141,6 +142,7 @@ impl World {
             scope: self.scope.clone().unwrap_or(Scope::Full),
             marker: self.marker.clone().unwrap_or(Marker::Found("c1".into())),
             root_empty: self.root_empty,
+            unreadable: self.unreadable.clone(),
         };
         let ignored = |p: &str, _dir: bool| self.ignored.contains(p);
         plan(
@@ -527,6 +529,13 @@ fn ignored_unsyncable_and_unscanned_paths() {
     assert_eq!(
         summary(&w.plan()),
         vec!["write f v7 absent", "write g v8 absent"]
+    );
+    // Under an unreadable directory nothing was looked at either.
+    w.scope = None;
+    w.unreadable = vec!["f".into()];
+    assert_eq!(
+        summary(&w.plan()),
+        vec!["write f v7 mtime100", "write g v8 absent"]
     );
 }
 

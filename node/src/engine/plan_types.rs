@@ -80,6 +80,17 @@ pub struct DiskView {
     pub marker: Marker,
     /// The root holds nothing but the daemon's own names.
     pub root_empty: bool,
+    /// Directories within `scope` that could not be read: what is under
+    /// them was not looked at.
+    pub unreadable: Vec<String>,
+}
+
+impl DiskView {
+    /// Whether the scan looked at `path` (absence from `entries` then means
+    /// it is not on disk).
+    pub fn covers(&self, path: &str) -> bool {
+        self.scope.covers(path) && !Scope::Paths(self.unreadable.clone()).covers(path)
+    }
 }
 
 /// The outcome of planning.

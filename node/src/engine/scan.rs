@@ -1,0 +1,331 @@
+//! The scan: what is on disk now, as a [`DiskView`] for the plan.
+//!
+//! # Walk
+//! Through the [`Fs`] seam (beneath the root, never following a symlink), from
+//! the root ([`Scope::Full`]) or from each given path ([`Scope::Paths`]: the
+//! watcher's dirty paths; a directory is walked whole). Per entry, in order:
+//! 1. a name that is not UTF-8, or a path that is not syncable
+//!    ([`names::invalid_reason`]), is skipped with a warning (never proposed;
+//!    an invalid directory is not descended);
+//! 2. the daemon's namespace (the marker, `.filesyncd*`, temp files) is
+//!    skipped silently;
+//! 3. ignored paths ([`Ignore`]) are skipped (an ignored directory is not
+//!    descended);
+//! 4. directories and symlinks are recorded from `lstat`/`readlink` (a link is
+//!    a link with its target, never followed); sockets, fifos and devices are
+//!    skipped;
+//! 5. a regular file whose `(size, mtime, ctime, inode)` equals the local
+//!    index's stat is unchanged: its recorded content is reused, nothing is
+//!    read. Any other file is opened, chunked and hashed with the chunk+hash
+//!    pipeline, then `lstat`ed again: if the stat moved since the open (or
+//!    the file could not be read), it is reported *unstable* (`meta: None`:
+//!    "still being written, retry later") and nothing is indexed. Otherwise
+//!    its chunk locations are indexed in the [`ChunkStore`] as a live file
+//!    (so any of its chunks can be reused by a write elsewhere, a rename
+//!    transfers nothing) and its Merkle tree is returned for the node store.
+//!
+//! A directory that cannot be read is reported in `unreadable` (what is under
+//! it counts as not looked at, so nothing there is taken as deleted).
+//!
+//! The marker is read on every scan, and whether the root holds anything but
+//! the daemon's names (`root_empty`), for the plan's guards.
+
+use std::collections::BTreeMap;
+
+use filesyncd_chunkstore::chunker::{chunk_and_hash_with, Chunker, PipelineError};
+use filesyncd_chunkstore::store::{ChunkStore, FileStamp, StoreError};
+use filesyncd_merkle::{build, BuiltTree, ChunkEntry};
+
+use super::fs::{join, read_to_end, Fs};
+use super::ignore::Ignore;
+use super::names::{self, IGNORE_FILE, MARKER};
+use super::plan::{DiskView, Marker, Scope};
+use super::types::{DiskEntry, FileKind, LocalEntry, Meta, Stat};
+
+/// Longest marker file read.
+const MARKER_LIMIT: u64 = 4096;
+/// Longest ignore file read.
+const IGNORE_LIMIT: u64 = 1 << 20;
+
+/// Why a scan failed as a whole (per-path problems are warnings).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("cannot read the synced root: {0}")]
+    Root(#[source] std::io::Error),
+    #[error("chunk store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A path the scan skipped, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanWarning {
+    /// The path, lossily converted for display.
+    pub path: String,
+    pub reason: String,
+}
+
+/// What a scan found.
+#[derive(Debug)]
+pub struct ScanOutput {
+    pub view: DiskView,
+    /// Trees of the files hashed in this scan (store their nodes).
+    pub trees: Vec<BuiltTree>,
+    pub warnings: Vec<ScanWarning>,
+    /// Files read and hashed, and their bytes.
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+}
+
+/// What a scan uses.
+pub struct Scanner<'a> {
+    pub fs: &'a dyn Fs,
+    pub store: &'a dyn ChunkStore,
+    pub chunker: &'a Chunker,
+    pub ignore: &'a Ignore,
+}
+
+/// Reads and compiles the root's ignore file (absent: no rules).
+pub fn load_ignore(fs: &dyn Fs) -> Ignore {
+    match read_to_end(fs, IGNORE_FILE, IGNORE_LIMIT) {
+        Ok(bytes) => Ignore::parse(&String::from_utf8_lossy(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ignore::none(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read {IGNORE_FILE}; ignoring nothing");
+            Ignore::none()
+        }
+    }
+}
+
+/// Reads the marker.
+pub fn read_marker(fs: &dyn Fs) -> Marker {
+    match read_to_end(fs, MARKER, MARKER_LIMIT) {
+        Ok(bytes) => Marker::Found(String::from_utf8_lossy(&bytes).trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Marker::Missing,
+        Err(e) => Marker::Unreadable(e.to_string()),
+    }
+}
+
+impl Scanner<'_> {
+    /// Scans `scope` against the local index (see the module doc).
+    pub fn scan(
+        &self,
+        scope: Scope,
+        local: &BTreeMap<String, LocalEntry>,
+    ) -> Result<ScanOutput, ScanError> {
+        let root_names = self.fs.read_dir("").map_err(ScanError::Root)?;
+        let root_empty = !root_names
+            .iter()
+            .any(|n| n.to_str().is_none_or(|n| !names::is_reserved_component(n)));
+        let mut walk = Walk {
+            s: self,
+            local,
+            out: ScanOutput {
+                view: DiskView {
+                    entries: BTreeMap::new(),
+                    scope: scope.clone(),
+                    marker: read_marker(self.fs),
+                    root_empty,
+                    unreadable: Vec::new(),
+                },
+                trees: Vec::new(),
+                warnings: Vec::new(),
+                files_hashed: 0,
+                bytes_hashed: 0,
+            },
+        };
+        match &scope {
+            Scope::Full => walk.dir("")?,
+            Scope::Paths(paths) => {
+                for p in paths {
+                    walk.path(p)?;
+                }
+            }
+        }
+        Ok(walk.out)
+    }
+}
+
+struct Walk<'a, 'b> {
+    s: &'a Scanner<'b>,
+    local: &'a BTreeMap<String, LocalEntry>,
+    out: ScanOutput,
+}
+
+impl Walk<'_, '_> {
+    fn warn(&mut self, path: &str, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::warn!(path, %reason, "skipping");
+        self.out.warnings.push(ScanWarning {
+            path: path.to_owned(),
+            reason,
+        });
+    }
+
+    /// Scans one given path (and, if a directory, everything under it).
+    fn path(&mut self, rel: &str) -> Result<(), ScanError> {
+        if rel.is_empty() {
+            return self.dir("");
+        }
+        if let Some(reason) = names::invalid_reason(rel) {
+            if !rel.split('/').any(names::is_reserved_component) {
+                self.warn(rel, reason);
+            }
+            return Ok(());
+        }
+        if self.is_ignored_path(rel) {
+            return Ok(());
+        }
+        match self.s.fs.lstat(rel) {
+            Ok(Some(st)) => {
+                if self.entry(rel, st)? {
+                    self.dir(rel)?;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.unreadable(rel, &e),
+        }
+        Ok(())
+    }
+
+    /// Whether `rel` or a parent is ignored (the parent must be a directory).
+    fn is_ignored_path(&self, rel: &str) -> bool {
+        let is_dir = matches!(
+            self.s.fs.lstat(rel),
+            Ok(Some(Stat {
+                kind: FileKind::Dir,
+                ..
+            }))
+        );
+        self.s.ignore.is_ignored(rel, is_dir)
+    }
+
+    fn unreadable(&mut self, rel: &str, e: &std::io::Error) {
+        self.warn(rel, format!("cannot read: {e}"));
+        self.out.view.unreadable.push(rel.to_owned());
+    }
+
+    /// Walks directory `dir` (iteratively, depth-first).
+    fn dir(&mut self, dir: &str) -> Result<(), ScanError> {
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            let names = match self.s.fs.read_dir(&d) {
+                Ok(n) => n,
+                Err(e) if d.is_empty() => return Err(ScanError::Root(e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.unreadable(&d, &e);
+                    continue;
+                }
+            };
+            for name in names {
+                let Some(name) = name.to_str() else {
+                    let lossy = join(&d, &name.to_string_lossy());
+                    self.warn(&lossy, "name is not UTF-8");
+                    continue;
+                };
+                if names::is_reserved_component(name) {
+                    continue;
+                }
+                let rel = join(&d, name);
+                if let Some(reason) = names::invalid_reason(&rel) {
+                    self.warn(&rel, reason);
+                    continue;
+                }
+                let st = match self.s.fs.lstat(&rel) {
+                    Ok(Some(st)) => st,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.unreadable(&rel, &e);
+                        continue;
+                    }
+                };
+                if self.s.ignore.is_ignored(&rel, st.kind == FileKind::Dir) {
+                    continue;
+                }
+                if self.entry(&rel, st)? {
+                    stack.push(rel);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records one entry; returns whether it is a directory to descend.
+    fn entry(&mut self, rel: &str, st: Stat) -> Result<bool, ScanError> {
+        let meta = match st.kind {
+            FileKind::Dir => Some(Meta::dir(st.mode)),
+            FileKind::Symlink => match self.s.fs.read_link(rel) {
+                Ok(t) => match t.to_str() {
+                    Some(t) if names::valid_target(t) => Some(Meta::symlink(t)),
+                    _ => {
+                        self.warn(rel, "symlink target is not UTF-8 or invalid");
+                        return Ok(false);
+                    }
+                },
+                Err(e) => {
+                    self.warn(rel, format!("cannot read the link: {e}"));
+                    None
+                }
+            },
+            FileKind::Other => return Ok(false),
+            FileKind::File => match self.local.get(rel) {
+                Some(l) if l.meta.is_file() && l.stat.unchanged(&st) => Some(l.meta.clone()),
+                _ => self.hash(rel)?,
+            },
+        };
+        let stat = st;
+        self.out
+            .view
+            .entries
+            .insert(rel.to_owned(), DiskEntry { stat, meta });
+        Ok(st.kind == FileKind::Dir)
+    }
+
+    /// Chunks, hashes and indexes a file; `None` if it moved meanwhile.
+    fn hash(&mut self, rel: &str) -> Result<Option<Meta>, ScanError> {
+        let file = match self.s.fs.open_read(rel) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(rel, format!("cannot open: {e}"));
+                return Ok(None);
+            }
+        };
+        let before = match file.stat() {
+            Ok(s) => s,
+            Err(e) => {
+                self.warn(rel, format!("cannot stat: {e}"));
+                return Ok(None);
+            }
+        };
+        let mut located: Vec<(u64, ChunkEntry)> = Vec::new();
+        let sink = |offset: u64, e: &ChunkEntry, _: &[u8]| {
+            located.push((offset, *e));
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let chunks = match chunk_and_hash_with(file, self.s.chunker, sink) {
+            Ok(c) => c,
+            Err(PipelineError::Read(e)) => {
+                self.warn(rel, format!("read failed: {e}"));
+                return Ok(None);
+            }
+            Err(PipelineError::Sink(never)) => match never {},
+        };
+        let after = self.s.fs.lstat(rel).ok().flatten();
+        if !after.is_some_and(|a| a.unchanged(&before)) || chunks.total_len != before.size {
+            tracing::debug!(path = rel, "changed while hashing; retry later");
+            return Ok(None);
+        }
+        let stamp = FileStamp {
+            inode: before.ino,
+            size: before.size,
+            mtime_ns: before.mtime_ns,
+        };
+        self.s.store.index_file(rel, stamp, &located)?;
+        let tree = build(&chunks.entries);
+        let meta = Meta::file(tree.root, tree.size, before.mode);
+        self.out.files_hashed += 1;
+        self.out.bytes_hashed += tree.size;
+        self.out.trees.push(tree);
+        Ok(Some(meta))
+    }
+}
