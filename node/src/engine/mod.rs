@@ -4,12 +4,15 @@ pub mod fs;
 pub mod fs_fake;
 pub mod fs_real;
 pub mod ignore;
+pub mod materialize;
 pub mod names;
 pub mod plan;
 mod plan_types;
 pub mod scan;
 pub mod types;
 
+#[cfg(test)]
+mod materialize_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]

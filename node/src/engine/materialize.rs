@@ -1,0 +1,483 @@
+//! Materializing committed versions on disk, crash-safely and never over
+//! unseen local data.
+//!
+//! # Writing a file version ([`Materializer::write_file`])
+//! 1. Parents are created if missing (mode 0755); nothing is ever resolved
+//!    through a symlink (the [`Fs`] seam refuses symlinked components).
+//! 2. The content is assembled into a new temp file
+//!    `<dir>/.filesyncd-tmp-<random>` in the target's directory: each chunk
+//!    is read, verified, from the [`ChunkStore`] (any live file holding it or
+//!    a blob: a rename or copy of a local file transfers nothing); a chunk of
+//!    zeros is not written but skipped by offset, so zero runs stay holes
+//!    (a zero chunk the store lacks is synthesized). The length is set, the
+//!    mode (masked to `0o777`: setuid/setgid/sticky never come from a peer)
+//!    and the mtime are applied, and the temp is fsynced.
+//! 3. The target is `lstat`ed again and compared with what the plan saw
+//!    ([`Expect`]). If it changed (a local write since the plan), the local
+//!    entry is first moved aside to a conflict copy
+//!    (`<stem>.sync-conflict-<time>-<node>.<ext>`, never replacing anything),
+//!    so nothing unseen is overwritten; the caller proposes the copy.
+//! 4. The temp is renamed over the target (`RENAME_NOREPLACE` when the
+//!    target is expected absent), the directory is fsynced, and the file's
+//!    chunk locations are indexed in the store as a live file.
+//!
+//! A crash at any point leaves the target either the old content or the new
+//! one, whole (the temp is durable before the rename); a leftover temp is
+//! removed at start-up by [`remove_stale_temps`].
+//!
+//! Directories ([`Materializer::mkdir`]) and symlinks
+//! ([`Materializer::symlink`], created under a temp name then renamed) follow
+//! the same re-check. A delete ([`Materializer::delete`]) only removes an
+//! entry that is still exactly what the plan expected; a file's chunks are
+//! put into the store as blobs before the unlink (retention and reuse by a
+//! later write), then its live-file locations are forgotten.
+
+use std::collections::HashMap;
+use std::io;
+
+use filesyncd_chunkstore::chunker::{chunk_and_hash_with, Chunker, PipelineError};
+use filesyncd_chunkstore::store::{ChunkStore, FileStamp, StoreError};
+use filesyncd_merkle::{ChunkEntry, Hash};
+
+use super::fs::{join, split, Fs};
+use super::names::{self, conflict_name, TMP_PREFIX};
+use super::plan::Expect;
+use super::types::{FileKind, Kind, NodeId, Stat, VersionRecord, MODE_MASK};
+
+/// Why a materialization failed (the target is then untouched).
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: chunk {hash} is not in the store")]
+    MissingChunk { path: String, hash: Hash },
+    #[error("{path}: the chunk list does not add up to the version's size")]
+    BadChunkList { path: String },
+    #[error("{path}: not a syncable path: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("{path}: not a {expected} version")]
+    WrongKind {
+        path: String,
+        expected: &'static str,
+    },
+    #[error("chunk store: {0}")]
+    Store(#[from] StoreError),
+}
+
+type Result<T, E = MaterializeError> = std::result::Result<T, E>;
+
+fn io_err(op: &'static str, path: &str) -> impl FnOnce(io::Error) -> MaterializeError {
+    let path = path.to_owned();
+    move |source| MaterializeError::Io { op, path, source }
+}
+
+/// What a write left on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// The target's stat after the write (record it in the local index).
+    pub stat: Stat,
+    /// Local content found changed since the plan, moved to this path.
+    pub conflict: Option<String>,
+}
+
+/// What a delete did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Removed,
+    /// Nothing was there.
+    AlreadyAbsent,
+    /// The entry changed since the plan: kept (it is a local change).
+    Changed,
+    /// A directory that still has entries: kept.
+    NotEmpty,
+}
+
+/// Writes committed versions through an [`Fs`].
+pub struct Materializer<'a> {
+    pub fs: &'a dyn Fs,
+    pub store: &'a dyn ChunkStore,
+    /// Chunks a deleted file before retiring its chunks to the store.
+    pub chunker: &'a Chunker,
+    /// This node (names conflict copies).
+    pub node: NodeId,
+    /// Wall clock for conflict names, ms since the epoch.
+    pub now_ms: u64,
+}
+
+impl Materializer<'_> {
+    /// Writes the file version `record` (whose chunk list is `chunks`) at
+    /// its path; see the module doc.
+    pub fn write_file(
+        &self,
+        record: &VersionRecord,
+        chunks: &[ChunkEntry],
+        expect: Expect,
+    ) -> Result<Placed> {
+        let path = checked(&record.path)?;
+        if record.meta.kind != Kind::File {
+            return Err(MaterializeError::WrongKind {
+                path: path.into(),
+                expected: "file",
+            });
+        }
+        let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        if total != record.meta.size {
+            return Err(MaterializeError::BadChunkList { path: path.into() });
+        }
+        let (dir, _) = split(path);
+        self.make_parents(dir)?;
+        let tmp = temp_name(dir);
+        let mut f = self.fs.create_new(&tmp).map_err(io_err("create", &tmp))?;
+        let res = (|| {
+            let mut zeros: HashMap<u32, Hash> = HashMap::new();
+            let mut offset = 0u64;
+            for c in chunks {
+                let data = self.store.get(&c.hash)?;
+                match data {
+                    Some(d) if d.len() == c.len as usize => {
+                        if d.iter().any(|b| *b != 0) {
+                            f.write_all_at(&d, offset).map_err(io_err("write", &tmp))?;
+                        }
+                    }
+                    _ => {
+                        let z = zeros
+                            .entry(c.len)
+                            .or_insert_with(|| Hash::of_chunk(&vec![0; c.len as usize]));
+                        if *z != c.hash {
+                            return Err(MaterializeError::MissingChunk {
+                                path: path.into(),
+                                hash: c.hash,
+                            });
+                        }
+                    }
+                }
+                offset += u64::from(c.len);
+            }
+            f.set_len(total).map_err(io_err("truncate", &tmp))?;
+            f.set_mode(record.meta.mode & MODE_MASK)
+                .map_err(io_err("chmod", &tmp))?;
+            f.set_mtime(record.mtime_ns)
+                .map_err(io_err("utime", &tmp))?;
+            f.sync().map_err(io_err("fsync", &tmp))?;
+            drop(f);
+            let placed = self.place(&tmp, path, expect)?;
+            let mut at = 0u64;
+            let located: Vec<(u64, ChunkEntry)> = chunks
+                .iter()
+                .map(|c| {
+                    let o = at;
+                    at += u64::from(c.len);
+                    (o, *c)
+                })
+                .collect();
+            let stamp = FileStamp {
+                inode: placed.stat.ino,
+                size: placed.stat.size,
+                mtime_ns: placed.stat.mtime_ns,
+            };
+            self.store.index_file(path, stamp, &located)?;
+            Ok(placed)
+        })();
+        if res.is_err() {
+            let _ = self.fs.remove_file(&tmp);
+        }
+        res
+    }
+
+    /// Creates the directory of `record` or sets its mode.
+    pub fn mkdir(&self, record: &VersionRecord, expect: Expect) -> Result<Placed> {
+        let path = checked(&record.path)?;
+        let mode = record.meta.mode & MODE_MASK;
+        let current = self.fs.lstat(path).map_err(io_err("lstat", path))?;
+        let mut conflict = None;
+        match current {
+            Some(s) if s.kind == FileKind::Dir => {}
+            Some(s) => {
+                if expect.matches(Some(&s)) {
+                    self.remove_entry(path, &s)?;
+                } else {
+                    conflict = Some(self.move_aside(path)?);
+                }
+            }
+            None => {}
+        }
+        let (dir, _) = split(path);
+        if !matches!(
+            current,
+            Some(Stat {
+                kind: FileKind::Dir,
+                ..
+            })
+        ) {
+            self.make_parents(dir)?;
+            self.fs.mkdir(path, mode).map_err(io_err("mkdir", path))?;
+        }
+        self.fs
+            .set_mode(path, mode)
+            .map_err(io_err("chmod", path))?;
+        self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+        let stat = self.stat_of(path)?;
+        Ok(Placed { stat, conflict })
+    }
+
+    /// Creates the symlink of `record` (atomically replacing what was expected).
+    pub fn symlink(&self, record: &VersionRecord, expect: Expect) -> Result<Placed> {
+        let path = checked(&record.path)?;
+        let Kind::Symlink { target } = &record.meta.kind else {
+            return Err(MaterializeError::WrongKind {
+                path: path.into(),
+                expected: "symlink",
+            });
+        };
+        if !names::valid_target(target) {
+            return Err(MaterializeError::InvalidPath {
+                path: path.into(),
+                reason: "invalid symlink target",
+            });
+        }
+        let (dir, _) = split(path);
+        self.make_parents(dir)?;
+        let tmp = temp_name(dir);
+        self.fs
+            .symlink(target, &tmp)
+            .map_err(io_err("symlink", &tmp))?;
+        let res = self.place(&tmp, path, expect);
+        if res.is_err() {
+            let _ = self.fs.remove_file(&tmp);
+        }
+        res
+    }
+
+    /// Removes `path` if it is still `expect` (see [`Deleted`]).
+    pub fn delete(&self, path: &str, expect: &Stat) -> Result<Deleted> {
+        let path = checked(path)?;
+        let Some(current) = self.fs.lstat(path).map_err(io_err("lstat", path))? else {
+            self.store.forget_file(path)?;
+            return Ok(Deleted::AlreadyAbsent);
+        };
+        if !expect.same_entry(&current) {
+            return Ok(Deleted::Changed);
+        }
+        if current.kind == FileKind::Dir {
+            return match self.fs.remove_dir(path) {
+                Ok(()) => {
+                    let (dir, _) = split(path);
+                    self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+                    Ok(Deleted::Removed)
+                }
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(Deleted::NotEmpty),
+                Err(e) => Err(io_err("rmdir", path)(e)),
+            };
+        }
+        self.remove_entry(path, &current)?;
+        let (dir, _) = split(path);
+        self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+        Ok(Deleted::Removed)
+    }
+
+    /// Moves the local entry at `path` (still `expect`) to `conflict_path`;
+    /// returns its stat there, or `None` if it changed or vanished since the plan.
+    pub fn conflict_copy(
+        &self,
+        path: &str,
+        conflict_path: &str,
+        expect: &Stat,
+    ) -> Result<Option<Stat>> {
+        let path = checked(path)?;
+        let conflict_path = checked(conflict_path)?;
+        let current = self.fs.lstat(path).map_err(io_err("lstat", path))?;
+        if !current.is_some_and(|c| expect.same_entry(&c)) {
+            return Ok(None);
+        }
+        self.fs
+            .rename(path, conflict_path, true)
+            .map_err(io_err("rename", path))?;
+        self.sync_parents(path, conflict_path)?;
+        self.store.forget_file(path)?;
+        Ok(Some(self.stat_of(conflict_path)?))
+    }
+
+    /// Re-checks the target, moves unseen local content aside, renames the
+    /// temp over the target and fsyncs the directory.
+    fn place(&self, tmp: &str, path: &str, expect: Expect) -> Result<Placed> {
+        let mut conflict = None;
+        let current = self.fs.lstat(path).map_err(io_err("lstat", path))?;
+        let mut noreplace = true;
+        match current {
+            None => {}
+            Some(s) if expect.matches(Some(&s)) => {
+                if s.kind == FileKind::Dir {
+                    self.fs.remove_dir(path).map_err(io_err("rmdir", path))?;
+                } else {
+                    noreplace = false;
+                }
+            }
+            Some(_) => conflict = Some(self.move_aside(path)?),
+        }
+        match self.fs.rename(tmp, path, noreplace) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && conflict.is_none() => {
+                // Created in the instant since the re-check: keep it too.
+                conflict = Some(self.move_aside(path)?);
+                self.fs
+                    .rename(tmp, path, true)
+                    .map_err(io_err("rename", path))?;
+            }
+            Err(e) => return Err(io_err("rename", path)(e)),
+        }
+        let (dir, _) = split(path);
+        self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+        self.store.forget_file(path)?;
+        let stat = self.stat_of(path)?;
+        Ok(Placed { stat, conflict })
+    }
+
+    /// Renames the entry at `path` to a free conflict name; returns the name.
+    fn move_aside(&self, path: &str) -> Result<String> {
+        for n in 1..=1000 {
+            let c = conflict_name(path, self.now_ms, self.node, n);
+            match self.fs.rename(path, &c, true) {
+                Ok(()) => {
+                    tracing::warn!(path, conflict = %c, "local change kept as a conflict copy");
+                    self.store.forget_file(path)?;
+                    return Ok(c);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("rename", path)(e)),
+            }
+        }
+        Err(io_err("rename", path)(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free conflict name",
+        )))
+    }
+
+    /// Unlinks a file or symlink, putting a file's chunks into the store first.
+    fn remove_entry(&self, path: &str, current: &Stat) -> Result<()> {
+        if current.kind == FileKind::File {
+            self.retire_chunks(path, current)?;
+        }
+        self.fs.remove_file(path).map_err(io_err("unlink", path))?;
+        self.store.forget_file(path)?;
+        Ok(())
+    }
+
+    /// Reads `path` and stores every chunk as a blob (verified by `put`).
+    fn retire_chunks(&self, path: &str, expect: &Stat) -> Result<()> {
+        let f = self.fs.open_read(path).map_err(io_err("open", path))?;
+        let before = f.stat().map_err(io_err("fstat", path))?;
+        if !before.unchanged(expect) {
+            return Err(io_err("retire", path)(io::Error::other(
+                "changed before delete",
+            )));
+        }
+        let store = self.store;
+        let sink = |_: u64, e: &ChunkEntry, data: &[u8]| store.put(e.hash, data);
+        match chunk_and_hash_with(f, self.chunker, sink) {
+            Ok(_) => Ok(()),
+            Err(PipelineError::Read(e)) => Err(io_err("read", path)(io::Error::other(e))),
+            Err(PipelineError::Sink(e)) => Err(e.into()),
+        }
+    }
+
+    fn make_parents(&self, dir: &str) -> Result<()> {
+        if dir.is_empty() {
+            return Ok(());
+        }
+        match self.fs.lstat(dir).map_err(io_err("lstat", dir))? {
+            Some(s) if s.kind == FileKind::Dir => Ok(()),
+            Some(_) => Err(io_err("mkdir", dir)(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "a parent is not a directory",
+            ))),
+            None => {
+                let (parent, _) = split(dir);
+                self.make_parents(parent)?;
+                match self.fs.mkdir(dir, 0o755) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("mkdir", dir)(e)),
+                }
+                self.fs
+                    .sync_dir(parent)
+                    .map_err(io_err("fsync dir", parent))
+            }
+        }
+    }
+
+    fn sync_parents(&self, a: &str, b: &str) -> Result<()> {
+        let (da, _) = split(a);
+        let (db, _) = split(b);
+        self.fs.sync_dir(da).map_err(io_err("fsync dir", da))?;
+        if db != da {
+            self.fs.sync_dir(db).map_err(io_err("fsync dir", db))?;
+        }
+        Ok(())
+    }
+
+    fn stat_of(&self, path: &str) -> Result<Stat> {
+        self.fs
+            .lstat(path)
+            .map_err(io_err("lstat", path))?
+            .ok_or_else(|| io_err("lstat", path)(io::ErrorKind::NotFound.into()))
+    }
+}
+
+fn checked(path: &str) -> Result<&str> {
+    match names::invalid_reason(path) {
+        None => Ok(path),
+        Some(reason) => Err(MaterializeError::InvalidPath {
+            path: path.into(),
+            reason,
+        }),
+    }
+}
+
+fn temp_name(dir: &str) -> String {
+    join(dir, &format!("{TMP_PREFIX}{:016x}", rand::random::<u64>()))
+}
+
+/// Removes every leftover temp file (`.filesyncd-tmp-*`) under the root,
+/// walking without following symlinks; returns how many were removed. Run at
+/// start-up, before the first scan.
+pub fn remove_stale_temps(fs: &dyn Fs) -> io::Result<u64> {
+    let mut removed = 0;
+    let mut stack = vec![String::new()];
+    while let Some(d) = stack.pop() {
+        let names = match fs.read_dir(&d) {
+            Ok(n) => n,
+            Err(e) if d.is_empty() => return Err(e),
+            Err(_) => continue,
+        };
+        let mut touched = false;
+        for name in names {
+            let Some(name) = name.to_str() else { continue };
+            let rel = join(&d, name);
+            if name.starts_with(TMP_PREFIX) {
+                if fs.remove_file(&rel).is_ok() {
+                    removed += 1;
+                    touched = true;
+                }
+            } else if !names::is_reserved_component(name)
+                && matches!(
+                    fs.lstat(&rel),
+                    Ok(Some(Stat {
+                        kind: FileKind::Dir,
+                        ..
+                    }))
+                )
+            {
+                stack.push(rel);
+            }
+        }
+        if touched {
+            fs.sync_dir(&d)?;
+        }
+    }
+    Ok(removed)
+}
