@@ -10,6 +10,7 @@ pub mod plan;
 mod plan_types;
 pub mod scan;
 pub mod types;
+pub mod watch;
 
 #[cfg(test)]
 mod materialize_tests;
