@@ -8,7 +8,9 @@ pub mod materialize;
 pub mod names;
 pub mod plan;
 mod plan_types;
+pub mod ports;
 pub mod scan;
+pub mod sync;
 pub mod types;
 pub mod watch;
 

@@ -1,0 +1,430 @@
+//! The engine's only view of Raft and of the network: two small traits, and
+//! in-memory implementations for tests.
+//!
+//! - [`Committed`]: propose a batch of ops (compare-and-set on a base
+//!   version, answered per op) and read what is committed (records changed
+//!   after an applied index). The daemon adapts `RaftNode::propose` and the
+//!   state machine's reader to it; [`MemCommitted`] models the apply rules
+//!   (the subset the engine relies on: CAS puts, conflict copies for stale
+//!   puts, `Unchanged` for stale puts of the same content, deletes that lose
+//!   against newer content).
+//! - [`ChunkFetcher`]: get chunk bytes and tree nodes from the nodes holding
+//!   them. The engine verifies every byte it is given (`blake3` for chunks,
+//!   the node hash for tree nodes) and never trusts a peer.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use filesyncd_chunkstore::store::ChunkStore;
+use filesyncd_merkle::{Hash, MemNodeStore, NodeSource};
+
+use super::names::conflict_name;
+use super::types::{Meta, NodeId, VersionId, VersionRecord};
+
+/// A transient failure of Raft or the network: retry later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// One op of a proposal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeOp {
+    Put {
+        path: String,
+        meta: Meta,
+        mtime_ns: i64,
+        /// The node whose change this is (names conflict copies).
+        origin: NodeId,
+        /// `None`: the path is expected absent.
+        base: Option<VersionId>,
+        /// Nodes holding every chunk durably (this node, for a local change).
+        holders: Vec<NodeId>,
+    },
+    Delete {
+        path: String,
+        base: VersionId,
+    },
+}
+
+/// What committing one op did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeOutcome {
+    Applied(VersionId),
+    /// A stale put, committed at the conflict-copy path.
+    Conflict {
+        path: String,
+        version: VersionId,
+    },
+    /// A stale put of the content that is live anyway.
+    Unchanged(VersionId),
+    /// A delete with a stale base: the newer content stays.
+    DeleteLost {
+        current: VersionId,
+    },
+    AlreadyAbsent,
+    Rejected(String),
+}
+
+/// Records changed after some applied index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommittedChanges {
+    /// The applied index these records reflect.
+    pub applied: u64,
+    /// The newest record of each path changed after the asked index.
+    pub records: Vec<VersionRecord>,
+}
+
+/// Raft, as the engine sees it.
+pub trait Committed: Send + Sync {
+    /// Proposes `ops` as one batch; one outcome per op, in order.
+    fn propose(
+        &self,
+        ops: Vec<ProposeOp>,
+    ) -> impl Future<Output = PortResult<Vec<ProposeOutcome>>> + Send;
+    /// The newest record of every path changed after log index `index`.
+    fn committed_since(&self, index: u64) -> PortResult<CommittedChanges>;
+    /// Resolves once the applied index is above `index`.
+    fn wait_applied(&self, index: u64) -> impl Future<Output = ()> + Send;
+}
+
+/// The network, as the engine sees it.
+pub trait ChunkFetcher: Send + Sync {
+    /// Chunk bytes for `hashes` from any of `holders` (those it got; unverified).
+    fn fetch(
+        &self,
+        holders: &[NodeId],
+        hashes: &[Hash],
+    ) -> impl Future<Output = PortResult<Vec<(Hash, Vec<u8>)>>> + Send;
+    /// Encoded tree nodes for `hashes` (those it got; unverified).
+    fn fetch_nodes(
+        &self,
+        holders: &[NodeId],
+        hashes: &[Hash],
+    ) -> impl Future<Output = PortResult<Vec<(Hash, Vec<u8>)>>> + Send;
+}
+
+struct MemState {
+    index: u64,
+    now_ms: u64,
+    records: BTreeMap<String, VersionRecord>,
+}
+
+/// An in-memory committed log with the apply rules described above.
+#[derive(Clone)]
+pub struct MemCommitted {
+    state: Arc<Mutex<MemState>>,
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for MemCommitted {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemCommitted {
+    pub fn new() -> MemCommitted {
+        MemCommitted {
+            state: Arc::new(Mutex::new(MemState {
+                index: 0,
+                now_ms: 1_735_689_599_000,
+                records: BTreeMap::new(),
+            })),
+            applied: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the entry clock used for conflict names.
+    pub fn set_time_ms(&self, ms: u64) {
+        self.lock().now_ms = ms;
+    }
+
+    /// The current record of `path`.
+    pub fn get(&self, path: &str) -> Option<VersionRecord> {
+        self.lock().records.get(path).cloned()
+    }
+
+    /// Live paths, sorted.
+    pub fn live_paths(&self) -> Vec<String> {
+        let s = self.lock();
+        s.records
+            .values()
+            .filter(|r| !r.deleted)
+            .map(|r| r.path.clone())
+            .collect()
+    }
+
+    /// Applies one batch (synchronously).
+    pub fn apply(&self, ops: Vec<ProposeOp>) -> Vec<ProposeOutcome> {
+        let mut s = self.lock();
+        s.index += 1;
+        let index = s.index;
+        let now = s.now_ms;
+        let mut out = Vec::with_capacity(ops.len());
+        for (pos, op) in ops.into_iter().enumerate() {
+            let v = VersionId::new(index, pos as u32);
+            out.push(apply_op(&mut s.records, op, v, now));
+        }
+        drop(s);
+        self.applied.send_replace(index);
+        out
+    }
+}
+
+fn apply_op(
+    records: &mut BTreeMap<String, VersionRecord>,
+    op: ProposeOp,
+    v: VersionId,
+    now: u64,
+) -> ProposeOutcome {
+    match op {
+        ProposeOp::Put {
+            path,
+            meta,
+            mtime_ns,
+            origin,
+            base,
+            holders,
+        } => {
+            let cur = records.get(&path);
+            let live = cur.filter(|r| !r.deleted);
+            let matches = match (live, cur) {
+                (Some(l), _) => base == Some(l.version),
+                (None, Some(t)) => base.is_none() || base == Some(t.version),
+                (None, None) => base.is_none(),
+            };
+            let rec = |path: String| VersionRecord {
+                path,
+                meta: meta.clone(),
+                mtime_ns,
+                version: v,
+                holders: holders.clone(),
+                deleted: false,
+            };
+            if matches {
+                records.insert(path.clone(), rec(path));
+                return ProposeOutcome::Applied(v);
+            }
+            let live = live.cloned();
+            if let Some(mut l) = live {
+                if l.meta == meta {
+                    let current = l.version;
+                    l.holders.extend(holders.iter().copied());
+                    l.holders.sort_unstable();
+                    l.holders.dedup();
+                    records.insert(path, l);
+                    return ProposeOutcome::Unchanged(current);
+                }
+            }
+            for n in 1..1000 {
+                let c = conflict_name(&path, now, origin, n);
+                if records.get(&c).is_none_or(|r| r.deleted) {
+                    records.insert(c.clone(), rec(c.clone()));
+                    return ProposeOutcome::Conflict {
+                        path: c,
+                        version: v,
+                    };
+                }
+            }
+            ProposeOutcome::Rejected("no conflict name".into())
+        }
+        ProposeOp::Delete { path, base } => match records.get(&path).filter(|r| !r.deleted) {
+            None => ProposeOutcome::AlreadyAbsent,
+            Some(l) if l.version != base => ProposeOutcome::DeleteLost { current: l.version },
+            Some(l) => {
+                let tomb = VersionRecord {
+                    version: v,
+                    deleted: true,
+                    holders: Vec::new(),
+                    ..l.clone()
+                };
+                records.insert(path, tomb);
+                ProposeOutcome::Applied(v)
+            }
+        },
+    }
+}
+
+impl Committed for MemCommitted {
+    fn propose(
+        &self,
+        ops: Vec<ProposeOp>,
+    ) -> impl Future<Output = PortResult<Vec<ProposeOutcome>>> + Send {
+        let out = self.apply(ops);
+        async move { Ok(out) }
+    }
+
+    fn committed_since(&self, index: u64) -> PortResult<CommittedChanges> {
+        let s = self.lock();
+        Ok(CommittedChanges {
+            applied: s.index,
+            records: s
+                .records
+                .values()
+                .filter(|r| r.version.index > index)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn wait_applied(&self, index: u64) -> impl Future<Output = ()> + Send {
+        let mut rx = self.applied.subscribe();
+        async move {
+            let _ = rx.wait_for(|a| *a > index).await;
+        }
+    }
+}
+
+/// Serves chunks and tree nodes from other nodes' stores, in memory; counts
+/// what it served.
+#[derive(Clone, Default)]
+pub struct MemFetcher {
+    peers: Arc<Mutex<BTreeMap<NodeId, Peer>>>,
+    served: Arc<Mutex<u64>>,
+}
+
+type Peer = (Arc<dyn ChunkStore>, Arc<Mutex<MemNodeStore>>);
+
+impl MemFetcher {
+    /// Makes `node`'s chunk store and tree-node store reachable.
+    pub fn add(&self, node: NodeId, store: Arc<dyn ChunkStore>, nodes: Arc<Mutex<MemNodeStore>>) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, (store, nodes));
+    }
+
+    /// Chunks and nodes served so far.
+    pub fn served(&self) -> u64 {
+        *self.served.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn serve(&self, holders: &[NodeId], hashes: &[Hash], chunks: bool) -> Vec<(Hash, Vec<u8>)> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out = Vec::new();
+        for h in hashes {
+            for node in holders {
+                let Some((store, nodes)) = peers.get(node) else {
+                    continue;
+                };
+                let got = if chunks {
+                    store.get(h).ok().flatten()
+                } else {
+                    nodes.lock().unwrap_or_else(|p| p.into_inner()).get_node(h)
+                };
+                if let Some(d) = got {
+                    out.push((*h, d));
+                    break;
+                }
+            }
+        }
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) += out.len() as u64;
+        out
+    }
+}
+
+impl ChunkFetcher for MemFetcher {
+    fn fetch(
+        &self,
+        holders: &[NodeId],
+        hashes: &[Hash],
+    ) -> impl Future<Output = PortResult<Vec<(Hash, Vec<u8>)>>> + Send {
+        let out = self.serve(holders, hashes, true);
+        async move { Ok(out) }
+    }
+
+    fn fetch_nodes(
+        &self,
+        holders: &[NodeId],
+        hashes: &[Hash],
+    ) -> impl Future<Output = PortResult<Vec<(Hash, Vec<u8>)>>> + Send {
+        let out = self.serve(holders, hashes, false);
+        async move { Ok(out) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(path: &str, root: u8, base: Option<VersionId>) -> ProposeOp {
+        ProposeOp::Put {
+            path: path.into(),
+            meta: Meta::file(Hash([root; 32]), 1, 0o644),
+            mtime_ns: 0,
+            origin: 3,
+            base,
+            holders: vec![3],
+        }
+    }
+
+    #[tokio::test]
+    async fn mem_committed_applies_the_cas_rules() {
+        let c = MemCommitted::new();
+        let out = c.propose(vec![put("f", 1, None)]).await.expect("propose");
+        let v1 = VersionId::new(1, 0);
+        assert_eq!(out, vec![ProposeOutcome::Applied(v1)]);
+        let out = c
+            .propose(vec![
+                put("f", 2, None),
+                put("f", 1, None),
+                put("f", 3, Some(v1)),
+            ])
+            .await
+            .expect("propose");
+        assert_eq!(
+            out,
+            vec![
+                ProposeOutcome::Conflict {
+                    path: "f.sync-conflict-20241231-235959-3".into(),
+                    version: VersionId::new(2, 0)
+                },
+                ProposeOutcome::Unchanged(v1),
+                ProposeOutcome::Applied(VersionId::new(2, 2)),
+            ]
+        );
+        let out = c
+            .propose(vec![
+                ProposeOp::Delete {
+                    path: "f".into(),
+                    base: v1,
+                },
+                ProposeOp::Delete {
+                    path: "nope".into(),
+                    base: v1,
+                },
+                ProposeOp::Delete {
+                    path: "f".into(),
+                    base: VersionId::new(2, 2),
+                },
+            ])
+            .await
+            .expect("propose");
+        assert_eq!(
+            out,
+            vec![
+                ProposeOutcome::DeleteLost {
+                    current: VersionId::new(2, 2)
+                },
+                ProposeOutcome::AlreadyAbsent,
+                ProposeOutcome::Applied(VersionId::new(3, 2)),
+            ]
+        );
+        let since = c.committed_since(2).expect("since");
+        assert_eq!(since.applied, 3);
+        assert_eq!(since.records.len(), 1);
+        assert!(since.records[0].deleted);
+        c.wait_applied(2).await;
+    }
+}

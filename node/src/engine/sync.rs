@@ -1,0 +1,486 @@
+//! One engine step: scan → plan → execute, through the ports.
+//!
+//! [`Engine::step`] refreshes its view of what is committed
+//! ([`Committed::committed_since`]), scans the given scope, plans, and runs
+//! the actions in plan order:
+//! - conflict copies are moved first ([`Materializer::conflict_copy`]);
+//! - proposals go out as ONE batch; each outcome updates the local index
+//!   (`Applied`/`Unchanged`: the content is that version; `Conflict`: the
+//!   content was committed at the conflict path, so the local file is moved
+//!   there; a delete's outcome forgets the path). A rejected op is not
+//!   proposed again until the path's stat changes;
+//! - fetches get missing chunks (and unknown tree nodes) from the holders,
+//!   verify them and put them into the store;
+//! - writes, directories, links and deletes go through the [`Materializer`],
+//!   and record the stat they leave behind (no echo).
+//!
+//! A failed action is reported and retried by a later step; the step goes
+//! on with the next action. The file-system work is synchronous: the daemon
+//! should run steps on a blocking-friendly task.
+//!
+//! State kept between steps (in memory here; the daemon persists it): the
+//! local index, the committed view, and the tree-node store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use filesyncd_chunkstore::chunker::Chunker;
+use filesyncd_chunkstore::store::ChunkStore;
+use filesyncd_merkle::file_tree::FileTree;
+use filesyncd_merkle::{node_hash, ChunkEntry, Hash, MemNodeStore, MerkleError, NodeStore};
+
+use super::fs::Fs;
+use super::materialize::{Deleted, Materializer};
+use super::plan::{
+    plan, Action, ChunkView, Missing, PlanConfig, PlanInput, Proposal, Scope, Verdict,
+};
+use super::ports::{ChunkFetcher, Committed, PortError, ProposeOp, ProposeOutcome};
+use super::scan::{load_ignore, ScanError, Scanner};
+use super::types::{LocalEntry, NodeId, Stat, VersionRecord};
+
+/// Why a step stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error("committed state: {0}")]
+    Port(#[from] PortError),
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepReport {
+    pub verdict: Option<Verdict>,
+    pub proposed: usize,
+    pub written: usize,
+    pub deleted: usize,
+    pub conflicts: usize,
+    pub chunks_fetched: usize,
+    /// Actions that failed (retried by a later step).
+    pub errors: Vec<String>,
+    /// Paths to scan again soon (e.g. a conflict copy just made).
+    pub dirty: Vec<String>,
+}
+
+/// The sync engine of one node.
+pub struct Engine<C, F> {
+    pub fs: Arc<dyn Fs>,
+    pub store: Arc<dyn ChunkStore>,
+    pub nodes: Arc<Mutex<MemNodeStore>>,
+    pub chunker: Chunker,
+    pub committed: C,
+    pub fetcher: F,
+    pub cfg: PlanConfig,
+    pub local: BTreeMap<String, LocalEntry>,
+    view: BTreeMap<String, VersionRecord>,
+    applied: u64,
+    rejected: HashMap<String, Stat>,
+}
+
+struct Chunks<'a> {
+    store: &'a dyn ChunkStore,
+    nodes: &'a MemNodeStore,
+}
+
+impl ChunkView for Chunks<'_> {
+    fn has_chunk(&self, h: &Hash) -> bool {
+        self.store.has(h).unwrap_or(false)
+    }
+    fn chunk_list(&self, root: &Hash, size: u64) -> Option<Vec<ChunkEntry>> {
+        FileTree { root: *root, size }.chunks(self.nodes).ok()
+    }
+}
+
+impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
+    pub fn new(
+        fs: Arc<dyn Fs>,
+        store: Arc<dyn ChunkStore>,
+        chunker: Chunker,
+        committed: C,
+        fetcher: F,
+        cfg: PlanConfig,
+    ) -> Self {
+        Engine {
+            fs,
+            store,
+            nodes: Arc::new(Mutex::new(MemNodeStore::new())),
+            chunker,
+            committed,
+            fetcher,
+            cfg,
+            local: BTreeMap::new(),
+            view: BTreeMap::new(),
+            applied: 0,
+            rejected: HashMap::new(),
+        }
+    }
+
+    fn node(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    /// Scans `scope`, plans and executes (see the module doc).
+    pub async fn step(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
+        let changes = self.committed.committed_since(self.applied)?;
+        for r in changes.records {
+            self.view.insert(r.path.clone(), r);
+        }
+        self.applied = self.applied.max(changes.applied);
+        let ignore = load_ignore(self.fs.as_ref());
+        let scanner = Scanner {
+            fs: self.fs.as_ref(),
+            store: self.store.as_ref(),
+            chunker: &self.chunker,
+            ignore: &ignore,
+        };
+        let out = scanner.scan(scope, &self.local)?;
+        {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            for t in &out.trees {
+                t.store_into(&mut *nodes);
+            }
+        }
+        let p = {
+            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let chunks = Chunks {
+                store: self.store.as_ref(),
+                nodes: &nodes,
+            };
+            let ignored = |path: &str, dir: bool| ignore.is_ignored(path, dir);
+            plan(
+                &self.cfg,
+                &PlanInput {
+                    disk: &out.view,
+                    committed: &self.view,
+                    local: &self.local,
+                    chunks: &chunks,
+                    ignored: &ignored,
+                    now_ms,
+                },
+            )
+        };
+        let mut rep = StepReport {
+            verdict: Some(p.verdict.clone()),
+            ..StepReport::default()
+        };
+        if let Verdict::Halt(reason) = &p.verdict {
+            tracing::error!(%reason, "sync halted");
+            return Ok(rep);
+        }
+        let mut batch: Vec<Proposal> = Vec::new();
+        let mut moved: HashMap<String, Stat> = HashMap::new();
+        for a in p.actions {
+            if !matches!(a, Action::Propose(_)) && !batch.is_empty() {
+                self.propose(std::mem::take(&mut batch), &moved, now_ms, &mut rep)
+                    .await?;
+            }
+            self.execute(a, &mut batch, &mut moved, now_ms, &mut rep)
+                .await;
+        }
+        if !batch.is_empty() {
+            self.propose(batch, &moved, now_ms, &mut rep).await?;
+        }
+        Ok(rep)
+    }
+
+    fn materializer(&self, now_ms: u64) -> Materializer<'_> {
+        Materializer {
+            fs: self.fs.as_ref(),
+            store: self.store.as_ref(),
+            chunker: &self.chunker,
+            node: self.node(),
+            now_ms,
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        a: Action,
+        batch: &mut Vec<Proposal>,
+        moved: &mut HashMap<String, Stat>,
+        now_ms: u64,
+        rep: &mut StepReport,
+    ) {
+        let m = self.materializer(now_ms);
+        let res: Result<(), String> = match a {
+            Action::MakeConflictCopy {
+                path,
+                conflict_path,
+                expect,
+            } => match m.conflict_copy(&path, &conflict_path, &expect) {
+                Ok(Some(stat)) => {
+                    rep.conflicts += 1;
+                    moved.insert(conflict_path, stat);
+                    Ok(())
+                }
+                Ok(None) => {
+                    rep.dirty.push(path);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Action::Propose(p) => {
+                let skip = match &p {
+                    Proposal::Put { path, stat, .. } => self.rejected.get(path) == Some(stat),
+                    Proposal::Delete { .. } => false,
+                };
+                if !skip {
+                    batch.push(p);
+                }
+                Ok(())
+            }
+            Action::Fetch {
+                root,
+                size,
+                holders,
+                missing,
+                ..
+            } => self.fetch(root, size, &holders, missing, rep).await,
+            Action::Write {
+                path,
+                record,
+                expect,
+            } => {
+                let list = self.tree_chunks(record.meta.root, record.meta.size);
+                match list
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| m.write_file(&record, &l, expect).map_err(|e| e.to_string()))
+                {
+                    Ok(placed) => {
+                        rep.written += 1;
+                        if let Some(c) = placed.conflict {
+                            rep.conflicts += 1;
+                            rep.dirty.push(c);
+                        }
+                        self.local.insert(
+                            path,
+                            LocalEntry::committed(record.meta, placed.stat, record.version),
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Action::Mkdir {
+                path,
+                record,
+                expect,
+            }
+            | Action::Symlink {
+                path,
+                record,
+                expect,
+            } => {
+                let res = if record.meta.is_dir() {
+                    m.mkdir(&record, expect)
+                } else {
+                    m.symlink(&record, expect)
+                };
+                match res {
+                    Ok(placed) => {
+                        rep.written += 1;
+                        if let Some(c) = placed.conflict {
+                            rep.conflicts += 1;
+                            rep.dirty.push(c);
+                        }
+                        self.local.insert(
+                            path,
+                            LocalEntry::committed(record.meta, placed.stat, record.version),
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Action::Delete { path, expect, .. } => match m.delete(&path, &expect) {
+                Ok(Deleted::Removed | Deleted::AlreadyAbsent) => {
+                    rep.deleted += 1;
+                    self.local.remove(&path);
+                    Ok(())
+                }
+                Ok(Deleted::Changed | Deleted::NotEmpty) => {
+                    rep.dirty.push(path);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Action::Record { path, entry } => {
+                self.local.insert(path, entry);
+                Ok(())
+            }
+            Action::Forget { path } => {
+                self.local.remove(&path);
+                Ok(())
+            }
+            Action::Skip { path, reason } => {
+                tracing::debug!(path, ?reason, "skipped");
+                Ok(())
+            }
+        };
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "action failed; retrying later");
+            rep.errors.push(e);
+        }
+    }
+
+    /// The chunk list of a version whose tree nodes are local.
+    fn tree_chunks(&self, root: Hash, size: u64) -> Result<Vec<ChunkEntry>, MerkleError> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        FileTree { root, size }.chunks(&*nodes)
+    }
+
+    /// Gets what a write needs: tree nodes first if unknown, then chunks.
+    async fn fetch(
+        &mut self,
+        root: Hash,
+        size: u64,
+        holders: &[NodeId],
+        missing: Missing,
+        rep: &mut StepReport,
+    ) -> Result<(), String> {
+        let hashes = match missing {
+            Missing::Chunks(h) => h,
+            Missing::Tree => {
+                // One round trip per missing node: the tree is walked again
+                // after each (small files are a single leaf).
+                let list = loop {
+                    match self.tree_chunks(root, size) {
+                        Ok(list) => break list,
+                        Err(MerkleError::MissingNode(h)) => {
+                            let got = self
+                                .fetcher
+                                .fetch_nodes(holders, &[h])
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let Some((_, bytes)) = got
+                                .into_iter()
+                                .find(|(g, b)| *g == h && node_hash(b).ok() == Some(h))
+                            else {
+                                return Err(format!("no holder served tree node {h}"));
+                            };
+                            self.nodes
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .put_node(h, bytes);
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                };
+                let mut seen = std::collections::HashSet::new();
+                list.iter()
+                    .map(|c| c.hash)
+                    .filter(|h| seen.insert(*h) && !self.store.has(h).unwrap_or(false))
+                    .collect()
+            }
+        };
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let got = self
+            .fetcher
+            .fetch(holders, &hashes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let verified: Vec<(Hash, &[u8])> = got
+            .iter()
+            .filter(|(h, d)| Hash::of_chunk(d) == *h)
+            .map(|(h, d)| (*h, &d[..]))
+            .collect();
+        self.store.put_many(&verified).map_err(|e| e.to_string())?;
+        rep.chunks_fetched += verified.len();
+        if verified.len() < hashes.len() {
+            return Err(format!(
+                "{} of {} chunks could not be fetched",
+                hashes.len() - verified.len(),
+                hashes.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends one batch of proposals and applies the outcomes locally.
+    async fn propose(
+        &mut self,
+        batch: Vec<Proposal>,
+        moved: &HashMap<String, Stat>,
+        now_ms: u64,
+        rep: &mut StepReport,
+    ) -> Result<(), StepError> {
+        let node = self.node();
+        let ops: Vec<ProposeOp> = batch
+            .iter()
+            .map(|p| match p {
+                Proposal::Put {
+                    path,
+                    meta,
+                    mtime_ns,
+                    base,
+                    ..
+                } => ProposeOp::Put {
+                    path: path.clone(),
+                    meta: meta.clone(),
+                    mtime_ns: *mtime_ns,
+                    origin: node,
+                    base: *base,
+                    holders: super::plan::local_holders(node, meta),
+                },
+                Proposal::Delete { path, base } => ProposeOp::Delete {
+                    path: path.clone(),
+                    base: *base,
+                },
+            })
+            .collect();
+        let outcomes = self.committed.propose(ops).await?;
+        rep.proposed += batch.len();
+        for (p, o) in batch.into_iter().zip(outcomes) {
+            match (p, o) {
+                (
+                    Proposal::Put {
+                        path, meta, stat, ..
+                    },
+                    ProposeOutcome::Applied(v) | ProposeOutcome::Unchanged(v),
+                ) => {
+                    let stat = moved.get(&path).copied().unwrap_or(stat);
+                    self.rejected.remove(&path);
+                    self.local
+                        .insert(path, LocalEntry::committed(meta, stat, v));
+                }
+                (
+                    Proposal::Put {
+                        path, meta, stat, ..
+                    },
+                    ProposeOutcome::Conflict {
+                        path: cpath,
+                        version,
+                    },
+                ) => {
+                    let stat = moved.get(&path).copied().unwrap_or(stat);
+                    match self
+                        .materializer(now_ms)
+                        .conflict_copy(&path, &cpath, &stat)
+                    {
+                        Ok(Some(st)) => {
+                            rep.conflicts += 1;
+                            self.local
+                                .insert(cpath, LocalEntry::committed(meta, st, version));
+                        }
+                        Ok(None) => rep.dirty.push(path),
+                        Err(e) => rep.errors.push(e.to_string()),
+                    }
+                }
+                (Proposal::Put { path, stat, .. }, ProposeOutcome::Rejected(why)) => {
+                    tracing::warn!(path, why, "proposal rejected");
+                    rep.errors.push(format!("{path}: rejected: {why}"));
+                    self.rejected.insert(path, stat);
+                }
+                (Proposal::Delete { path, .. }, _) => {
+                    self.local.remove(&path);
+                }
+                (p, o) => rep
+                    .errors
+                    .push(format!("{}: unexpected outcome {o:?}", p.path())),
+            }
+        }
+        Ok(())
+    }
+}
