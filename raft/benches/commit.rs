@@ -3,7 +3,8 @@
 //! temp dir).
 //!
 //! Prints, for a 3-node cluster and, as the same-run baseline, a 1-node
-//! cluster (no replication):
+//! cluster (no replication), each measured on a fresh cluster (the index
+//! grows with every run, so sharing one would favour the first line):
 //! - committed file ops/s with 1,000-op batches, `CONCURRENCY` proposals in
 //!   flight (`FILESYNCD_BENCH_CONCURRENCY`, default 16), proposed on the leader
 //!   and (3 nodes) forwarded from a follower;
@@ -145,43 +146,44 @@ async fn latency(node: &Node, tag: &str) -> (Duration, Duration) {
     (at(0.50), at(0.99))
 }
 
-async fn run() {
-    let batches = env_usize("FILESYNCD_BENCH_BATCHES").unwrap_or(64);
-
-    let one = cluster(1).await;
-    let base_tput = throughput(&one.nodes[0], batches, "one").await;
-    let (base_p50, base_p99) = latency(&one.nodes[0], "one").await;
-    for n in &one.nodes {
-        n.shutdown().await.expect("shutdown");
-    }
-
-    let three = cluster(3).await;
-    let leader = three.nodes.iter().find(|n| n.is_leader()).expect("leader");
-    let follower = three
+/// One measurement on a fresh cluster of `n` nodes, proposing on the leader
+/// or on a follower: (ops/s, p50, p99).
+async fn measure(n: u64, on_follower: bool, batches: usize) -> (f64, Duration, Duration) {
+    let c = cluster(n).await;
+    let node = c
         .nodes
         .iter()
-        .find(|n| !n.is_leader())
-        .expect("follower");
-    let tput = throughput(leader, batches, "leader").await;
-    let fwd_tput = throughput(follower, batches, "follower").await;
-    let (p50, p99) = latency(leader, "leader").await;
-    let (fwd_p50, fwd_p99) = latency(follower, "follower").await;
-    for n in &three.nodes {
-        n.shutdown().await.expect("shutdown");
+        .find(|x| x.is_leader() != on_follower)
+        .expect("a node in that role");
+    let tag = if on_follower { "follower" } else { "leader" };
+    let (p50, p99) = latency(node, tag).await;
+    let tput = throughput(node, batches, tag).await;
+    for x in &c.nodes {
+        x.shutdown().await.expect("shutdown");
     }
+    (tput, p50, p99)
+}
 
+async fn run() {
+    let batches = env_usize("FILESYNCD_BENCH_BATCHES").unwrap_or(64);
     let c = concurrency();
     let ops = batches.div_ceil(c) * c * BATCH;
-    println!("commit bench: {ops} file ops per run, {BATCH}-op batches, {c} in flight");
-    println!("1 node  (baseline)   : {base_tput:>10.0} ops/s   single-op p50 {base_p50:>9.2?} p99 {base_p99:>9.2?}");
-    println!(
-        "3 nodes, on leader   : {tput:>10.0} ops/s   single-op p50 {p50:>9.2?} p99 {p99:>9.2?}"
-    );
-    println!("3 nodes, forwarded   : {fwd_tput:>10.0} ops/s   single-op p50 {fwd_p50:>9.2?} p99 {fwd_p99:>9.2?}");
+    println!("commit bench: {ops} file ops per run, {BATCH}-op batches, {c} in flight, fresh cluster per line");
+    let rows = [
+        ("1 node  (baseline)", 1, false),
+        ("3 nodes, on leader", 3, false),
+        ("3 nodes, forwarded", 3, true),
+    ];
+    let mut tputs = Vec::new();
+    for (label, n, on_follower) in rows {
+        let (tput, p50, p99) = measure(n, on_follower, batches).await;
+        println!("{label:<20}: {tput:>10.0} ops/s   single-op p50 {p50:>9.2?} p99 {p99:>9.2?}");
+        tputs.push(tput);
+    }
     println!(
         "ratio 3-node/1-node throughput: {:.2} (leader), {:.2} (forwarded)",
-        tput / base_tput,
-        fwd_tput / base_tput
+        tputs[1] / tputs[0],
+        tputs[2] / tputs[0]
     );
 }
 
