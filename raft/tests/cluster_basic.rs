@@ -7,8 +7,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use filesyncd_raft::command::{Outcome, Response};
+use filesyncd_raft::network::{decode, encode, RemoteFailure, Reply};
+use filesyncd_raft::node::NodeError;
+use filesyncd_raft::transport::RpcKind;
 use fixtures::ops::{init, put, root_of};
 use fixtures::{info, init_tracing, is_timeout, must_propose, test_config, Cluster};
+use openraft::error::RaftError;
+use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::Vote;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -48,8 +54,35 @@ async fn three_nodes_replicate_writes_from_any_node() {
             assert_eq!(rec.state.unwrap().root, root_of("x"));
         }
     }
-    c.check_apply_order().unwrap();
+    // 1 init + 3 puts (+ a blank leader entry) on each of 3 nodes.
+    assert!(c.check_apply_order().unwrap() >= 12);
     assert!(c.leaders.violations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_refuses_work_with_typed_errors() {
+    init_tracing();
+    let mut c = Cluster::new(1, 6, test_config()).await;
+    must_propose(c.node(1), vec![init()]).await;
+    let handle = c.node(1).clone();
+    c.stop(1).await;
+    let e = handle
+        .propose(vec![put("late", "x", None, 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NodeError::ShuttingDown), "{e:?}");
+    // Incoming RPCs are answered "unavailable" (callers back off).
+    let req = VoteRequest::new(Vote::new(9, 2), None);
+    let bytes = handle
+        .handle_rpc(RpcKind::Vote, encode(&req).unwrap())
+        .await;
+    let reply: Reply<VoteResponse<u64>, RaftError<u64>> = decode(&bytes).unwrap();
+    assert!(
+        matches!(reply, Reply::Failed(RemoteFailure::Unavailable(_))),
+        "{reply:?}"
+    );
+    // Shutting down twice is fine.
+    handle.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
