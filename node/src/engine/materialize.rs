@@ -299,7 +299,40 @@ impl Materializer<'_> {
             .map_err(io_err("rename", path))?;
         self.sync_parents(path, conflict_path)?;
         self.store.forget_file(path)?;
+        self.reindex(conflict_path)?;
         Ok(Some(self.stat_of(conflict_path)?))
+    }
+
+    /// Re-indexes the chunk locations of a file that was moved (its chunks
+    /// must stay readable: it is proposed with this node as holder). A file
+    /// that changes meanwhile is left unindexed (the next scan hashes it).
+    fn reindex(&self, path: &str) -> Result<()> {
+        let Some(st) = self.fs.lstat(path).map_err(io_err("lstat", path))? else {
+            return Ok(());
+        };
+        if st.kind != FileKind::File {
+            return Ok(());
+        }
+        let f = self.fs.open_read(path).map_err(io_err("open", path))?;
+        let before = f.stat().map_err(io_err("fstat", path))?;
+        let mut located: Vec<(u64, ChunkEntry)> = Vec::new();
+        let sink = |o: u64, e: &ChunkEntry, _: &[u8]| {
+            located.push((o, *e));
+            Ok::<(), std::convert::Infallible>(())
+        };
+        if let Err(PipelineError::Read(e)) = chunk_and_hash_with(f, self.chunker, sink) {
+            return Err(io_err("read", path)(io::Error::other(e)));
+        }
+        let after = self.fs.lstat(path).map_err(io_err("lstat", path))?;
+        if after.is_some_and(|a| a.unchanged(&before)) {
+            let stamp = FileStamp {
+                inode: before.ino,
+                size: before.size,
+                mtime_ns: before.mtime_ns,
+            };
+            self.store.index_file(path, stamp, &located)?;
+        }
+        Ok(())
     }
 
     /// Re-checks the target, moves unseen local content aside, renames the
@@ -345,6 +378,7 @@ impl Materializer<'_> {
                 Ok(()) => {
                     tracing::warn!(path, conflict = %c, "local change kept as a conflict copy");
                     self.store.forget_file(path)?;
+                    self.reindex(&c)?;
                     return Ok(c);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
