@@ -1,1 +1,314 @@
-fn main() {}
+//! Bulk chunk transfer between two processes on loopback, next to a plain
+//! TCP copy of the same bytes, and Raft round-trip latency idle vs during
+//! the transfer.
+//!
+//! `cargo bench -p filesyncd-p2p --bench transfer`
+//! (env `FILESYNCD_BENCH_MIB`, default 1024: data size in MiB, 64 KiB chunks).
+//!
+//! The bench binary spawns itself with `FILESYNCD_BENCH_ROLE=serve` as the
+//! serving process: it regenerates the same pseudo-random chunks from a
+//! seed, serves them over `/filesyncd/chunks/1` and over a plain TCP socket,
+//! and answers Raft requests. The measuring process fetches everything
+//! (each chunk blake3-verified, as in production), and probes a 64-byte
+//! Raft request every 50 ms, first idle, then while the fetch runs.
+
+use filesyncd_p2p::{
+    start, ChunkProvider, FetchPlan, Hash, Keypair, Multiaddr, P2pClient, P2pConfig, P2pEvent,
+    PeerId, Services,
+};
+use futures::StreamExt;
+use rand::{RngCore, SeedableRng};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CHUNK: usize = 64 * 1024;
+const SEED: u64 = 0x5eed_f11e;
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+const IDLE_PROBES: usize = 100;
+
+fn mib() -> usize {
+    std::env::var("FILESYNCD_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// The chunks, generated in order from the seed; calls `f` on each.
+fn for_each_chunk(total_mib: usize, mut f: impl FnMut(Vec<u8>)) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    for _ in 0..total_mib * (1 << 20) / CHUNK {
+        let mut c = vec![0u8; CHUNK];
+        rng.fill_bytes(&mut c);
+        f(c);
+    }
+}
+
+struct MemProvider(HashMap<Hash, Arc<Vec<u8>>>);
+
+impl ChunkProvider for MemProvider {
+    fn get(&self, hash: &Hash) -> Option<Vec<u8>> {
+        self.0.get(hash).map(|c| c.as_ref().clone())
+    }
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// Defaults, unless overridden for exploration by `FILESYNCD_BENCH_STREAMS`
+/// (chunk streams per peer), `FILESYNCD_BENCH_BATCH` (hashes per request),
+/// `FILESYNCD_BENCH_WINDOW_MIB` (QUIC stream window; the connection window
+/// follows the starvation rule).
+fn config() -> P2pConfig {
+    let mut c = P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("multiaddr")],
+        ..P2pConfig::default()
+    };
+    if let Some(n) = env_usize("FILESYNCD_BENCH_STREAMS") {
+        c.limits.fetch_streams_per_peer = n;
+        c.limits.serve_streams_per_peer = n;
+    }
+    if let Some(n) = env_usize("FILESYNCD_BENCH_BATCH") {
+        c.limits.fetch_batch = n;
+    }
+    if let Some(n) = env_usize("FILESYNCD_BENCH_WINDOW_MIB") {
+        c.quic.stream_window = (n << 20) as u32;
+    }
+    let streams = c.limits.fetch_streams_per_peer as u32;
+    c.quic.connection_window = c
+        .quic
+        .connection_window
+        .max(c.quic.stream_window * (streams + 2));
+    c
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if std::env::var("FILESYNCD_BENCH_ROLE").as_deref() == Ok("serve") {
+        rt.block_on(serve());
+    } else {
+        rt.block_on(measure());
+    }
+}
+
+async fn answer(mut events: tokio::sync::mpsc::Receiver<P2pEvent>) {
+    while let Some(ev) = events.recv().await {
+        if let P2pEvent::RaftRequest { bytes, reply, .. } = ev {
+            let _ = reply.send(bytes);
+        }
+    }
+}
+
+/// The serving process.
+async fn serve() {
+    let client_peer: PeerId = std::env::var("FILESYNCD_BENCH_CLIENT")
+        .expect("FILESYNCD_BENCH_CLIENT")
+        .parse()
+        .expect("peer id");
+    let mut chunks = Vec::new();
+    for_each_chunk(mib(), |c| chunks.push(Arc::new(c)));
+    let map = chunks
+        .iter()
+        .map(|c| (Hash::of_chunk(c), c.clone()))
+        .collect();
+    let (client, events) = start(
+        Keypair::generate_ed25519(),
+        config(),
+        Services {
+            chunks: Arc::new(MemProvider(map)),
+            join_verifier: None,
+        },
+    )
+    .await
+    .expect("start");
+    tokio::spawn(answer(events));
+    client
+        .set_members([client.local_peer_id(), client_peer].into_iter().collect())
+        .await
+        .expect("members");
+
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("tcp bind");
+    let tcp_addr = tcp.local_addr().expect("tcp addr");
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = tcp.accept() {
+            for c in &chunks {
+                if s.write_all(c).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let addr = &client.listen_addrs().await.expect("addrs")[0];
+    println!("READY {} {} {}", client.local_peer_id(), addr, tcp_addr);
+    std::io::stdout().flush().expect("stdout");
+    // Serve until the measuring process closes our stdin.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await
+    .expect("stdin");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(mut v: Vec<Duration>) -> String {
+    v.sort();
+    format!(
+        "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={})",
+        percentile(&v, 0.50).as_secs_f64() * 1e3,
+        percentile(&v, 0.99).as_secs_f64() * 1e3,
+        v.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        v.len()
+    )
+}
+
+/// Raft round trips every 50 ms until `stop` (or `max` samples).
+async fn probe(
+    client: P2pClient,
+    peer: PeerId,
+    stop: Arc<AtomicBool>,
+    max: usize,
+) -> Vec<Duration> {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) && out.len() < max {
+        tick.tick().await;
+        let t0 = Instant::now();
+        client
+            .raft_request(peer, vec![1u8; 64])
+            .await
+            .expect("raft probe");
+        out.push(t0.elapsed());
+    }
+    out
+}
+
+/// The measuring process.
+async fn measure() {
+    let total_mib = mib();
+    let keypair = Keypair::generate_ed25519();
+    let me = keypair.public().to_peer_id();
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .env("FILESYNCD_BENCH_ROLE", "serve")
+        .env("FILESYNCD_BENCH_MIB", total_mib.to_string())
+        .env("FILESYNCD_BENCH_CLIENT", me.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the serving process");
+    let mut hashes = Vec::new();
+    for_each_chunk(total_mib, |c| hashes.push(Hash::of_chunk(&c)));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("READY line");
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        parts.first(),
+        Some(&"READY"),
+        "serving process said {line:?}"
+    );
+    let server: PeerId = parts[1].parse().expect("server peer id");
+    let server_addr: Multiaddr = parts[2].parse().expect("server multiaddr");
+    let tcp_addr = parts[3].to_owned();
+
+    let (client, events) = start(
+        keypair,
+        config(),
+        Services {
+            chunks: Arc::new(MemProvider(HashMap::new())),
+            join_verifier: None,
+        },
+    )
+    .await
+    .expect("start");
+    tokio::spawn(answer(events));
+    client
+        .set_members([me, server].into_iter().collect())
+        .await
+        .expect("members");
+    client
+        .add_addresses(server, vec![server_addr])
+        .await
+        .expect("addresses");
+    client.raft_request(server, vec![0]).await.expect("warm-up");
+
+    let idle = probe(
+        client.clone(),
+        server,
+        Arc::new(AtomicBool::new(false)),
+        IDLE_PROBES,
+    )
+    .await;
+
+    // Plain TCP copy of the same bytes.
+    let tcp_secs = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(tcp_addr).expect("tcp connect");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0usize;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => panic!("tcp read: {e}"),
+            }
+        }
+        assert_eq!(n, total_mib << 20);
+        t0.elapsed().as_secs_f64()
+    })
+    .await
+    .expect("tcp copy");
+
+    // p2p fetch with the Raft probe running alongside.
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = tokio::spawn(probe(client.clone(), server, stop.clone(), usize::MAX));
+    let t0 = Instant::now();
+    let mut fetch = client.fetch_chunks(FetchPlan::from_all(&[server], hashes.iter().copied()));
+    let mut bytes = 0usize;
+    let mut count = 0usize;
+    while let Some(item) = fetch.next().await {
+        let (_, data) = item.expect("every chunk fetched");
+        bytes += data.len();
+        count += 1;
+    }
+    let p2p_secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let loaded = prober.await.expect("probe");
+    assert_eq!(count, hashes.len());
+    assert_eq!(bytes, total_mib << 20);
+
+    let tcp_rate = total_mib as f64 / tcp_secs;
+    let p2p_rate = total_mib as f64 / p2p_secs;
+    println!(
+        "transfer: {total_mib} MiB as {} chunks of 64 KiB, two processes on loopback",
+        hashes.len()
+    );
+    println!("  plain TCP copy           {tcp_rate:9.1} MiB/s  ({tcp_secs:.2} s)");
+    println!("  p2p chunks (QUIC, verified) {p2p_rate:6.1} MiB/s  ({p2p_secs:.2} s)");
+    println!("  ratio p2p / tcp          {:9.3}", p2p_rate / tcp_rate);
+    println!("raft round trip (64 B, every 50 ms):");
+    println!("  idle            {}", summary(idle));
+    println!("  during transfer {}", summary(loaded));
+
+    client.shutdown().await;
+    drop(child.stdin.take());
+    let _ = child.wait();
+}

@@ -31,9 +31,11 @@
 //! connection is established*, the members-only protocols are not even
 //! offered: multistream-select refuses them, the stream is reset before a
 //! byte of payload is read, and the caller gets `UnsupportedProtocol`.
-//! Membership changes close connections whose gating no longer matches
-//! (removed members, and joiners that became members, who then redial with
-//! full rights). Removed members are refused at connection establishment.
+//! Membership changes: a removed member's connections are closed at once
+//! and it is refused at connection establishment from then on (until
+//! re-added). A stranger that becomes a member (a joiner) keeps its join
+//! connection until the join window ends; members-only traffic dials a
+//! fresh connection, which gets full handlers.
 //!
 //! # Framing of request-response messages
 //! `u32 little-endian length ‖ body`. The receiver reads the length, refuses
