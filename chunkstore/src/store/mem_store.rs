@@ -81,12 +81,15 @@ impl MemChunkStore {
     /// Flips one byte of the chunk's blob (tests: simulated bit rot).
     #[cfg(test)]
     pub(crate) fn corrupt_blob(&self, hash: &Hash) -> bool {
-        match self.lock().blobs.get_mut(hash).and_then(|b| b.first_mut()) {
-            Some(byte) => {
-                *byte ^= 0x55;
+        match self.lock().blobs.get_mut(hash) {
+            // Bit rot does not heal: a blob already corrupt stays as it is
+            // (flipping the byte again would restore it).
+            Some(b) if !b.is_empty() && Hash::of_chunk(b) != *hash => true,
+            Some(b) if !b.is_empty() => {
+                b[0] ^= 0x55;
                 true
             }
-            None => false,
+            Some(_) | None => false,
         }
     }
 }
