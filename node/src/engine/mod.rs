@@ -2,6 +2,7 @@
 
 pub mod fs;
 pub mod fs_fake;
+mod fs_fake_state;
 pub mod fs_real;
 pub mod ignore;
 pub mod materialize;
@@ -16,6 +17,8 @@ pub mod watch;
 
 #[cfg(test)]
 mod materialize_tests;
+#[cfg(test)]
+mod plan_guard_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]

@@ -7,29 +7,29 @@ use filesyncd_merkle::{ChunkEntry, Hash};
 use super::plan::*;
 use super::types::*;
 
-const NOW: u64 = 1_735_689_599_000; // 2024-12-31 23:59:59 UTC
-const CONFLICT: &str = "f.sync-conflict-20241231-235959-9";
+pub(super) const NOW: u64 = 1_735_689_599_000; // 2024-12-31 23:59:59 UTC
+pub(super) const CONFLICT: &str = "f.sync-conflict-20241231-235959-9";
 
-fn h(b: u8) -> Hash {
+pub(super) fn h(b: u8) -> Hash {
     Hash([b; 32])
 }
 
 /// File contents: A and C have known trees whose chunks are held, B's
 /// chunk is missing, U's tree is unknown.
-fn a() -> Meta {
+pub(super) fn a() -> Meta {
     Meta::file(h(1), 10, 0o644)
 }
-fn b() -> Meta {
+pub(super) fn b() -> Meta {
     Meta::file(h(2), 10, 0o644)
 }
-fn c() -> Meta {
+pub(super) fn c() -> Meta {
     Meta::file(h(4), 10, 0o644)
 }
-fn u() -> Meta {
+pub(super) fn u() -> Meta {
     Meta::file(h(3), 10, 0o644)
 }
 
-struct Chunks;
+pub(super) struct Chunks;
 impl ChunkView for Chunks {
     fn has_chunk(&self, x: &Hash) -> bool {
         *x != h(12)
@@ -40,7 +40,7 @@ impl ChunkView for Chunks {
     }
 }
 
-fn st(ino: u64, mtime: i64) -> Stat {
+pub(super) fn st(ino: u64, mtime: i64) -> Stat {
     Stat {
         kind: FileKind::File,
         size: 10,
@@ -50,7 +50,7 @@ fn st(ino: u64, mtime: i64) -> Stat {
         mode: 0o644,
     }
 }
-fn dir_st(ino: u64, mode: u32) -> Stat {
+pub(super) fn dir_st(ino: u64, mode: u32) -> Stat {
     Stat {
         kind: FileKind::Dir,
         size: 4096,
@@ -60,10 +60,10 @@ fn dir_st(ino: u64, mode: u32) -> Stat {
         mode,
     }
 }
-const S1: fn() -> Stat = || st(1, 100);
-const S2: fn() -> Stat = || st(1, 200);
+pub(super) const S1: fn() -> Stat = || st(1, 100);
+pub(super) const S2: fn() -> Stat = || st(1, 200);
 
-fn rec(path: &str, meta: Meta, v: u64) -> VersionRecord {
+pub(super) fn rec(path: &str, meta: Meta, v: u64) -> VersionRecord {
     VersionRecord {
         path: path.into(),
         meta,
@@ -73,16 +73,16 @@ fn rec(path: &str, meta: Meta, v: u64) -> VersionRecord {
         deleted: false,
     }
 }
-fn tomb(path: &str, v: u64) -> VersionRecord {
+pub(super) fn tomb(path: &str, v: u64) -> VersionRecord {
     VersionRecord {
         deleted: true,
         ..rec(path, a(), v)
     }
 }
-fn at(meta: Meta, stat: Stat, v: u64) -> LocalEntry {
+pub(super) fn at(meta: Meta, stat: Stat, v: u64) -> LocalEntry {
     LocalEntry::committed(meta, stat, VersionId::new(v, 0))
 }
-fn pending(meta: Meta, stat: Stat, base: Option<u64>) -> LocalEntry {
+pub(super) fn pending(meta: Meta, stat: Stat, base: Option<u64>) -> LocalEntry {
     LocalEntry {
         meta,
         stat,
@@ -90,7 +90,7 @@ fn pending(meta: Meta, stat: Stat, base: Option<u64>) -> LocalEntry {
         base: base.map(|b| VersionId::new(b, 0)),
     }
 }
-fn on_disk(stat: Stat, meta: Meta) -> DiskEntry {
+pub(super) fn on_disk(stat: Stat, meta: Meta) -> DiskEntry {
     DiskEntry {
         stat,
         meta: Some(meta),
@@ -99,25 +99,29 @@ fn on_disk(stat: Stat, meta: Meta) -> DiskEntry {
 
 /// A world of several paths.
 #[derive(Default)]
-struct World {
-    disk: BTreeMap<String, DiskEntry>,
-    local: BTreeMap<String, LocalEntry>,
-    committed: BTreeMap<String, VersionRecord>,
-    scope: Option<Scope>,
-    marker: Option<Marker>,
-    root_empty: bool,
-    unreadable: Vec<String>,
-    ignored: HashSet<String>,
+pub(super) struct World {
+    pub(super) disk: BTreeMap<String, DiskEntry>,
+    pub(super) local: BTreeMap<String, LocalEntry>,
+    pub(super) committed: BTreeMap<String, VersionRecord>,
+    pub(super) scope: Option<Scope>,
+    pub(super) marker: Option<Marker>,
+    pub(super) root_empty: bool,
+    pub(super) unreadable: Vec<String>,
+    pub(super) ignored: HashSet<String>,
 }
 
 impl World {
-    fn one(d: Option<DiskEntry>, l: Option<LocalEntry>, t: Option<VersionRecord>) -> World {
+    pub(super) fn one(
+        d: Option<DiskEntry>,
+        l: Option<LocalEntry>,
+        t: Option<VersionRecord>,
+    ) -> World {
         let mut w = World::default();
         w.put("f", d, l, t);
         w
     }
 
-    fn put(
+    pub(super) fn put(
         &mut self,
         p: &str,
         d: Option<DiskEntry>,
@@ -136,7 +140,7 @@ impl World {
         }
     }
 
-    fn plan_with(&self, cfg: &PlanConfig) -> Plan {
+    pub(super) fn plan_with(&self, cfg: &PlanConfig) -> Plan {
         let view = DiskView {
             entries: self.disk.clone(),
             scope: self.scope.clone().unwrap_or(Scope::Full),
@@ -158,12 +162,12 @@ impl World {
         )
     }
 
-    fn plan(&self) -> Plan {
+    pub(super) fn plan(&self) -> Plan {
         self.plan_with(&PlanConfig::new("c1", 9))
     }
 }
 
-fn expect_str(e: &Expect) -> String {
+pub(super) fn expect_str(e: &Expect) -> String {
     match e {
         Expect::Absent => "absent".into(),
         Expect::Entry(s) => format!("mtime{}", s.mtime_ns),
@@ -171,7 +175,7 @@ fn expect_str(e: &Expect) -> String {
 }
 
 /// One line per action, compact enough for tables.
-fn summary(p: &Plan) -> Vec<String> {
+pub(super) fn summary(p: &Plan) -> Vec<String> {
     p.actions
         .iter()
         .map(|a| match a {
@@ -537,157 +541,4 @@ fn ignored_unsyncable_and_unscanned_paths() {
         summary(&w.plan()),
         vec!["write f v7 mtime100", "write g v8 absent"]
     );
-}
-
-#[test]
-fn marker_and_empty_root_halt_everything() {
-    let base = || World::one(None, Some(at(a(), S1(), 5)), Some(rec("f", c(), 7)));
-    for (marker, root_empty) in [
-        (Marker::Missing, false),
-        (Marker::Found("other".into()), false),
-        (Marker::Unreadable("EIO".into()), false),
-        (Marker::Found("c1".into()), true),
-    ] {
-        let mut w = base();
-        w.marker = Some(marker.clone());
-        w.root_empty = root_empty;
-        let p = w.plan();
-        assert!(matches!(p.verdict, Verdict::Halt(_)), "{marker:?}");
-        assert!(p.actions.is_empty());
-    }
-    // An empty root is fine when nothing is known, or when confirmed.
-    let mut w = World::one(None, None, Some(rec("f", c(), 7)));
-    w.root_empty = true;
-    assert_eq!(w.plan().verdict, Verdict::Proceed);
-    let mut w = base();
-    w.root_empty = true;
-    let cfg = PlanConfig {
-        deletes_confirmed: true,
-        ..PlanConfig::new("c1", 9)
-    };
-    assert_eq!(w.plan_with(&cfg).verdict, Verdict::Proceed);
-}
-
-fn many(known: usize, vanished: usize) -> World {
-    let mut w = World::default();
-    for i in 0..known {
-        let p = format!("f{i:03}");
-        let d = (i >= vanished).then(|| on_disk(S1(), a()));
-        w.put(&p, d, Some(at(a(), S1(), 5)), Some(rec(&p, a(), 5)));
-    }
-    w.put("new", None, None, Some(rec("new", c(), 9)));
-    w
-}
-
-#[test]
-fn mass_delete_pauses_local_deletes_only() {
-    let p = many(20, 15).plan();
-    assert_eq!(
-        p.verdict,
-        Verdict::Pause(PauseReason::MassDelete {
-            vanished: 15,
-            known: 20
-        })
-    );
-    assert_eq!(
-        summary(&p),
-        vec!["write new v9 absent"],
-        "other actions go on"
-    );
-    for (known, vanished) in [(20, 10), (4, 4)] {
-        let p = many(known, vanished).plan();
-        assert_eq!(p.verdict, Verdict::Proceed, "{known}/{vanished}");
-        assert_eq!(summary(&p).len(), vanished + 1);
-    }
-    let cfg = PlanConfig {
-        deletes_confirmed: true,
-        ..PlanConfig::new("c1", 9)
-    };
-    let p = many(20, 15).plan_with(&cfg);
-    assert_eq!(p.verdict, Verdict::Proceed);
-    assert_eq!(summary(&p).len(), 16);
-}
-
-#[test]
-fn actions_come_in_execution_order() {
-    let mut w = World::default();
-    let d = |ino| on_disk(dir_st(ino, 0o755), Meta::dir(0o755));
-    let dl = |ino| at(Meta::dir(0o755), dir_st(ino, 0o755), 5);
-    // Local: dir "a" with "a/b" removed; new dir "n" with "n/x".
-    w.put("a", None, Some(dl(1)), Some(rec("a", Meta::dir(0o755), 5)));
-    w.put(
-        "a/b",
-        None,
-        Some(at(a(), S1(), 5)),
-        Some(rec("a/b", a(), 5)),
-    );
-    w.put("n/x", Some(on_disk(S1(), a())), None, None);
-    w.put("n", Some(d(2)), None, None);
-    // Remote: "r/s" new under new dir "r"; "q/z" deleted under deleted "q".
-    w.put("r/s", None, None, Some(rec("r/s", c(), 8)));
-    w.put("r", None, None, Some(rec("r", Meta::dir(0o755), 8)));
-    w.put("q", Some(d(3)), Some(dl(3)), Some(tomb("q", 8)));
-    w.put(
-        "q/z",
-        Some(on_disk(S1(), a())),
-        Some(at(a(), S1(), 5)),
-        Some(tomb("q/z", 8)),
-    );
-    assert_eq!(
-        summary(&w.plan()),
-        vec![
-            "propose-delete a/b base5",
-            "propose-delete a base5",
-            "put n base0",
-            "put n/x base0",
-            "mkdir r 755 absent",
-            "write r/s v8 absent",
-            "delete q/z v8 mtime100",
-            "delete q v8 mtime1",
-        ]
-    );
-}
-
-#[test]
-fn remote_delete_of_a_dir_with_new_local_entries_keeps_the_dir() {
-    let mut w = World::default();
-    let dst = dir_st(3, 0o755);
-    w.put(
-        "q",
-        Some(on_disk(dst, Meta::dir(0o755))),
-        Some(at(Meta::dir(0o755), dst, 5)),
-        Some(tomb("q", 8)),
-    );
-    w.put("q/new", Some(on_disk(S1(), a())), None, None);
-    assert_eq!(summary(&w.plan()), vec!["put q base8", "put q/new base0"]);
-}
-
-#[test]
-fn conflict_names_avoid_taken_names() {
-    let mut w = World::one(
-        Some(on_disk(S2(), b())),
-        Some(at(a(), S1(), 5)),
-        Some(rec("f", c(), 7)),
-    );
-    w.put(
-        CONFLICT,
-        Some(on_disk(st(7, 1), a())),
-        Some(at(a(), st(7, 1), 3)),
-        Some(rec(CONFLICT, a(), 3)),
-    );
-    let s = summary(&w.plan());
-    assert_eq!(s[0], format!("conflict f -> {CONFLICT}-2"));
-}
-
-#[test]
-fn materialized_content_is_not_proposed_again() {
-    // After the engine wrote v7 it recorded the stat it left behind: the
-    // next scan finds exactly that stat, and nothing is planned.
-    let s = st(42, 777);
-    let w = World::one(
-        Some(on_disk(s, c())),
-        Some(at(c(), s, 7)),
-        Some(rec("f", c(), 7)),
-    );
-    assert!(w.plan().actions.is_empty());
 }
