@@ -335,8 +335,19 @@ impl EventLoop {
                         },
                     };
                     if self.emit(ev) {
-                        self.replies
-                            .push(async move { (proto, channel, rx.await.ok()) }.boxed());
+                        // An app that neither replies nor drops the Reply
+                        // must not pin this entry forever.
+                        let wait = match proto {
+                            Proto::Raft => self.limits.raft_timeout,
+                            Proto::Ctl => self.limits.ctl_timeout,
+                        };
+                        self.replies.push(
+                            async move {
+                                let resp = tokio::time::timeout(wait, rx).await;
+                                (proto, channel, resp.ok().and_then(|r| r.ok()))
+                            }
+                            .boxed(),
+                        );
                     }
                 }
                 request_response::Message::Response {

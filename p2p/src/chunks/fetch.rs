@@ -176,6 +176,7 @@ enum Outcome {
 }
 
 struct BatchReport {
+    task: tokio::task::Id,
     peer: PeerId,
     wants: Vec<Want>,
     outcomes: Vec<Outcome>,
@@ -216,6 +217,7 @@ async fn coordinate(shared: Arc<FetchShared>, plan: FetchPlan, out: mpsc::Sender
         }
     }
     let mut inflight = AbortOnDrop(FuturesUnordered::new());
+    let mut batches: HashMap<tokio::task::Id, Vec<Hash>> = HashMap::new();
     let mut load: HashMap<PeerId, usize> = HashMap::new();
     loop {
         let now = Instant::now();
@@ -247,6 +249,7 @@ async fn coordinate(shared: Arc<FetchShared>, plan: FetchPlan, out: mpsc::Sender
             &mut pending,
             &mut load,
             &mut inflight.0,
+            &mut batches,
             &out,
             &mut usable,
         );
@@ -264,10 +267,19 @@ async fn coordinate(shared: Arc<FetchShared>, plan: FetchPlan, out: mpsc::Sender
         };
         let Some(report) = report else { continue };
         let report = match report {
-            Ok(r) => r,
+            Ok(r) => {
+                batches.remove(&r.task);
+                r
+            }
             Err(e) => {
+                // A batch task panicked: its hashes are reported, not lost.
                 tracing::error!("chunk batch task failed: {e}");
-                return;
+                for hash in batches.remove(&e.id()).unwrap_or_default() {
+                    if out.send(Err((hash, FetchError::Cancelled))).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
             }
         };
         if let Some(n) = load.get_mut(&report.peer) {
@@ -301,6 +313,7 @@ fn dispatch(
     pending: &mut Vec<Want>,
     load: &mut HashMap<PeerId, usize>,
     inflight: &mut FuturesUnordered<JoinHandle<BatchReport>>,
+    batches: &mut HashMap<tokio::task::Id, Vec<Hash>>,
     out: &mpsc::Sender<Fetched>,
     usable: &mut impl FnMut(&PeerId) -> bool,
 ) {
@@ -343,6 +356,7 @@ fn dispatch(
                 continue;
             }
             *load.entry(peer).or_insert(0) += 1;
+            let hashes = batch.iter().map(|w| w.hash).collect();
             let task = tokio::spawn(run_batch(
                 shared.clone(),
                 peer,
@@ -350,6 +364,7 @@ fn dispatch(
                 out.clone(),
                 [global, local],
             ));
+            batches.insert(task.id(), hashes);
             inflight.push(task);
             started = true;
             break;
@@ -371,6 +386,7 @@ async fn run_batch(
     let mut outcomes = vec![Outcome::NotAttempted; hashes.len()];
     fetch_from(&shared, peer, &hashes, &out, &mut outcomes).await;
     BatchReport {
+        task: tokio::task::id(),
         peer,
         wants,
         outcomes,
