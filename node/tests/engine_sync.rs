@@ -122,11 +122,15 @@ async fn changes_flow_between_two_nodes_without_echo() {
 
     a.write("docs/report.bin", &bytes(1, 20_000));
     a.write("empty", b"");
+    let mut sparse = bytes(7, 3000);
+    sparse.extend(vec![0u8; 200_000]);
+    a.write("sparse.img", &sparse);
     std::os::unix::fs::symlink("docs/report.bin", a.path("link")).expect("symlink");
     let r = a.step().await;
-    assert_eq!(r.proposed, 4, "docs, docs/report.bin, empty, link");
+    assert_eq!(r.proposed, 5, "docs, docs/report.bin, empty, link, sparse.img");
+    // Zero chunks are never fetched (written as holes): no fetch errors.
     let r = b.step().await;
-    assert_eq!(r.written, 4);
+    assert_eq!(r.written, 5);
     assert!(r.chunks_fetched > 0);
     assert_eq!(tree(a.dir.path()), tree(b.dir.path()));
 

@@ -1,4 +1,42 @@
-//! The sync engine (being written).
+//! The sync engine: keeps the synced directory equal to the committed index,
+//! and turns local changes into proposals.
+//!
+//! # Data path
+//! ```text
+//! watch (dirty paths | rescan) ─▶ scan (DiskView, chunk locations, trees)
+//!        committed_since ──────────▶ plan (pure) ─▶ actions, in order:
+//!   conflict copies → one batch of proposals → fetch chunks → write/mkdir/
+//!   symlink (temp, fsync, re-check, rename, fsync dir) → deletes → local index
+//! ```
+//! [`sync::Engine::step`] runs one round; the daemon calls it on every
+//! [`watch::Dirty`] batch and whenever the applied index moves.
+//!
+//! # Invariants
+//! 1. **Never unseen data.** Nothing on disk is replaced or deleted unless it
+//!    is exactly (same stat) what the engine recorded or scanned; otherwise
+//!    it is moved to a conflict copy first, or kept and proposed.
+//! 2. **No echo.** What the engine writes is recorded with the stat it left,
+//!    so the next scan finds it unchanged and proposes nothing.
+//! 3. **Nothing outside the root.** Every access goes through [`fs::Fs`],
+//!    which resolves paths beneath the root without following symlinks.
+//! 4. **Crash-safe.** A write is temp + fsync + rename + fsync(dir); a crash
+//!    leaves old or new content whole; stale temps go at start-up.
+//! 5. **No mass deletion from an empty or foreign root.** The marker and
+//!    empty-root checks halt the plan; a mass vanish pauses local deletes.
+//! 6. **Decisions see no Raft or network types**: only [`ports`].
+//!
+//! # Map
+//! | file | role |
+//! |---|---|
+//! | `types.rs` | `Meta`, `Stat`, `VersionRecord`, `LocalEntry`, `DiskEntry` |
+//! | `names.rs` | syncable paths, daemon namespace, conflict names |
+//! | `plan.rs`, `plan_types.rs` | the pure decision step and its data |
+//! | `scan.rs`, `ignore.rs` | the walk, hashing and indexing, `.filesyncignore` |
+//! | `materialize.rs` | writes, dirs, links, deletes, conflict copies, temp cleanup |
+//! | `fs.rs`, `fs_real.rs`, `fs_fake*.rs` | the file-system seam, real and fake |
+//! | `watch.rs` | notify + debouncer → dirty batches |
+//! | `ports.rs` | `Committed`, `ChunkFetcher`, in-memory twins |
+//! | `sync.rs` | one scan → plan → execute step |
 
 pub mod fs;
 pub mod fs_fake;

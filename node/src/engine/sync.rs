@@ -21,7 +21,8 @@
 //! State kept between steps (in memory here; the daemon persists it): the
 //! local index, the committed view, and the tree-node store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use filesyncd_chunkstore::chunker::Chunker;
@@ -77,17 +78,40 @@ pub struct Engine<C, F> {
     rejected: HashMap<String, Stat>,
 }
 
+/// Hashes of all-zero chunks by length: such chunks are never fetched (the
+/// materializer writes them as holes).
+#[derive(Default)]
+struct ZeroChunks(RefCell<HashMap<u32, Hash>>);
+
+impl ZeroChunks {
+    fn is_zero(&self, c: &ChunkEntry) -> bool {
+        let mut m = self.0.borrow_mut();
+        *m.entry(c.len)
+            .or_insert_with(|| Hash::of_chunk(&vec![0; c.len as usize]))
+            == c.hash
+    }
+}
+
 struct Chunks<'a> {
     store: &'a dyn ChunkStore,
     nodes: &'a MemNodeStore,
+    zeros: ZeroChunks,
+    /// Zero chunks met in the lists handed out.
+    zero_seen: RefCell<HashSet<Hash>>,
 }
 
 impl ChunkView for Chunks<'_> {
     fn has_chunk(&self, h: &Hash) -> bool {
-        self.store.has(h).unwrap_or(false)
+        self.zero_seen.borrow().contains(h) || self.store.has(h).unwrap_or(false)
     }
     fn chunk_list(&self, root: &Hash, size: u64) -> Option<Vec<ChunkEntry>> {
-        FileTree { root: *root, size }.chunks(self.nodes).ok()
+        let list = FileTree { root: *root, size }.chunks(self.nodes).ok()?;
+        for c in &list {
+            if self.zeros.is_zero(c) {
+                self.zero_seen.borrow_mut().insert(c.hash);
+            }
+        }
+        Some(list)
     }
 }
 
@@ -145,6 +169,8 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             let chunks = Chunks {
                 store: self.store.as_ref(),
                 nodes: &nodes,
+                zeros: ZeroChunks::default(),
+                zero_seen: RefCell::new(HashSet::new()),
             };
             let ignored = |path: &str, dir: bool| ignore.is_ignored(path, dir);
             plan(
@@ -366,8 +392,10 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                         Err(e) => return Err(e.to_string()),
                     }
                 };
-                let mut seen = std::collections::HashSet::new();
+                let zeros = ZeroChunks::default();
+                let mut seen = HashSet::new();
                 list.iter()
+                    .filter(|c| !zeros.is_zero(c))
                     .map(|c| c.hash)
                     .filter(|h| seen.insert(*h) && !self.store.has(h).unwrap_or(false))
                     .collect()
