@@ -21,6 +21,7 @@ pub mod gate;
 pub mod hooks;
 pub mod identity;
 pub mod join;
+pub mod members_only;
 pub mod protocol;
 mod swarm;
 pub mod token;

@@ -6,7 +6,8 @@
 use crate::codec::{BytesCodec, JoinCodec};
 use crate::config::P2pConfig;
 use crate::error::P2pError;
-use crate::gate::{Gate, MembersOnly, Membership};
+use crate::gate::{Gate, Membership};
+use crate::members_only::MembersOnly;
 use crate::protocol::{CTL_PROTOCOL, IDENTIFY_VERSION, JOIN_PROTOCOL, RAFT_PROTOCOL};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
