@@ -58,6 +58,8 @@ impl Node {
             PlanConfig::new("c1", id),
         );
         net.add(id, store, engine.nodes.clone());
+        std::fs::write(dir.path().join(".filesyncd-tmp-crashed"), b"x").expect("temp");
+        assert_eq!(engine.startup().expect("startup"), 1, "stale temp removed");
         Node { dir, engine }
     }
 
@@ -127,7 +129,10 @@ async fn changes_flow_between_two_nodes_without_echo() {
     a.write("sparse.img", &sparse);
     std::os::unix::fs::symlink("docs/report.bin", a.path("link")).expect("symlink");
     let r = a.step().await;
-    assert_eq!(r.proposed, 5, "docs, docs/report.bin, empty, link, sparse.img");
+    assert_eq!(
+        r.proposed, 5,
+        "docs, docs/report.bin, empty, link, sparse.img"
+    );
     // Zero chunks are never fetched (written as holes): no fetch errors.
     let r = b.step().await;
     assert_eq!(r.written, 5);

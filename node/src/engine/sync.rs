@@ -139,6 +139,17 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         }
     }
 
+    /// Start-up work before the first step: removes the temp files of
+    /// writes a crash interrupted. Returns how many were removed.
+    pub fn startup(&self) -> std::io::Result<u64> {
+        super::materialize::remove_stale_temps(self.fs.as_ref())
+    }
+
+    /// The applied index the committed view reflects.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
     fn node(&self) -> NodeId {
         self.cfg.node
     }
