@@ -122,7 +122,8 @@ async fn changes_flow_between_two_nodes_without_echo() {
     let mut a = Node::new(1, &committed, &net);
     let mut b = Node::new(2, &committed, &net);
 
-    a.write("docs/report.bin", &bytes(1, 20_000));
+    // ~300 chunks: a two-level tree, fetched level by level.
+    a.write("docs/report.bin", &bytes(1, 200_000));
     a.write("empty", b"");
     let mut sparse = bytes(7, 3000);
     sparse.extend(vec![0u8; 200_000]);

@@ -9,8 +9,10 @@
 //!   content was committed at the conflict path, so the local file is moved
 //!   there; a delete's outcome forgets the path). A rejected op is not
 //!   proposed again until the path's stat changes;
-//! - fetches get missing chunks (and unknown tree nodes) from the holders,
-//!   verify them and put them into the store;
+//! - fetches get unknown tree nodes (one round trip per tree level, each
+//!   node checked against its hash) and then the missing chunks (each
+//!   checked with blake3; all-zero chunks are never fetched) from the
+//!   holders, and put them into the node store / chunk store;
 //! - writes, directories, links and deletes go through the [`Materializer`],
 //!   and record the stat they leave behind (no echo).
 //!
@@ -28,7 +30,9 @@ use std::sync::{Arc, Mutex};
 use filesyncd_chunkstore::chunker::Chunker;
 use filesyncd_chunkstore::store::ChunkStore;
 use filesyncd_merkle::file_tree::FileTree;
-use filesyncd_merkle::{node_hash, ChunkEntry, Hash, MemNodeStore, MerkleError, NodeStore};
+use filesyncd_merkle::{
+    node_hash, read_node, ChunkEntry, Hash, MemNodeStore, MerkleError, Node, NodeSource, NodeStore,
+};
 
 use super::fs::Fs;
 use super::materialize::{Deleted, Materializer};
@@ -378,31 +382,8 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         let hashes = match missing {
             Missing::Chunks(h) => h,
             Missing::Tree => {
-                // One round trip per missing node: the tree is walked again
-                // after each (small files are a single leaf).
-                let list = loop {
-                    match self.tree_chunks(root, size) {
-                        Ok(list) => break list,
-                        Err(MerkleError::MissingNode(h)) => {
-                            let got = self
-                                .fetcher
-                                .fetch_nodes(holders, &[h])
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            let Some((_, bytes)) = got
-                                .into_iter()
-                                .find(|(g, b)| *g == h && node_hash(b).ok() == Some(h))
-                            else {
-                                return Err(format!("no holder served tree node {h}"));
-                            };
-                            self.nodes
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .put_node(h, bytes);
-                        }
-                        Err(e) => return Err(e.to_string()),
-                    }
-                };
+                self.fetch_tree(root, holders).await?;
+                let list = self.tree_chunks(root, size).map_err(|e| e.to_string())?;
                 let zeros = ZeroChunks::default();
                 let mut seen = HashSet::new();
                 list.iter()
@@ -433,6 +414,50 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 hashes.len() - verified.len(),
                 hashes.len()
             ));
+        }
+        Ok(())
+    }
+
+    /// Gets the tree nodes of `root` the node store lacks, one round trip
+    /// per tree level; every node is verified against its hash.
+    async fn fetch_tree(&mut self, root: Hash, holders: &[NodeId]) -> Result<(), String> {
+        let mut frontier = vec![root];
+        while !frontier.is_empty() {
+            let wanted: Vec<Hash> = {
+                let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+                frontier
+                    .iter()
+                    .copied()
+                    .filter(|h| !nodes.has_node(h))
+                    .collect()
+            };
+            if !wanted.is_empty() {
+                let got = self
+                    .fetcher
+                    .fetch_nodes(holders, &wanted)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+                for (h, bytes) in got {
+                    if wanted.contains(&h) && node_hash(&bytes).ok() == Some(h) {
+                        nodes.put_node(h, bytes);
+                    }
+                }
+            }
+            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = Vec::new();
+            for h in &frontier {
+                match read_node(&*nodes, h).map_err(|e| e.to_string())? {
+                    Node::FileInterior { children, .. } => {
+                        next.extend(children.iter().map(|c| c.hash))
+                    }
+                    Node::FileLeaf(_) => {}
+                    _ => return Err(format!("{h} is not a file tree node")),
+                }
+            }
+            next.sort_unstable();
+            next.dedup();
+            frontier = next;
         }
         Ok(())
     }
