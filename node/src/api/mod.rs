@@ -1,0 +1,238 @@
+//! The HTTP/JSON control API (axum), served on `--api` (loopback by default).
+//!
+//! | route          | answer                                                    |
+//! |----------------|-----------------------------------------------------------|
+//! | `GET /healthz` | `ok` once Raft runs                                       |
+//! | `GET /status`  | [`types::Status`]                                         |
+//! | `GET /members` | `[`[`types::Member`]`]`                                   |
+//! | `GET /metrics` | Prometheus text                                           |
+//! | `POST /token`  | body [`types::TokenRequest`] → [`types::TokenCreated`]    |
+//!
+//! With an API token configured every route but `/healthz` requires
+//! `Authorization: Bearer <token>` (401 otherwise). Errors are JSON
+//! [`types::ApiErrorBody`] with a 4xx/5xx status. State reads run on the
+//! blocking pool (redb reads touch the disk).
+
+pub mod client;
+pub mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use filesyncd_merkle::Hash;
+use filesyncd_p2p::Token;
+use filesyncd_raft::command::Outcome;
+
+use crate::daemon::Node;
+use types::{node_hex, ApiErrorBody, Member, Status, TokenCreated, TokenRequest};
+
+/// Longest join token lifetime accepted (30 days).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    node: Node,
+    peer_id: String,
+    token: Option<Arc<str>>,
+}
+
+impl ApiState {
+    pub fn new(node: Node, peer_id: String, token: Option<String>) -> Self {
+        ApiState {
+            node,
+            peer_id,
+            token: token.map(Arc::from),
+        }
+    }
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiErrorBody { error: self.1 })).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// The router (without the listener), for tests.
+pub fn router(state: ApiState) -> Router {
+    let guarded = Router::new()
+        .route("/status", get(status))
+        .route("/members", get(members))
+        .route("/metrics", get(metrics))
+        .route("/token", post(create_token))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(want) = &s.token {
+        let got = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = got.is_some_and(|g| ct_eq(g.as_bytes(), want.as_bytes()));
+        if !ok {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Equality whose time does not depend on where the inputs first differ.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz(State(s): State<ApiState>) -> Response {
+    if s.node.metrics().running_state.is_ok() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "raft stopped\n").into_response()
+    }
+}
+
+fn member_list(node: &Node) -> Vec<Member> {
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    let voters: std::collections::HashSet<u64> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, info)| Member {
+            id: node_hex(*id),
+            peer_id: info.peer_id.clone(),
+            addr: info.addr.clone(),
+            role: if voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            }
+            .to_string(),
+        })
+        .collect()
+}
+
+async fn read_state(node: &Node) -> Result<(Hash, Option<String>, u64), ApiError> {
+    let reader = node.reader().clone();
+    tokio::task::spawn_blocking(move || {
+        let (root, _) = reader.cluster_root()?;
+        let cluster = reader.settings()?.map(|s| s.cluster_id);
+        let live = reader.live_count()?;
+        Ok::<_, filesyncd_raft::state_machine::SmError>((root, cluster, live))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
+    let (root, cluster_id, _) = read_state(&s.node).await?;
+    let m = s.node.metrics();
+    Ok(Json(Status {
+        node_id: node_hex(s.node.id()),
+        peer_id: s.peer_id.clone(),
+        state: format!("{:?}", m.state),
+        leader: m.current_leader.map(node_hex),
+        term: m.current_term,
+        last_log_index: m.last_log_index,
+        applied_index: m.last_applied.map(|l| l.index),
+        cluster_id,
+        cluster_root: root.to_hex(),
+        members: member_list(&s.node),
+    }))
+}
+
+async fn members(State(s): State<ApiState>) -> Json<Vec<Member>> {
+    Json(member_list(&s.node))
+}
+
+async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let (_, _, live) = read_state(&s.node).await?;
+    let m = s.node.metrics();
+    let is_leader = u8::from(m.current_leader == Some(s.node.id()));
+    let voters = m.membership_config.membership().voter_ids().count();
+    let body = format!(
+        "# HELP filesyncd_raft_term Current Raft term.\n# TYPE filesyncd_raft_term gauge\nfilesyncd_raft_term {}\n\
+         # HELP filesyncd_raft_is_leader 1 if this node is the Raft leader.\n# TYPE filesyncd_raft_is_leader gauge\nfilesyncd_raft_is_leader {is_leader}\n\
+         # HELP filesyncd_raft_last_log_index Index of the last log entry.\n# TYPE filesyncd_raft_last_log_index gauge\nfilesyncd_raft_last_log_index {}\n\
+         # HELP filesyncd_raft_applied_index Index of the last applied entry (committed and applied).\n# TYPE filesyncd_raft_applied_index gauge\nfilesyncd_raft_applied_index {}\n\
+         # HELP filesyncd_raft_voters Voters in the membership.\n# TYPE filesyncd_raft_voters gauge\nfilesyncd_raft_voters {voters}\n\
+         # HELP filesyncd_live_paths Live paths in the committed index.\n# TYPE filesyncd_live_paths gauge\nfilesyncd_live_paths {live}\n",
+        m.current_term,
+        m.last_log_index.unwrap_or(0),
+        m.last_applied.map(|l| l.index).unwrap_or(0),
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn create_token(
+    State(s): State<ApiState>,
+    Json(req): Json<TokenRequest>,
+) -> Result<Json<TokenCreated>, ApiError> {
+    let ttl = Duration::from_secs(req.ttl_secs);
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("ttl must be between 1 s and {} s", MAX_TOKEN_TTL.as_secs()),
+        ));
+    }
+    let token = Token::generate();
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let expires_ms = now_ms().saturating_add(ttl_ms);
+    let proposed = s
+        .node
+        .propose(vec![filesyncd_raft::command::Op::AddToken {
+            token_hash: Hash(token.hash().0),
+            expires_ms,
+        }])
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    match proposed.response.outcomes().first() {
+        Some(Outcome::Applied { .. }) => Ok(Json(TokenCreated {
+            token: token.expose_secret(),
+            expires_ms,
+        })),
+        other => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("token not recorded: {other:?}"),
+        )),
+    }
+}

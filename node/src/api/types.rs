@@ -1,0 +1,52 @@
+//! JSON bodies of the control API, shared by the server and the CLI.
+//! Node ids are 16-digit lowercase hex strings (as in `<data>/node_id`):
+//! JSON numbers cannot carry a u64 exactly in every client.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub peer_id: String,
+    pub addr: String,
+    /// `voter` or `learner`.
+    pub role: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: String,
+    pub peer_id: String,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub state: String,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub cluster_id: Option<String>,
+    /// Root of the cluster Merkle tree, hex.
+    pub cluster_root: String,
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub ttl_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    /// Expiry by the leader's clock, ms since the Unix epoch.
+    pub expires_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub error: String,
+}
+
+/// Formats a node id as the API shows it.
+pub fn node_hex(id: u64) -> String {
+    format!("{id:016x}")
+}

@@ -1,0 +1,161 @@
+//! Subcommands that talk to a running daemon's control API:
+//! `status`, `members`, `token create`. Output goes to stdout (tables, or
+//! JSON with `--json`); errors to stderr with exit code 1.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use filesyncd::api::client;
+use filesyncd::api::types::{Member, Status, TokenCreated, TokenRequest};
+use filesyncd::config::DEFAULT_API;
+
+/// How to reach the daemon.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Control API address of the daemon.
+    #[arg(long, env = "FILESYNCD_API", default_value = DEFAULT_API, value_name = "HOST:PORT")]
+    pub api: String,
+    /// Bearer token, if the daemon requires one.
+    #[arg(long, env = "FILESYNCD_API_TOKEN", value_name = "SECRET")]
+    pub api_token: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a single-use join token and print it (one line on stdout).
+    Create {
+        /// Lifetime: a number with s, m, h or d (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number with s, m, h or d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    let secs = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{s}`: too long"))?;
+    if secs == 0 {
+        return Err("a ttl must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn get(api: &ApiArgs, path: &str) -> anyhow::Result<String> {
+    Ok(client::call(
+        &api.api,
+        "GET",
+        path,
+        None,
+        api.api_token.as_deref(),
+    )?)
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let body = get(&args.api, "/status")?;
+    if args.json {
+        println!("{}", body.trim());
+        return Ok(());
+    }
+    let s: Status = serde_json::from_str(&body).context("unexpected /status answer")?;
+    println!("node        {}", s.node_id);
+    println!("peer        {}", s.peer_id);
+    println!("state       {}", s.state);
+    println!("leader      {}", s.leader.as_deref().unwrap_or("-"));
+    println!("term        {}", s.term);
+    println!(
+        "applied     {}",
+        s.applied_index.map_or("-".to_string(), |i| i.to_string())
+    );
+    println!("cluster     {}", s.cluster_id.as_deref().unwrap_or("-"));
+    println!("root        {}", s.cluster_root);
+    println!();
+    print_members(&s.members);
+    Ok(())
+}
+
+fn print_members(members: &[Member]) {
+    println!("{:<16}  {:<7}  {:<52}  ADDR", "ID", "ROLE", "PEER");
+    for m in members {
+        println!("{:<16}  {:<7}  {:<52}  {}", m.id, m.role, m.peer_id, m.addr);
+    }
+}
+
+pub fn members(args: StatusArgs) -> anyhow::Result<()> {
+    let body = get(&args.api, "/members")?;
+    if args.json {
+        println!("{}", body.trim());
+        return Ok(());
+    }
+    let m: Vec<Member> = serde_json::from_str(&body).context("unexpected /members answer")?;
+    print_members(&m);
+    Ok(())
+}
+
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    match args.command {
+        TokenCommand::Create { ttl, api } => {
+            let req = serde_json::to_string(&TokenRequest {
+                ttl_secs: ttl.as_secs(),
+            })?;
+            let body = client::call(
+                &api.api,
+                "POST",
+                "/token",
+                Some(&req),
+                api.api_token.as_deref(),
+            )?;
+            let t: TokenCreated =
+                serde_json::from_str(&body).context("unexpected /token answer")?;
+            println!("{}", t.token);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_ttl("5m"), Ok(Duration::from_secs(300)));
+        for bad in ["", "h", "0s", "1w", "-1h", "99999999999999999999d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

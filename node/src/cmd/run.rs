@@ -1,0 +1,49 @@
+//! `filesyncd [run] --dir DIR ...`: validate the configuration, set up
+//! logging, run the daemon on a multi-threaded tokio runtime.
+
+use std::process::ExitCode;
+
+use filesyncd::config::{Config, LogFormat, RunArgs};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Exit codes: 0 after a clean shutdown, 2 on a bad configuration or a
+/// locked data directory, 1 on any other failure.
+pub fn run(args: RunArgs) -> ExitCode {
+    let config: Config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("filesyncd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("filesyncd: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(filesyncd::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "filesyncd stopped");
+            eprintln!("filesyncd: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

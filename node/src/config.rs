@@ -1,0 +1,355 @@
+//! Daemon configuration in two phases.
+//!
+//! 1. [`RunArgs`]: what the operator typed: clap flags, each with a
+//!    `FILESYNCD_*` environment variable, plus an optional TOML file
+//!    (`--config FILE`, [`FileConfig`], unknown keys refused). Precedence:
+//!    flag > environment > file > default.
+//! 2. [`Config`]: the validated result, which cannot be invalid: the synced
+//!    directory exists and is a directory, the listen address parsed to a
+//!    multiaddr, the API address parsed to a socket address, a non-loopback
+//!    API only with `--api-allow-remote` AND an access token, `--join` only
+//!    with `--token` (and a well-formed one).
+//!
+//! Defaults:
+//! - `--listen 0.0.0.0:7400` (QUIC over UDP; `HOST:PORT` or a multiaddr).
+//! - `--api 127.0.0.1:7401` (HTTP/JSON control API, TCP).
+//! - `--data`: `$XDG_STATE_HOME/filesyncd` if `XDG_STATE_HOME` is set, else
+//!   `$HOME/.local/state/filesyncd`, else `/var/lib/filesyncd`. Created if
+//!   missing. It must not lie inside `--dir` (it would be synced).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use filesyncd_p2p::{parse_addr, Multiaddr, Token};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
+pub const DEFAULT_API: &str = "127.0.0.1:7401";
+
+/// How logs are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `filesyncd run` (also accepted without the `run` word).
+#[derive(Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// The directory kept identical on every node.
+    #[arg(long, env = "FILESYNCD_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Where the node keeps its state (identity, Raft log, index).
+    #[arg(long, env = "FILESYNCD_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Peer-to-peer listen address, HOST:PORT or multiaddr (QUIC over UDP) [default: 0.0.0.0:7400].
+    #[arg(long, env = "FILESYNCD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Control API address, HOST:PORT (TCP) [default: 127.0.0.1:7401].
+    #[arg(long, env = "FILESYNCD_API", value_name = "HOST:PORT")]
+    pub api: Option<String>,
+    /// Allow a non-loopback control API address (requires --api-token).
+    #[arg(long, env = "FILESYNCD_API_ALLOW_REMOTE")]
+    pub api_allow_remote: bool,
+    /// Bearer token the control API requires (required with --api-allow-remote).
+    #[arg(long, env = "FILESYNCD_API_TOKEN", value_name = "SECRET")]
+    pub api_token: Option<String>,
+    /// Join the cluster of the member at this address (HOST:PORT or multiaddr).
+    #[arg(long, env = "FILESYNCD_JOIN", value_name = "ADDR")]
+    pub join: Option<String>,
+    /// Join token (from `filesyncd token create` on a member).
+    #[arg(long, env = "FILESYNCD_TOKEN", value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// TOML file with any of the settings above (flags and env win).
+    #[arg(long, env = "FILESYNCD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr (filter with RUST_LOG) [default: text].
+    #[arg(long, env = "FILESYNCD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file: same names as the flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub dir: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub api: Option<String>,
+    pub api_allow_remote: Option<bool>,
+    pub api_token: Option<String>,
+    pub join: Option<String>,
+    pub token: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Where to join and with what.
+#[derive(Clone, Debug)]
+pub struct JoinTarget {
+    /// As typed (HOST:PORT or multiaddr), already checked to parse.
+    pub addr: String,
+    pub token: Token,
+}
+
+/// A validated daemon configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub listen: Multiaddr,
+    pub api: SocketAddr,
+    pub api_token: Option<String>,
+    pub join: Option<JoinTarget>,
+    pub log_format: LogFormat,
+}
+
+/// Why a configuration was refused (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--dir is required (the directory to sync)")]
+    MissingDir,
+    #[error("--dir {0}: no such directory")]
+    DirMissing(PathBuf),
+    #[error("--dir {0}: not a directory")]
+    NotADirectory(PathBuf),
+    #[error("--data {0}: not a directory")]
+    DataNotADirectory(PathBuf),
+    #[error("--data {data} lies inside --dir {dir}: it would be synced")]
+    DataInsideDir { data: PathBuf, dir: PathBuf },
+    #[error("no --data given and neither XDG_STATE_HOME nor HOME is set")]
+    NoDataDefault,
+    #[error("--listen {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("--api {0}: expected HOST:PORT with an IP address or localhost")]
+    Api(String),
+    #[error("--api {0} is not a loopback address: pass --api-allow-remote and --api-token")]
+    ApiRemote(SocketAddr),
+    #[error("--api-allow-remote requires --api-token")]
+    RemoteWithoutToken,
+    #[error("--join {addr}: {reason}")]
+    Join { addr: String, reason: String },
+    #[error("--join requires --token")]
+    JoinWithoutToken,
+    #[error("--token given without --join")]
+    TokenWithoutJoin,
+    #[error("--token: {0}")]
+    BadToken(String),
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file (unknown keys are errors).
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        FileConfig::parse(&text).map_err(|reason| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
+    }
+}
+
+/// Parses `HOST:PORT` where HOST is an IP address or `localhost`.
+pub fn parse_api_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (host == "localhost").then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn default_data() -> Result<PathBuf, ConfigError> {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("filesyncd"));
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(h).join(".local/state/filesyncd"));
+    }
+    Err(ConfigError::NoDataDefault)
+}
+
+impl RunArgs {
+    /// Merges the file (if any) under the flags and validates everything.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        validate(self, file)
+    }
+}
+
+/// Phase two: `args` (flags + env) over `file`, checked.
+pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> {
+    let dir = args.dir.or(file.dir).ok_or(ConfigError::MissingDir)?;
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(ConfigError::NotADirectory(dir)),
+        Err(_) => return Err(ConfigError::DirMissing(dir)),
+    }
+    let dir = std::fs::canonicalize(&dir).map_err(|_| ConfigError::DirMissing(dir.clone()))?;
+    let data = match args.data.or(file.data) {
+        Some(d) => d,
+        None => default_data()?,
+    };
+    if data.exists() && !data.is_dir() {
+        return Err(ConfigError::DataNotADirectory(data));
+    }
+    let data_abs = std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone());
+    if data_abs.starts_with(&dir) {
+        return Err(ConfigError::DataInsideDir { data, dir });
+    }
+    let listen_s = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = parse_addr(&listen_s).map_err(|e| ConfigError::Listen {
+        addr: listen_s.clone(),
+        reason: e.to_string(),
+    })?;
+    let api_s = args
+        .api
+        .or(file.api)
+        .unwrap_or_else(|| DEFAULT_API.to_string());
+    let api = parse_api_addr(&api_s).ok_or(ConfigError::Api(api_s))?;
+    let allow_remote = args.api_allow_remote || file.api_allow_remote.unwrap_or(false);
+    let api_token = args.api_token.or(file.api_token).filter(|t| !t.is_empty());
+    if allow_remote && api_token.is_none() {
+        return Err(ConfigError::RemoteWithoutToken);
+    }
+    if !api.ip().is_loopback() && !allow_remote {
+        return Err(ConfigError::ApiRemote(api));
+    }
+    let join = match (args.join.or(file.join), args.token.or(file.token)) {
+        (None, None) => None,
+        (Some(_), None) => return Err(ConfigError::JoinWithoutToken),
+        (None, Some(_)) => return Err(ConfigError::TokenWithoutJoin),
+        (Some(addr), Some(t)) => {
+            parse_addr(&addr).map_err(|e| ConfigError::Join {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+            let token = Token::parse(&t).map_err(|e| ConfigError::BadToken(e.to_string()))?;
+            Some(JoinTarget { addr, token })
+        }
+    };
+    Ok(Config {
+        dir,
+        data,
+        listen,
+        api,
+        api_token,
+        join,
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Text),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path, data: &Path) -> RunArgs {
+        RunArgs {
+            dir: Some(dir.to_path_buf()),
+            data: Some(data.to_path_buf()),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_and_precedence() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let data = t.path().join("data");
+        let c = validate(args(&dir, &data), FileConfig::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "/ip4/0.0.0.0/udp/7400/quic-v1");
+        assert_eq!(c.api.to_string(), DEFAULT_API);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.join.is_none());
+        let file = FileConfig::parse(
+            "listen = \"/ip4/127.0.0.1/udp/9/quic-v1\"\napi = \"localhost:9\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let mut a = args(&dir, &data);
+        a.listen = Some("127.0.0.1:8".into());
+        let c = validate(a, file).unwrap();
+        assert_eq!(c.listen.to_string(), "/ip4/127.0.0.1/udp/8/quic-v1");
+        assert_eq!(c.api.to_string(), "127.0.0.1:9");
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_refused() {
+        let e = FileConfig::parse("dir = \"/x\"\nlisten_addr = \"1\"\n").unwrap_err();
+        assert!(e.contains("listen_addr"), "{e}");
+        assert!(FileConfig::parse("dir = ").is_err());
+        assert!(FileConfig::parse("log_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn refusals() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let file = t.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let data = t.path().join("data");
+        let none = FileConfig::default;
+        let run = |a: RunArgs| validate(a, none()).unwrap_err();
+        assert!(matches!(run(RunArgs::default()), ConfigError::MissingDir));
+        assert!(matches!(
+            run(args(&t.path().join("nope"), &data)),
+            ConfigError::DirMissing(_)
+        ));
+        assert!(matches!(
+            run(args(&file, &data)),
+            ConfigError::NotADirectory(_)
+        ));
+        assert!(matches!(
+            run(args(&dir, &file)),
+            ConfigError::DataNotADirectory(_)
+        ));
+        assert!(matches!(
+            run(args(&dir, &dir.join("state"))),
+            ConfigError::DataInsideDir { .. }
+        ));
+        let mut a = args(&dir, &data);
+        a.listen = Some("nowhere".into());
+        assert!(matches!(run(a), ConfigError::Listen { .. }));
+        let mut a = args(&dir, &data);
+        a.api = Some("example.com:80".into());
+        assert!(matches!(run(a), ConfigError::Api(_)));
+        let mut a = args(&dir, &data);
+        a.api = Some("0.0.0.0:7401".into());
+        assert!(matches!(run(a.clone()), ConfigError::ApiRemote(_)));
+        a.api_allow_remote = true;
+        assert!(matches!(run(a.clone()), ConfigError::RemoteWithoutToken));
+        a.api_token = Some("s3cret".into());
+        assert!(validate(a, none()).is_ok());
+        let mut a = args(&dir, &data);
+        a.join = Some("127.0.0.1:7400".into());
+        assert!(matches!(run(a.clone()), ConfigError::JoinWithoutToken));
+        a.token = Some("short".into());
+        assert!(matches!(run(a.clone()), ConfigError::BadToken(_)));
+        a.token = Some("abcdef.0123456789abcdef".into());
+        let c = validate(a, none()).unwrap();
+        assert_eq!(c.join.unwrap().token.id(), "abcdef");
+        let mut a = args(&dir, &data);
+        a.token = Some("abcdef.0123456789abcdef".into());
+        assert!(matches!(run(a), ConfigError::TokenWithoutJoin));
+    }
+}

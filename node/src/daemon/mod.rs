@@ -1,0 +1,282 @@
+//! `filesyncd run`: the daemon.
+//!
+//! Start-up, in order (each step fails the whole start):
+//! 1. Lock the data directory ([`lock`]): one daemon per data directory.
+//! 2. Node id (`<data>/node_id`) and p2p identity (`<data>/node.key`).
+//! 3. Start the p2p swarm on `--listen`; Raft rides its raft protocol
+//!    ([`transport`]).
+//! 4. Open Raft on `<data>/raft`. No Raft state and no `--join`: form a
+//!    single-node cluster and commit `InitCluster` (random cluster id,
+//!    default chunker, default retention). With state: resume.
+//! 5. Keep the p2p allow-list equal to the Raft membership.
+//! 6. Serve the control API ([`crate::api`]).
+//!
+//! Shutdown on SIGTERM or SIGINT: the API stops accepting, Raft shuts down
+//! (its stores are closed when the last handle drops), the swarm stops,
+//! then the lock is released. Exit 0.
+//!
+//! Not yet here: joining an existing cluster (`--join` is refused at start),
+//! the sync engine and the file watcher.
+
+pub mod lock;
+pub mod transport;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use filesyncd_merkle::Hash;
+use filesyncd_p2p::{P2pClient, P2pConfig, PeerId, Services};
+use filesyncd_raft::command::{ChunkerParams, Op, Outcome, RejectReason, Retention};
+use filesyncd_raft::config::RaftConfig;
+use filesyncd_raft::node::{NodeError, RaftNode};
+use filesyncd_raft::NodeInfo;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use lock::{DataLock, LockError};
+use transport::P2pTransport;
+
+/// The Raft node type of the daemon.
+pub type Node = RaftNode<P2pTransport>;
+
+/// How long start-up waits for this node to lead its new single-node cluster.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("node id: {0}")]
+    NodeId(#[from] filesyncd_raft::node_id::NodeIdError),
+    #[error("identity: {0}")]
+    Identity(#[from] filesyncd_p2p::IdentityError),
+    #[error("p2p: {0}")]
+    P2p(#[from] filesyncd_p2p::P2pError),
+    #[error("raft: {0}")]
+    Raft(#[from] NodeError),
+    #[error("state: {0}")]
+    State(#[from] filesyncd_raft::state_machine::SmError),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control API on {addr}: {source}")]
+    Api {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cluster initialization failed: {0}")]
+    Init(String),
+    #[error("joining a cluster (--join) is not implemented yet")]
+    JoinUnsupported,
+}
+
+impl DaemonError {
+    /// 2 for problems the operator must fix in the invocation (locked data
+    /// directory, unsupported option), 1 for runtime failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Lock(LockError::Locked(_)) | DaemonError::JoinUnsupported => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Serves no chunks yet (the sync engine is not wired in).
+struct NoChunks;
+
+impl filesyncd_p2p::ChunkProvider for NoChunks {
+    fn get(&self, _hash: &Hash) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let _lock = DataLock::acquire(&config.data)?;
+    if config.join.is_some() {
+        return Err(DaemonError::JoinUnsupported);
+    }
+    let data = config.data.clone();
+    let (node_id, _) = filesyncd_raft::node_id::load_or_create(&data)?;
+    let identity = filesyncd_p2p::load_or_create(&data)?;
+    let peer_id = identity.peer_id;
+    let raft_dir = data.join("raft");
+    std::fs::create_dir_all(&raft_dir).map_err(|source| DaemonError::Io {
+        path: raft_dir.clone(),
+        source,
+    })?;
+
+    let p2p_config = P2pConfig {
+        listen: vec![config.listen.clone()],
+        ..P2pConfig::default()
+    };
+    let services = Services {
+        chunks: Arc::new(NoChunks),
+        join_verifier: None,
+    };
+    let (client, events) =
+        filesyncd_p2p::client::start(identity.keypair, p2p_config, services).await?;
+    let listen_addrs = client.listen_addrs().await?;
+    let advertised = listen_addrs
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| config.listen.to_string());
+    tracing::info!(node = format!("{node_id:016x}"), %peer_id, addr = %advertised, "p2p started");
+
+    let transport = Arc::new(P2pTransport::new(client.clone()));
+    let node: Node = RaftNode::open(&raft_dir, node_id, RaftConfig::default(), transport).await?;
+    let serve_task = tokio::spawn(transport::serve(node.clone(), events));
+
+    let result = async {
+        bootstrap(&node, &peer_id, &advertised).await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let members_task = tokio::spawn(follow_membership(
+            node.clone(),
+            client.clone(),
+            stop_rx.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind(config.api)
+            .await
+            .map_err(|source| DaemonError::Api {
+                addr: config.api,
+                source,
+            })?;
+        tracing::info!(api = %config.api, "control API listening");
+        let state =
+            crate::api::ApiState::new(node.clone(), peer_id.to_string(), config.api_token.clone());
+        let mut api_stop = stop_rx.clone();
+        let api_task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "control API failed");
+            }
+        });
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = api_task.await;
+        let _ = members_task.await;
+        Ok::<(), DaemonError>(())
+    }
+    .await;
+
+    let shut = node.shutdown().await;
+    client.shutdown().await;
+    // The serve loop ends when the event channel closes, but the p2p client
+    // inside the transport keeps a sender alive: stop it explicitly.
+    serve_task.abort();
+    let _ = serve_task.await;
+    drop(node);
+    result?;
+    shut?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Forms the single-node cluster on a pristine node and makes sure the
+/// cluster settings are committed (also after a crash between the two).
+async fn bootstrap(node: &Node, peer_id: &PeerId, addr: &str) -> Result<(), DaemonError> {
+    let info = NodeInfo {
+        peer_id: peer_id.to_string(),
+        addr: addr.to_string(),
+    };
+    if node.initialize_single(info).await? {
+        tracing::info!("formed a new single-node cluster");
+    }
+    let reader = node.reader().clone();
+    let settings = tokio::task::spawn_blocking(move || reader.settings())
+        .await
+        .map_err(|e| DaemonError::Init(e.to_string()))??;
+    if settings.is_some() {
+        return Ok(());
+    }
+    // Metrics lag behind `initialize`: wait until some leader is known.
+    let mut metrics = node.metrics_watch();
+    let leader = tokio::time::timeout(
+        LEADER_WAIT,
+        metrics.wait_for(|m| m.current_leader.is_some()),
+    )
+    .await
+    .map_err(|_| DaemonError::Init("no leader elected in time".into()))?
+    .map_err(|_| DaemonError::Init("raft stopped".into()))?
+    .current_leader;
+    if leader != Some(node.id()) {
+        // The leader of an existing cluster commits (or did commit) the settings.
+        return Ok(());
+    }
+    let cluster_id = format!("{:032x}", rand::random::<u128>());
+    let proposed = node
+        .propose(vec![Op::InitCluster {
+            cluster_id: cluster_id.clone(),
+            chunker: ChunkerParams::default(),
+            retention: Retention::default(),
+        }])
+        .await?;
+    match proposed.response.outcomes().first() {
+        Some(Outcome::Applied { .. })
+        | Some(Outcome::Rejected {
+            reason: RejectReason::AlreadyInitialized,
+        }) => {
+            tracing::info!(%cluster_id, "cluster initialized");
+            Ok(())
+        }
+        other => Err(DaemonError::Init(format!("InitCluster answered {other:?}"))),
+    }
+}
+
+/// Keeps the p2p allow-list (and address book) equal to the Raft membership.
+async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Receiver<bool>) {
+    let mut metrics = node.metrics_watch();
+    let mut last: Option<HashSet<PeerId>> = None;
+    loop {
+        let nodes: Vec<(PeerId, String)> = {
+            let m = metrics.borrow_and_update();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter_map(|(_, info)| Some((info.peer_id.parse().ok()?, info.addr.clone())))
+                .collect()
+        };
+        let set: HashSet<PeerId> = nodes.iter().map(|(p, _)| *p).collect();
+        if last.as_ref() != Some(&set) {
+            for (peer, addr) in &nodes {
+                if let Ok(a) = filesyncd_p2p::parse_addr(addr) {
+                    let _ = client.add_addresses(*peer, vec![a]).await;
+                }
+            }
+            if client.set_members(set.clone()).await.is_err() {
+                return;
+            }
+            tracing::debug!(members = set.len(), "p2p allow-list updated");
+            last = Some(set);
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; waiting for SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Raft over the p2p raft protocol.
+//!
+//! Outbound: [`P2pTransport`] implements [`RaftTransport`]: the request is
+//! framed as one kind byte ([`RpcKind::as_u8`]) followed by the opaque raft
+//! payload and sent with [`P2pClient::raft_request`] to the target's PeerId
+//! (from its [`NodeInfo`]); the response bytes are raft's, untouched.
+//! Inbound: [`serve`] drains the p2p event channel and answers each raft
+//! request with [`RaftNode::handle_rpc`] on its own task.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use filesyncd_p2p::{parse_addr, P2pClient, P2pEvent, PeerId, RequestError};
+use filesyncd_raft::node::RaftNode;
+use filesyncd_raft::transport::{RaftTransport, RpcKind, TransportError};
+use filesyncd_raft::{NodeId, NodeInfo};
+use tokio::sync::mpsc;
+
+/// The raft transport of the daemon.
+pub struct P2pTransport {
+    client: P2pClient,
+    /// Peers whose address was already handed to the swarm. A std Mutex:
+    /// held for one set lookup, never across an `.await`.
+    known: Mutex<HashSet<PeerId>>,
+}
+
+impl P2pTransport {
+    pub fn new(client: P2pClient) -> Self {
+        P2pTransport {
+            client,
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// Frames a raft request for the wire: kind byte, then payload.
+pub fn frame(kind: RpcKind, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 1);
+    out.push(kind.as_u8());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits a framed request; `None` if empty or of an unknown kind.
+pub fn unframe(mut bytes: Vec<u8>) -> Option<(RpcKind, Vec<u8>)> {
+    let first = *bytes.first()?;
+    let kind = RpcKind::from_u8(first)?;
+    bytes.remove(0);
+    Some((kind, bytes))
+}
+
+fn map_error(target: NodeId, e: RequestError) -> TransportError {
+    match e {
+        RequestError::Timeout => TransportError::Timeout { target },
+        RequestError::TooLarge { len, max } => TransportError::PayloadTooLarge { size: len, max },
+        RequestError::ConnectionClosed | RequestError::Io(_) => TransportError::Network {
+            target,
+            reason: e.to_string(),
+        },
+        other => TransportError::Unreachable {
+            target,
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl RaftTransport for P2pTransport {
+    async fn call(
+        &self,
+        target: NodeId,
+        target_info: &NodeInfo,
+        kind: RpcKind,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, TransportError> {
+        let peer: PeerId =
+            target_info
+                .peer_id
+                .parse()
+                .map_err(|_| TransportError::Unreachable {
+                    target,
+                    reason: format!("bad peer id {:?}", target_info.peer_id),
+                })?;
+        let fresh = self
+            .known
+            .lock()
+            .map(|mut k| k.insert(peer))
+            .unwrap_or(false);
+        if fresh {
+            if let Ok(addr) = parse_addr(&target_info.addr) {
+                let _ = self.client.add_addresses(peer, vec![addr]).await;
+            }
+        }
+        self.client
+            .raft_request(peer, frame(kind, &payload))
+            .await
+            .map_err(|e| map_error(target, e))
+    }
+}
+
+/// Answers inbound raft requests until the event channel closes.
+pub async fn serve(node: RaftNode<P2pTransport>, mut events: mpsc::Receiver<P2pEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            P2pEvent::RaftRequest { peer, bytes, reply } => {
+                let Some((kind, payload)) = unframe(bytes) else {
+                    tracing::debug!(%peer, "undecodable raft request dropped");
+                    continue;
+                };
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let out = node.handle_rpc(kind, payload).await;
+                    if let Err(e) = reply.send(out) {
+                        tracing::debug!(%peer, error = %e, "raft reply not sent");
+                    }
+                });
+            }
+            P2pEvent::PeerFault { peer, banned } => {
+                tracing::warn!(%peer, banned, "peer fault");
+            }
+            other => tracing::trace!(?other, "p2p event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_round_trips() {
+        for k in RpcKind::ALL {
+            assert_eq!(unframe(frame(k, b"abc")), Some((k, b"abc".to_vec())));
+        }
+        assert_eq!(unframe(vec![]), None);
+        assert_eq!(unframe(vec![0, 1]), None);
+    }
+}
