@@ -446,9 +446,16 @@ fn keep_nonempty_dirs(input: &PlanInput<'_>, out: &mut [Action]) {
             .take_while(|(p, _)| p.starts_with(&prefix))
             .any(|(p, _)| !removed.contains(p));
         if survivor {
+            let meta = input
+                .disk
+                .entries
+                .get(path.as_str())
+                .and_then(|d| d.meta.clone())
+                .or_else(|| input.local.get(path.as_str()).map(|l| l.meta.clone()))
+                .unwrap_or_else(|| Meta::dir(expect.mode));
             *a = Action::Propose(Proposal::Put {
                 path: path.clone(),
-                meta: Meta::dir(expect.mode),
+                meta,
                 mtime_ns: expect.mtime_ns,
                 base: Some(*v),
                 stat: *expect,
