@@ -40,7 +40,12 @@ fn bin() -> Command {
 }
 
 fn start(dir: &Path, data: &Path, listen: u16, api: &str) -> Daemon {
+    start_with(dir, data, listen, api, &[])
+}
+
+fn start_with(dir: &Path, data: &Path, listen: u16, api: &str, extra: &[&str]) -> Daemon {
     let child = bin()
+        .args(extra)
         .arg("--dir")
         .arg(dir)
         .arg("--data")
@@ -209,4 +214,37 @@ fn single_node_lifecycle() {
     assert_eq!(s3["members"], s["members"]);
     let st = sigterm(&mut d);
     assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn api_token_is_required_when_configured() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("sync");
+    std::fs::create_dir(&dir).unwrap();
+    let api = format!("127.0.0.1:{}", free_tcp_port());
+    let mut d = start_with(
+        &dir,
+        &t.path().join("data"),
+        free_udp_port(),
+        &api,
+        &["run", "--api-token", "s3cret", "--log-format", "json"],
+    );
+    // Health needs no token; everything else does.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while filesyncd::api::client::call(&api, "GET", "/healthz", None, None).is_err() {
+        assert!(d.child.try_wait().unwrap().is_none(), "daemon exited");
+        assert!(Instant::now() < deadline, "no /healthz in time");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = ctl(&["status"], &api);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("API token"), "{err}");
+    let out = ctl(&["members", "--api-token", "s3cret"], &api);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sigterm(&mut d).code(), Some(0));
 }

@@ -14,13 +14,13 @@ const MAX_RESPONSE: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the control API at {addr}: {source} (is filesyncd running?)")]
+    #[error("cannot reach the control API at {addr} (is filesyncd running?)")]
     Connect {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("control API at {addr}: {source}")]
+    #[error("control API at {addr}: I/O failed")]
     Io {
         addr: String,
         #[source]
