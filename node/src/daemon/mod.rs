@@ -22,12 +22,13 @@ pub mod lock;
 pub mod transport;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use filesyncd_merkle::Hash;
-use filesyncd_p2p::{P2pClient, P2pConfig, PeerId, Services};
+use filesyncd_p2p::{Multiaddr, P2pClient, P2pConfig, PeerId, Services};
 use filesyncd_raft::command::{ChunkerParams, Op, Outcome, RejectReason, Retention};
 use filesyncd_raft::config::RaftConfig;
 use filesyncd_raft::node::{NodeError, RaftNode};
@@ -123,10 +124,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (client, events) =
         filesyncd_p2p::client::start(identity.keypair, p2p_config, services).await?;
     let listen_addrs = client.listen_addrs().await?;
-    let advertised = listen_addrs
-        .first()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| config.listen.to_string());
+    let advertised = advertised_addr(&listen_addrs, &config.listen);
     tracing::info!(node = format!("{node_id:016x}"), %peer_id, addr = %advertised, "p2p started");
 
     let transport = Arc::new(P2pTransport::new(client.clone()));
@@ -265,6 +263,31 @@ async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Recei
     }
 }
 
+/// The address other members should dial: the configured one unless it is
+/// unspecified (`0.0.0.0`/`::`), then the first non-loopback address the
+/// transport reported (loopback only when there is nothing else).
+fn advertised_addr(reported: &[Multiaddr], configured: &Multiaddr) -> String {
+    // The IP of `/ip4/A/...` or `/ip6/A/...`.
+    let is = |a: &Multiaddr, f: fn(&IpAddr) -> bool| {
+        let text = a.to_string();
+        let mut parts = text.split('/').skip(1);
+        matches!(parts.next(), Some("ip4" | "ip6"))
+            && parts
+                .next()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .is_some_and(|ip| f(&ip))
+    };
+    if !is(configured, IpAddr::is_unspecified) {
+        return configured.to_string();
+    }
+    reported
+        .iter()
+        .find(|a| !is(a, IpAddr::is_loopback))
+        .or(reported.first())
+        .unwrap_or(configured)
+        .to_string()
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
@@ -278,5 +301,34 @@ async fn wait_for_signal() {
             tracing::warn!(error = %e, "no SIGTERM handler; waiting for SIGINT only");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn advertises_a_reachable_address() {
+        let lo = ma("/ip4/127.0.0.1/udp/7400/quic-v1");
+        let lan = ma("/ip4/10.0.0.2/udp/7400/quic-v1");
+        let any = ma("/ip4/0.0.0.0/udp/7400/quic-v1");
+        assert_eq!(
+            advertised_addr(&[lo.clone(), lan.clone()], &any),
+            lan.to_string()
+        );
+        assert_eq!(
+            advertised_addr(std::slice::from_ref(&lo), &any),
+            lo.to_string()
+        );
+        assert_eq!(advertised_addr(&[], &any), any.to_string());
+        assert_eq!(
+            advertised_addr(std::slice::from_ref(&lan), &lo),
+            lo.to_string()
+        );
     }
 }
