@@ -21,7 +21,6 @@
 //! the name; UTC time; `-<n>` after the node for the n-th candidate (n >= 2);
 //! the stem is cut (at a char boundary) so the name fits 255 bytes.
 
-use super::types::NodeId;
 
 /// The marker file at the root, holding the cluster id.
 pub const MARKER: &str = ".filesyncd-marker";
@@ -98,57 +97,9 @@ pub fn depth(path: &str) -> usize {
     path.split('/').count()
 }
 
-/// The conflict-copy path for `path` (module doc); `n` = 1 is the plain name.
-pub fn conflict_name(path: &str, time_ms: u64, node: NodeId, n: u32) -> String {
-    let dir = &path[..path.len() - file_name(path).len()];
-    let name = file_name(path);
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 && i + 1 < name.len() => (&name[..i], Some(&name[i + 1..])),
-        _ => (name, None),
-    };
-    let mut suffix = format!(".sync-conflict-{}-{node}", utc_stamp(time_ms));
-    if n >= 2 {
-        suffix.push_str(&format!("-{n}"));
-    }
-    if let Some(ext) = ext {
-        suffix.push('.');
-        suffix.push_str(ext);
-    }
-    let room = MAX_COMPONENT_BYTES.saturating_sub(suffix.len());
-    let mut cut = stem.len().min(room);
-    while !stem.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{dir}{}{suffix}", &stem[..cut])
-}
-
-/// `YYYYMMDD-HHMMSS` of a Unix time in milliseconds, UTC.
-pub fn utc_stamp(time_ms: u64) -> String {
-    let secs = time_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Howard Hinnant's algorithm, for non-negative day counts.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
+/// The conflict-copy path rule is Raft's (every node must name a conflict
+/// copy the same as the committed one): one implementation, re-exported.
+pub use filesyncd_raft::paths::conflict_name;
 
 #[cfg(test)]
 mod tests {
@@ -186,20 +137,11 @@ mod tests {
     }
 
     #[test]
-    fn conflict_names_match_the_raft_rule() {
+    fn conflict_names_fit_the_engine_namespace() {
         let t = 1_735_689_599_000; // 2024-12-31 23:59:59 UTC
-        for (path, node, n) in [
-            ("docs/report.pdf", 7, 1),
-            ("a.tar.gz", 7, 1),
-            ("Makefile", 12, 1),
-            ("h/.bashrc", 1, 1),
-            ("name.", 1, 1),
-            ("r.pdf", 7, 3),
-        ] {
-            assert_eq!(
-                conflict_name(path, t, node, n),
-                filesyncd_raft::paths::conflict_name(path, t, node, n)
-            );
+        for (path, node, n) in [("a.tar.gz", 7, 1), ("h/.bashrc", 1, 1), ("r.pdf", 7, 3)] {
+            let c = conflict_name(path, t, node, n);
+            assert!(is_syncable(&c), "{c} must be a syncable name");
         }
         assert_eq!(
             conflict_name("docs/report.pdf", t, 7, 1),
