@@ -21,7 +21,6 @@
 //! the name; UTC time; `-<n>` after the node for the n-th candidate (n >= 2);
 //! the stem is cut (at a char boundary) so the name fits 255 bytes.
 
-
 /// The marker file at the root, holding the cluster id.
 pub const MARKER: &str = ".filesyncd-marker";
 /// Prefix of temp files of writes in flight.
