@@ -30,7 +30,10 @@
 //!      content stays (`DeleteLost`), as the deleting node had not seen it. Otherwise a
 //!      tombstone is written (`Applied`);
 //!    - **Tokens** are single use: consuming needs a known, unconsumed token whose
-//!      `expires_ms` is after the entry clock;
+//!      `expires_ms` is after the entry clock. A token's hash and (for `AddNamedToken`) its
+//!      id are unique: a second token with either is `TokenExists`; a malformed id is
+//!      `InvalidValue`. Spent and expired tokens stay recorded (a later join with them is
+//!      told `TokenReused` / `TokenExpired`, not `UnknownToken`);
 //!    - **AddHolders** merges holders into a retained version (and the live record if it is
 //!      the live version).
 //! 5. **Record** the outcomes under the request id.
@@ -54,6 +57,16 @@ pub const DEDUP_WINDOW: u64 = 64;
 pub const MAX_CONFLICT_CANDIDATES: u32 = 1000;
 /// Longest cluster id accepted.
 pub const MAX_CLUSTER_ID_BYTES: usize = 128;
+/// Longest join token id accepted.
+pub const MAX_TOKEN_ID_BYTES: usize = 32;
+
+/// Whether `id` is acceptable as a join token id: 1..=[`MAX_TOKEN_ID_BYTES`] ASCII letters
+/// or digits.
+pub fn valid_token_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_TOKEN_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
 
 /// The cluster-tree value of a live record.
 pub fn tree_value(meta: &FileMeta) -> PathValue {
@@ -186,21 +199,12 @@ fn apply_op<V: IndexView>(
         Op::AddToken {
             token_hash,
             expires_ms,
-        } => {
-            if ov.token(token_hash)?.is_some() {
-                return Ok(rejected(RejectReason::TokenExists));
-            }
-            if *expires_ms <= now {
-                return Ok(rejected(RejectReason::TokenExpired));
-            }
-            let rec = TokenRecord {
-                expires_ms: *expires_ms,
-                created: version,
-                consumed: None,
-            };
-            ov.changes.tokens.insert(*token_hash, rec);
-            Ok(Outcome::Applied { version })
-        }
+        } => add_token(ov, version, now, None, token_hash, *expires_ms),
+        Op::AddNamedToken {
+            token_id,
+            token_hash,
+            expires_ms,
+        } => add_token(ov, version, now, Some(token_id), token_hash, *expires_ms),
         Op::ConsumeToken { token_hash, node } => {
             let Some(mut rec) = ov.token(token_hash)? else {
                 return Ok(rejected(RejectReason::UnknownToken));
@@ -225,6 +229,43 @@ fn apply_op<V: IndexView>(
             holders,
         } => add_holders(ov, path, *target, holders),
     }
+}
+
+/// `AddToken` (no id) and `AddNamedToken`.
+fn add_token<V: IndexView>(
+    ov: &mut Overlay<'_, V>,
+    version: Version,
+    now: u64,
+    token_id: Option<&String>,
+    token_hash: &Hash,
+    expires_ms: u64,
+) -> Result<Outcome, V::Error> {
+    if let Some(id) = token_id {
+        if !valid_token_id(id) {
+            return Ok(rejected(RejectReason::InvalidValue(format!(
+                "token id must be 1 to {MAX_TOKEN_ID_BYTES} ASCII letters or digits"
+            ))));
+        }
+        if ov.token_by_id(id)?.is_some() {
+            return Ok(rejected(RejectReason::TokenExists));
+        }
+    }
+    if ov.token(token_hash)?.is_some() {
+        return Ok(rejected(RejectReason::TokenExists));
+    }
+    if expires_ms <= now {
+        return Ok(rejected(RejectReason::TokenExpired));
+    }
+    let rec = TokenRecord {
+        expires_ms,
+        created: version,
+        consumed: None,
+    };
+    ov.changes.tokens.insert(*token_hash, rec);
+    if let Some(id) = token_id {
+        ov.changes.token_ids.insert(id.clone(), *token_hash);
+    }
+    Ok(Outcome::Applied { version })
 }
 
 /// Problems that reject a put or delete of `path` before looking at versions.

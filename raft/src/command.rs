@@ -118,6 +118,17 @@ pub enum Op {
         version: Version,
         holders: Vec<NodeId>,
     },
+    /// Registers a join token by its hash AND its public id (the `abcdef` of
+    /// `abcdef.0123456789abcdef`), so that a member can find the hash from the id a joiner
+    /// announces (`SmReader::token_by_id`). Usable once, until `expires_ms` (entry time).
+    /// The id must be 1..=[`crate::apply::MAX_TOKEN_ID_BYTES`] ASCII letters or digits and
+    /// unused, like the hash. `AddToken` stays for entries written before this op existed;
+    /// its tokens have no id and cannot be used to join.
+    AddNamedToken {
+        token_id: String,
+        token_hash: Hash,
+        expires_ms: u64,
+    },
 }
 
 /// A batch: the payload of one log entry.

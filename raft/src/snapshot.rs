@@ -6,7 +6,7 @@
 //! version  u32 LE   = 1
 //! frames   repeated: u32 LE length, then that many bytes of postcard
 //!            frame 0:   SnapHeader { last_log_id, membership, snapshot_id, root, state }
-//!            frame 1..: SnapRecord (History, Token, Dedup, Hint), in table key order
+//!            frame 1..: SnapRecord (History, Token, TokenId, Dedup, Hint), in table key order
 //!            last:      SnapRecord::End { counts }
 //! trailer  32 bytes  blake3 of every byte before it
 //! ```

@@ -391,6 +391,95 @@ fn tokens_are_single_use_and_expire_on_entry_time() {
 }
 
 #[test]
+fn named_tokens_are_found_by_id_and_unique_by_id_and_hash() {
+    let mut ix = fresh(Retention::default());
+    let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
+    let add = |id: &str, h, expires_ms| Op::AddNamedToken {
+        token_id: id.into(),
+        token_hash: h,
+        expires_ms,
+    };
+    let bad_id = |r: &Outcome| {
+        matches!(
+            r,
+            Outcome::Rejected {
+                reason: RejectReason::InvalidValue(_)
+            }
+        )
+    };
+    let r = ix.apply(
+        2,
+        &batch(
+            1,
+            2,
+            T0,
+            vec![
+                add("abc123", a, T0 + 1000),
+                // Same id, another hash; same hash, another id: both taken.
+                add("abc123", b, T0 + 1000),
+                add("zzz999", a, T0 + 1000),
+                add("", b, T0 + 1000),
+                add("has.dot", b, T0 + 1000),
+                add(&"x".repeat(33), b, T0 + 1000),
+                add("late00", b, T0),
+                add("second", b, T0 + 1000),
+            ],
+        ),
+    );
+    let o = r.outcomes();
+    assert_eq!(o[0], applied(v(2, 0)));
+    assert_eq!(o[1], rejected(RejectReason::TokenExists));
+    assert_eq!(o[2], rejected(RejectReason::TokenExists));
+    assert!(bad_id(&o[3]) && bad_id(&o[4]) && bad_id(&o[5]), "{o:?}");
+    assert_eq!(o[6], rejected(RejectReason::TokenExpired));
+    assert_eq!(o[7], applied(v(2, 7)));
+    // Rejected ops left no id behind.
+    assert_eq!(
+        ix.token_ids
+            .iter()
+            .map(|(k, h)| (k.as_str(), *h))
+            .collect::<Vec<_>>(),
+        vec![("abc123", a), ("second", b)]
+    );
+    // An id-less token (old op) cannot take a named token's hash either.
+    let r = ix.apply(
+        3,
+        &batch(
+            1,
+            3,
+            T0 + 1,
+            vec![Op::AddToken {
+                token_hash: b,
+                expires_ms: T0 + 1000,
+            }],
+        ),
+    );
+    assert_eq!(r.outcomes(), &[rejected(RejectReason::TokenExists)]);
+    // Consuming goes by hash; the id keeps naming the spent token, so a second join with
+    // it is told "reused" rather than "unknown".
+    let consume = |h, node| Op::ConsumeToken {
+        token_hash: h,
+        node,
+    };
+    let r = ix.apply(4, &batch(1, 4, T0 + 2, vec![consume(a, 9), consume(a, 10)]));
+    assert_eq!(
+        r.outcomes(),
+        &[applied(v(4, 0)), rejected(RejectReason::TokenReused)]
+    );
+    assert_eq!(ix.token_ids.get("abc123"), Some(&a));
+    assert_eq!(ix.tokens[&a].consumed.as_ref().map(|u| u.node), Some(9));
+    // An unknown hash is still unknown; a token with c can be added under a new id.
+    let r = ix.apply(
+        5,
+        &batch(1, 5, T0 + 3, vec![consume(c, 9), add("third1", c, T0 + 9)]),
+    );
+    assert_eq!(
+        r.outcomes(),
+        &[rejected(RejectReason::UnknownToken), applied(v(5, 1))]
+    );
+}
+
+#[test]
 fn retried_request_ids_replay_the_original_response() {
     let mut ix = fresh(Retention::default());
     let b = batch(5, 10, T0, vec![put("x", 1, 5, None)]);

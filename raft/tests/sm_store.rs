@@ -179,6 +179,68 @@ fn as_of_refuses_beyond_retention() {
     assert_eq!(paths_of(&r.as_of(5).expect("as_of")), vec!["a", "b/d"]);
 }
 
+#[tokio::test]
+async fn token_ids_survive_reopen_and_travel_in_snapshots() {
+    let (da, db) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    let named = |id: &str, c: u8| Op::AddNamedToken {
+        token_id: id.into(),
+        token_hash: Hash([c; 32]),
+        expires_ms: T0 + 60_000,
+    };
+    {
+        let sm = StateMachine::open(da.path()).expect("open");
+        populate(&sm, Retention::default());
+        let out = sm
+            .apply_blocking(vec![
+                normal(6, 10, vec![named("tok001", 1), named("tok002", 2)]),
+                normal(
+                    7,
+                    11,
+                    vec![Op::ConsumeToken {
+                        token_hash: Hash([2; 32]),
+                        node: 5,
+                    }],
+                ),
+            ])
+            .expect("apply");
+        assert!(matches!(out[1].outcomes(), [Outcome::Applied { .. }]));
+    }
+    let mut a = StateMachine::open(da.path()).expect("reopen");
+    let ra = a.reader();
+    let (h1, r1) = ra.token_by_id("tok001").expect("read").expect("known");
+    assert_eq!((h1, r1.consumed), (Hash([1; 32]), None));
+    let (h2, r2) = ra.token_by_id("tok002").expect("read").expect("known");
+    assert_eq!(h2, Hash([2; 32]));
+    assert_eq!(r2.consumed.map(|u| u.node), Some(5));
+    assert_eq!(ra.token_by_id("nope00").expect("read"), None);
+
+    let mut b = StateMachine::open(db.path()).expect("open");
+    b.apply_blocking(vec![normal(1, 1, vec![init(Retention::default())])])
+        .expect("apply");
+    transfer(&mut a, &mut b).await.expect("transfer");
+    let rb = b.reader();
+    for id in ["tok001", "tok002", "nope00"] {
+        assert_eq!(
+            ra.token_by_id(id).expect("a"),
+            rb.token_by_id(id).expect("b"),
+            "{id}"
+        );
+    }
+    // After the install, an id is still unique on the receiving side.
+    let out = b
+        .apply_blocking(vec![normal(8, 12, vec![named("tok001", 9)])])
+        .expect("apply");
+    assert!(matches!(
+        out[0].outcomes(),
+        [Outcome::Rejected {
+            reason: filesyncd_raft::command::RejectReason::TokenExists
+        }]
+    ));
+}
+
 async fn transfer(from: &mut StateMachine, to: &mut StateMachine) -> Result<(), String> {
     let snap = from
         .get_snapshot_builder()
@@ -314,4 +376,24 @@ async fn corrupt_or_mismatched_snapshot_is_rejected_before_touching_state() {
         .expect("good install");
     assert_eq!(a.cluster_root(), b.cluster_root());
     assert_eq!(snap_files(db.path()).len(), 1);
+}
+
+#[test]
+fn changed_since_reports_the_newest_record_of_each_changed_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sm = StateMachine::open(dir.path()).expect("open");
+    populate(&sm, Retention::default());
+    let r = sm.reader();
+    let all = r.changed_since(0).expect("changed_since");
+    assert_eq!(paths_of(&all), vec!["a", "b/c", "b/d"]);
+    assert_eq!(all[0].1.version, Version::new(4, 0));
+    assert!(
+        all[1].1.is_tombstone(),
+        "a delete is reported as its tombstone"
+    );
+    let after3 = r.changed_since(3).expect("changed_since");
+    assert_eq!(paths_of(&after3), vec!["a", "b/c"]);
+    let after4 = r.changed_since(4).expect("changed_since");
+    assert_eq!(paths_of(&after4), vec!["b/c"]);
+    assert!(r.changed_since(5).expect("changed_since").is_empty());
 }

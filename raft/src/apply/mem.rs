@@ -18,6 +18,7 @@ pub struct MemIndex {
     pub history: BTreeMap<(String, Version), PathRecord>,
     pub hints: BTreeMap<Hint, ()>,
     pub tokens: BTreeMap<Hash, TokenRecord>,
+    pub token_ids: BTreeMap<String, Hash>,
     pub dedup: BTreeMap<(NodeId, u64), Vec<Outcome>>,
 }
 
@@ -51,6 +52,7 @@ impl MemIndex {
             }
         }
         self.tokens.extend(changes.tokens);
+        self.token_ids.extend(changes.token_ids);
         for (k, v) in changes.dedup {
             match v {
                 Some(o) => self.dedup.insert(k, o),
@@ -108,6 +110,10 @@ impl IndexView for MemIndex {
 
     fn token(&self, hash: &Hash) -> Result<Option<TokenRecord>, Infallible> {
         Ok(self.tokens.get(hash).cloned())
+    }
+
+    fn token_by_id(&self, id: &str) -> Result<Option<Hash>, Infallible> {
+        Ok(self.token_ids.get(id).copied())
     }
 
     fn dedup(&self, id: RequestId) -> Result<Option<Vec<Outcome>>, Infallible> {

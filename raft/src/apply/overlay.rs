@@ -24,6 +24,8 @@ pub trait IndexView {
         after: &str,
     ) -> Result<Option<String>, Self::Error>;
     fn token(&self, hash: &Hash) -> Result<Option<TokenRecord>, Self::Error>;
+    /// The hash of the token registered under `id` (`AddNamedToken`).
+    fn token_by_id(&self, id: &str) -> Result<Option<Hash>, Self::Error>;
     fn dedup(&self, id: RequestId) -> Result<Option<Vec<Outcome>>, Self::Error>;
     /// The sequence numbers recorded for `origin`, ascending.
     fn dedup_seqs(&self, origin: NodeId) -> Result<Vec<u64>, Self::Error>;
@@ -40,6 +42,8 @@ pub struct Changes {
     pub history: BTreeMap<(String, Version), Option<PathRecord>>,
     pub hints: BTreeMap<Hint, bool>,
     pub tokens: BTreeMap<Hash, TokenRecord>,
+    /// Token id → token hash (ids are only ever added).
+    pub token_ids: BTreeMap<String, Hash>,
     pub dedup: BTreeMap<(NodeId, u64), Option<Vec<Outcome>>>,
 }
 
@@ -122,6 +126,13 @@ impl<'a, V: IndexView> Overlay<'a, V> {
         match self.changes.tokens.get(hash) {
             Some(t) => Ok(Some(t.clone())),
             None => self.base.token(hash),
+        }
+    }
+
+    pub fn token_by_id(&self, id: &str) -> Result<Option<Hash>, V::Error> {
+        match self.changes.token_ids.get(id) {
+            Some(h) => Ok(Some(*h)),
+            None => self.base.token_by_id(id),
         }
     }
 

@@ -60,6 +60,11 @@ pub enum SnapRecord {
     End {
         records: u64,
     },
+    /// A token id and the hash it names (appended variant: older files have none).
+    TokenId {
+        id: String,
+        hash: Hash,
+    },
 }
 
 struct HashWriter<W: Write> {
@@ -247,6 +252,14 @@ pub fn build(db: &Database, dir: &Path) -> Result<(SnapHeader, PathBuf), SmError
         w.frame(&SnapRecord::Token {
             hash: Hash(k.value()),
             rec: dec(v.value())?,
+        })?;
+        records += 1;
+    }
+    for item in txn.open_table(tables::TOKEN_IDS)?.iter()? {
+        let (k, v) = item?;
+        w.frame(&SnapRecord::TokenId {
+            id: k.value().to_string(),
+            hash: Hash(v.value()),
         })?;
         records += 1;
     }

@@ -76,6 +76,7 @@ fn copy_and_load(
     txn.delete_table(tables::HISTORY)?;
     txn.delete_table(tables::HINTS)?;
     txn.delete_table(tables::TOKENS)?;
+    txn.delete_table(tables::TOKEN_IDS)?;
     txn.delete_table(tables::DEDUP)?;
     tables::create_all(&txn)?;
     let tree;
@@ -110,6 +111,9 @@ fn copy_and_load(
                 }
                 SnapRecord::Token { hash, rec } => {
                     t.tokens.insert(hash.0, enc(&rec)?.as_slice())?;
+                }
+                SnapRecord::TokenId { id, hash } => {
+                    t.token_ids.insert(id.as_str(), hash.0)?;
                 }
                 SnapRecord::Dedup {
                     origin,

@@ -78,6 +78,51 @@ impl SmReader {
         tables::read_versions(&self.txn()?.open_table(tables::HISTORY)?, path)
     }
 
+    /// The newest retained record (tombstones included) of every path whose
+    /// newest record was written after log index `index`, in path order.
+    ///
+    /// One pass over the history table: O(retained versions). A path whose
+    /// history was pruned entirely is not reported.
+    pub fn changed_since(&self, index: u64) -> Result<Vec<(String, PathRecord)>, SmError> {
+        let txn = self.txn()?;
+        let hist = txn.open_table(tables::HISTORY)?;
+        let mut out: Vec<(String, PathRecord)> = Vec::new();
+        let mut pending: Option<(String, Vec<u8>)> = None;
+        for item in hist.iter()? {
+            let (k, v) = item?;
+            let (path, idx, _pos) = k.value();
+            match &mut pending {
+                Some((p, bytes)) if p == path => {
+                    // Same path: a later key is a newer version.
+                    if idx > index {
+                        *bytes = v.value().to_vec();
+                    } else {
+                        bytes.clear();
+                    }
+                }
+                _ => {
+                    if let Some((p, bytes)) = pending.take() {
+                        if !bytes.is_empty() {
+                            out.push((p, dec(&bytes)?));
+                        }
+                    }
+                    let bytes = if idx > index {
+                        v.value().to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    pending = Some((path.to_string(), bytes));
+                }
+            }
+        }
+        if let Some((p, bytes)) = pending {
+            if !bytes.is_empty() {
+                out.push((p, dec(&bytes)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Calls `f` for every path alive as of log index `at` (in path order), streaming.
     /// Fails if `at` is before the retention horizon or after the last applied index.
     pub fn as_of_each(
@@ -151,6 +196,18 @@ impl SmReader {
 
     pub fn token(&self, hash: &Hash) -> Result<Option<TokenRecord>, SmError> {
         tables::read_token(&self.txn()?.open_table(tables::TOKENS)?, hash)
+    }
+
+    /// The token registered under `id` (`AddNamedToken`): its hash and record, read in one
+    /// transaction.
+    pub fn token_by_id(&self, id: &str) -> Result<Option<(Hash, TokenRecord)>, SmError> {
+        let txn = self.txn()?;
+        let Some(hash) = tables::read_token_id(&txn.open_table(tables::TOKEN_IDS)?, id)? else {
+            return Ok(None);
+        };
+        let rec = tables::read_token(&txn.open_table(tables::TOKENS)?, &hash)?
+            .ok_or_else(|| SmError::Corrupt(format!("token id {id:?} names an unknown hash")))?;
+        Ok(Some((hash, rec)))
     }
 
     /// Number of live paths.

@@ -7,6 +7,7 @@
 //! | `history` | (path, log index, pos)       | `PathRecord`                     |
 //! | `hints`   | (at_ms, path, log index, pos)| `()`                             |
 //! | `tokens`  | token hash                   | `TokenRecord`                    |
+//! | `token_ids` | token id                   | token hash (32 bytes)            |
 //! | `dedup`   | (origin, seq)                | `Vec<Outcome>`                   |
 //! | `state`   | `"cluster"`                  | `ClusterState`                   |
 //! | `meta`    | `"applied"`, `"membership"`, `"root"` | `Option<LogId>`, `StoredMembership`, `Hash` |
@@ -31,6 +32,7 @@ pub const LIVE: TableDefinition<&str, &[u8]> = TableDefinition::new("live");
 pub const HISTORY: TableDefinition<HistKey, &[u8]> = TableDefinition::new("history");
 pub const HINTS: TableDefinition<HintKey, ()> = TableDefinition::new("hints");
 pub const TOKENS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tokens");
+pub const TOKEN_IDS: TableDefinition<&str, [u8; 32]> = TableDefinition::new("token_ids");
 pub const DEDUP: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("dedup");
 pub const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -54,6 +56,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), SmError> {
     txn.open_table(HISTORY)?;
     txn.open_table(HINTS)?;
     txn.open_table(TOKENS)?;
+    txn.open_table(TOKEN_IDS)?;
     txn.open_table(DEDUP)?;
     txn.open_table(STATE)?;
     txn.open_table(META)?;
@@ -97,12 +100,20 @@ pub fn read_token(
     t.get(hash.0)?.map(|v| dec(v.value())).transpose()
 }
 
+pub fn read_token_id(
+    t: &impl ReadableTable<&'static str, [u8; 32]>,
+    id: &str,
+) -> Result<Option<Hash>, SmError> {
+    Ok(t.get(id)?.map(|v| Hash(v.value())))
+}
+
 /// The write transaction's tables, open for one `apply` call.
 pub struct WriteTables<'txn> {
     pub live: redb::Table<'txn, &'static str, &'static [u8]>,
     pub history: redb::Table<'txn, HistKey, &'static [u8]>,
     pub hints: redb::Table<'txn, HintKey, ()>,
     pub tokens: redb::Table<'txn, [u8; 32], &'static [u8]>,
+    pub token_ids: redb::Table<'txn, &'static str, [u8; 32]>,
     pub dedup: redb::Table<'txn, (u64, u64), &'static [u8]>,
     pub state: redb::Table<'txn, &'static str, &'static [u8]>,
 }
@@ -114,6 +125,7 @@ impl<'txn> WriteTables<'txn> {
             history: txn.open_table(HISTORY)?,
             hints: txn.open_table(HINTS)?,
             tokens: txn.open_table(TOKENS)?,
+            token_ids: txn.open_table(TOKEN_IDS)?,
             dedup: txn.open_table(DEDUP)?,
             state: txn.open_table(STATE)?,
         })
@@ -147,6 +159,9 @@ impl<'txn> WriteTables<'txn> {
         }
         for (hash, t) in &c.tokens {
             self.tokens.insert(hash.0, enc(t)?.as_slice())?;
+        }
+        for (id, hash) in &c.token_ids {
+            self.token_ids.insert(id.as_str(), hash.0)?;
         }
         for ((origin, seq), o) in &c.dedup {
             match o {
@@ -190,6 +205,10 @@ impl IndexView for WriteTables<'_> {
 
     fn token(&self, hash: &Hash) -> Result<Option<TokenRecord>, SmError> {
         read_token(&self.tokens, hash)
+    }
+
+    fn token_by_id(&self, id: &str) -> Result<Option<Hash>, SmError> {
+        read_token_id(&self.token_ids, id)
     }
 
     fn dedup(&self, id: RequestId) -> Result<Option<Vec<Outcome>>, SmError> {
