@@ -325,6 +325,21 @@ impl P2pClient {
     /// `host:port`) with `token`. Returns the member's PeerId and the app's
     /// accept payload. The token's secret never goes on the wire.
     pub async fn join(&self, addr: &str, token: &Token) -> Result<Joined, JoinError> {
+        self.join_with(addr, token, Vec::new()).await
+    }
+
+    /// [`P2pClient::join`], presenting `info` (opaque, at most
+    /// [`crate::protocol::MAX_JOIN_INFO`] bytes) to the member's verifier
+    /// ([`crate::JoinApplication::info`]).
+    pub async fn join_with(
+        &self,
+        addr: &str,
+        token: &Token,
+        info: Vec<u8>,
+    ) -> Result<Joined, JoinError> {
+        if info.len() > crate::protocol::MAX_JOIN_INFO {
+            return Err(JoinError::Protocol("join info too large"));
+        }
         let addr = parse_addr(addr)?;
         let member = self
             .call(|reply| Command::Dial { addr, reply })
@@ -332,7 +347,7 @@ impl P2pClient {
             .map_err(|_| JoinError::Shutdown)?
             .map_err(|e| JoinError::Dial(e.to_string()))?;
         let listen = self.listen_addrs().await.map_err(|_| JoinError::Shutdown)?;
-        let payload = run_joiner(self.local, member, token, listen, |req| {
+        let payload = run_joiner(self.local, member, token, listen, info, |req| {
             self.join_request(member, req)
         })
         .await?;

@@ -360,8 +360,24 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure {
-                request_id, error, ..
+                peer,
+                connection_id,
+                request_id,
+                error,
             } => {
+                // The remote did not offer a member protocol on a connection
+                // we use as a member connection: it was established before
+                // the remote learned we are a member (just after a join), and
+                // its handlers are fixed for its lifetime. Close it so the
+                // next request dials a fresh one the remote admits.
+                if matches!(
+                    error,
+                    request_response::OutboundFailure::UnsupportedProtocols
+                ) && self.membership.is_member(&peer)
+                {
+                    tracing::debug!(%peer, "member connection refused by the remote: reconnecting");
+                    self.swarm.close_connection(connection_id);
+                }
                 if let Some(reply) = self.pending.remove(&request_id) {
                     let _ = reply.send(Err(error.into()));
                 }

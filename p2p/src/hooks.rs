@@ -48,6 +48,10 @@ pub struct JoinApplication {
     pub listen_addrs: Vec<Multiaddr>,
     /// The address its connection came from.
     pub observed_addr: Option<Multiaddr>,
+    /// Opaque data the joiner presented with its proof (see
+    /// [`crate::P2pClient::join_with`]); at most
+    /// [`crate::protocol::MAX_JOIN_INFO`] bytes, untrusted.
+    pub info: Vec<u8>,
 }
 
 /// The member side of the join handshake, supplied by the app.

@@ -22,7 +22,9 @@
 
 use crate::error::{JoinError, RequestError};
 use crate::hooks::{JoinApplication, JoinVerifier, Rejection};
-use crate::protocol::{JoinRequest, JoinResponse, RejectReason, JOIN_VERSION, MAX_JOIN_ADDRS};
+use crate::protocol::{
+    JoinRequest, JoinResponse, RejectReason, JOIN_VERSION, MAX_JOIN_ADDRS, MAX_JOIN_INFO,
+};
 use crate::token::{self, is_token_id, Token};
 use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
@@ -141,11 +143,15 @@ impl JoinServer {
                 token_id,
                 mac,
                 listen_addrs,
+                info,
             } => {
                 let Some(challenge) = self.challenges.remove(&peer) else {
                     return Action::Respond(channel, reject(RejectReason::Protocol));
                 };
-                if challenge.token_id != token_id || listen_addrs.len() > MAX_JOIN_ADDRS {
+                if challenge.token_id != token_id
+                    || listen_addrs.len() > MAX_JOIN_ADDRS
+                    || info.len() > MAX_JOIN_INFO
+                {
                     return Action::Respond(channel, reject(RejectReason::Protocol));
                 }
                 let Some(verifier) = self.verifier.clone() else {
@@ -158,8 +164,14 @@ impl JoinServer {
                 let local = self.local;
                 let done = self.done.clone();
                 tokio::spawn(async move {
-                    let (response, outcome) =
-                        verify(verifier, local, peer, challenge, mac, addrs, observed_addr).await;
+                    let joiner = Joiner {
+                        peer,
+                        mac,
+                        addrs,
+                        observed_addr,
+                        info,
+                    };
+                    let (response, outcome) = verify(verifier, local, challenge, joiner).await;
                     let _ = done
                         .send(JoinDone {
                             peer,
@@ -175,15 +187,28 @@ impl JoinServer {
     }
 }
 
-async fn verify(
-    verifier: Arc<dyn JoinVerifier>,
-    local: PeerId,
+/// What a joiner sent with its `Proof`.
+struct Joiner {
     peer: PeerId,
-    challenge: Challenge,
     mac: [u8; 32],
     addrs: Vec<Multiaddr>,
     observed_addr: Option<Multiaddr>,
+    info: Vec<u8>,
+}
+
+async fn verify(
+    verifier: Arc<dyn JoinVerifier>,
+    local: PeerId,
+    challenge: Challenge,
+    joiner: Joiner,
 ) -> (JoinResponse, JoinOutcome) {
+    let Joiner {
+        peer,
+        mac,
+        addrs,
+        observed_addr,
+        info,
+    } = joiner;
     let refused = |r: Rejection, outcome| {
         (
             JoinResponse::Rejected {
@@ -211,6 +236,7 @@ async fn verify(
         token_id: token_id.clone(),
         listen_addrs: addrs.clone(),
         observed_addr: observed_addr.clone(),
+        info,
     };
     // Announced addresses first, then where the connection came from (QUIC
     // dials from its listening port, so that one is usually dialable).
@@ -237,6 +263,7 @@ pub(crate) async fn run_joiner<F, Fut>(
     member: PeerId,
     token: &Token,
     listen_addrs: Vec<Multiaddr>,
+    info: Vec<u8>,
     mut request: F,
 ) -> Result<Vec<u8>, JoinError>
 where
@@ -266,6 +293,7 @@ where
             .take(MAX_JOIN_ADDRS)
             .map(|a| a.to_vec())
             .collect(),
+        info,
     };
     match request(proof).await? {
         JoinResponse::Accepted {
@@ -299,18 +327,25 @@ mod tests {
     ) -> Result<Vec<u8>, JoinError> {
         let joiner_nonce = RefCell::new([0u8; 32]);
         let nonce = [42u8; 32];
-        block_on(run_joiner(joiner, member, token, Vec::new(), |req| {
-            let resp = match &req {
-                JoinRequest::Hello {
-                    joiner_nonce: n, ..
-                } => {
-                    *joiner_nonce.borrow_mut() = *n;
-                    JoinResponse::Challenge { nonce }
-                }
-                JoinRequest::Proof { .. } => accept(&req, *joiner_nonce.borrow()),
-            };
-            async move { Ok(resp) }
-        }))
+        block_on(run_joiner(
+            joiner,
+            member,
+            token,
+            Vec::new(),
+            Vec::new(),
+            |req| {
+                let resp = match &req {
+                    JoinRequest::Hello {
+                        joiner_nonce: n, ..
+                    } => {
+                        *joiner_nonce.borrow_mut() = *n;
+                        JoinResponse::Challenge { nonce }
+                    }
+                    JoinRequest::Proof { .. } => accept(&req, *joiner_nonce.borrow()),
+                };
+                async move { Ok(resp) }
+            },
+        ))
     }
 
     #[test]

@@ -50,13 +50,16 @@
 //! joiner                                        member
 //!   Hello{version, token_id, joiner_nonce} ──▶  remembers a fresh 32-byte nonce
 //!                                         ◀──  Challenge{nonce}   (per peer, single use, 30 s)
-//!   Proof{token_id, mac, listen_addrs}     ──▶  hash = verifier.token_hash(token_id)
+//!   Proof{token_id, mac, listen_addrs, info} ─▶ hash = verifier.token_hash(token_id)
 //!                                               check mac = joiner_mac(hash, id, joiner, nonce)
 //!                                               verifier.admit(..) (expiry, single use, Raft)
 //!                                         ◀──  Accepted{payload, member_mac} | Rejected{reason, hint}
 //! ```
 //! The token's secret never crosses the wire; see [`crate::token`].
 //! Unknown token ids and wrong proofs both answer `BadToken` (no oracle).
+//! A member that cannot admit (e.g. it does not lead the cluster) answers
+//! `Rejected{NotLeader, hint}` with where to go; the joiner starts over
+//! there with `Hello`.
 //!
 //! # Chunk flow (`/filesyncd/chunks/1`)
 //! See [`crate::chunks::wire`] for the byte layout: one request (a batch of
@@ -85,10 +88,12 @@ pub const IDENTIFY_VERSION: &str = "/filesyncd/1";
 
 /// Cap of one join message, either direction.
 pub const MAX_JOIN_MESSAGE: usize = 64 * 1024;
-/// Version carried in `Hello`.
-pub const JOIN_VERSION: u16 = 1;
+/// Version carried in `Hello` (2: `Proof` carries `info`).
+pub const JOIN_VERSION: u16 = 2;
 /// Most listen addresses a joiner may announce.
 pub const MAX_JOIN_ADDRS: usize = 16;
+/// Largest `info` a joiner may present in `Proof`.
+pub const MAX_JOIN_INFO: usize = 4096;
 
 /// Joiner → member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +109,10 @@ pub enum JoinRequest {
         mac: [u8; 32],
         /// Multiaddrs (binary form) the joiner listens on.
         listen_addrs: Vec<Vec<u8>>,
+        /// Opaque application data about the joiner (filesyncd: its Raft node id), at
+        /// most [`MAX_JOIN_INFO`] bytes. Integrity comes from the connection (TLS bound to
+        /// the joiner's PeerId); it is not secret.
+        info: Vec<u8>,
     },
 }
 

@@ -38,13 +38,28 @@ async fn valid_token_joins_then_becomes_a_full_member() {
     let a = member_with(verifier.clone()).await;
     let j = plain_node().await;
 
-    let joined = j.client.join(&host_port(&a), &token).await.unwrap();
+    // Oversized application info is refused before anything is sent.
+    let big = vec![0u8; filesyncd_p2p::protocol::MAX_JOIN_INFO + 1];
+    let err = j
+        .client
+        .join_with(&host_port(&a), &token, big)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JoinError::Protocol(_)), "{err:?}");
+    assert!(verifier.admitted.lock().unwrap().is_empty());
+
+    let joined = j
+        .client
+        .join_with(&host_port(&a), &token, b"node-7".to_vec())
+        .await
+        .unwrap();
     assert_eq!(joined.member, a.peer);
     assert_eq!(joined.payload, b"cluster-info");
     let admitted = verifier.admitted.lock().unwrap().clone();
     assert_eq!(admitted.len(), 1);
     assert_eq!(admitted[0].peer, j.peer);
     assert_eq!(admitted[0].token_id, token.id());
+    assert_eq!(admitted[0].info, b"node-7");
     assert!(admitted[0].listen_addrs.contains(&j.addr));
 
     // The app records the member (via Raft) on both sides: full rights.
