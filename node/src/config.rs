@@ -13,6 +13,10 @@
 //! Defaults:
 //! - `--listen 0.0.0.0:7400` (QUIC over UDP; `HOST:PORT` or a multiaddr).
 //! - `--api 127.0.0.1:7401` (HTTP/JSON control API, TCP).
+//! - `--max-voters 5`: this node, when it leads, promotes caught-up learners
+//!   to voters while the cluster has fewer voters than this (at least 1).
+//! - `--join-timeout 30` (seconds): how long `--join` keeps trying to reach
+//!   and be admitted by the cluster before giving up (at least 1).
 //! - `--data`: `$XDG_STATE_HOME/filesyncd` if `XDG_STATE_HOME` is set, else
 //!   `$HOME/.local/state/filesyncd`, else `/var/lib/filesyncd`. Created if
 //!   missing. It must not lie inside `--dir` (it would be synced).
@@ -26,6 +30,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_API: &str = "127.0.0.1:7401";
+pub const DEFAULT_MAX_VOTERS: usize = 5;
+pub const DEFAULT_JOIN_TIMEOUT_SECS: u64 = 30;
 
 /// How logs are written to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -62,6 +68,12 @@ pub struct RunArgs {
     /// Join token (from `filesyncd token create` on a member).
     #[arg(long, env = "FILESYNCD_TOKEN", value_name = "TOKEN")]
     pub token: Option<String>,
+    /// When leading, promote learners to voters while there are fewer voters than this [default: 5].
+    #[arg(long, env = "FILESYNCD_MAX_VOTERS", value_name = "N")]
+    pub max_voters: Option<usize>,
+    /// Seconds --join keeps trying to reach and be admitted by the cluster [default: 30].
+    #[arg(long, env = "FILESYNCD_JOIN_TIMEOUT", value_name = "SECS")]
+    pub join_timeout: Option<u64>,
     /// TOML file with any of the settings above (flags and env win).
     #[arg(long, env = "FILESYNCD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -82,6 +94,8 @@ pub struct FileConfig {
     pub api_token: Option<String>,
     pub join: Option<String>,
     pub token: Option<String>,
+    pub max_voters: Option<usize>,
+    pub join_timeout: Option<u64>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -102,6 +116,10 @@ pub struct Config {
     pub api: SocketAddr,
     pub api_token: Option<String>,
     pub join: Option<JoinTarget>,
+    /// At least 1.
+    pub max_voters: usize,
+    /// At least 1 s.
+    pub join_timeout: std::time::Duration,
     pub log_format: LogFormat,
 }
 
@@ -136,6 +154,10 @@ pub enum ConfigError {
     TokenWithoutJoin,
     #[error("--token: {0}")]
     BadToken(String),
+    #[error("--max-voters must be at least 1")]
+    MaxVoters,
+    #[error("--join-timeout must be at least 1 second")]
+    JoinTimeout,
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -243,6 +265,20 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
             Some(JoinTarget { addr, token })
         }
     };
+    let max_voters = args
+        .max_voters
+        .or(file.max_voters)
+        .unwrap_or(DEFAULT_MAX_VOTERS);
+    if max_voters == 0 {
+        return Err(ConfigError::MaxVoters);
+    }
+    let join_timeout = args
+        .join_timeout
+        .or(file.join_timeout)
+        .unwrap_or(DEFAULT_JOIN_TIMEOUT_SECS);
+    if join_timeout == 0 {
+        return Err(ConfigError::JoinTimeout);
+    }
     Ok(Config {
         dir,
         data,
@@ -250,6 +286,8 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         api,
         api_token,
         join,
+        max_voters,
+        join_timeout: std::time::Duration::from_secs(join_timeout),
         log_format: args
             .log_format
             .or(file.log_format)
@@ -280,6 +318,13 @@ mod tests {
         assert_eq!(c.api.to_string(), DEFAULT_API);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.join.is_none());
+        assert_eq!(c.max_voters, DEFAULT_MAX_VOTERS);
+        assert_eq!(c.join_timeout.as_secs(), DEFAULT_JOIN_TIMEOUT_SECS);
+        let file = FileConfig::parse("max_voters = 3\njoin_timeout = 7\n").unwrap();
+        let mut a = args(&dir, &data);
+        a.join_timeout = Some(9);
+        let c = validate(a, file).unwrap();
+        assert_eq!((c.max_voters, c.join_timeout.as_secs()), (3, 9));
         let file = FileConfig::parse(
             "listen = \"/ip4/127.0.0.1/udp/9/quic-v1\"\napi = \"localhost:9\"\nlog_format = \"json\"\n",
         )
@@ -351,5 +396,11 @@ mod tests {
         let mut a = args(&dir, &data);
         a.token = Some("abcdef.0123456789abcdef".into());
         assert!(matches!(run(a), ConfigError::TokenWithoutJoin));
+        let mut a = args(&dir, &data);
+        a.max_voters = Some(0);
+        assert!(matches!(run(a), ConfigError::MaxVoters));
+        let mut a = args(&dir, &data);
+        a.join_timeout = Some(0);
+        assert!(matches!(run(a), ConfigError::JoinTimeout));
     }
 }

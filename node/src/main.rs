@@ -1,6 +1,7 @@
 //! `filesyncd`: the binary. Without a subcommand (or with `run`) it runs the
 //! daemon; the other subcommands are offline tools (`chunk`) or clients of a
-//! running daemon's control API (`status`, `members`, `token create`).
+//! running daemon's control API (`status`, `members`, `token create`,
+//! `remove`, `ls`, `history`, `restore`, `verify`, `adopt`).
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration
 //! (including a data directory locked by another daemon).
@@ -31,12 +32,25 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default subcommand).
     Run(RunArgs),
-    /// Show this node's Raft state and the cluster members.
-    Status(cmd::ctl::StatusArgs),
+    /// Show this node's Raft state, the members and the sync progress.
+    Status(cmd::status::StatusArgs),
     /// List the cluster members.
     Members(cmd::ctl::StatusArgs),
     /// Manage join tokens.
     Token(cmd::ctl::TokenArgs),
+    /// Remove a member (voter or learner) from the cluster.
+    Remove(cmd::members::RemoveArgs),
+    /// List the committed entries under a path.
+    Ls(cmd::files::LsArgs),
+    /// Show every retained version of a path.
+    History(cmd::files::HistoryArgs),
+    /// Write a retained version of a path, in place or elsewhere (--to).
+    Restore(cmd::files::RestoreArgs),
+    /// Rehash the synced directory against the committed tree; exit 1 on differences.
+    Verify(cmd::files::PlainArgs),
+    /// Re-create the folder marker on purpose (resumes a halted sync,
+    /// confirms withheld deletes).
+    Adopt(cmd::files::PlainArgs),
     /// Chunk files with the cluster's default chunker and print each file's
     /// Merkle root (the identity of a file version is root + size).
     Chunk(cmd::chunk::ChunkArgs),
@@ -57,9 +71,15 @@ fn main() -> ExitCode {
     match cli.command {
         None => cmd::run::run(cli.run),
         Some(Command::Run(args)) => cmd::run::run(args),
-        Some(Command::Status(args)) => report(cmd::ctl::status(args)),
+        Some(Command::Status(args)) => report(cmd::status::run(args)),
         Some(Command::Members(args)) => report(cmd::ctl::members(args)),
         Some(Command::Token(args)) => report(cmd::ctl::token(args)),
+        Some(Command::Remove(args)) => report(cmd::members::remove(args)),
+        Some(Command::Ls(args)) => cmd::files::finish(cmd::files::ls(args)),
+        Some(Command::History(args)) => cmd::files::finish(cmd::files::history(args)),
+        Some(Command::Restore(args)) => cmd::files::finish(cmd::files::restore(args)),
+        Some(Command::Verify(args)) => cmd::files::finish(cmd::files::verify(args)),
+        Some(Command::Adopt(args)) => cmd::files::finish(cmd::files::adopt(args)),
         Some(Command::Chunk(args)) => report(cmd::chunk::run(args)),
     }
 }

@@ -7,7 +7,10 @@
 //!    ([`transport`]).
 //! 4. Open Raft on `<data>/raft`. No Raft state and no `--join`: form a
 //!    single-node cluster and commit `InitCluster` (random cluster id,
-//!    default chunker, default retention). With state: resume.
+//!    default chunker, default retention). No Raft state and `--join`: join
+//!    with the token before serving Raft, then wait until caught up
+//!    ([`join`]). With state: resume (`--join` is ignored with a warning).
+//!    Every member answers joins and promotes learners ([`join`]).
 //! 5. Keep the p2p allow-list equal to the Raft membership.
 //! 6. Serve the control API ([`crate::api`]).
 //!
@@ -15,10 +18,11 @@
 //! (its stores are closed when the last handle drops), the swarm stops,
 //! then the lock is released. Exit 0.
 //!
-//! Not yet here: joining an existing cluster (`--join` is refused at start),
-//! the sync engine and the file watcher.
+//! Not yet here: the sync engine and the file watcher.
 
+pub mod join;
 pub mod lock;
+pub mod sync;
 pub mod transport;
 
 use std::collections::HashSet;
@@ -27,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use filesyncd_merkle::Hash;
 use filesyncd_p2p::{Multiaddr, P2pClient, P2pConfig, PeerId, Services};
 use filesyncd_raft::command::{ChunkerParams, Op, Outcome, RejectReason, Retention};
 use filesyncd_raft::config::RaftConfig;
@@ -71,38 +74,30 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("sync: {0}")]
+    Sync(#[from] sync::SyncError),
     #[error("cluster initialization failed: {0}")]
     Init(String),
-    #[error("joining a cluster (--join) is not implemented yet")]
-    JoinUnsupported,
+    #[error(transparent)]
+    Join(#[from] join::JoinFailure),
 }
 
 impl DaemonError {
     /// 2 for problems the operator must fix in the invocation (locked data
-    /// directory, unsupported option), 1 for runtime failures.
+    /// directory, a refused join token), 1 for runtime failures (including
+    /// a join address not reachable within `--join-timeout`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Lock(LockError::Locked(_)) | DaemonError::JoinUnsupported => 2,
+            DaemonError::Lock(LockError::Locked(_)) => 2,
+            DaemonError::Join(f) => f.exit_code(),
             _ => 1,
         }
-    }
-}
-
-/// Serves no chunks yet (the sync engine is not wired in).
-struct NoChunks;
-
-impl filesyncd_p2p::ChunkProvider for NoChunks {
-    fn get(&self, _hash: &Hash) -> Option<Vec<u8>> {
-        None
     }
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let _lock = DataLock::acquire(&config.data)?;
-    if config.join.is_some() {
-        return Err(DaemonError::JoinUnsupported);
-    }
     let data = config.data.clone();
     let (node_id, _) = filesyncd_raft::node_id::load_or_create(&data)?;
     let identity = filesyncd_p2p::load_or_create(&data)?;
@@ -117,9 +112,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         listen: vec![config.listen.clone()],
         ..P2pConfig::default()
     };
+    let sync_parts = sync::Parts::open(&config.dir, &data)?;
+    let admission = join::Admission::new();
     let services = Services {
-        chunks: Arc::new(NoChunks),
-        join_verifier: None,
+        chunks: Arc::new(sync_parts.provider()),
+        join_verifier: Some(admission.clone()),
     };
     let (client, events) =
         filesyncd_p2p::client::start(identity.keypair, p2p_config, services).await?;
@@ -129,10 +126,36 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     let transport = Arc::new(P2pTransport::new(client.clone()));
     let node: Node = RaftNode::open(&raft_dir, node_id, RaftConfig::default(), transport).await?;
-    let serve_task = tokio::spawn(transport::serve(node.clone(), events));
+    admission.attach(node.clone(), config.max_voters);
+    // Joining runs before Raft serves a request: only the cluster that
+    // admitted us can write this node's first state.
+    let target = config.join.as_ref();
+    let joined = match join::start(&node, &client, target, config.join_timeout).await {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = node.shutdown().await;
+            client.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let ctl_slot: transport::CtlSlot = Arc::default();
+    let serve_task = tokio::spawn(transport::serve(node.clone(), events, ctl_slot.clone()));
+    let mut sync_running: Option<sync::Running> = None;
 
     let result = async {
-        bootstrap(&node, &peer_id, &advertised).await?;
+        match &joined {
+            Some(payload) => join::wait_caught_up(&node, payload).await?,
+            None => bootstrap(&node, &peer_id, &advertised).await?,
+        }
+        let running = sync::start(
+            sync_parts,
+            node.clone(),
+            client.clone(),
+            crate::engine::watch::WatchConfig::default(),
+        )?;
+        let _ = ctl_slot.set(running.ctl.clone());
+        let sync_handle = running.handle.clone();
+        sync_running = Some(running);
         let (stop_tx, stop_rx) = watch::channel(false);
         let members_task = tokio::spawn(follow_membership(
             node.clone(),
@@ -147,7 +170,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             })?;
         tracing::info!(api = %config.api, "control API listening");
         let state =
-            crate::api::ApiState::new(node.clone(), peer_id.to_string(), config.api_token.clone());
+            crate::api::ApiState::new(node.clone(), peer_id.to_string(), config.api_token.clone())
+                .with_sync(sync_handle);
         let mut api_stop = stop_rx.clone();
         let api_task = tokio::spawn(async move {
             let shutdown = async move {
@@ -166,6 +190,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     .await;
 
+    if let Some(running) = sync_running.take() {
+        let _ = tokio::task::spawn_blocking(move || running.stop()).await;
+    }
     let shut = node.shutdown().await;
     client.shutdown().await;
     // The serve loop ends when the event channel closes, but the p2p client

@@ -8,7 +8,7 @@
 //! request with [`RaftNode::handle_rpc`] on its own task.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use filesyncd_p2p::{parse_addr, P2pClient, P2pEvent, PeerId, RequestError};
 use filesyncd_raft::node::RaftNode;
@@ -97,8 +97,16 @@ impl RaftTransport for P2pTransport {
     }
 }
 
-/// Answers inbound raft requests until the event channel closes.
-pub async fn serve(node: RaftNode<P2pTransport>, mut events: mpsc::Receiver<P2pEvent>) {
+/// Where the sync service's ctl handler is put once it runs; ctl requests
+/// before that are refused (the remote retries).
+pub type CtlSlot = Arc<OnceLock<Arc<crate::daemon::sync::CtlService>>>;
+
+/// Answers inbound raft and ctl requests until the event channel closes.
+pub async fn serve(
+    node: RaftNode<P2pTransport>,
+    mut events: mpsc::Receiver<P2pEvent>,
+    ctl: CtlSlot,
+) {
     while let Some(event) = events.recv().await {
         match event {
             P2pEvent::RaftRequest { peer, bytes, reply } => {
@@ -111,6 +119,18 @@ pub async fn serve(node: RaftNode<P2pTransport>, mut events: mpsc::Receiver<P2pE
                     let out = node.handle_rpc(kind, payload).await;
                     if let Err(e) = reply.send(out) {
                         tracing::debug!(%peer, error = %e, "raft reply not sent");
+                    }
+                });
+            }
+            P2pEvent::CtlRequest { peer, bytes, reply } => {
+                let Some(handler) = ctl.get().cloned() else {
+                    tracing::debug!(%peer, "ctl request before the sync service runs");
+                    continue;
+                };
+                tokio::task::spawn_blocking(move || {
+                    let out = handler.handle(peer, &bytes);
+                    if let Err(e) = reply.send(out) {
+                        tracing::debug!(%peer, error = %e, "ctl reply not sent");
                     }
                 });
             }

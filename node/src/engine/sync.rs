@@ -41,6 +41,7 @@ use super::types::{LocalEntry, NodeId, Stat, VersionRecord};
 
 mod fetch;
 use fetch::ZeroChunks;
+pub use fetch::{fetch_tree, pull, pull_many};
 
 /// Why a step stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +138,12 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
     /// The applied index the committed view reflects.
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// The committed view: the newest record of every path (tombstones
+    /// included) as of [`Engine::applied`].
+    pub fn view(&self) -> &BTreeMap<String, VersionRecord> {
+        &self.view
     }
 
     fn node(&self) -> NodeId {

@@ -4,8 +4,13 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
-use filesyncd_merkle::{node_hash, read_node, ChunkEntry, Hash, Node, NodeSource, NodeStore};
+use filesyncd_chunkstore::store::ChunkStore;
+use filesyncd_merkle::file_tree::FileTree;
+use filesyncd_merkle::{
+    node_hash, read_node, ChunkEntry, Hash, MemNodeStore, Node, NodeSource, NodeStore,
+};
 
 use super::super::plan::Missing;
 use super::super::ports::{ChunkFetcher, Committed};
@@ -36,26 +41,164 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         missing: Missing,
         rep: &mut StepReport,
     ) -> Result<(), String> {
-        let hashes = match missing {
-            Missing::Chunks(h) => h,
-            Missing::Tree => {
-                self.fetch_tree(root, holders).await?;
-                let list = self.tree_chunks(root, size).map_err(|e| e.to_string())?;
-                let zeros = ZeroChunks::default();
-                let mut seen = HashSet::new();
-                list.iter()
-                    .filter(|c| !zeros.is_zero(c))
-                    .map(|c| c.hash)
-                    .filter(|h| seen.insert(*h) && !self.store.has(h).unwrap_or(false))
-                    .collect()
-            }
-        };
-        if hashes.is_empty() {
-            return Ok(());
+        let n = pull(
+            self.store.as_ref(),
+            &self.nodes,
+            &self.fetcher,
+            root,
+            size,
+            holders,
+            missing,
+        )
+        .await?;
+        rep.chunks_fetched += n;
+        Ok(())
+    }
+}
+
+/// Makes every chunk of the file tree `root` local: unknown tree nodes
+/// first (see [`fetch_tree`]), then the chunks neither held nor all-zero,
+/// each verified with blake3 and stored durably. Returns the chunks
+/// fetched. Used by the engine's writes and by the daemon's offers.
+pub async fn pull<F: ChunkFetcher>(
+    store: &dyn ChunkStore,
+    nodes: &Mutex<MemNodeStore>,
+    fetcher: &F,
+    root: Hash,
+    size: u64,
+    holders: &[NodeId],
+    missing: Missing,
+) -> Result<usize, String> {
+    let hashes = match missing {
+        Missing::Chunks(h) => h,
+        Missing::Tree => {
+            fetch_tree(nodes, fetcher, &[root], holders).await?;
+            let list = {
+                let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+                FileTree { root, size }
+                    .chunks(&*nodes)
+                    .map_err(|e| e.to_string())?
+            };
+            let zeros = ZeroChunks::default();
+            let mut seen = HashSet::new();
+            list.iter()
+                .filter(|c| !zeros.is_zero(c))
+                .map(|c| c.hash)
+                .filter(|h| seen.insert(*h) && !store.has(h).unwrap_or(false))
+                .collect()
         }
-        let got = self
-            .fetcher
-            .fetch(holders, &hashes)
+    };
+    if hashes.is_empty() {
+        return Ok(0);
+    }
+    let got = fetcher
+        .fetch(holders, &hashes)
+        .await
+        .map_err(|e| e.to_string())?;
+    let verified: Vec<(Hash, &[u8])> = got
+        .iter()
+        .filter(|(h, d)| Hash::of_chunk(d) == *h)
+        .map(|(h, d)| (*h, &d[..]))
+        .collect();
+    store.put_many(&verified).map_err(|e| e.to_string())?;
+    if verified.len() < hashes.len() {
+        return Err(format!(
+            "{} of {} chunks could not be fetched",
+            hashes.len() - verified.len(),
+            hashes.len()
+        ));
+    }
+    Ok(verified.len())
+}
+
+/// Gets the tree nodes of the trees `roots` the node store lacks, one round
+/// trip per tree level (all trees at once); every node is verified against
+/// its hash. The node store's lock is held only between awaits.
+pub async fn fetch_tree<F: ChunkFetcher>(
+    nodes: &Mutex<MemNodeStore>,
+    fetcher: &F,
+    roots: &[Hash],
+    holders: &[NodeId],
+) -> Result<(), String> {
+    let mut frontier = roots.to_vec();
+    frontier.sort_unstable();
+    frontier.dedup();
+    while !frontier.is_empty() {
+        let wanted: Vec<Hash> = {
+            let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+            frontier
+                .iter()
+                .copied()
+                .filter(|h| !nodes.has_node(h))
+                .collect()
+        };
+        if !wanted.is_empty() {
+            let got = fetcher
+                .fetch_nodes(holders, &wanted)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+            for (h, bytes) in got {
+                if wanted.contains(&h) && node_hash(&bytes).ok() == Some(h) {
+                    nodes.put_node(h, bytes);
+                }
+            }
+        }
+        let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Vec::new();
+        for h in &frontier {
+            match read_node(&*nodes, h).map_err(|e| e.to_string())? {
+                Node::FileInterior { children, .. } => next.extend(children.iter().map(|c| c.hash)),
+                Node::FileLeaf(_) => {}
+                _ => return Err(format!("{h} is not a file tree node")),
+            }
+        }
+        next.sort_unstable();
+        next.dedup();
+        frontier = next;
+    }
+    Ok(())
+}
+
+/// [`pull`] for many file trees at once (an offer of many small files):
+/// one tree fetch over all roots, one chunk fetch for everything missing.
+/// Returns, per `(root, size)`, whether every chunk is now local.
+pub async fn pull_many<F: ChunkFetcher>(
+    store: &dyn ChunkStore,
+    nodes: &Mutex<MemNodeStore>,
+    fetcher: &F,
+    trees: &[(Hash, u64)],
+    holders: &[NodeId],
+) -> Result<Vec<bool>, String> {
+    let roots: Vec<Hash> = trees.iter().map(|t| t.0).collect();
+    fetch_tree(nodes, fetcher, &roots, holders).await?;
+    let lists: Vec<Option<Vec<ChunkEntry>>> = {
+        let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+        trees
+            .iter()
+            .map(|(root, size)| {
+                FileTree {
+                    root: *root,
+                    size: *size,
+                }
+                .chunks(&*nodes)
+                .ok()
+            })
+            .collect()
+    };
+    let zeros = ZeroChunks::default();
+    let mut seen = HashSet::new();
+    let missing: Vec<Hash> = lists
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|c| !zeros.is_zero(c))
+        .map(|c| c.hash)
+        .filter(|h| seen.insert(*h) && !store.has(h).unwrap_or(false))
+        .collect();
+    if !missing.is_empty() {
+        let got = fetcher
+            .fetch(holders, &missing)
             .await
             .map_err(|e| e.to_string())?;
         let verified: Vec<(Hash, &[u8])> = got
@@ -63,59 +206,15 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             .filter(|(h, d)| Hash::of_chunk(d) == *h)
             .map(|(h, d)| (*h, &d[..]))
             .collect();
-        self.store.put_many(&verified).map_err(|e| e.to_string())?;
-        rep.chunks_fetched += verified.len();
-        if verified.len() < hashes.len() {
-            return Err(format!(
-                "{} of {} chunks could not be fetched",
-                hashes.len() - verified.len(),
-                hashes.len()
-            ));
-        }
-        Ok(())
+        store.put_many(&verified).map_err(|e| e.to_string())?;
     }
-
-    /// Gets the tree nodes of `root` the node store lacks, one round trip
-    /// per tree level; every node is verified against its hash.
-    async fn fetch_tree(&mut self, root: Hash, holders: &[NodeId]) -> Result<(), String> {
-        let mut frontier = vec![root];
-        while !frontier.is_empty() {
-            let wanted: Vec<Hash> = {
-                let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-                frontier
-                    .iter()
-                    .copied()
-                    .filter(|h| !nodes.has_node(h))
-                    .collect()
-            };
-            if !wanted.is_empty() {
-                let got = self
-                    .fetcher
-                    .fetch_nodes(holders, &wanted)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-                for (h, bytes) in got {
-                    if wanted.contains(&h) && node_hash(&bytes).ok() == Some(h) {
-                        nodes.put_node(h, bytes);
-                    }
-                }
-            }
-            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            let mut next = Vec::new();
-            for h in &frontier {
-                match read_node(&*nodes, h).map_err(|e| e.to_string())? {
-                    Node::FileInterior { children, .. } => {
-                        next.extend(children.iter().map(|c| c.hash))
-                    }
-                    Node::FileLeaf(_) => {}
-                    _ => return Err(format!("{h} is not a file tree node")),
-                }
-            }
-            next.sort_unstable();
-            next.dedup();
-            frontier = next;
-        }
-        Ok(())
-    }
+    Ok(lists
+        .iter()
+        .map(|l| {
+            l.as_ref().is_some_and(|l| {
+                l.iter()
+                    .all(|c| zeros.is_zero(c) || store.has(&c.hash).unwrap_or(false))
+            })
+        })
+        .collect())
 }

@@ -1,0 +1,313 @@
+//! The member side: [`Admission`], filesyncd's `p2p::JoinVerifier`.
+//!
+//! `token_hash` reads this member's applied state; `admit` runs only on the
+//! leader: it spends the token through Raft, adds the joiner as a learner
+//! and answers the [`super::JoinPayload`]. The decisions that need no I/O
+//! are functions ([`check_membership`], [`consume_verdict`]) tested below.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use filesyncd_merkle::Hash;
+use filesyncd_p2p::{JoinApplication, JoinVerifier, RejectReason, Rejection, TokenHash};
+use filesyncd_raft::command::{Op, Outcome, RejectReason as OpReject};
+use filesyncd_raft::{NodeId, NodeInfo};
+
+use super::{parse_node_id, pick_addr, rejection, JoinInfo, JoinPayload, PayloadMember};
+use crate::daemon::Node;
+
+type Verdict<'a, T> = Pin<Box<dyn Future<Output = Result<T, Rejection>> + Send + 'a>>;
+
+/// filesyncd's join verifier. Create it before the p2p swarm (which needs
+/// it), [`Admission::attach`] the Raft node once it is open.
+pub struct Admission {
+    /// A std RwLock: written once, read for a clone; never held across `.await`.
+    node: RwLock<Option<Node>>,
+}
+
+impl Admission {
+    pub fn new() -> Arc<Admission> {
+        Arc::new(Admission {
+            node: RwLock::new(None),
+        })
+    }
+
+    /// Starts answering joins with `node`, and starts the learner promoter
+    /// ([`super::promote_learners`]) with `max_voters`; it ends when Raft stops.
+    pub fn attach(&self, node: Node, max_voters: usize) {
+        *self.node.write().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
+        tokio::spawn(super::promote_learners(node, max_voters));
+    }
+
+    fn node(&self) -> Result<Node, Rejection> {
+        self.node
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| rejection(RejectReason::Unavailable, "the member is starting"))
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Rejection {
+    rejection(RejectReason::Unavailable, format!("{what}: {e}"))
+}
+
+/// The token registered under `id` on this member: (hash, spender).
+async fn lookup(node: &Node, id: &str) -> Result<Option<(Hash, Option<NodeId>)>, Rejection> {
+    let reader = node.reader().clone();
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || reader.token_by_id(&id))
+        .await
+        .map_err(|e| unavailable("state read failed", e))?
+        .map(|found| found.map(|(h, rec)| (h, rec.consumed.map(|u| u.node))))
+        .map_err(|e| unavailable("state read failed", e))
+}
+
+/// Whether `(id, peer)` may join given the current members: `Ok(())` when
+/// neither is a member or both name the same member (an admitted joiner
+/// asking again); a refusal when either already belongs to another member.
+pub fn check_membership<'a>(
+    members: impl IntoIterator<Item = (NodeId, &'a NodeInfo)>,
+    id: NodeId,
+    peer: &str,
+) -> Result<(), Rejection> {
+    for (mid, info) in members {
+        let same_id = mid == id;
+        let same_peer = info.peer_id == peer;
+        if same_id != same_peer {
+            let why = if same_id {
+                format!("node id {id:016x} already belongs to peer {}", info.peer_id)
+            } else {
+                format!("peer {peer} is already member {mid:016x}: remove it first")
+            };
+            return Err(rejection(RejectReason::Protocol, why));
+        }
+    }
+    Ok(())
+}
+
+/// What a `ConsumeToken` outcome means for the joiner `node`. `spender`
+/// is who spent the token, read after a `TokenReused`.
+pub fn consume_verdict(
+    outcome: Option<&Outcome>,
+    spender: Option<NodeId>,
+    node: NodeId,
+) -> Result<(), Rejection> {
+    match outcome {
+        Some(Outcome::Applied { .. }) => Ok(()),
+        Some(Outcome::Rejected { reason }) => match reason {
+            OpReject::TokenReused if spender == Some(node) => Ok(()),
+            OpReject::TokenReused => Err(rejection(
+                RejectReason::Used,
+                "the token was already used (tokens are single-use)",
+            )),
+            OpReject::TokenExpired => Err(rejection(RejectReason::Expired, "the token expired")),
+            OpReject::UnknownToken => Err(rejection(RejectReason::BadToken, "unknown token")),
+            OpReject::NotInitialized => Err(rejection(
+                RejectReason::Unavailable,
+                "the cluster is not initialized yet",
+            )),
+            other => Err(rejection(
+                RejectReason::Unavailable,
+                format!("token refused: {other:?}"),
+            )),
+        },
+        other => Err(rejection(
+            RejectReason::Unavailable,
+            format!("unexpected answer to ConsumeToken: {other:?}"),
+        )),
+    }
+}
+
+/// Where a non-leader sends the joiner.
+fn not_leader(node: &Node) -> Rejection {
+    match node.leader() {
+        Some((id, info)) if id != node.id() && !info.addr.is_empty() => Rejection {
+            reason: RejectReason::NotLeader,
+            hint: info.addr.into_bytes(),
+        },
+        _ => rejection(RejectReason::Unavailable, "no leader elected yet"),
+    }
+}
+
+impl Admission {
+    async fn admit_inner(&self, joiner: JoinApplication) -> Result<Vec<u8>, Rejection> {
+        let node = self.node()?;
+        let info: JoinInfo = serde_json::from_slice(&joiner.info).map_err(|_| {
+            rejection(
+                RejectReason::Protocol,
+                "join info must be {\"node_id\": \"<16 hex>\"}",
+            )
+        })?;
+        let id = parse_node_id(&info.node_id)
+            .ok_or_else(|| rejection(RejectReason::Protocol, "join info: bad node id"))?;
+        if !node.is_leader() {
+            return Err(not_leader(&node));
+        }
+        let peer = joiner.peer.to_string();
+        {
+            let m = node.metrics();
+            check_membership(
+                m.membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(i, n)| (*i, n)),
+                id,
+                &peer,
+            )?;
+        }
+        let addr =
+            pick_addr(&joiner.listen_addrs, joiner.observed_addr.as_ref()).ok_or_else(|| {
+                rejection(
+                    RejectReason::Protocol,
+                    "no dialable listen address announced",
+                )
+            })?;
+
+        let (hash, _) = lookup(&node, &joiner.token_id)
+            .await?
+            .ok_or_else(|| rejection(RejectReason::BadToken, "unknown token"))?;
+        let proposed = node
+            .propose(vec![Op::ConsumeToken {
+                token_hash: hash,
+                node: id,
+            }])
+            .await
+            .map_err(|e| unavailable("cannot record the token use", e))?;
+        let outcome = proposed.response.outcomes().first();
+        let spender = match outcome {
+            Some(Outcome::Rejected {
+                reason: OpReject::TokenReused,
+            }) => lookup(&node, &joiner.token_id).await?.and_then(|(_, s)| s),
+            _ => None,
+        };
+        consume_verdict(outcome, spender, id)?;
+
+        let learner = NodeInfo {
+            peer_id: peer.clone(),
+            addr: addr.to_string(),
+        };
+        let log_id = node
+            .add_learner(id, learner, false)
+            .await
+            .map_err(|e| unavailable("cannot add the learner", e))?;
+        tracing::info!(node = format!("{id:016x}"), %peer, %addr, index = log_id.index, "joiner admitted as learner");
+        let payload = payload(&node, log_id.index).await?;
+        serde_json::to_vec(&payload).map_err(|e| unavailable("cannot encode the answer", e))
+    }
+}
+
+async fn payload(node: &Node, index: u64) -> Result<JoinPayload, Rejection> {
+    let reader = node.reader().clone();
+    let settings = tokio::task::spawn_blocking(move || reader.settings())
+        .await
+        .map_err(|e| unavailable("state read failed", e))?
+        .map_err(|e| unavailable("state read failed", e))?
+        .ok_or_else(|| rejection(RejectReason::Unavailable, "the cluster is not initialized"))?;
+    let m = node.metrics();
+    let members = m
+        .membership_config
+        .membership()
+        .nodes()
+        .take(super::MAX_PAYLOAD_MEMBERS)
+        .map(|(id, info)| PayloadMember {
+            id: format!("{id:016x}"),
+            peer_id: info.peer_id.clone(),
+            addr: info.addr.clone(),
+        })
+        .collect();
+    Ok(JoinPayload {
+        cluster_id: settings.cluster_id,
+        leader: format!("{:016x}", node.id()),
+        members,
+        index,
+    })
+}
+
+impl JoinVerifier for Admission {
+    fn token_hash(&self, token_id: &str) -> Verdict<'_, TokenHash> {
+        let token_id = token_id.to_owned();
+        Box::pin(async move {
+            let node = self.node()?;
+            match lookup(&node, &token_id).await? {
+                Some((hash, _)) => Ok(TokenHash(hash.0)),
+                None => Err(Rejection::new(RejectReason::BadToken)),
+            }
+        })
+    }
+
+    fn admit(&self, joiner: JoinApplication) -> Verdict<'_, Vec<u8>> {
+        Box::pin(async move {
+            let peer = joiner.peer;
+            let result = self.admit_inner(joiner).await;
+            if let Err(r) = &result {
+                tracing::info!(%peer, reason = %r.reason, detail = %String::from_utf8_lossy(&r.hint), "join refused");
+            }
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesyncd_raft::command::Version;
+
+    fn info(peer: &str) -> NodeInfo {
+        NodeInfo {
+            peer_id: peer.into(),
+            addr: "/ip4/127.0.0.1/udp/1/quic-v1".into(),
+        }
+    }
+
+    #[test]
+    fn membership_conflicts_are_refused_and_rejoins_allowed() {
+        let (a, b) = (info("pa"), info("pb"));
+        let members = || vec![(1u64, &a), (2u64, &b)];
+        assert!(check_membership(members(), 3, "pc").is_ok());
+        assert!(
+            check_membership(members(), 2, "pb").is_ok(),
+            "same member again"
+        );
+        for (id, peer) in [(2, "pc"), (3, "pb"), (1, "pb")] {
+            let r = check_membership(members(), id, peer).unwrap_err();
+            assert_eq!(r.reason, RejectReason::Protocol, "{id} {peer}");
+            assert!(!r.hint.is_empty());
+        }
+    }
+
+    #[test]
+    fn consume_outcomes_map_to_join_answers() {
+        let applied = Outcome::Applied {
+            version: Version::new(5, 0),
+        };
+        let rej = |reason| Outcome::Rejected { reason };
+        assert!(consume_verdict(Some(&applied), None, 7).is_ok());
+        // Spent by this same joiner (a retry after a lost answer): admitted again.
+        assert!(consume_verdict(Some(&rej(OpReject::TokenReused)), Some(7), 7).is_ok());
+        let reason =
+            |o: Outcome, spender| consume_verdict(Some(&o), spender, 7).unwrap_err().reason;
+        assert_eq!(
+            reason(rej(OpReject::TokenReused), Some(8)),
+            RejectReason::Used
+        );
+        assert_eq!(reason(rej(OpReject::TokenReused), None), RejectReason::Used);
+        assert_eq!(
+            reason(rej(OpReject::TokenExpired), None),
+            RejectReason::Expired
+        );
+        assert_eq!(
+            reason(rej(OpReject::UnknownToken), None),
+            RejectReason::BadToken
+        );
+        assert_eq!(
+            reason(rej(OpReject::NotInitialized), None),
+            RejectReason::Unavailable
+        );
+        assert_eq!(
+            consume_verdict(None, None, 7).unwrap_err().reason,
+            RejectReason::Unavailable
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The engine's state that must survive a restart, in a redb file
+//! (`<data>/sync/local.redb`):
+//!
+//! | table   | key        | value (postcard)                          |
+//! |---------|------------|-------------------------------------------|
+//! | `local` | path       | `LocalEntry` (what is on disk and which committed version it is) |
+//! | `nodes` | node hash  | encoded Merkle tree node                  |
+//! | `meta`  | `"marker"` | the cluster id the marker was created for |
+//!
+//! Without the local index a restarted node could not tell a file deleted
+//! elsewhere while it was down from a file created here, nor a stale local
+//! copy from a local edit. Writes are one redb transaction per engine step,
+//! committed durably (fsync) before the step's outcome is acted on further.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use filesyncd_merkle::{Hash, MemNodeStore};
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::engine::types::LocalEntry;
+
+const LOCAL: TableDefinition<&str, &[u8]> = TableDefinition::new("local");
+const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const META_MARKER: &str = "marker";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalDbError {
+    #[error("local index database: {0}")]
+    Db(String),
+    #[error("local index record for {path:?} is corrupt: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: postcard::Error,
+    },
+}
+
+fn db_err(e: impl std::fmt::Display) -> LocalDbError {
+    LocalDbError::Db(e.to_string())
+}
+
+pub struct LocalDb {
+    db: Database,
+    /// Node hashes already written.
+    persisted_nodes: HashSet<Hash>,
+}
+
+/// What was loaded at start.
+pub struct Loaded {
+    pub local: BTreeMap<String, LocalEntry>,
+    pub nodes: MemNodeStore,
+    pub marker_for: Option<String>,
+}
+
+impl LocalDb {
+    pub fn open(path: &Path) -> Result<(LocalDb, Loaded), LocalDbError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(LOCAL).map_err(db_err)?;
+            txn.open_table(NODES).map_err(db_err)?;
+            txn.open_table(META).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let mut local = BTreeMap::new();
+        let mut nodes = MemNodeStore::new();
+        let mut persisted_nodes = HashSet::new();
+        let marker_for;
+        {
+            let r = db.begin_read().map_err(db_err)?;
+            for item in r
+                .open_table(LOCAL)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = item.map_err(db_err)?;
+                let e: LocalEntry =
+                    postcard::from_bytes(v.value()).map_err(|source| LocalDbError::Corrupt {
+                        path: k.value().to_string(),
+                        source,
+                    })?;
+                local.insert(k.value().to_string(), e);
+            }
+            let mut loaded = Vec::new();
+            for item in r
+                .open_table(NODES)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = item.map_err(db_err)?;
+                let h = Hash(k.value());
+                // A node whose bytes do not hash to its key is dropped (it is
+                // refetched or rebuilt when needed), never used.
+                if filesyncd_merkle::node_hash(v.value()).ok() == Some(h) {
+                    persisted_nodes.insert(h);
+                    loaded.push((h, v.value().to_vec()));
+                } else {
+                    tracing::warn!(node = %h, "dropping a corrupt tree node from the local index");
+                }
+            }
+            nodes.extend(loaded);
+            marker_for = r
+                .open_table(META)
+                .map_err(db_err)?
+                .get(META_MARKER)
+                .map_err(db_err)?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        }
+        Ok((
+            LocalDb {
+                db,
+                persisted_nodes,
+            },
+            Loaded {
+                local,
+                nodes,
+                marker_for,
+            },
+        ))
+    }
+
+    /// Writes what changed between `before` and `after`, and the tree nodes
+    /// not yet written, in one durable transaction.
+    pub fn save(
+        &mut self,
+        before: &BTreeMap<String, LocalEntry>,
+        after: &BTreeMap<String, LocalEntry>,
+        nodes: &MemNodeStore,
+    ) -> Result<(), LocalDbError> {
+        use filesyncd_merkle::NodeSource;
+        let new_nodes: Vec<Hash> = nodes
+            .hashes()
+            .filter(|h| !self.persisted_nodes.contains(h))
+            .copied()
+            .collect();
+        let changed = after.iter().filter(|(p, e)| before.get(*p) != Some(e));
+        let removed = before.keys().filter(|p| !after.contains_key(*p));
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut local = txn.open_table(LOCAL).map_err(db_err)?;
+            for (p, e) in changed {
+                let bytes = postcard::to_allocvec(e).map_err(db_err)?;
+                local.insert(p.as_str(), bytes.as_slice()).map_err(db_err)?;
+            }
+            for p in removed {
+                local.remove(p.as_str()).map_err(db_err)?;
+            }
+            let mut t = txn.open_table(NODES).map_err(db_err)?;
+            for h in &new_nodes {
+                if let Some(b) = nodes.get_node(h) {
+                    t.insert(h.0, b.as_slice()).map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        self.persisted_nodes.extend(new_nodes);
+        Ok(())
+    }
+
+    /// Records that the marker was created for `cluster_id`.
+    pub fn set_marker_for(&self, cluster_id: &str) -> Result<(), LocalDbError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(META)
+            .map_err(db_err)?
+            .insert(META_MARKER, cluster_id.as_bytes())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::types::{FileKind, Meta, Stat, VersionId};
+    use filesyncd_merkle::ChunkEntry;
+
+    fn entry(n: u8) -> LocalEntry {
+        LocalEntry::committed(
+            Meta::file(Hash([n; 32]), 5, 0o644),
+            Stat {
+                kind: FileKind::File,
+                size: 5,
+                mtime_ns: 1,
+                ctime_ns: 2,
+                ino: u64::from(n),
+                mode: 0o644,
+            },
+            VersionId::new(u64::from(n), 0),
+        )
+    }
+
+    #[test]
+    fn saves_changes_and_reloads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.redb");
+        let tree = filesyncd_merkle::build(&[ChunkEntry {
+            hash: Hash([7; 32]),
+            len: 9,
+        }]);
+        let mut nodes = MemNodeStore::new();
+        nodes.extend(tree.nodes.clone());
+        let a = BTreeMap::from([("a".to_string(), entry(1)), ("b".to_string(), entry(2))]);
+        let b = BTreeMap::from([("a".to_string(), entry(3)), ("c".to_string(), entry(4))]);
+        {
+            let (mut db, loaded) = LocalDb::open(&path).unwrap();
+            assert!(loaded.local.is_empty() && loaded.marker_for.is_none());
+            db.save(&BTreeMap::new(), &a, &nodes).unwrap();
+            db.save(&a, &b, &nodes).unwrap();
+            db.set_marker_for("c1").unwrap();
+        }
+        let (_, loaded) = LocalDb::open(&path).unwrap();
+        assert_eq!(loaded.local, b);
+        assert_eq!(loaded.nodes.len(), nodes.len());
+        assert_eq!(loaded.marker_for.as_deref(), Some("c1"));
+    }
+}

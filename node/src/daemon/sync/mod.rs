@@ -1,0 +1,59 @@
+//! The sync service: runs the engine ([`crate::engine`]) against Raft and
+//! the p2p network.
+//!
+//! | file | role |
+//! |---|---|
+//! | `service.rs` | the sync task (owner of the engine), start-up, marker, status |
+//! | `ports.rs` | the engine's ports over Raft (`Committed`) and p2p (`ChunkFetcher`) |
+//! | `offer.rs` | the acknowledgement contract: offer, pull, ack before proposing |
+//! | `ctl.rs` | the ctl protocol messages (`GetNodes`, `Offer`) |
+//! | `servable.rs` | which chunks are served to peers (no existence oracle) |
+//! | `local_db.rs` | the persisted local index and tree nodes |
+//! | `status.rs` | what the control API sees and can ask |
+
+pub mod ctl;
+pub mod local_db;
+pub mod offer;
+pub mod ports;
+pub mod servable;
+pub mod service;
+pub mod status;
+
+use std::sync::{Arc, Mutex};
+
+use filesyncd_merkle::MemNodeStore;
+use filesyncd_p2p::PeerId;
+
+pub use service::{start, Parts, Running, SyncError};
+pub use status::{RemoteChunks, SyncCommand, SyncHandle, SyncStatus, Transfer};
+
+use crate::daemon::Node;
+use ctl::{CtlRequest, CtlResponse};
+
+/// Answers the ctl protocol for the sync service.
+pub struct CtlService {
+    pub offers: Arc<offer::Offers>,
+    pub nodes: Arc<Mutex<MemNodeStore>>,
+    pub node: Node,
+}
+
+impl CtlService {
+    /// Answers one ctl request from `peer` (a member: the swarm admits no
+    /// one else to the ctl protocol).
+    pub fn handle(&self, peer: PeerId, bytes: &[u8]) -> Vec<u8> {
+        let resp = match ctl::decode_request(bytes) {
+            Err(e) => CtlResponse::Error(e.to_string()),
+            Ok(CtlRequest::GetNodes { hashes }) => {
+                CtlResponse::Nodes(offer::get_nodes(&self.nodes, &hashes))
+            }
+            Ok(CtlRequest::Offer { items }) => {
+                let (peers, _) = ports::members(&self.node);
+                match peers.iter().find(|(_, p)| **p == peer) {
+                    Some((origin, _)) => CtlResponse::Offer(self.offers.on_offer(*origin, items)),
+                    None => CtlResponse::Error("offer from a peer outside the membership".into()),
+                }
+            }
+        };
+        ctl::encode_response(&resp)
+    }
+}

@@ -1,0 +1,306 @@
+//! The acknowledgement contract: a file version is proposed only once its
+//! chunks are durable (fsynced) on a majority of the voters.
+//!
+//! Origin side ([`Offerer::offer_until_quorum`]): the new versions (root +
+//! size) are offered to every other voter over ctl, again every
+//! [`OFFER_POLL`] until enough voters answer `Durable` for all of them
+//! (with this node, if it votes: a majority); they become holders of the
+//! proposed put. Without a quorum by the deadline the proposal fails as
+//! `Unavailable` and the engine retries it on a later step: on the minority
+//! side of a partition local changes wait.
+//!
+//! Peer side ([`Offers::on_offer`]): each offered version is pulled from the
+//! origin in the background (tree nodes over ctl, chunks over the chunk
+//! protocol, everything verified, chunks stored with an fsync) while the
+//! origin's repeated offers are answered `Pending`; then `Durable`. Offers
+//! are idempotent (keyed by root and size) and bounded: at most
+//! [`MAX_PULLS`] pulls at once, at most [`MAX_TRACKED`] remembered.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use filesyncd_chunkstore::store::ChunkStore;
+use filesyncd_merkle::{Hash, MemNodeStore};
+use filesyncd_p2p::{P2pClient, PeerId};
+use tokio::sync::Semaphore;
+
+use super::ctl::{self, CtlRequest, CtlResponse, OfferItem, OfferState};
+use super::ports::{members, P2pFetcher};
+use super::servable::Servable;
+use crate::daemon::Node;
+use crate::engine::ports::{PortError, PortResult};
+use crate::engine::sync::pull_many;
+use crate::engine::types::NodeId;
+
+/// How often the origin repeats an offer while peers pull (the first
+/// second; five times slower after).
+pub const OFFER_POLL: Duration = Duration::from_millis(50);
+/// Concurrent pulls of offered versions on the peer side.
+pub const MAX_PULLS: usize = 4;
+/// Offers remembered on the peer side (oldest finished ones are dropped).
+pub const MAX_TRACKED: usize = 4096;
+
+/// How long the origin waits for a quorum without progress: a base plus
+/// time for the bytes at a slow 4 MiB/s (counted up to 4 GiB).
+fn deadline_for(items: &[OfferItem]) -> Duration {
+    let bytes: u64 = items.iter().map(|i| i.size).sum();
+    let bytes = bytes.min(4 << 30);
+    Duration::from_secs(20) + Duration::from_millis(bytes / (4 * 1024))
+}
+
+/// The origin side.
+pub struct Offerer {
+    pub client: P2pClient,
+    pub node: Node,
+    pub servable: Arc<Servable>,
+}
+
+impl Offerer {
+    /// Offers `items` until a majority of voters (this node included if it
+    /// votes) hold them durably; returns the other nodes that acked.
+    pub async fn offer_until_quorum(&self, items: Vec<OfferItem>) -> PortResult<Vec<NodeId>> {
+        for i in &items {
+            self.servable.add_offered(i.root, i.size);
+        }
+        let me = self.node.id();
+        let start = Instant::now();
+        let deadline = deadline_for(&items);
+        let mut acked: BTreeSet<NodeId> = BTreeSet::new();
+        // The deadline runs from the last progress (a peer's count of
+        // durable items grew): big offers take as long as they progress.
+        let mut progress: HashMap<NodeId, usize> = HashMap::new();
+        let mut last_progress = Instant::now();
+        loop {
+            let (peers, voters) = members(&self.node);
+            let majority = voters.len() / 2 + 1;
+            let mine = usize::from(voters.contains(&me));
+            let need = majority.saturating_sub(mine);
+            let got = acked.iter().filter(|n| voters.contains(n)).count();
+            if got >= need {
+                return Ok(acked.into_iter().collect());
+            }
+            if last_progress.elapsed() > deadline {
+                return Err(PortError::Unavailable(format!(
+                    "no quorum holds the new content: {got} of {need} other voters acknowledged \
+                     within {}s",
+                    deadline.as_secs()
+                )));
+            }
+            let asks = voters
+                .iter()
+                .filter(|v| **v != me && !acked.contains(v))
+                .filter_map(|v| Some((*v, *peers.get(v)?)))
+                .map(|(v, peer)| {
+                    let items = items.clone();
+                    async move { (v, self.ask(peer, items).await) }
+                });
+            for (v, answer) in futures::future::join_all(asks).await {
+                match answer {
+                    Ok(states) if states.iter().all(|s| *s == OfferState::Durable) => {
+                        acked.insert(v);
+                    }
+                    Ok(states) => {
+                        let durable = states.iter().filter(|s| **s == OfferState::Durable).count();
+                        let before = progress.insert(v, durable).unwrap_or(0);
+                        if durable > before {
+                            last_progress = Instant::now();
+                        }
+                        for s in states {
+                            if let OfferState::Failed(e) = s {
+                                tracing::debug!(node = format!("{v:016x}"), error = %e, "offer pull failed; re-offering");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = format!("{v:016x}"), error = %e, "offer not answered")
+                    }
+                }
+            }
+            let got = acked.iter().filter(|n| voters.contains(n)).count();
+            if got < need {
+                // Quick answers for small changes, lighter polling for big ones.
+                let poll = if start.elapsed() < Duration::from_secs(1) {
+                    OFFER_POLL
+                } else {
+                    OFFER_POLL * 5
+                };
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+
+    /// Offers `items` to `peer` in requests of at most `MAX_HASHES` items.
+    async fn ask(&self, peer: PeerId, items: Vec<OfferItem>) -> Result<Vec<OfferState>, String> {
+        let mut out = Vec::with_capacity(items.len());
+        for part in items.chunks(ctl::MAX_HASHES) {
+            let req = ctl::encode_request(&CtlRequest::Offer {
+                items: part.to_vec(),
+            });
+            let bytes = self
+                .client
+                .ctl_request(peer, req)
+                .await
+                .map_err(|e| e.to_string())?;
+            match ctl::decode_response(&bytes).map_err(|e| e.to_string())? {
+                CtlResponse::Offer(s) if s.len() == part.len() => out.extend(s),
+                CtlResponse::Error(e) => return Err(e),
+                other => return Err(format!("unexpected answer to Offer: {other:?}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Tracked {
+    state: OfferState,
+    at: Instant,
+}
+
+/// The peer side. The map is behind a std `Mutex`: held for lookups and
+/// inserts only, never across an `.await`.
+pub struct Offers {
+    tracked: Mutex<HashMap<OfferItem, Tracked>>,
+    pulls: Arc<Semaphore>,
+    pub store: Arc<dyn ChunkStore>,
+    pub nodes: Arc<Mutex<MemNodeStore>>,
+    pub fetcher: P2pFetcher,
+    pub servable: Arc<Servable>,
+    /// Where pulls run (the sync runtime, off the network's threads).
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Offers {
+    pub fn new(
+        store: Arc<dyn ChunkStore>,
+        nodes: Arc<Mutex<MemNodeStore>>,
+        fetcher: P2pFetcher,
+        servable: Arc<Servable>,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Offers> {
+        Arc::new(Offers {
+            tracked: Mutex::new(HashMap::new()),
+            pulls: Arc::new(Semaphore::new(MAX_PULLS)),
+            store,
+            nodes,
+            fetcher,
+            servable,
+            runtime,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OfferItem, Tracked>> {
+        self.tracked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers one offer from `origin`, starting pulls as needed.
+    pub fn on_offer(self: &Arc<Self>, origin: NodeId, items: Vec<OfferItem>) -> Vec<OfferState> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut start = Vec::new();
+        {
+            let mut map = self.lock();
+            for item in items {
+                let restart = match map.get(&item) {
+                    Some(t) => matches!(t.state, OfferState::Failed(_)),
+                    None => true,
+                };
+                if restart {
+                    map.insert(
+                        item,
+                        Tracked {
+                            state: OfferState::Pending,
+                            at: Instant::now(),
+                        },
+                    );
+                    start.push(item);
+                    out.push(OfferState::Pending);
+                } else {
+                    out.push(map[&item].state.clone());
+                }
+            }
+            if map.len() > MAX_TRACKED {
+                let mut done: Vec<(Instant, OfferItem)> = map
+                    .iter()
+                    .filter(|(_, t)| t.state != OfferState::Pending)
+                    .map(|(i, t)| (t.at, *i))
+                    .collect();
+                done.sort_by_key(|(t, _)| *t);
+                for (_, i) in done.into_iter().take(map.len() - MAX_TRACKED) {
+                    map.remove(&i);
+                }
+            }
+        }
+        if !start.is_empty() {
+            let me = self.clone();
+            self.runtime.spawn(async move {
+                let states = me.pull_batch(origin, &start).await;
+                let mut map = me.lock();
+                for (item, state) in start.into_iter().zip(states) {
+                    map.insert(
+                        item,
+                        Tracked {
+                            state,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+            });
+        }
+        out
+    }
+
+    /// Pulls the offered versions of one request together (one tree fetch,
+    /// one chunk fetch), at most [`MAX_PULLS`] batches at once.
+    async fn pull_batch(&self, origin: NodeId, items: &[OfferItem]) -> Vec<OfferState> {
+        let Ok(_permit) = self.pulls.clone().acquire_owned().await else {
+            return vec![OfferState::Failed("shutting down".into()); items.len()];
+        };
+        let trees: Vec<(Hash, u64)> = items.iter().map(|i| (i.root, i.size)).collect();
+        match pull_many(
+            self.store.as_ref(),
+            &self.nodes,
+            &self.fetcher,
+            &trees,
+            &[origin],
+        )
+        .await
+        {
+            Ok(done) => items
+                .iter()
+                .zip(done)
+                .map(|(item, ok)| {
+                    if ok {
+                        self.servable.add_offered(item.root, item.size);
+                        OfferState::Durable
+                    } else {
+                        OfferState::Failed("chunks missing after the pull".into())
+                    }
+                })
+                .collect(),
+            Err(e) => vec![OfferState::Failed(e); items.len()],
+        }
+    }
+}
+
+/// Answers `GetNodes` from the node store, up to the answer size cap.
+pub fn get_nodes(nodes: &Mutex<MemNodeStore>, hashes: &[Hash]) -> Vec<(Hash, Vec<u8>)> {
+    use filesyncd_merkle::NodeSource;
+    let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut seen = HashSet::new();
+    for h in hashes {
+        if !seen.insert(*h) {
+            continue;
+        }
+        if let Some(b) = nodes.get_node(h) {
+            bytes += b.len() + 40;
+            if bytes > ctl::MAX_NODES_BYTES {
+                break;
+            }
+            out.push((*h, b));
+        }
+    }
+    out
+}

@@ -1,0 +1,338 @@
+//! The engine's ports, implemented with Raft and the p2p network.
+//!
+//! - [`RaftCommitted`] ([`Committed`]): proposals go through
+//!   [`RaftNode::propose`] (forwarded to the leader); a put of file content
+//!   is first offered to the voters and proposed only once a majority of
+//!   them (this node included) hold its chunks durably ([`super::offer`]).
+//!   Reads come from the state machine ([`SmReader::changed_since`]).
+//! - [`P2pFetcher`] ([`ChunkFetcher`], [`RemoteChunks`]): chunks over the
+//!   p2p chunk protocol (verified there and again by the engine), tree
+//!   nodes over the ctl protocol (`GetNodes`, verified by the caller).
+//!
+//! Node ids map to peer ids through the Raft membership.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use filesyncd_merkle::Hash;
+use filesyncd_p2p::{FetchPlan, P2pClient, PeerId};
+use filesyncd_raft::command::{Op, Outcome, PutKind, Version};
+use filesyncd_raft::history::PathRecord;
+use futures::FutureExt;
+
+use super::ctl::{self, CtlRequest, CtlResponse, MAX_HASHES};
+use super::offer::Offerer;
+use super::status::{RemoteAnswer, RemoteChunks};
+use crate::daemon::Node;
+use crate::engine::ports::{
+    ChunkFetcher, Committed, CommittedChanges, PortError, PortResult, ProposeOp, ProposeOutcome,
+};
+use crate::engine::types::{Kind, Meta, NodeId, VersionId, VersionRecord};
+
+fn vid(v: Version) -> VersionId {
+    VersionId::new(v.index, v.pos)
+}
+
+fn version(v: VersionId) -> Version {
+    Version::new(v.index, v.pos)
+}
+
+/// The engine's view of a state-machine record.
+pub fn record_of(path: String, r: &PathRecord) -> VersionRecord {
+    match &r.state {
+        Some(m) => VersionRecord {
+            path,
+            meta: Meta {
+                kind: match &m.kind {
+                    PutKind::File => Kind::File,
+                    PutKind::Dir => Kind::Dir,
+                    PutKind::Symlink { target } => Kind::Symlink {
+                        target: target.clone(),
+                    },
+                },
+                root: m.root,
+                size: m.size,
+                mode: m.mode,
+            },
+            mtime_ns: m.mtime_ns,
+            version: vid(r.version),
+            holders: m.holders.clone(),
+            deleted: false,
+        },
+        None => VersionRecord {
+            path,
+            meta: Meta::dir(0),
+            mtime_ns: 0,
+            version: vid(r.version),
+            holders: Vec::new(),
+            deleted: true,
+        },
+    }
+}
+
+/// The membership as node id → peer id, and the voters.
+pub fn members(node: &Node) -> (HashMap<NodeId, PeerId>, BTreeSet<NodeId>) {
+    let m = node.metrics();
+    let mem = m.membership_config.membership();
+    let peers = mem
+        .nodes()
+        .filter_map(|(id, info)| Some((*id, info.peer_id.parse().ok()?)))
+        .collect();
+    (peers, mem.voter_ids().collect())
+}
+
+/// [`Committed`] over Raft.
+#[derive(Clone)]
+pub struct RaftCommitted {
+    pub node: Node,
+    pub offerer: Arc<Offerer>,
+}
+
+impl Committed for RaftCommitted {
+    async fn propose(&self, ops: Vec<ProposeOp>) -> PortResult<Vec<ProposeOutcome>> {
+        let offered: Vec<ctl::OfferItem> = ops
+            .iter()
+            .filter_map(|op| match op {
+                ProposeOp::Put { meta, .. } if meta.is_file() && meta.size > 0 => {
+                    Some(ctl::OfferItem {
+                        root: meta.root,
+                        size: meta.size,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let acked = if offered.is_empty() {
+            Vec::new()
+        } else {
+            self.offerer.offer_until_quorum(offered).await?
+        };
+        let raft_ops: Vec<Op> = ops
+            .into_iter()
+            .map(|op| match op {
+                ProposeOp::Put {
+                    path,
+                    meta,
+                    mtime_ns,
+                    origin,
+                    base,
+                    mut holders,
+                } => {
+                    if meta.is_file() && meta.size > 0 {
+                        holders.extend(acked.iter().copied());
+                        holders.sort_unstable();
+                        holders.dedup();
+                    }
+                    Op::Put {
+                        path,
+                        kind: match meta.kind {
+                            Kind::File => PutKind::File,
+                            Kind::Dir => PutKind::Dir,
+                            Kind::Symlink { target } => PutKind::Symlink { target },
+                        },
+                        root: meta.root,
+                        size: meta.size,
+                        mode: meta.mode,
+                        mtime_ns,
+                        origin,
+                        base: base.map(version),
+                        holders,
+                    }
+                }
+                ProposeOp::Delete { path, base } => Op::Delete {
+                    path,
+                    base: version(base),
+                },
+            })
+            .collect();
+        let n = raft_ops.len();
+        let proposed = self
+            .node
+            .propose(raft_ops)
+            .await
+            .map_err(|e| PortError::Unavailable(e.to_string()))?;
+        let outcomes = proposed.response.outcomes();
+        if outcomes.len() != n {
+            return Err(PortError::Failed(format!(
+                "proposal answered {} outcomes for {n} ops ({:?})",
+                outcomes.len(),
+                proposed.response
+            )));
+        }
+        Ok(outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Applied { version } => ProposeOutcome::Applied(vid(*version)),
+                Outcome::Conflict {
+                    conflict_path,
+                    version,
+                } => ProposeOutcome::Conflict {
+                    path: conflict_path.clone(),
+                    version: vid(*version),
+                },
+                Outcome::Unchanged { version } => ProposeOutcome::Unchanged(vid(*version)),
+                Outcome::DeleteLost { current } => ProposeOutcome::DeleteLost {
+                    current: vid(*current),
+                },
+                Outcome::AlreadyAbsent => ProposeOutcome::AlreadyAbsent,
+                Outcome::Rejected { reason } => ProposeOutcome::Rejected(format!("{reason:?}")),
+            })
+            .collect())
+    }
+
+    fn committed_since(&self, index: u64) -> PortResult<CommittedChanges> {
+        let reader = self.node.reader();
+        let failed = |e: filesyncd_raft::state_machine::SmError| PortError::Failed(e.to_string());
+        // Applied first: records may be newer than it, never older.
+        let applied = reader.applied().map_err(failed)?.map_or(0, |l| l.index);
+        let records = reader
+            .changed_since(index)
+            .map_err(failed)?
+            .into_iter()
+            .map(|(p, r)| record_of(p, &r))
+            .collect();
+        Ok(CommittedChanges { applied, records })
+    }
+
+    async fn wait_applied(&self, index: u64) {
+        let mut w = self.node.metrics_watch();
+        let _ = w
+            .wait_for(|m| m.last_applied.is_some_and(|l| l.index > index))
+            .await;
+    }
+}
+
+/// [`ChunkFetcher`] over p2p.
+#[derive(Clone)]
+pub struct P2pFetcher {
+    pub client: P2pClient,
+    pub node: Node,
+    /// Chunk bytes received from peers (before verification), since start.
+    pub bytes_fetched: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl P2pFetcher {
+    /// Peers to ask: the holders first, then every other member (a member
+    /// that materialized the version holds it too); never this node.
+    fn peers(&self, holders: &[NodeId]) -> Vec<PeerId> {
+        let (peers, _) = members(&self.node);
+        let me = self.node.id();
+        let mut out: Vec<PeerId> = holders
+            .iter()
+            .filter(|h| **h != me)
+            .filter_map(|h| peers.get(h).copied())
+            .collect();
+        for (id, p) in &peers {
+            if *id != me && !out.contains(p) {
+                out.push(*p);
+            }
+        }
+        out
+    }
+
+    async fn get_nodes(
+        &self,
+        peer: PeerId,
+        hashes: &[Hash],
+    ) -> Result<Vec<(Hash, Vec<u8>)>, String> {
+        let req = ctl::encode_request(&CtlRequest::GetNodes {
+            hashes: hashes.to_vec(),
+        });
+        let bytes = self
+            .client
+            .ctl_request(peer, req)
+            .await
+            .map_err(|e| e.to_string())?;
+        match ctl::decode_response(&bytes).map_err(|e| e.to_string())? {
+            CtlResponse::Nodes(n) => Ok(n),
+            CtlResponse::Error(e) => Err(e),
+            other => Err(format!("unexpected answer to GetNodes: {other:?}")),
+        }
+    }
+
+    async fn fetch_nodes_from(
+        &self,
+        holders: &[NodeId],
+        hashes: &[Hash],
+    ) -> Result<Vec<(Hash, Vec<u8>)>, String> {
+        let mut want: BTreeSet<Hash> = hashes.iter().copied().collect();
+        let mut got = Vec::new();
+        let mut last_err = None;
+        for peer in self.peers(holders) {
+            if want.is_empty() {
+                break;
+            }
+            let list: Vec<Hash> = want.iter().copied().collect();
+            for part in list.chunks(MAX_HASHES) {
+                match self.get_nodes(peer, part).await {
+                    Ok(nodes) => {
+                        for (h, b) in nodes {
+                            if want.remove(&h) {
+                                got.push((h, b));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        last_err = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if got.is_empty() && !hashes.is_empty() {
+            return Err(last_err.unwrap_or_else(|| "no peer holds these tree nodes".into()));
+        }
+        Ok(got)
+    }
+
+    async fn fetch_chunks_from(
+        &self,
+        holders: &[NodeId],
+        hashes: &[Hash],
+    ) -> Result<Vec<(Hash, Vec<u8>)>, String> {
+        let peers = self.peers(holders);
+        if peers.is_empty() {
+            return Err("no other member to fetch from".into());
+        }
+        let (got, failed) = self
+            .client
+            .fetch_chunks(FetchPlan::from_all(&peers, hashes.iter().copied()))
+            .collect_all()
+            .await;
+        if !failed.is_empty() {
+            tracing::debug!(failed = failed.len(), "chunks not fetched");
+        }
+        let bytes: usize = got.iter().map(|(_, b)| b.len()).sum();
+        self.bytes_fetched
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(got)
+    }
+}
+
+impl ChunkFetcher for P2pFetcher {
+    async fn fetch(&self, holders: &[NodeId], hashes: &[Hash]) -> PortResult<Vec<(Hash, Vec<u8>)>> {
+        self.fetch_chunks_from(holders, hashes)
+            .await
+            .map_err(PortError::Unavailable)
+    }
+
+    async fn fetch_nodes(
+        &self,
+        holders: &[NodeId],
+        hashes: &[Hash],
+    ) -> PortResult<Vec<(Hash, Vec<u8>)>> {
+        self.fetch_nodes_from(holders, hashes)
+            .await
+            .map_err(PortError::Unavailable)
+    }
+}
+
+impl RemoteChunks for P2pFetcher {
+    fn chunks(&self, holders: Vec<u64>, hashes: Vec<Hash>) -> RemoteAnswer<'_> {
+        async move { self.fetch_chunks_from(&holders, &hashes).await }.boxed()
+    }
+
+    fn nodes(&self, holders: Vec<u64>, hashes: Vec<Hash>) -> RemoteAnswer<'_> {
+        async move { self.fetch_nodes_from(&holders, &hashes).await }.boxed()
+    }
+}

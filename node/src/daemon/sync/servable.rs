@@ -1,0 +1,143 @@
+//! Which chunks this node serves to peers: those of versions committed in
+//! the cluster and those of versions offered to it or by it (which a quorum
+//! must hold before they can commit). Anything else — content of ignored
+//! files, chunks of versions never offered, arbitrary hashes — is answered
+//! "absent", exactly as if it were not held: no existence oracle.
+//!
+//! The set is behind a std `Mutex` (short inserts and lookups, never held
+//! across an `.await`). It costs ~32 bytes per distinct chunk in memory.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use filesyncd_chunkstore::store::ChunkStore;
+use filesyncd_merkle::file_tree::FileTree;
+use filesyncd_merkle::{Hash, MemNodeStore};
+
+pub struct Servable {
+    chunks: Mutex<HashSet<Hash>>,
+    /// Trees already added (root), to skip re-walking them.
+    trees: Mutex<HashSet<Hash>>,
+    nodes: Arc<Mutex<MemNodeStore>>,
+}
+
+impl Servable {
+    pub fn new(nodes: Arc<Mutex<MemNodeStore>>) -> Arc<Servable> {
+        Arc::new(Servable {
+            chunks: Mutex::new(HashSet::new()),
+            trees: Mutex::new(HashSet::new()),
+            nodes,
+        })
+    }
+
+    /// Adds the chunks of the file tree `root` if its nodes are local;
+    /// `false` if they are not (yet).
+    fn add_tree(&self, root: Hash, size: u64) -> bool {
+        if self
+            .trees
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&root)
+        {
+            return true;
+        }
+        let list = {
+            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            match (FileTree { root, size }).chunks(&*nodes) {
+                Ok(l) => l,
+                Err(_) => return false,
+            }
+        };
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        chunks.extend(list.iter().map(|c| c.hash));
+        drop(chunks);
+        self.trees
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(root);
+        true
+    }
+
+    /// A version this node offers or was offered.
+    pub fn add_offered(&self, root: Hash, size: u64) -> bool {
+        self.add_tree(root, size)
+    }
+
+    /// A committed version.
+    pub fn add_committed(&self, root: Hash, size: u64) -> bool {
+        self.add_tree(root, size)
+    }
+
+    pub fn contains(&self, h: &Hash) -> bool {
+        self.chunks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(h)
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The [`filesyncd_p2p::ChunkProvider`] of the daemon.
+pub struct Provider {
+    pub store: Arc<dyn ChunkStore>,
+    pub servable: Arc<Servable>,
+}
+
+impl filesyncd_p2p::ChunkProvider for Provider {
+    fn get(&self, hash: &Hash) -> Option<Vec<u8>> {
+        if !self.servable.contains(hash) {
+            return None;
+        }
+        match self.store.get(hash) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(chunk = %hash, error = %e, "cannot serve a chunk");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesyncd_chunkstore::store::MemChunkStore;
+    use filesyncd_merkle::ChunkEntry;
+    use filesyncd_p2p::ChunkProvider;
+
+    #[test]
+    fn serves_only_chunks_of_known_versions() {
+        let nodes = Arc::new(Mutex::new(MemNodeStore::new()));
+        let store: Arc<dyn ChunkStore> = Arc::new(MemChunkStore::new(std::env::temp_dir()));
+        let a = b"committed chunk".to_vec();
+        let b = b"private chunk".to_vec();
+        let (ha, hb) = (Hash::of_chunk(&a), Hash::of_chunk(&b));
+        store.put(ha, &a).unwrap();
+        store.put(hb, &b).unwrap();
+        let tree = filesyncd_merkle::build(&[ChunkEntry {
+            hash: ha,
+            len: a.len() as u32,
+        }]);
+        let servable = Servable::new(nodes.clone());
+        assert!(
+            !servable.add_committed(tree.root, tree.size),
+            "tree unknown yet"
+        );
+        nodes.lock().unwrap().extend(tree.nodes.clone());
+        assert!(servable.add_committed(tree.root, tree.size));
+        let p = Provider {
+            store,
+            servable: servable.clone(),
+        };
+        assert_eq!(p.get(&ha), Some(a));
+        assert_eq!(p.get(&hb), None, "held but never offered or committed");
+        assert_eq!(p.get(&Hash([9; 32])), None);
+    }
+}

@@ -1,0 +1,545 @@
+//! The sync task: owns the [`Engine`] and runs its steps on a runtime of
+//! its own (two threads named `filesyncd-sync`), so that hashing and file
+//! writes never hold up Raft heartbeats or the swarm.
+//!
+//! A step runs when
+//! - the watcher reports dirty paths (scope: those paths) or asks for a
+//!   rescan (scope: everything; also the periodic backstop),
+//! - the applied index moves (scope: the paths changed since the engine's
+//!   view),
+//! - a retry is due: a step that failed or left errors is retried with the
+//!   same scope after a backoff (250 ms doubling to 2 s; watcher events
+//!   meanwhile join the retry instead of stepping at once),
+//! - a command arrives (`Adopt`, `Rescan`).
+//!
+//! After each step the local index and new tree nodes are saved durably
+//! ([`LocalDb`]), the chunks of newly committed versions become servable,
+//! and a fresh [`SyncStatus`] is published.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use filesyncd_chunkstore::store::{ChunkStore, RedbChunkStore};
+use filesyncd_merkle::{EntryKind, Hash, MemNodeStore, PathTree, PathValue};
+use filesyncd_p2p::P2pClient;
+use tokio::sync::{mpsc, watch};
+
+use super::local_db::{LocalDb, LocalDbError};
+use super::offer::{Offerer, Offers};
+use super::ports::{P2pFetcher, RaftCommitted};
+use super::servable::{Provider, Servable};
+use super::status::{SyncCommand, SyncHandle, SyncStatus};
+use super::CtlService;
+use crate::daemon::Node;
+use crate::engine::fs_real::RootFs;
+use crate::engine::names::MARKER;
+use crate::engine::plan::{PlanConfig, Scope, Verdict};
+use crate::engine::ports::Committed;
+use crate::engine::sync::{Engine, StepReport};
+use crate::engine::types::{Kind, LocalEntry};
+use crate::engine::watch::{watch as start_watch, Dirty, WatchConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot open the synced directory {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("chunk store in {path}: {source}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: filesyncd_chunkstore::store::StoreError,
+    },
+    #[error(transparent)]
+    LocalDb(#[from] LocalDbError),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sync runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What the sync service opens before the network starts (the chunk
+/// provider must exist when the swarm does).
+pub struct Parts {
+    pub root: PathBuf,
+    pub store: Arc<dyn ChunkStore>,
+    pub nodes: Arc<Mutex<MemNodeStore>>,
+    pub servable: Arc<Servable>,
+    db: LocalDb,
+    local: BTreeMap<String, LocalEntry>,
+    marker_for: Option<String>,
+}
+
+impl Parts {
+    /// Opens `<data>/sync/` (chunk store, local index) for the synced `root`.
+    pub fn open(root: &Path, data: &Path) -> Result<Parts, SyncError> {
+        let root = root.canonicalize().map_err(|source| SyncError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let dir = data.join("sync");
+        std::fs::create_dir_all(&dir).map_err(|source| SyncError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let store_dir = dir.join("chunks");
+        let store = RedbChunkStore::open(&store_dir, &root).map_err(|source| SyncError::Store {
+            path: store_dir,
+            source,
+        })?;
+        let (db, loaded) = LocalDb::open(&dir.join("local.redb"))?;
+        let nodes = Arc::new(Mutex::new(loaded.nodes));
+        Ok(Parts {
+            root,
+            store: Arc::new(store),
+            servable: Servable::new(nodes.clone()),
+            nodes,
+            db,
+            local: loaded.local,
+            marker_for: loaded.marker_for,
+        })
+    }
+
+    pub fn provider(&self) -> Provider {
+        Provider {
+            store: self.store.clone(),
+            servable: self.servable.clone(),
+        }
+    }
+}
+
+/// A running sync service.
+pub struct Running {
+    pub handle: SyncHandle,
+    pub ctl: Arc<CtlService>,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the loop after its current step and waits for it (blocking).
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the sync service.
+pub fn start(
+    parts: Parts,
+    node: Node,
+    client: P2pClient,
+    watch_cfg: WatchConfig,
+) -> Result<Running, SyncError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("filesyncd-sync")
+        .enable_all()
+        .build()
+        .map_err(SyncError::Runtime)?;
+    let fetcher = P2pFetcher {
+        client: client.clone(),
+        node: node.clone(),
+        bytes_fetched: Arc::default(),
+    };
+    let offers = Offers::new(
+        parts.store.clone(),
+        parts.nodes.clone(),
+        fetcher.clone(),
+        parts.servable.clone(),
+        rt.handle().clone(),
+    );
+    let ctl = Arc::new(CtlService {
+        offers,
+        nodes: parts.nodes.clone(),
+        node: node.clone(),
+    });
+    let (status_tx, status_rx) = watch::channel(SyncStatus::default());
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handle = SyncHandle {
+        status: status_rx,
+        commands: cmd_tx,
+        root: parts.root.clone(),
+        store: parts.store.clone(),
+        nodes: parts.nodes.clone(),
+        remote: Arc::new(fetcher.clone()),
+    };
+    let committed = RaftCommitted {
+        node: node.clone(),
+        offerer: Arc::new(Offerer {
+            client,
+            node: node.clone(),
+            servable: parts.servable.clone(),
+        }),
+    };
+    let thread = std::thread::Builder::new()
+        .name("filesyncd-sync".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut l = Loop {
+                    parts,
+                    node,
+                    status: status_tx,
+                    commands: cmd_rx,
+                    stop: stop_rx,
+                    counters: SyncStatus::default(),
+                    bytes_fetched: fetcher.bytes_fetched.clone(),
+                };
+                if let Err(e) = l.run(committed, fetcher, watch_cfg).await {
+                    tracing::error!(error = %e, "sync stopped");
+                    l.status.send_modify(|s| s.halted = Some(e.to_string()));
+                }
+            });
+            rt.shutdown_timeout(Duration::from_secs(5));
+        })
+        .map_err(SyncError::Runtime)?;
+    Ok(Running {
+        handle,
+        ctl,
+        stop: stop_tx,
+        thread: Some(thread),
+    })
+}
+
+struct Loop {
+    parts: Parts,
+    node: Node,
+    status: watch::Sender<SyncStatus>,
+    commands: mpsc::Receiver<SyncCommand>,
+    stop: watch::Receiver<bool>,
+    counters: SyncStatus,
+    bytes_fetched: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Merges two scopes.
+fn union(a: Option<Scope>, b: Scope) -> Scope {
+    match (a, b) {
+        (None, b) => b,
+        (Some(Scope::Full), _) | (_, Scope::Full) => Scope::Full,
+        (Some(Scope::Paths(mut x)), Scope::Paths(y)) => {
+            x.extend(y);
+            x.sort();
+            x.dedup();
+            Scope::Paths(crate::engine::watch::top_most(x))
+        }
+    }
+}
+
+enum Event {
+    Dirty(Dirty),
+    Applied,
+    Retry,
+    Command(SyncCommand),
+}
+
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+impl Loop {
+    async fn run(
+        &mut self,
+        committed: RaftCommitted,
+        fetcher: P2pFetcher,
+        watch_cfg: WatchConfig,
+    ) -> Result<(), SyncError> {
+        // The cluster settings arrive with the log (a joiner catches up first).
+        let settings = loop {
+            let reader = self.node.reader().clone();
+            if let Ok(Some(s)) = reader.settings() {
+                break s;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.stop.wait_for(|s| *s) => return Ok(()),
+            }
+        };
+        let chunker = settings
+            .chunker
+            .validate()
+            .map_err(|e| SyncError::Runtime(std::io::Error::other(e.to_string())))?;
+        let cluster_id = settings.cluster_id.clone();
+        self.ensure_marker(&cluster_id)?;
+        let fs = RootFs::open(&self.parts.root).map_err(|source| SyncError::Root {
+            path: self.parts.root.clone(),
+            source,
+        })?;
+        let mut engine = Engine::new(
+            Arc::new(fs),
+            self.parts.store.clone(),
+            chunker,
+            committed,
+            fetcher,
+            PlanConfig::new(cluster_id.clone(), self.node.id()),
+        );
+        engine.nodes = self.parts.nodes.clone();
+        engine.local = std::mem::take(&mut self.parts.local);
+        match engine.startup() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed temp files of interrupted writes"),
+            Err(e) => tracing::warn!(error = %e, "cannot clean temp files"),
+        }
+        let (_watcher, mut dirty) = start_watch(&self.parts.root, &watch_cfg)
+            .map_err(|e| SyncError::Runtime(std::io::Error::other(e.to_string())))?;
+        let mut applied_rx = self.node.metrics_watch();
+        let mut next: Option<Scope> = Some(Scope::Full);
+        let mut retry: Option<(Scope, Duration)> = None;
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(scope) = next.take() {
+                let ok = self.step(&mut engine, scope.clone()).await;
+                if ok {
+                    retry = None;
+                    retry_at = None;
+                } else {
+                    let (s, d) = match retry.take() {
+                        Some((s, d)) => (union(Some(s), scope), (d * 2).min(RETRY_MAX)),
+                        None => (scope, RETRY_MIN),
+                    };
+                    retry_at = Some(tokio::time::Instant::now() + d);
+                    retry = Some((s, d));
+                }
+                continue;
+            }
+            let applied_behind = applied_rx
+                .borrow()
+                .last_applied
+                .is_some_and(|l| l.index > engine.applied());
+            if applied_behind {
+                let changed = engine
+                    .committed
+                    .committed_since(engine.applied())
+                    .map(|c| c.records.into_iter().map(|r| r.path).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                next = Some(Scope::Paths(crate::engine::watch::top_most(changed)));
+                continue;
+            }
+            let retry_sleep = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let event = tokio::select! {
+                d = dirty.recv() => match d {
+                    Some(d) => Event::Dirty(d),
+                    None => return Ok(()),
+                },
+                changed = applied_rx.changed() => {
+                    if changed.is_err() { return Ok(()) }
+                    Event::Applied
+                }
+                _ = retry_sleep => Event::Retry,
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => Event::Command(c),
+                    None => Event::Applied,
+                },
+                _ = self.stop.wait_for(|s| *s) => return Ok(()),
+            };
+            match event {
+                Event::Dirty(d) => {
+                    let as_scope = |d: Dirty| match d {
+                        Dirty::Rescan => Scope::Full,
+                        Dirty::Paths(p) => Scope::Paths(p),
+                    };
+                    let mut scope = as_scope(d);
+                    while let Ok(more) = dirty.try_recv() {
+                        scope = union(Some(scope), as_scope(more));
+                    }
+                    // While a failed step waits for its retry, new events join
+                    // it: a failing write must not spin on its own events.
+                    match retry.take() {
+                        Some((s, d)) => retry = Some((union(Some(s), scope), d)),
+                        None => next = Some(scope),
+                    }
+                }
+                Event::Applied => {}
+                Event::Retry => {
+                    retry_at = None;
+                    next = retry.as_ref().map(|(s, _)| s.clone());
+                }
+                Event::Command(SyncCommand::Adopt { reply }) => {
+                    let res = self.adopt(&cluster_id);
+                    let ok = res.is_ok();
+                    let _ = reply.send(res);
+                    if ok {
+                        engine.cfg.deletes_confirmed = true;
+                        self.step(&mut engine, Scope::Full).await;
+                        engine.cfg.deletes_confirmed = false;
+                    }
+                }
+                Event::Command(SyncCommand::Rescan) => next = Some(Scope::Full),
+            }
+        }
+    }
+
+    /// One engine step plus bookkeeping; `false` if it should be retried.
+    async fn step(&mut self, engine: &mut Engine<RaftCommitted, P2pFetcher>, scope: Scope) -> bool {
+        let before = engine.local.clone();
+        let res = engine.step(scope, now_ms()).await;
+        let nodes = self
+            .parts
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Err(e) = self.parts.db.save(&before, &engine.local, &nodes) {
+            tracing::error!(error = %e, "cannot save the local index");
+        }
+        for r in engine.view().values() {
+            if !r.deleted && r.meta.kind == Kind::File {
+                self.parts.servable.add_committed(r.meta.root, r.meta.size);
+            }
+        }
+        let ok = match &res {
+            Ok(rep) => rep.errors.is_empty() && rep.dirty.is_empty(),
+            Err(_) => false,
+        };
+        self.publish(engine, res);
+        ok
+    }
+
+    fn publish(
+        &mut self,
+        engine: &Engine<RaftCommitted, P2pFetcher>,
+        res: Result<StepReport, crate::engine::sync::StepError>,
+    ) {
+        let c = &mut self.counters;
+        c.started = true;
+        c.halted = None;
+        c.paused = None;
+        match &res {
+            Ok(rep) => {
+                c.versions_proposed += rep.proposed as u64;
+                c.files_written += rep.written as u64;
+                c.files_deleted += rep.deleted as u64;
+                c.conflicts += rep.conflicts as u64;
+                c.chunks_fetched += rep.chunks_fetched as u64;
+                c.last_error = rep.errors.last().cloned();
+                match &rep.verdict {
+                    Some(Verdict::Halt(r)) => c.halted = Some(format!("{r:?}")),
+                    Some(Verdict::Pause(r)) => c.paused = Some(format!("{r:?}")),
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sync step failed; retrying");
+                c.last_error = Some(e.to_string());
+            }
+        }
+        let view = engine.view();
+        let local = &engine.local;
+        let pending_local = local.values().filter(|e| e.version.is_none()).count() as u64;
+        let mut pending_remote = view
+            .values()
+            .filter(|r| !r.deleted)
+            .filter(|r| local.get(&r.path).map(|e| &e.meta) != Some(&r.meta))
+            .count() as u64;
+        pending_remote += local
+            .iter()
+            .filter(|(p, e)| e.version.is_some() && view.get(*p).is_none_or(|r| r.deleted))
+            .count() as u64;
+        let local_root = local_root(local);
+        let (cluster_root, raft_applied) = self
+            .node
+            .reader()
+            .cluster_root()
+            .map(|(r, a)| (Some(r), a.map_or(0, |l| l.index)))
+            .unwrap_or((None, 0));
+        c.applied = engine.applied();
+        c.bytes_fetched = self
+            .bytes_fetched
+            .load(std::sync::atomic::Ordering::Relaxed);
+        c.pending_local = pending_local;
+        c.pending_remote = pending_remote;
+        c.local_root = local_root.map(|h| h.to_hex());
+        c.in_sync = c.halted.is_none()
+            && pending_local == 0
+            && pending_remote == 0
+            && engine.applied() >= raft_applied
+            && local_root.is_some()
+            && local_root == cluster_root;
+        self.status.send_replace(c.clone());
+    }
+
+    /// Creates the marker the first time this data directory syncs this
+    /// root; afterwards a missing marker halts sync (see the engine's plan).
+    fn ensure_marker(&mut self, cluster_id: &str) -> Result<(), SyncError> {
+        if self.parts.marker_for.is_some() {
+            return Ok(());
+        }
+        let marker = self.parts.root.join(MARKER);
+        if !marker.exists() {
+            write_marker(&self.parts.root, cluster_id).map_err(|source| SyncError::Io {
+                path: marker,
+                source,
+            })?;
+            tracing::info!(root = %self.parts.root.display(), "folder marker created");
+        }
+        self.parts.db.set_marker_for(cluster_id)?;
+        self.parts.marker_for = Some(cluster_id.to_string());
+        Ok(())
+    }
+
+    fn adopt(&mut self, cluster_id: &str) -> Result<(), String> {
+        write_marker(&self.parts.root, cluster_id).map_err(|e| e.to_string())?;
+        self.parts
+            .db
+            .set_marker_for(cluster_id)
+            .map_err(|e| e.to_string())?;
+        tracing::warn!(root = %self.parts.root.display(), "folder adopted: marker re-created, deletes confirmed");
+        Ok(())
+    }
+}
+
+/// Writes the marker durably: temp file, fsync, rename, fsync the root.
+fn write_marker(root: &Path, cluster_id: &str) -> std::io::Result<()> {
+    let tmp = root.join(format!("{}marker", crate::engine::names::TMP_PREFIX));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{cluster_id}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, root.join(MARKER))?;
+    std::fs::File::open(root)?.sync_all()
+}
+
+/// The path-tree root of the committed entries of the local index (the
+/// same construction as the cluster root); `None` if it cannot be built.
+fn local_root(local: &BTreeMap<String, LocalEntry>) -> Option<Hash> {
+    let mut store = MemNodeStore::new();
+    let items = local.iter().map(|(p, e)| {
+        (
+            p.clone(),
+            PathValue {
+                kind: match e.meta.kind {
+                    Kind::File => EntryKind::File,
+                    Kind::Dir => EntryKind::Dir,
+                    Kind::Symlink { .. } => EntryKind::Symlink,
+                },
+                root: e.meta.root,
+                size: e.meta.size,
+                mode: e.meta.mode,
+            },
+        )
+    });
+    PathTree::build(&mut store, items).ok()
+}

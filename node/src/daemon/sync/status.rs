@@ -1,0 +1,112 @@
+//! What the sync service shows the rest of the daemon (the control API),
+//! and what it can be asked to do.
+//!
+//! The sync task is the single owner of the engine; it publishes a
+//! [`SyncStatus`] on a `watch` channel after every step and takes
+//! [`SyncCommand`]s on a bounded channel. The chunk store and the tree-node
+//! store are shared read-mostly (the store is internally synchronised; the
+//! node store sits behind a std `Mutex` held only for lookups and inserts,
+//! never across an `.await`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use filesyncd_chunkstore::store::ChunkStore;
+use filesyncd_merkle::{Hash, MemNodeStore};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// One file being fetched for materialization.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub path: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// When the transfer started, ms since the Unix epoch.
+    pub started_ms: u64,
+}
+
+/// The sync state of this node, as of the last engine step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The engine has run at least one full step.
+    pub started: bool,
+    /// Log index the engine's committed view reflects.
+    pub applied: u64,
+    /// Files on disk equal the committed tree at `applied` (nothing pending
+    /// either way, no halt).
+    pub in_sync: bool,
+    /// Root of the path tree of what the engine holds locally (hex), the same
+    /// construction as the cluster root: equal roots mean equal trees.
+    pub local_root: Option<String>,
+    /// Local changes not yet committed (waiting for a quorum, or retrying).
+    pub pending_local: u64,
+    /// Committed versions not yet materialized here.
+    pub pending_remote: u64,
+    /// Sync stopped: the marker is missing/foreign or the root looks empty.
+    pub halted: Option<String>,
+    /// Local deletes withheld after a mass vanish, until confirmed.
+    pub paused: Option<String>,
+    pub transfers: Vec<Transfer>,
+    /// Counters since start.
+    pub versions_proposed: u64,
+    pub files_written: u64,
+    pub files_deleted: u64,
+    pub conflicts: u64,
+    pub chunks_fetched: u64,
+    pub bytes_fetched: u64,
+    /// Chunks a write found locally instead of fetching.
+    pub chunks_reused: u64,
+    pub last_error: Option<String>,
+}
+
+/// Requests to the sync task.
+#[derive(Debug)]
+pub enum SyncCommand {
+    /// Re-create the folder marker (holding the cluster id) on purpose and
+    /// resume; also confirms withheld deletes.
+    Adopt {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Scan everything now.
+    Rescan,
+}
+
+/// What a [`RemoteChunks`] call answers: `(hash, bytes)` pairs, unverified.
+pub type RemoteAnswer<'a> = futures::future::BoxFuture<'a, Result<Vec<(Hash, Vec<u8>)>, String>>;
+
+/// Chunk bytes and tree nodes from the peers that hold them. Answers are
+/// UNVERIFIED: check chunks with blake3 and nodes against their hash.
+pub trait RemoteChunks: Send + Sync + 'static {
+    /// Chunk bytes for `hashes` from any of `holders` (those it got).
+    fn chunks(&self, holders: Vec<u64>, hashes: Vec<Hash>) -> RemoteAnswer<'_>;
+    /// Encoded Merkle tree nodes for `hashes` from any of `holders`.
+    fn nodes(&self, holders: Vec<u64>, hashes: Vec<Hash>) -> RemoteAnswer<'_>;
+}
+
+/// The handle the control API holds.
+#[derive(Clone)]
+pub struct SyncHandle {
+    pub status: watch::Receiver<SyncStatus>,
+    pub commands: mpsc::Sender<SyncCommand>,
+    /// The synced directory.
+    pub root: PathBuf,
+    /// Chunk bytes held here (live files' chunks and retained old versions).
+    pub store: Arc<dyn ChunkStore>,
+    /// Merkle tree nodes of the versions this node knows.
+    pub nodes: Arc<Mutex<MemNodeStore>>,
+    /// The network, for content this node does not hold.
+    pub remote: Arc<dyn RemoteChunks>,
+}
+
+impl SyncHandle {
+    /// The tree nodes below `root` as one chunk list, if every node is here.
+    pub fn chunk_list(
+        &self,
+        root: Hash,
+        size: u64,
+    ) -> Result<Vec<filesyncd_merkle::ChunkEntry>, filesyncd_merkle::MerkleError> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        filesyncd_merkle::file_tree::FileTree { root, size }.chunks(&*nodes)
+    }
+}
