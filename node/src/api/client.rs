@@ -47,6 +47,19 @@ pub fn request(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Result<HttpResponse, ClientError> {
+    request_with(addr, method, path, body, token, Some(IO_TIMEOUT))
+}
+
+/// [`request`] with another read deadline (`None`: wait as long as the
+/// daemon works, for long operations such as `verify`).
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Option<Duration>,
+) -> Result<HttpResponse, ClientError> {
     let io = |source| ClientError::Io {
         addr: addr.to_string(),
         source,
@@ -61,7 +74,7 @@ pub fn request(
         .next()
         .ok_or_else(|| connect(std::io::Error::other("no address")))?;
     let mut stream = TcpStream::connect_timeout(&sock, IO_TIMEOUT).map_err(connect)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+    stream.set_read_timeout(read_timeout).map_err(io)?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
@@ -118,7 +131,19 @@ pub fn call(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Result<String, ClientError> {
-    let r = request(addr, method, path, body, token)?;
+    call_with(addr, method, path, body, token, Some(IO_TIMEOUT))
+}
+
+/// [`call`] with another read deadline (see [`request_with`]).
+pub fn call_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Option<Duration>,
+) -> Result<String, ClientError> {
+    let r = request_with(addr, method, path, body, token, read_timeout)?;
     if (200..300).contains(&r.status) {
         return Ok(r.body);
     }

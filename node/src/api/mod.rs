@@ -7,6 +7,8 @@
 //! | `GET /members` | `[`[`types::Member`]`]`                                   |
 //! | `GET /metrics` | Prometheus text                                           |
 //! | `POST /token`  | body [`types::TokenRequest`] → [`types::TokenCreated`]    |
+//! | `DELETE /members/{node}` | remove a member: [`members::Removed`]           |
+//! | `/ls`, `/history`, `/restore`, `/verify`, `/adopt` | see [`files`]        |
 //!
 //! With an API token configured every route but `/healthz` requires
 //! `Authorization: Bearer <token>` (401 otherwise). Errors are JSON
@@ -14,6 +16,8 @@
 //! blocking pool (redb reads touch the disk).
 
 pub mod client;
+pub mod files;
+pub mod members;
 pub mod types;
 
 use std::future::Future;
@@ -42,6 +46,12 @@ pub struct ApiState {
     node: Node,
     peer_id: String,
     token: Option<Arc<str>>,
+    /// The sync service: file routes and sync status (`None`: not running).
+    sync: Option<crate::daemon::sync::SyncHandle>,
+    /// The p2p client: which members are connected.
+    p2p: Option<filesyncd_p2p::P2pClient>,
+    /// One `verify` at a time.
+    verifying: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -50,10 +60,26 @@ impl ApiState {
             node,
             peer_id,
             token: token.map(Arc::from),
+            sync: None,
+            p2p: None,
+            verifying: Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// Enables the file routes and the sync fields of `/status` and `/metrics`.
+    pub fn with_sync(mut self, sync: crate::daemon::sync::SyncHandle) -> Self {
+        self.sync = Some(sync);
+        self
+    }
+
+    /// Lets `/status` tell which members are reachable (connected).
+    pub fn with_p2p(mut self, client: filesyncd_p2p::P2pClient) -> Self {
+        self.p2p = Some(client);
+        self
     }
 }
 
+#[derive(Debug)]
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -73,6 +99,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/members", get(members))
         .route("/metrics", get(metrics))
         .route("/token", post(create_token))
+        .route("/members/{node}", axum::routing::delete(members::remove))
+        .merge(files::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))
@@ -139,6 +167,7 @@ fn member_list(node: &Node) -> Vec<Member> {
                 "learner"
             }
             .to_string(),
+            reachable: None,
         })
         .collect()
 }
@@ -159,6 +188,10 @@ async fn read_state(node: &Node) -> Result<(Hash, Option<String>, u64), ApiError
 async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let (root, cluster_id, _) = read_state(&s.node).await?;
     let m = s.node.metrics();
+    let cluster_root = root.to_hex();
+    let sv = files::status::sync_view(&s, &cluster_root);
+    let mut members = member_list(&s.node);
+    files::status::mark_reachable(&s, &mut members).await;
     Ok(Json(Status {
         node_id: node_hex(s.node.id()),
         peer_id: s.peer_id.clone(),
@@ -168,8 +201,12 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
         last_log_index: m.last_log_index,
         applied_index: m.last_applied.map(|l| l.index),
         cluster_id,
-        cluster_root: root.to_hex(),
-        members: member_list(&s.node),
+        cluster_root,
+        members,
+        dir: sv.dir,
+        local_root: sv.local_root,
+        in_sync: sv.in_sync,
+        sync: sv.sync,
     }))
 }
 
@@ -178,7 +215,7 @@ async fn members(State(s): State<ApiState>) -> Json<Vec<Member>> {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let (_, _, live) = read_state(&s.node).await?;
+    let (root, _, live) = read_state(&s.node).await?;
     let m = s.node.metrics();
     let is_leader = u8::from(m.current_leader == Some(s.node.id()));
     let voters = m.membership_config.membership().voter_ids().count();
@@ -193,6 +230,8 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
         m.last_log_index.unwrap_or(0),
         m.last_applied.map(|l| l.index).unwrap_or(0),
     );
+    let sv = files::status::sync_view(&s, &root.to_hex());
+    let body = body + &files::status::metrics_text(sv.sync.as_ref(), sv.in_sync);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 
@@ -214,25 +253,38 @@ async fn create_token(
             format!("ttl must be between 1 s and {} s", MAX_TOKEN_TTL.as_secs()),
         ));
     }
-    let token = Token::generate();
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let expires_ms = now_ms().saturating_add(ttl_ms);
-    let proposed = s
-        .node
-        .propose(vec![filesyncd_raft::command::Op::AddToken {
-            token_hash: Hash(token.hash().0),
-            expires_ms,
-        }])
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    match proposed.response.outcomes().first() {
-        Some(Outcome::Applied { .. }) => Ok(Json(TokenCreated {
-            token: token.expose_secret(),
-            expires_ms,
-        })),
-        other => Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("token not recorded: {other:?}"),
-        )),
+    // A fresh id collides with a recorded one about once in 2^31 tokens:
+    // then draw again.
+    let mut outcome = None;
+    for _ in 0..3 {
+        let token = Token::generate();
+        let expires_ms = now_ms().saturating_add(ttl_ms);
+        let proposed = s
+            .node
+            .propose(vec![filesyncd_raft::command::Op::AddNamedToken {
+                token_id: token.id().to_string(),
+                token_hash: Hash(token.hash().0),
+                expires_ms,
+            }])
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        outcome = proposed.response.outcomes().first().cloned();
+        match &outcome {
+            Some(Outcome::Applied { .. }) => {
+                return Ok(Json(TokenCreated {
+                    token: token.expose_secret(),
+                    expires_ms,
+                }))
+            }
+            Some(Outcome::Rejected {
+                reason: filesyncd_raft::command::RejectReason::TokenExists,
+            }) => continue,
+            _ => break,
+        }
     }
+    Err(ApiError(
+        StatusCode::CONFLICT,
+        format!("token not recorded: {outcome:?}"),
+    ))
 }

@@ -11,9 +11,12 @@ pub struct Member {
     pub addr: String,
     /// `voter` or `learner`.
     pub role: String,
+    /// Connected to this node (itself: true); `None` when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub node_id: String,
     pub peer_id: String,
@@ -27,6 +30,18 @@ pub struct Status {
     /// Root of the cluster Merkle tree, hex.
     pub cluster_root: String,
     pub members: Vec<Member>,
+    /// The synced directory (`None`: sync not running).
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Root of what this node holds (hex), built like the cluster root.
+    #[serde(default)]
+    pub local_root: Option<String>,
+    /// The files on disk equal the committed tree at the applied index.
+    #[serde(default)]
+    pub in_sync: bool,
+    /// The sync service's state (`None`: not running).
+    #[serde(default)]
+    pub sync: Option<crate::daemon::sync::SyncStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,13 +1,13 @@
-//! Subcommands that talk to a running daemon's control API:
-//! `status`, `members`, `token create`. Output goes to stdout (tables, or
-//! JSON with `--json`); errors to stderr with exit code 1.
+//! Subcommands that talk to a running daemon's control API: `members`,
+//! `token create` (`status` is in `status.rs`). Output goes to stdout
+//! (tables, or JSON with `--json`); errors to stderr with exit code 1.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use filesyncd::api::client;
-use filesyncd::api::types::{Member, Status, TokenCreated, TokenRequest};
+use filesyncd::api::types::{Member, TokenCreated, TokenRequest};
 use filesyncd::config::DEFAULT_API;
 
 /// How to reach the daemon.
@@ -80,29 +80,6 @@ fn get(api: &ApiArgs, path: &str) -> anyhow::Result<String> {
         None,
         api.api_token.as_deref(),
     )?)
-}
-
-pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let body = get(&args.api, "/status")?;
-    if args.json {
-        println!("{}", body.trim());
-        return Ok(());
-    }
-    let s: Status = serde_json::from_str(&body).context("unexpected /status answer")?;
-    println!("node        {}", s.node_id);
-    println!("peer        {}", s.peer_id);
-    println!("state       {}", s.state);
-    println!("leader      {}", s.leader.as_deref().unwrap_or("-"));
-    println!("term        {}", s.term);
-    println!(
-        "applied     {}",
-        s.applied_index.map_or("-".to_string(), |i| i.to_string())
-    );
-    println!("cluster     {}", s.cluster_id.as_deref().unwrap_or("-"));
-    println!("root        {}", s.cluster_root);
-    println!();
-    print_members(&s.members);
-    Ok(())
 }
 
 fn print_members(members: &[Member]) {

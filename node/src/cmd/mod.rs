@@ -2,4 +2,8 @@
 
 pub mod chunk;
 pub mod ctl;
+pub mod files;
+pub mod format;
+pub mod members;
 pub mod run;
+pub mod status;

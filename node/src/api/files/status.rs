@@ -1,0 +1,209 @@
+//! The sync service's part of `GET /status` and `GET /metrics`.
+
+use std::collections::HashSet;
+
+use filesyncd_p2p::PeerId;
+
+use crate::api::types::Member;
+use crate::api::ApiState;
+use crate::daemon::sync::SyncStatus;
+
+/// The sync fields of `/status`.
+pub struct SyncView {
+    pub sync: Option<SyncStatus>,
+    /// The engine reports nothing pending and its local root equals the
+    /// cluster root read now.
+    pub in_sync: bool,
+    pub local_root: Option<String>,
+    /// The synced directory.
+    pub dir: Option<String>,
+}
+
+/// The sync fields of `/status`, against the cluster root `cluster_root` (hex).
+pub fn sync_view(s: &ApiState, cluster_root: &str) -> SyncView {
+    let Some(h) = &s.sync else {
+        return SyncView {
+            sync: None,
+            in_sync: false,
+            local_root: None,
+            dir: None,
+        };
+    };
+    let st = h.status.borrow().clone();
+    SyncView {
+        in_sync: in_sync(&st, cluster_root),
+        local_root: st.local_root.clone(),
+        dir: Some(h.root.display().to_string()),
+        sync: Some(st),
+    }
+}
+
+/// Whether a published sync status says "in sync" with `cluster_root`.
+pub fn in_sync(st: &SyncStatus, cluster_root: &str) -> bool {
+    st.started && st.in_sync && st.local_root.as_deref() == Some(cluster_root)
+}
+
+/// Marks each member reachable when this node is connected to it (itself:
+/// always). Unknown without a p2p client.
+pub async fn mark_reachable(s: &ApiState, members: &mut [Member]) {
+    let Some(client) = &s.p2p else {
+        return;
+    };
+    let Ok(peers) = client.connected_peers().await else {
+        return;
+    };
+    let mut up: HashSet<String> = peers.iter().map(PeerId::to_string).collect();
+    up.insert(s.peer_id.clone());
+    for m in members {
+        m.reachable = Some(up.contains(&m.peer_id));
+    }
+}
+
+/// Prometheus text for the sync service (empty without it).
+pub fn metrics_text(st: Option<&SyncStatus>, in_sync: bool) -> String {
+    let Some(st) = st else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "filesyncd_sync_in_sync",
+        "gauge",
+        "1 if the files on disk equal the committed tree.",
+        u64::from(in_sync),
+    );
+    metric(
+        "filesyncd_sync_halted",
+        "gauge",
+        "1 if sync stopped (marker missing or foreign, root looks emptied).",
+        u64::from(st.halted.is_some()),
+    );
+    metric(
+        "filesyncd_sync_paused",
+        "gauge",
+        "1 if local deletes are withheld after a mass vanish.",
+        u64::from(st.paused.is_some()),
+    );
+    metric(
+        "filesyncd_sync_applied_index",
+        "gauge",
+        "Log index the sync engine's view reflects.",
+        st.applied,
+    );
+    metric(
+        "filesyncd_sync_lag_versions",
+        "gauge",
+        "Committed versions not yet materialized here (sync lag).",
+        st.pending_remote,
+    );
+    metric(
+        "filesyncd_sync_pending_local",
+        "gauge",
+        "Local changes not yet committed.",
+        st.pending_local,
+    );
+    metric(
+        "filesyncd_sync_transfers",
+        "gauge",
+        "Files being fetched now.",
+        st.transfers.len() as u64,
+    );
+    metric(
+        "filesyncd_versions_committed_total",
+        "counter",
+        "Versions of local changes this node committed since start.",
+        st.versions_proposed,
+    );
+    metric(
+        "filesyncd_files_written_total",
+        "counter",
+        "Committed versions written to disk since start.",
+        st.files_written,
+    );
+    metric(
+        "filesyncd_files_deleted_total",
+        "counter",
+        "Committed deletions applied to disk since start.",
+        st.files_deleted,
+    );
+    metric(
+        "filesyncd_conflicts_total",
+        "counter",
+        "Conflict copies made since start.",
+        st.conflicts,
+    );
+    metric(
+        "filesyncd_chunks_fetched_total",
+        "counter",
+        "Chunks received from peers since start.",
+        st.chunks_fetched,
+    );
+    metric(
+        "filesyncd_bytes_received_total",
+        "counter",
+        "Chunk bytes received from peers since start.",
+        st.bytes_fetched,
+    );
+    metric(
+        "filesyncd_chunks_deduplicated_total",
+        "counter",
+        "Chunks a write found locally instead of fetching them, since start.",
+        st.chunks_reused,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_sync_needs_the_cluster_root() {
+        let st = SyncStatus {
+            started: true,
+            in_sync: true,
+            local_root: Some("ab".into()),
+            ..SyncStatus::default()
+        };
+        assert!(in_sync(&st, "ab"));
+        assert!(!in_sync(&st, "cd"), "the cluster moved on");
+        assert!(!in_sync(
+            &SyncStatus {
+                in_sync: false,
+                ..st.clone()
+            },
+            "ab"
+        ));
+        assert!(!in_sync(&SyncStatus::default(), ""));
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        assert_eq!(metrics_text(None, false), "");
+        let st = SyncStatus {
+            pending_remote: 7,
+            bytes_fetched: 1234,
+            chunks_reused: 5,
+            ..SyncStatus::default()
+        };
+        let text = metrics_text(Some(&st), true);
+        for line in [
+            "filesyncd_sync_lag_versions 7",
+            "filesyncd_bytes_received_total 1234",
+            "filesyncd_chunks_deduplicated_total 5",
+            "filesyncd_sync_in_sync 1",
+            "# TYPE filesyncd_conflicts_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = l.split_once(' ').unwrap();
+            assert!(name.starts_with("filesyncd_"), "{l}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! JSON bodies of the file routes (`/ls`, `/history`, `/restore`, `/verify`,
+//! `/adopt`), shared by the server and the CLI. Hashes are lowercase hex,
+//! node ids 16 hex digits (see [`super::super::types::node_hex`]), times ms
+//! since the Unix epoch by the cluster's entry clock.
+
+use serde::{Deserialize, Serialize};
+
+/// One entry of `GET /ls`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LsEntry {
+    /// Relative to the synced directory.
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Content root (hex); `None` for an implicit directory.
+    pub root: Option<String>,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The version: log index and position in the entry.
+    pub index: Option<u64>,
+    pub pos: Option<u32>,
+    pub time_ms: Option<u64>,
+    /// The node whose change this version is.
+    pub origin: Option<String>,
+    pub mtime_ns: Option<i64>,
+    /// A directory with live entries below it but no record of its own.
+    #[serde(default)]
+    pub implicit: bool,
+}
+
+/// The answer of `GET /ls`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LsAnswer {
+    /// The listed path (`""`: the synced directory).
+    pub path: String,
+    /// Whether everything below `path` is listed, not only its children.
+    pub recursive: bool,
+    pub entries: Vec<LsEntry>,
+    /// More entries follow: ask again with `after=<this>`.
+    pub next_after: Option<String>,
+}
+
+/// The state of one version in `GET /history`.
+pub const STATE_COMMITTED: &str = "committed";
+/// A conflict copy: the content of a stale concurrent change, committed
+/// under a `.sync-conflict-…` name.
+pub const STATE_CONFLICT: &str = "conflict";
+/// A deletion (tombstone).
+pub const STATE_DELETED: &str = "deleted";
+
+/// One retained version of a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub index: u64,
+    pub pos: u32,
+    pub time_ms: u64,
+    pub origin: String,
+    /// `file`, `dir`, `symlink`; `None` for a deletion.
+    pub kind: Option<String>,
+    pub size: Option<u64>,
+    pub root: Option<String>,
+    pub mode: Option<u32>,
+    pub mtime_ns: Option<i64>,
+    /// Nodes holding every chunk of this version.
+    #[serde(default)]
+    pub holders: Vec<String>,
+    /// [`STATE_COMMITTED`], [`STATE_CONFLICT`] or [`STATE_DELETED`].
+    pub state: String,
+    /// The newest record of the path (what `ls` shows, unless deleted).
+    pub current: bool,
+}
+
+/// The answer of `GET /history`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryAnswer {
+    pub path: String,
+    /// Oldest first.
+    pub versions: Vec<HistoryEntry>,
+}
+
+/// The body of `POST /restore`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// The path, relative to the synced directory.
+    pub path: String,
+    /// Log index of the version (default: the newest retained version that
+    /// is not a deletion).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Position in that log entry, when one entry wrote several versions
+    /// of the path (default: the last).
+    #[serde(default)]
+    pub pos: Option<u32>,
+    /// Where to write: relative = inside the synced directory, absolute =
+    /// anywhere the daemon may write. Default: `path` itself, in place.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// The answer of `POST /restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The version's path.
+    pub path: String,
+    pub index: u64,
+    pub pos: u32,
+    /// Where it was written: relative to the synced directory when
+    /// `in_root`, else absolute.
+    pub written: String,
+    pub in_root: bool,
+    pub kind: String,
+    pub size: u64,
+    pub root: String,
+    /// The destination already held exactly this version: nothing written.
+    pub unchanged: bool,
+    /// Local content found at the destination that is not a committed
+    /// version was kept under this name (relative to the destination's
+    /// directory's root: the synced directory, or the absolute directory).
+    pub kept_as: Option<String>,
+    /// Chunks fetched from peers for this restore.
+    pub chunks_fetched: u64,
+}
+
+/// What a path is, for `verify`'s report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryDesc {
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    pub root: String,
+}
+
+/// Kinds of `verify` differences.
+pub mod problem {
+    /// Committed, not on disk.
+    pub const MISSING: &str = "missing";
+    /// On disk, not committed (and not ignored).
+    pub const UNTRACKED: &str = "untracked";
+    /// A file, directory or symlink where the committed version is another kind.
+    pub const KIND: &str = "kind";
+    /// Same kind, other content (root or size).
+    pub const CONTENT: &str = "content";
+    /// Same content, other permission bits.
+    pub const MODE: &str = "mode";
+    /// Could not be read, or changed while being hashed.
+    pub const UNREADABLE: &str = "unreadable";
+}
+
+/// One difference between the disk and the committed tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    pub path: String,
+    /// One of [`problem`].
+    pub problem: String,
+    pub committed: Option<EntryDesc>,
+    pub disk: Option<EntryDesc>,
+}
+
+/// A path `verify` did not compare, and why (unsyncable names).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The answer of `POST /verify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyAnswer {
+    /// The applied log index of the committed tree compared against.
+    pub applied: u64,
+    /// Committed entries compared.
+    pub committed: u64,
+    /// Files read and hashed, and their bytes.
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    pub differences: Vec<Difference>,
+    pub skipped: Vec<Skipped>,
+    /// The sync engine had nothing pending when the check started (if not,
+    /// differences may only be changes in flight).
+    pub was_in_sync: Option<bool>,
+}
+
+/// The answer of `POST /adopt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopted {
+    pub adopted: bool,
+    /// The synced directory.
+    pub dir: String,
+}
