@@ -6,4 +6,8 @@
 # release speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `cargo test` builds target/debug/filesyncd for node's integration tests;
+# the multi-process suites (tests/) run that same binary instead of
+# building their own (which would rebuild libp2p with other features).
+export FILESYNCD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/filesyncd"
 cargo test --workspace --locked

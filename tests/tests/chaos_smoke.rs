@@ -1,0 +1,98 @@
+//! The chaos workload and checker on a loopback cluster (no root needed):
+//! three real daemons, writers on all of them, a follower killed with
+//! SIGKILL and restarted while its writer goes on, one concurrent-edit
+//! round, then every invariant of `src/chaos/checker.rs`. The partition
+//! faults need network namespaces: `deploy/chaos/smoke.sh` (root) runs
+//! the full smoke there.
+//!
+//! Nothing asserts on durations: waits poll with generous deadlines.
+
+#[allow(dead_code)]
+#[path = "../src/chaos/mod.rs"]
+mod chaos;
+
+use std::time::{Duration, Instant};
+
+use chaos::node::NodeSpec;
+use chaos::report::{finish, Report};
+use chaos::workload::{Opts, Workload};
+use filesyncd_systests::{filesyncd_bin, serial, Cluster, Node};
+
+const STEP: Duration = Duration::from_secs(180);
+
+fn spec(n: &Node) -> NodeSpec {
+    let base = n
+        .dir()
+        .parent()
+        .expect("node dir has a parent")
+        .to_path_buf();
+    NodeSpec {
+        name: n.name.clone(),
+        dir: n.dir(),
+        stage: base.join("stage"),
+        outside: Some(base),
+        outside_allowed: vec!["data".into(), "log".into()],
+        cli: vec![filesyncd_bin().into()],
+        api: n.api(),
+    }
+}
+
+#[test]
+fn no_write_is_lost_across_a_kill9_and_a_concurrent_edit() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    let st = c.wait_converged(3, 3).unwrap();
+    let specs: Vec<NodeSpec> = c.nodes().iter().map(spec).collect();
+    let opts = Opts {
+        seed: 7,
+        mean_gap: Duration::from_millis(300),
+        paths_per_writer: 15,
+        ..Opts::default()
+    };
+    let started = Instant::now();
+    let mut wl = Workload::start(specs, opts).unwrap();
+    assert!(
+        wl.wait_acks(None, 10, STEP),
+        "no 10 writes acknowledged within {STEP:?}"
+    );
+
+    let leader = st.leader.clone().unwrap();
+    let ids: Vec<String> = c
+        .nodes()
+        .iter()
+        .map(|n| n.status().unwrap().node_id)
+        .collect();
+    let f = (0..3).find(|i| ids[*i] != leader).unwrap();
+    c.node_mut(f).kill9();
+    std::thread::sleep(Duration::from_secs(3)); // its writer goes on meanwhile
+    c.node_mut(f).restart().unwrap();
+    assert!(
+        wl.wait_acks(Some(f), 2, STEP),
+        "the restarted node's writes were not acknowledged"
+    );
+
+    let g = (f + 1) % 3;
+    let (_, _, note) = wl.concurrent_round(0, f, g, STEP).unwrap();
+    assert!(wl.wait_acks(None, 3, STEP));
+
+    let mut report = Report {
+        scenario: "loopback".into(),
+        concurrent_rounds: 1,
+        notes: note.into_iter().collect(),
+        ..Report::default()
+    };
+    report.faults.insert("kill9".into(), 1);
+    wl.stop();
+    finish(
+        &mut wl,
+        &mut report,
+        Instant::now(),
+        Duration::from_secs(300),
+    );
+    report.run_secs = started.elapsed().as_secs_f64();
+    let text = report.render();
+    eprint!("{text}");
+    assert!(report.ok(), "{text}");
+    assert!(report.counts.acknowledged >= 15, "{text}");
+    assert_eq!(report.counts.concurrent, 2);
+}

@@ -1,0 +1,213 @@
+//! Joining with tokens, refusals, removal, voter cap: real processes.
+
+use filesyncd_systests::{serial, unused_p2p_addr, wait_for, Cluster, Node, DEADLINE};
+
+fn voters(members: &[filesyncd_systests::Member]) -> usize {
+    members.iter().filter(|m| m.role == "voter").count()
+}
+
+fn member_ids(n: &Node) -> Vec<String> {
+    let mut ids: Vec<String> = n.members().unwrap().into_iter().map(|m| m.id).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn three_nodes_form_a_cluster_with_tokens_and_survive_kill9() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    let s = c.wait_converged(3, 3).unwrap();
+    let cluster_id = s.cluster_id.clone().expect("cluster id");
+    for i in 0..3 {
+        let st = c.node(i).status().unwrap();
+        assert_eq!(st.cluster_id.as_deref(), Some(cluster_id.as_str()));
+        assert_eq!(st.members.len(), 3);
+        assert_eq!(voters(&st.members), 3);
+    }
+    // A killed follower comes back with its state (no --join needed: it
+    // ignores the one on its command line) and the cluster is whole again.
+    let leader = s.leader.clone().unwrap();
+    let follower = (0..3)
+        .find(|i| c.node(*i).status().unwrap().node_id != leader)
+        .unwrap();
+    c.node_mut(follower).kill9();
+    c.node_mut(follower).restart().unwrap();
+    c.wait_converged(3, 3).unwrap();
+    if follower > 0 {
+        assert!(
+            c.node(follower).log().contains("--join ignored"),
+            "a restarted joiner resumes from its state"
+        );
+    }
+}
+
+/// Starts a node that must fail to join; returns (exit code, its log).
+fn failed_join(c: &mut Cluster, addr: &str, token: &str) -> (Option<i32>, String) {
+    let i = c.spawn(Some((addr, token))).unwrap();
+    let st = c.node_mut(i).wait_exit().unwrap();
+    (st.code(), c.node(i).log())
+}
+
+#[test]
+fn bad_expired_and_reused_tokens_are_refused_and_change_nothing() {
+    let _g = serial();
+    let mut c = Cluster::start(2).unwrap();
+    c.wait_converged(2, 2).unwrap();
+    let before = member_ids(c.node(0));
+    let addr = c.node(0).p2p_addr();
+
+    // Unknown id; then a known id with a wrong secret: same answer.
+    let (code, log) = failed_join(&mut c, &addr, "abcdef.0123456789abcdef");
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("not valid for this cluster"), "{log}");
+    let good = c.node(0).create_token("1h").unwrap();
+    let forged = format!("{}.0000000000000000", &good[..6]);
+    let (code, log) = failed_join(&mut c, &addr, &forged);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("not valid for this cluster"), "{log}");
+
+    // Expired: a 1 s token, used once the leader's clock (this machine's)
+    // has passed its expiry.
+    let short = c.node(0).create_token("1s").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (code, log) = failed_join(&mut c, &addr, &short);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("expired"), "{log}");
+
+    // Reused: node 1 joined with a token when the cluster formed; a fresh
+    // token works once, then is refused.
+    let once = c.node(0).create_token("1h").unwrap();
+    let ok = c.spawn(Some((&addr, &once))).unwrap();
+    c.node_mut(ok).wait_healthy().unwrap();
+    let (code, log) = failed_join(&mut c, &addr, &once);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("already used"), "{log}");
+
+    // The refused nodes are no members; only the one good join added one.
+    let after = member_ids(c.node(0));
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert!(before.iter().all(|id| after.contains(id)));
+    // The unused good token still works (refusals spent nothing).
+    let i = c.spawn(Some((&addr, &good))).unwrap();
+    c.node_mut(i).wait_healthy().unwrap();
+}
+
+#[test]
+fn join_to_an_unreachable_address_fails_with_a_clear_error() {
+    let _g = serial();
+    let mut c = Cluster::builder().join_timeout_secs(3).empty().unwrap();
+    let nowhere = unused_p2p_addr().unwrap();
+    let (code, log) = failed_join(&mut c, &nowhere, "abcdef.0123456789abcdef");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("could not join through {nowhere} within 3s")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_removed_node_is_gone_and_cannot_come_back() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    let s = c.wait_converged(3, 3).unwrap();
+    // Remove a follower, through another node's API, by node id.
+    let leader = s.leader.clone().unwrap();
+    let victim = (0..3)
+        .find(|i| c.node(*i).status().unwrap().node_id != leader)
+        .unwrap();
+    let via = (0..3).find(|i| *i != victim).unwrap();
+    let victim_id = c.node(victim).status().unwrap().node_id;
+    let victim_peer = c.node(victim).status().unwrap().peer_id;
+    let r = c.node(via).cli_json(&["remove", &victim_id]).unwrap();
+    assert_eq!(r["id"], victim_id.as_str());
+    for i in (0..3).filter(|i| *i != victim) {
+        let n = c.node(i);
+        wait_for("2 members", DEADLINE, || {
+            let m = n.members()?;
+            Ok((m.len() == 2 && voters(&m) == 2).then_some(()))
+        })
+        .unwrap();
+        assert!(!member_ids(n).contains(&victim_id));
+    }
+    // Removing it again: it is no member any more.
+    let again = c.node(via).cli(&["remove", &victim_id]);
+    assert_eq!(again.code, Some(1));
+    assert!(again.stderr.contains("no member"), "{}", again.stderr);
+
+    // It cannot come back under its identity, even with a valid token:
+    // the members refuse its connections. (Its key stays; its Raft state
+    // and node id go, as for a node that would rejoin.)
+    c.node_mut(victim).kill9();
+    let data = c.node(victim).data();
+    std::fs::remove_dir_all(data.join("raft")).unwrap();
+    std::fs::remove_file(data.join("node_id")).unwrap();
+    let token = c.node(via).create_token("1h").unwrap();
+    let addr = c.node(via).p2p_addr();
+    let n = c.node_mut(victim);
+    n.set_args(vec![
+        "--join".into(),
+        addr,
+        "--token".into(),
+        token.clone(),
+        "--join-timeout".into(),
+        "5".into(),
+    ]);
+    n.start().unwrap();
+    let st = n.wait_exit().unwrap();
+    assert_ne!(st.code(), Some(0), "{}", n.log());
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    for i in &survivors {
+        assert_eq!(c.node(*i).members().unwrap().len(), 2);
+        assert!(c
+            .node(*i)
+            .members()
+            .unwrap()
+            .iter()
+            .all(|m| m.peer_id != victim_peer));
+    }
+    // The token was not spent by the refused attempt: a new node uses it.
+    let via_addr = c.node(via).p2p_addr();
+    let i = c.spawn(Some((&via_addr, &token))).unwrap();
+    c.node_mut(i).wait_healthy().unwrap();
+    for j in survivors {
+        let n = c.node(j);
+        wait_for("3 members", DEADLINE, || {
+            Ok((n.members()?.len() == 3).then_some(()))
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_fourth_node_becomes_a_voter_unless_max_voters_is_reached() {
+    let _g = serial();
+    // Default cap (5): the 4th node ends up a voter.
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    c.add_node().unwrap();
+    c.wait_converged(4, 4).unwrap();
+    drop(c);
+
+    // Cap 3: the 4th node stays a learner, even once it is caught up and
+    // the cluster has committed more since.
+    let mut c = Cluster::builder().max_voters(3).start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let i = c.add_node().unwrap();
+    let s = c.wait_converged(4, 3).unwrap();
+    let id = c.node(i).status().unwrap().node_id;
+    let role =
+        |m: &[filesyncd_systests::Member]| m.iter().find(|m| m.id == id).map(|m| m.role.clone());
+    assert_eq!(role(&s.members).as_deref(), Some("learner"));
+    // A later entry (a token) applied on the learner: the leader has seen it
+    // caught up and still did not promote it.
+    c.node(0).create_token("1m").unwrap();
+    let target = c.node(0).status().unwrap().applied_index.unwrap();
+    let n = c.node(i);
+    wait_for("the learner to apply the latest entry", DEADLINE, || {
+        Ok((n.status()?.applied_index >= Some(target)).then_some(()))
+    })
+    .unwrap();
+    let m = c.node(0).members().unwrap();
+    assert_eq!(role(&m).as_deref(), Some("learner"));
+    assert_eq!(voters(&m), 3);
+}
