@@ -121,8 +121,10 @@ class Node:
             argv += ["--join", join[0], "--token", join[1]]
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
-        for k in ("FILESYNCD_JOIN", "FILESYNCD_TOKEN", "FILESYNCD_API", "FILESYNCD_API_TOKEN"):
-            env.pop(k, None)
+        # Every setting comes from the flags above: none from the caller's
+        # environment (FILESYNCD_CONFIG, _JOIN, _TOKEN, _API_TOKEN, ...).
+        for k in [k for k in env if k.startswith("FILESYNCD_")]:
+            env.pop(k)
         self.proc = self.procs.spawn(argv, self.log, env)
 
     def get(self, path, timeout=5):
@@ -264,6 +266,7 @@ class Rsync:
         self.port = free_port(socket.SOCK_STREAM)
         conf = os.path.join(self.base, "rsyncd.conf")
         lines = [f"pid file = {self.base}/rsyncd.pid", f"log file = {self.base}/rsyncd.log",
+                 f"lock file = {self.base}/rsyncd.lock",
                  "use chroot = no", "numeric ids = yes", "max connections = 8"]
         if os.geteuid() == 0:
             lines += ["uid = 0", "gid = 0"]
@@ -308,6 +311,9 @@ class Rsync:
             for i, p in enumerate(ps):
                 if ends[i] is None and ((watch and watch(i)) or (not watch and p.poll() is not None)):
                     ends[i] = now() - t0
+                if ends[i] is None and p.poll() not in (None, 0):
+                    _, err = p.communicate()
+                    raise BenchError(f"rsync to peer{i + 1} exit {p.returncode}: {err.strip()}")
             if now() - t0 > timeout:
                 for p in ps:
                     p.kill()
@@ -504,7 +510,11 @@ class Bench:
 
     def timeout_error(self, what, timeout):
         sts = [x.status() for x in self.nodes]
-        lines = [f"timed out after {timeout}s waiting for {what}"]
+        # The full /status of each node, for the bug report.
+        dump = os.path.join(self.root, f"status-{time.strftime('%H%M%S')}.json")
+        with open(dump, "w") as f:
+            json.dump({x.name: s for x, s in zip(self.nodes, sts)}, f, indent=1)
+        lines = [f"timed out after {timeout}s waiting for {what} (full status: {dump})"]
         for x, s in zip(self.nodes, sts):
             lines.append(f"  {x.name}: {describe(s)}")
         for x in self.nodes:
@@ -521,7 +531,7 @@ class Bench:
                 raise self.timeout_error(what, timeout)
             time.sleep(0.05)
 
-    def fsd_wait(self, what, before_root, peer_has, timeout, poll=0.005):
+    def fsd_wait(self, what, before_root, peer_has, timeout, poll=0.02):
         """Polls until n0 committed a new root and each peer holds it in sync
         and `peer_has(node)` (its files arrived). Returns each peer's time."""
         t0 = now()
@@ -588,6 +598,7 @@ class Bench:
         log(f"scenario 1: {label}: writing the data")
         fsd_src, rs_src = os.path.join(self.stage, "fsd_big"), os.path.join(self.stage, "rs_big")
         self.big_sha = write_random([fsd_src, rs_src], size)
+        os.sync()  # no writeback of the staged data during the timings
         self.big_size = size
         n0 = self.nodes[0]
         target = os.path.join(n0.dir, "big.bin")
@@ -638,6 +649,7 @@ class Bench:
         log(f"scenario 2: {label}: writing the data")
         fsd_src, rs_src = os.path.join(self.stage, "fsd_small"), os.path.join(self.stage, "rs_small")
         want = small_tree([fsd_src, rs_src], dirs, per_dir, fsize)
+        os.sync()
         n0 = self.nodes[0]
         target = os.path.join(n0.dir, "small")
 
@@ -683,6 +695,7 @@ class Bench:
         log(f"scenario 3: {label}: writing the data")
         fsd_src, rs_src = os.path.join(self.stage, "fsd_big2"), os.path.join(self.stage, "rs_big2")
         sha = write_insert(os.path.join(self.rs.src, "big.bin"), [fsd_src, rs_src], at, b"\xa5")
+        os.sync()
 
         def run():
             before = self.wait_settled("the cluster to settle", 120)[0]["cluster_root"]
