@@ -252,7 +252,12 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
     if !api.ip().is_loopback() && !allow_remote {
         return Err(ConfigError::ApiRemote(api));
     }
-    let join = match (args.join.or(file.join), args.token.or(file.token)) {
+    // An empty value (`FILESYNCD_JOIN=` in a compose file) means unset.
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let join = match (
+        nonempty(args.join).or(nonempty(file.join)),
+        nonempty(args.token).or(nonempty(file.token)),
+    ) {
         (None, None) => None,
         (Some(_), None) => return Err(ConfigError::JoinWithoutToken),
         (None, Some(_)) => return Err(ConfigError::TokenWithoutJoin),

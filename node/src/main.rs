@@ -51,6 +51,8 @@ enum Command {
     /// Re-create the folder marker on purpose (resumes a halted sync,
     /// confirms withheld deletes).
     Adopt(cmd::files::PlainArgs),
+    /// Exit 0 when the daemon is up and Raft runs (a healthcheck), else 1.
+    Health(cmd::ctl::ApiArgs),
     /// Chunk files with the cluster's default chunker and print each file's
     /// Merkle root (the identity of a file version is root + size).
     Chunk(cmd::chunk::ChunkArgs),
@@ -66,8 +68,22 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// CLI subcommands die quietly on a closed pipe (`filesyncd ls | head`)
+/// like other Unix tools instead of panicking in `println!`; the daemon
+/// keeps Rust's default (SIGPIPE ignored, EPIPE returned).
+fn restore_sigpipe() {
+    // SAFETY: called once at start-up before any thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(ref c) if !matches!(c, Command::Run(_))) {
+        restore_sigpipe();
+    }
     match cli.command {
         None => cmd::run::run(cli.run),
         Some(Command::Run(args)) => cmd::run::run(args),
@@ -80,6 +96,7 @@ fn main() -> ExitCode {
         Some(Command::Restore(args)) => cmd::files::finish(cmd::files::restore(args)),
         Some(Command::Verify(args)) => cmd::files::finish(cmd::files::verify(args)),
         Some(Command::Adopt(args)) => cmd::files::finish(cmd::files::adopt(args)),
+        Some(Command::Health(args)) => report(cmd::ctl::health(args)),
         Some(Command::Chunk(args)) => report(cmd::chunk::run(args)),
     }
 }

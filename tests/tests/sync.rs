@@ -175,6 +175,54 @@ fn t10_create_modify_delete_rename_across_three_nodes() {
     }
 }
 
+/// Chunk bytes node `i` received from peers since it started.
+fn bytes_fetched(n: &Node) -> u64 {
+    status_json(n)
+        .and_then(|v| v["sync"]["bytes_fetched"].as_u64())
+        .expect("status reports sync.bytes_fetched")
+}
+
+#[test]
+fn t15_rename_moves_no_bytes_and_an_insert_moves_few() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let d0 = c.node(0).dir();
+    let size = 8 << 20;
+    let mut big = random_bytes(size, 11);
+    fs::write(d0.join("big.bin"), &big).unwrap();
+    converge(&c, &[0, 1, 2]);
+    let first = bytes_fetched(c.node(2));
+    assert!(
+        first >= size as u64,
+        "the new file crossed the network: {first}"
+    );
+
+    // A rename (into another directory) reuses every local chunk.
+    fs::create_dir(d0.join("moved")).unwrap();
+    fs::rename(d0.join("big.bin"), d0.join("moved/big.bin")).unwrap();
+    let t = converge(&c, &[0, 1, 2]);
+    assert!(matches!(t.get("moved/big.bin"), Some(Entry::File(_, b)) if *b == big));
+    let renamed = bytes_fetched(c.node(2)) - first;
+    eprintln!("figure: rename of an {size}-byte file fetched {renamed} chunk bytes on a peer");
+    assert_eq!(renamed, 0, "a rename fetched chunk bytes");
+
+    // A 1-byte insert in the middle: only the chunks around it move.
+    big.insert(size / 2, b'!');
+    fs::write(d0.join("moved/big.bin"), &big).unwrap();
+    let t = converge(&c, &[0, 1, 2]);
+    assert!(matches!(t.get("moved/big.bin"), Some(Entry::File(_, b)) if *b == big));
+    let inserted = bytes_fetched(c.node(2)) - first - renamed;
+    eprintln!(
+        "figure: a 1-byte insert in an {size}-byte file fetched {inserted} chunk bytes on a peer"
+    );
+    assert!(inserted > 0, "the changed chunk must be fetched");
+    assert!(
+        inserted < (size as u64) / 8,
+        "a 1-byte insert fetched {inserted} of {size} bytes"
+    );
+}
+
 fn walk_names(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];

@@ -100,6 +100,14 @@ pub fn members(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `health`: exit 0 when the daemon answers `/healthz` with ok, 1 otherwise
+/// (a container healthcheck for an image that has no curl).
+pub fn health(args: ApiArgs) -> anyhow::Result<()> {
+    let body = get(&args, "/healthz").context("daemon not healthy")?;
+    println!("{}", body.trim());
+    Ok(())
+}
+
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
     match args.command {
         TokenCommand::Create { ttl, api } => {

@@ -213,7 +213,14 @@ async fn bootstrap(node: &Node, peer_id: &PeerId, addr: &str) -> Result<(), Daem
         peer_id: peer_id.to_string(),
         addr: addr.to_string(),
     };
-    if node.initialize_single(info).await? {
+    // A resuming node skips `initialize` (openraft logs an ERROR for a
+    // refused one, which is just noise on every restart).
+    let resuming = node
+        .raft()
+        .is_initialized()
+        .await
+        .map_err(|e| DaemonError::Init(e.to_string()))?;
+    if !resuming && node.initialize_single(info).await? {
         tracing::info!("formed a new single-node cluster");
     }
     let reader = node.reader().clone();

@@ -108,6 +108,10 @@ pub trait ChunkFetcher: Send + Sync {
         holders: &[NodeId],
         hashes: &[Hash],
     ) -> impl Future<Output = PortResult<Vec<(Hash, Vec<u8>)>>> + Send;
+    /// Progress of the pull labelled `label` (a path, or a batch of offered
+    /// versions): `done` of `total` chunk bytes are local; `finished` once
+    /// the pull ended (either way). Feeds `status`' transfers; no-op here.
+    fn progress(&self, _label: &str, _done: u64, _total: u64, _finished: bool) {}
 }
 
 struct MemState {

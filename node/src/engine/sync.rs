@@ -263,12 +263,12 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 Ok(())
             }
             Action::Fetch {
+                path,
                 root,
                 size,
                 holders,
                 missing,
-                ..
-            } => self.fetch(root, size, &holders, missing, rep).await,
+            } => self.fetch(&path, root, size, &holders, missing, rep).await,
             Action::Write {
                 path,
                 record,

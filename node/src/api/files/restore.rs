@@ -144,6 +144,7 @@ fn ensure_local(
             size,
             holders,
             missing,
+            "restore",
         ))
         .map_err(|e| {
             unavailable(format!(

@@ -29,7 +29,8 @@ pub fn sync_view(s: &ApiState, cluster_root: &str) -> SyncView {
             dir: None,
         };
     };
-    let st = h.status.borrow().clone();
+    let mut st = h.status.borrow().clone();
+    st.transfers = h.transfers.snapshot();
     SyncView {
         in_sync: in_sync(&st, cluster_root),
         local_root: st.local_root.clone(),

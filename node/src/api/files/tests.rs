@@ -175,6 +175,7 @@ impl Fixture {
             store: store.clone(),
             nodes: Arc::new(Mutex::new(MemNodeStore::new())),
             remote: remote.clone(),
+            transfers: Default::default(),
         };
         let state = ApiState::new(node.clone(), client.local_peer_id().to_string(), None)
             .with_sync(handle)

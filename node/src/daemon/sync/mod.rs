@@ -25,7 +25,7 @@ use filesyncd_merkle::MemNodeStore;
 use filesyncd_p2p::PeerId;
 
 pub use service::{start, Parts, Running, SyncError};
-pub use status::{RemoteChunks, SyncCommand, SyncHandle, SyncStatus, Transfer};
+pub use status::{RemoteChunks, SyncCommand, SyncHandle, SyncStatus, Transfer, Transfers};
 
 use crate::daemon::Node;
 use ctl::{CtlRequest, CtlResponse};

@@ -209,6 +209,8 @@ pub struct P2pFetcher {
     pub node: Node,
     /// Chunk bytes received from peers (before verification), since start.
     pub bytes_fetched: Arc<std::sync::atomic::AtomicU64>,
+    /// Pulls in progress, for `status`.
+    pub transfers: super::status::Transfers,
 }
 
 impl P2pFetcher {
@@ -324,6 +326,13 @@ impl ChunkFetcher for P2pFetcher {
         self.fetch_nodes_from(holders, hashes)
             .await
             .map_err(PortError::Unavailable)
+    }
+
+    fn progress(&self, label: &str, done: u64, total: u64, finished: bool) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.transfers.update(label, done, total, finished, now_ms);
     }
 }
 

@@ -153,6 +153,7 @@ pub fn start(
         client: client.clone(),
         node: node.clone(),
         bytes_fetched: Arc::default(),
+        transfers: Default::default(),
     };
     let offers = Offers::new(
         parts.store.clone(),
@@ -176,6 +177,7 @@ pub fn start(
         store: parts.store.clone(),
         nodes: parts.nodes.clone(),
         remote: Arc::new(fetcher.clone()),
+        transfers: fetcher.transfers.clone(),
     };
     let committed = RaftCommitted {
         node: node.clone(),

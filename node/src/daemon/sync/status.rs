@@ -47,6 +47,7 @@ pub struct SyncStatus {
     pub halted: Option<String>,
     /// Local deletes withheld after a mass vanish, until confirmed.
     pub paused: Option<String>,
+    /// Pulls in progress (filled in by the control API from [`Transfers`]).
     pub transfers: Vec<Transfer>,
     /// Counters since start.
     pub versions_proposed: u64,
@@ -84,6 +85,39 @@ pub trait RemoteChunks: Send + Sync + 'static {
     fn nodes(&self, holders: Vec<u64>, hashes: Vec<Hash>) -> RemoteAnswer<'_>;
 }
 
+/// The pulls running now, by label; the fetcher updates them while it
+/// pulls (a std `Mutex`, never held across an `.await`), the control API
+/// reads them on each `/status`.
+#[derive(Clone, Default)]
+pub struct Transfers(Arc<Mutex<std::collections::BTreeMap<String, Transfer>>>);
+
+impl Transfers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Transfer>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records progress of the pull `label`; `finished` drops it.
+    pub fn update(&self, label: &str, done: u64, total: u64, finished: bool, now_ms: u64) {
+        let mut m = self.lock();
+        if finished {
+            m.remove(label);
+            return;
+        }
+        let t = m.entry(label.to_string()).or_insert_with(|| Transfer {
+            path: label.to_string(),
+            started_ms: now_ms,
+            ..Transfer::default()
+        });
+        t.bytes_done = done;
+        t.bytes_total = total;
+    }
+
+    /// The pulls running now.
+    pub fn snapshot(&self) -> Vec<Transfer> {
+        self.lock().values().cloned().collect()
+    }
+}
+
 /// The handle the control API holds.
 #[derive(Clone)]
 pub struct SyncHandle {
@@ -97,6 +131,8 @@ pub struct SyncHandle {
     pub nodes: Arc<Mutex<MemNodeStore>>,
     /// The network, for content this node does not hold.
     pub remote: Arc<dyn RemoteChunks>,
+    /// Pulls in progress.
+    pub transfers: Transfers,
 }
 
 impl SyncHandle {

@@ -35,6 +35,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
     /// Gets what a write needs: tree nodes first if unknown, then chunks.
     pub(super) async fn fetch(
         &mut self,
+        path: &str,
         root: Hash,
         size: u64,
         holders: &[NodeId],
@@ -49,12 +50,18 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             size,
             holders,
             missing,
+            path,
         )
         .await?;
         rep.chunks_fetched += n;
         Ok(())
     }
 }
+
+/// Chunks asked for in one round of a pull: bounds the memory a pull holds
+/// (a file larger than RAM streams through in rounds of at most this many
+/// chunks) and sets how often its progress is reported.
+pub const FETCH_ROUND: usize = 256;
 
 /// Makes every chunk of the file tree `root` local: unknown tree nodes
 /// first (see [`fetch_tree`]), then the chunks neither held nor all-zero,
@@ -68,17 +75,21 @@ pub async fn pull<F: ChunkFetcher>(
     size: u64,
     holders: &[NodeId],
     missing: Missing,
+    label: &str,
 ) -> Result<usize, String> {
+    if matches!(missing, Missing::Tree) {
+        fetch_tree(nodes, fetcher, &[root], holders).await?;
+    }
+    // The chunk list gives the lengths (the progress total) and, for an
+    // unknown tree, the hashes to fetch.
+    let list = {
+        let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+        FileTree { root, size }.chunks(&*nodes)
+    };
     let hashes = match missing {
         Missing::Chunks(h) => h,
         Missing::Tree => {
-            fetch_tree(nodes, fetcher, &[root], holders).await?;
-            let list = {
-                let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
-                FileTree { root, size }
-                    .chunks(&*nodes)
-                    .map_err(|e| e.to_string())?
-            };
+            let list = list.as_ref().map_err(|e| e.to_string())?;
             let zeros = ZeroChunks::default();
             let mut seen = HashSet::new();
             list.iter()
@@ -91,24 +102,55 @@ pub async fn pull<F: ChunkFetcher>(
     if hashes.is_empty() {
         return Ok(0);
     }
-    let got = fetcher
-        .fetch(holders, &hashes)
-        .await
-        .map_err(|e| e.to_string())?;
-    let verified: Vec<(Hash, &[u8])> = got
-        .iter()
-        .filter(|(h, d)| Hash::of_chunk(d) == *h)
-        .map(|(h, d)| (*h, &d[..]))
-        .collect();
-    store.put_many(&verified).map_err(|e| e.to_string())?;
-    if verified.len() < hashes.len() {
-        return Err(format!(
-            "{} of {} chunks could not be fetched",
-            hashes.len() - verified.len(),
-            hashes.len()
-        ));
+    let lens: HashMap<Hash, u64> = list
+        .map(|l| l.iter().map(|c| (c.hash, u64::from(c.len))).collect())
+        .unwrap_or_default();
+    fetch_rounds(store, fetcher, holders, &hashes, &lens, label).await
+}
+
+/// Fetches `hashes` in rounds of [`FETCH_ROUND`], storing each round's
+/// verified chunks before the next; reports progress (`lens` gives the
+/// lengths known). Fails if any chunk could not be fetched.
+async fn fetch_rounds<F: ChunkFetcher>(
+    store: &dyn ChunkStore,
+    fetcher: &F,
+    holders: &[NodeId],
+    hashes: &[Hash],
+    lens: &HashMap<Hash, u64>,
+    label: &str,
+) -> Result<usize, String> {
+    let total: u64 = hashes.iter().filter_map(|h| lens.get(h)).sum();
+    let mut done = 0u64;
+    let mut stored = 0usize;
+    fetcher.progress(label, 0, total, false);
+    let result = async {
+        for round in hashes.chunks(FETCH_ROUND) {
+            let got = fetcher
+                .fetch(holders, round)
+                .await
+                .map_err(|e| e.to_string())?;
+            let verified: Vec<(Hash, &[u8])> = got
+                .iter()
+                .filter(|(h, d)| round.contains(h) && Hash::of_chunk(d) == *h)
+                .map(|(h, d)| (*h, &d[..]))
+                .collect();
+            store.put_many(&verified).map_err(|e| e.to_string())?;
+            stored += verified.len();
+            done += verified.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+            fetcher.progress(label, done, total, false);
+            if verified.len() < round.len() {
+                return Err(format!(
+                    "{} of {} chunks could not be fetched",
+                    round.len() - verified.len(),
+                    round.len()
+                ));
+            }
+        }
+        Ok(stored)
     }
-    Ok(verified.len())
+    .await;
+    fetcher.progress(label, done, total, true);
+    result
 }
 
 /// Gets the tree nodes of the trees `roots` the node store lacks, one round
@@ -197,16 +239,22 @@ pub async fn pull_many<F: ChunkFetcher>(
         .filter(|h| seen.insert(*h) && !store.has(h).unwrap_or(false))
         .collect();
     if !missing.is_empty() {
-        let got = fetcher
-            .fetch(holders, &missing)
-            .await
-            .map_err(|e| e.to_string())?;
-        let verified: Vec<(Hash, &[u8])> = got
+        let lens: HashMap<Hash, u64> = lists
             .iter()
-            .filter(|(h, d)| Hash::of_chunk(d) == *h)
-            .map(|(h, d)| (*h, &d[..]))
+            .flatten()
+            .flatten()
+            .map(|c| (c.hash, u64::from(c.len)))
             .collect();
-        store.put_many(&verified).map_err(|e| e.to_string())?;
+        let label = format!(
+            "offer: {} versions from {}",
+            trees.len(),
+            &trees[0].0.to_hex()[..12]
+        );
+        // A partial result is fine here: the answer per tree says what is
+        // complete, and the origin offers the rest again.
+        if let Err(e) = fetch_rounds(store, fetcher, holders, &missing, &lens, &label).await {
+            tracing::debug!(error = %e, "offered versions pulled in part");
+        }
     }
     Ok(lists
         .iter()
