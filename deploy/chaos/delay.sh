@@ -19,7 +19,6 @@
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 need_root
-command -v ethtool >/dev/null || usage_die "needs ethtool (apt-get install ethtool)"
 
 relay=$FSD_CHAOS_DIR/udp_delay_proxy.py
 
@@ -37,6 +36,8 @@ no_offload() { ethtool -K "$1" tx off sg off tso off gso off gro off >/dev/null 
 on() {
   local i=$1; shift
   check_index "$i"
+  # Only injecting needs ethtool; heal (run by heal.sh on every lab) does not.
+  command -v ethtool >/dev/null || usage_die "needs ethtool (apt-get install ethtool)"
   local opts=() delay=100 jitter=0 reorder=0 loss=0
   while (($#)); do
     case $1 in
