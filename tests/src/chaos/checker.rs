@@ -332,3 +332,57 @@ pub fn conflict_copies(views: &[NodeView]) -> usize {
         .map(|c| c.keys().filter(|p| p.contains(".sync-conflict-")).count())
         .unwrap_or(0)
 }
+
+/// Conflict copies of paths that only one node ever wrote, outside any
+/// concurrent-edit round: the daemon took one of its own writes for a
+/// concurrent edit. Nothing is lost (both versions stay), so this is a
+/// finding, not a violation; each line says which write sits where, and
+/// whether the path itself went back to an older write than the copy's.
+pub fn self_conflicts(writes: &[Write], views: &[NodeView]) -> Vec<String> {
+    let Some(first) = views.first() else {
+        return Vec::new();
+    };
+    let mut writers: BTreeMap<&str, (BTreeSet<usize>, bool)> = BTreeMap::new();
+    for w in writes {
+        let e = writers.entry(w.path.as_str()).or_default();
+        e.0.insert(w.node);
+        e.1 |= w.concurrent;
+    }
+    let seq: BTreeMap<&str, usize> = writes.iter().map(|w| (w.id.as_str(), w.seq)).collect();
+    let id_at = |p: &str| {
+        first
+            .disk
+            .files
+            .get(p)
+            .and_then(|f| f.header.as_ref().ok())
+            .map(|h| h.id.clone())
+    };
+    let mut out = Vec::new();
+    for (p, f) in &first.disk.files {
+        if !p.contains(".sync-conflict-") {
+            continue;
+        }
+        let Ok(h) = &f.header else { continue };
+        let Some((nodes, concurrent)) = writers.get(h.path.as_str()) else {
+            continue;
+        };
+        if nodes.len() != 1 || *concurrent {
+            continue;
+        }
+        let at_path = id_at(&h.path);
+        let order = match at_path.as_deref().and_then(|i| seq.get(i)) {
+            Some(s) if seq.get(h.id.as_str()).is_some_and(|c| c > s) => {
+                " (older than the copy: the path went back)"
+            }
+            Some(_) => " (newer than the copy)",
+            None => "",
+        };
+        out.push(format!(
+            "{p} holds {} while {} holds {}{order}",
+            h.id,
+            h.path,
+            at_path.unwrap_or_else(|| "nothing".into())
+        ));
+    }
+    out
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use filesyncd::api::types::Status;
 
-use super::checker::{check, conflict_copies, lost_writes, settled};
+use super::checker::{check, conflict_copies, lost_writes, self_conflicts, settled};
 use super::content::{self, Rng};
 use super::ledger::{Ack, Ledger, Write};
 use super::node::bytes_root;
@@ -287,4 +287,24 @@ fn strangers_inside_and_outside_the_root_are_reported() {
     for want in ["misplaced", "unknown", "outside-root", "odd"] {
         assert!(k.contains(&want), "{want} missing from {k:?}");
     }
+}
+
+#[test]
+fn a_conflict_copy_of_a_single_writer_path_is_a_self_conflict() {
+    let w = healthy();
+    assert!(self_conflicts(&w.writes(), &[w.view("node1")]).is_empty());
+    // Node 0's newer write of its own path set aside as a conflict copy,
+    // the path holding its older one.
+    let mut w = World::new();
+    w.write(0, "w0/a.dat", Some("w0/a.dat"));
+    w.write(
+        0,
+        "w0/a.dat",
+        Some("w0/a.sync-conflict-20260101-000000-1.dat"),
+    );
+    let views = [w.view("node1"), w.view("node2")];
+    assert!(check(&w.writes(), &views).is_empty());
+    let s = self_conflicts(&w.writes(), &views);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert!(s[0].contains("the path went back"), "{s:?}");
 }

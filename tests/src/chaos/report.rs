@@ -22,6 +22,8 @@ pub struct Report {
     pub faults: BTreeMap<String, u32>,
     pub concurrent_rounds: usize,
     pub conflict_copies: usize,
+    /// Conflict copies of single-writer paths ([`checker::self_conflicts`]).
+    pub self_conflicts: Vec<String>,
     /// Files on the first node's disk at the end.
     pub files: usize,
     /// From the heal until every node settled; `None`: not within the deadline.
@@ -64,8 +66,13 @@ impl Report {
             faults.join(", ")
         ));
         s.push_str(&format!(
-            "concurrent-edit rounds {} ({} writes), conflict copies {}, files {}, write errors {}\n",
-            self.concurrent_rounds, c.concurrent, self.conflict_copies, self.files, c.write_errors
+            "concurrent-edit rounds {} ({} writes), conflict copies {} ({} of single-writer paths), files {}, write errors {}\n",
+            self.concurrent_rounds,
+            c.concurrent,
+            self.conflict_copies,
+            self.self_conflicts.len(),
+            self.files,
+            c.write_errors
         ));
         match self.converge_secs {
             Some(x) => s.push_str(&format!("seconds to converge after heal {x:.1}\n")),
@@ -73,6 +80,9 @@ impl Report {
         }
         for n in &self.notes {
             s.push_str(&format!("note: {n}\n"));
+        }
+        for x in self.self_conflicts.iter().take(20) {
+            s.push_str(&format!("SELF-CONFLICT {x}\n"));
         }
         for v in self.violations.iter().take(40) {
             s.push_str(&format!("VIOLATION {v}\n"));
@@ -100,6 +110,7 @@ impl Report {
             "faults": self.faults,
             "concurrent_rounds": self.concurrent_rounds,
             "conflict_copies": self.conflict_copies,
+            "self_conflicts": self.self_conflicts.len(),
             "files": self.files,
             "seconds_to_converge": self.converge_secs,
             "run_seconds": self.run_secs,
@@ -163,6 +174,7 @@ pub fn finish(wl: &mut Workload, report: &mut Report, healed: Instant, deadline:
     report.violations = checker::check(&writes, &views);
     report.lost = checker::lost_writes(&report.violations);
     report.conflict_copies = checker::conflict_copies(&views);
+    report.self_conflicts = checker::self_conflicts(&writes, &views);
     report.files = views.first().map(|v| v.disk.files.len()).unwrap_or(0);
     report.counts = wl.ledger().counts();
     report.nodes = wl.nodes().len();

@@ -163,7 +163,9 @@ pub fn smoke(lab: &mut Lab, opts: Opts) -> Report {
     );
 
     wl.stop();
-    let _ = lab.script("heal.sh", &[]);
+    if let Err(e) = lab.script("heal.sh", &[]) {
+        r.notes.push(format!("heal: {e}"));
+    }
     let healed = Instant::now();
     r.faults = lab.faults.clone();
     finish(&mut wl, &mut r, healed, SETTLE);
@@ -257,7 +259,9 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
         }
     }
     wl.stop();
-    let _ = lab.script("heal.sh", &[]);
+    if let Err(e) = lab.script("heal.sh", &[]) {
+        r.notes.push(format!("heal: {e}"));
+    }
     let healed = Instant::now();
     r.faults = lab.faults.clone();
     finish(&mut wl, &mut r, healed, SETTLE);
