@@ -61,7 +61,27 @@ wait_healthy() {
 }
 
 # `filesyncd ARGS` inside a running service (the image has no shell).
-fsd() { local svc=$1; shift; docker exec "$(cid "$svc")" /filesyncd "$@"; }
+fsd() {
+  local svc=$1 id; shift
+  id=$(cid "$svc")
+  [[ -n $id ]] || { echo "cluster.sh: no container for $svc (run: $0 up)" >&2; return 1; }
+  docker exec "$id" /filesyncd "$@"
+}
+
+# Whether a service's data volume already holds a node's state: then it
+# resumes (a `down` removed the container, not the volume) and must not be
+# handed a join token; the token could not even be made while the other
+# voters are still down (no quorum on node1). Root reads the volume itself;
+# otherwise the volume's existence decides.
+has_state() {
+  local vol=${project}_$1-data mp
+  mp=$(docker volume inspect -f '{{.Mountpoint}}' "$vol" 2>/dev/null) || return 1
+  if [[ -r $mp ]]; then
+    [[ -n $(ls -A "$mp" 2>/dev/null) ]]
+  else
+    return 0
+  fi
+}
 
 up() {
   if ! docker image inspect "$image" >/dev/null 2>&1; then
@@ -75,8 +95,9 @@ up() {
   wait_healthy node1
   local svc token
   for svc in node2 node3; do
-    if [[ -n $(cid "$svc") || ${FSD_SOLO:-0} == 1 ]]; then
-      # Created before: it holds its state in its volume and resumes.
+    if [[ -n $(cid "$svc") || ${FSD_SOLO:-0} == 1 ]] || has_state "$svc"; then
+      # Created before (container or volume): it holds its state in its
+      # volume and resumes.
       dc up -d --no-recreate "$svc"
     else
       token=$(fsd node1 token create --ttl 15m)

@@ -115,8 +115,8 @@ if [[ -n $(git -C "$repo" status --porcelain -- node p2p raft chunkstore merkle 
 fi
 header="# filesyncd vs rsync, $stamp
 
-- command: deploy/bench/bench.sh ${py_args[*]:-}
-- filesyncd binary: $bin ($kind), source at commit $rev
+- command: ${FILESYNCD_BIN:+FILESYNCD_BIN=$FILESYNCD_BIN }deploy/bench/bench.sh ${py_args[*]:-}
+- filesyncd binary: $bin ($kind, built $(date -u -r "$bin" +%Y-%m-%dT%H:%M:%SZ)), HEAD at run time $rev
 - machine: $(nproc) cores, $(uname -sr), load average at start $(cut -d' ' -f1-3 /proc/loadavg)
 - filesyncd: 3 nodes on 127.0.0.1 (QUIC/UDP); data written on n0, measured on n1 and n2.
 - rsync: \`rsync -a --stats <src>/ rsync://127.0.0.1:<port>/peerN/\` to two daemon modules,
