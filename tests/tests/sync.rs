@@ -382,3 +382,188 @@ fn t50_missing_marker_propagates_no_deletions() {
         }
     }
 }
+
+#[test]
+fn t60_a_file_of_256_mib() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let size = 256 << 20;
+    // Staged outside the synced tree and renamed in: the watcher sees one
+    // whole file, not a file being written.
+    let stage = c.node(0).dir().parent().unwrap().join("stage.bin");
+    let data = random_bytes(size, 23);
+    fs::write(&stage, &data).unwrap();
+    fs::rename(&stage, c.node(0).dir().join("huge.bin")).unwrap();
+    drop(data);
+    wait_for("the 256 MiB file on every node", DEADLINE * 2, || {
+        for i in 0..3 {
+            let v = status_json(c.node(i));
+            if !v.as_ref().is_some_and(in_sync) {
+                return Ok(None);
+            }
+            let len = fs::metadata(c.node(i).dir().join("huge.bin")).map_or(0, |m| m.len());
+            if len != size as u64 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .unwrap();
+    let want = random_bytes(size, 23);
+    for i in 1..3 {
+        let got = fs::read(c.node(i).dir().join("huge.bin")).unwrap();
+        assert!(got == want, "node {i} holds other bytes");
+    }
+}
+
+#[test]
+fn t70_a_fourth_node_joins_while_files_are_written() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let d0 = c.node(0).dir();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            fs::create_dir_all(d0.join("w")).unwrap();
+            let mut k = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                fs::write(d0.join(format!("w/{k}.txt")), format!("write {k}\n")).unwrap();
+                k += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            k
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let i = c.add_node().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written > 10, "the writer ran during the join");
+    c.wait_converged(4, 4).unwrap();
+    let t = converge(&c, &[0, 1, 2, i]);
+    for k in 0..written {
+        assert_eq!(
+            t.get(&format!("w/{k}.txt")),
+            Some(&Entry::File(0o644, format!("write {k}\n").into_bytes())),
+            "w/{k}.txt on every node"
+        );
+    }
+}
+
+/// iptables rules that cut node pairs apart on loopback; removed on drop.
+struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Partition {
+    /// Drops every UDP packet between `a` and each of `others` (both ways).
+    /// `None` when iptables is not usable here (not root).
+    fn cut(a: &Node, others: &[&Node]) -> Option<Partition> {
+        let ip = |n: &Node| n.api().split(':').next().unwrap().to_string();
+        let tag = format!("fsd-systest-{}", std::process::id());
+        let mut p = Partition { rules: Vec::new() };
+        for o in others {
+            for (src, dst) in [(ip(a), ip(o)), (ip(o), ip(a))] {
+                let rule: Vec<String> = [
+                    "INPUT",
+                    "-i",
+                    "lo",
+                    "-p",
+                    "udp",
+                    "-s",
+                    &src,
+                    "-d",
+                    &dst,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &tag,
+                    "-j",
+                    "DROP",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                let ok = std::process::Command::new("iptables")
+                    .arg("-I")
+                    .args(&rule)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return None; // p's drop removes what was added
+                }
+                p.rules.push(rule);
+            }
+        }
+        Some(p)
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in self.rules.drain(..) {
+            let _ = std::process::Command::new("iptables")
+                .arg("-D")
+                .args(&rule)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn t80_a_partitioned_minority_keeps_its_edits_until_the_heal() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let (d0, d2) = (c.node(0).dir(), c.node(2).dir());
+    fs::write(d0.join("shared.txt"), b"v0\n").unwrap();
+    converge(&c, &[0, 1, 2]);
+
+    let Some(cut) = Partition::cut(c.node(2), &[c.node(0), c.node(1)]) else {
+        eprintln!("skipped: iptables is not usable (needs root)");
+        return;
+    };
+    // The minority (node 2) edits a shared path and adds its own file...
+    fs::write(d2.join("shared.txt"), b"minority\n").unwrap();
+    fs::write(d2.join("minority-only.txt"), b"from the minority\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // ...while the majority edits the same path and commits.
+    fs::write(d0.join("shared.txt"), b"majority\n").unwrap();
+    fs::write(d0.join("majority-only.txt"), b"from the majority\n").unwrap();
+    converge(&c, &[0, 1]);
+    assert!(
+        !d0.join("minority-only.txt").exists(),
+        "the minority committed nothing while cut off"
+    );
+    let st = status_json(c.node(2)).expect("the minority answers status");
+    assert!(!in_sync(&st), "the minority's edits wait: {st}");
+    assert_eq!(fs::read(d2.join("shared.txt")).unwrap(), b"minority\n");
+
+    drop(cut);
+    let t = converge(&c, &[0, 1, 2]);
+    assert_eq!(
+        t.get("shared.txt"),
+        Some(&Entry::File(0o644, b"majority\n".to_vec())),
+        "the committed edit wins"
+    );
+    assert_eq!(
+        t.get("minority-only.txt"),
+        Some(&Entry::File(0o644, b"from the minority\n".to_vec()))
+    );
+    assert!(t.contains_key("majority-only.txt"));
+    let copies: Vec<_> = t
+        .iter()
+        .filter(|(p, _)| p.starts_with("shared") && p.contains(".sync-conflict-"))
+        .collect();
+    assert!(
+        copies
+            .iter()
+            .any(|(_, e)| **e == Entry::File(0o644, b"minority\n".to_vec())),
+        "the minority's edit is a conflict copy everywhere: {:?}",
+        short(&t)
+    );
+}

@@ -95,6 +95,7 @@ pub fn watch(
                 &base,
                 events
                     .iter()
+                    .filter(|e| changes(&e.event.kind))
                     .map(|e| (&e.event.paths[..], e.event.need_rescan())),
             ),
             Err(errors) => {
@@ -142,6 +143,20 @@ pub fn watch(
         },
         rx,
     ))
+}
+
+/// Whether an event can mean a change. Opens, reads and closes without a
+/// write are not changes, and must be dropped: the scan itself opens every
+/// directory it lists and every file it hashes, so counting them would make
+/// each step trigger the next, forever. A close after writing is kept (the
+/// writer is done).
+fn changes(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// Turns a debounced batch into dirty paths (see the module doc).
@@ -192,6 +207,24 @@ pub fn top_most(mut paths: Vec<String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_and_opens_are_not_changes() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        use notify::EventKind;
+        assert!(!super::changes(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!super::changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!super::changes(&EventKind::Access(AccessKind::Read)));
+        assert!(super::changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(super::changes(&EventKind::Create(CreateKind::File)));
+        assert!(super::changes(&EventKind::Modify(ModifyKind::Any)));
+    }
+
     use super::*;
 
     #[test]

@@ -395,8 +395,24 @@ impl Loop {
 
     /// One engine step plus bookkeeping; `false` if it should be retried.
     async fn step(&mut self, engine: &mut Engine<RaftCommitted, P2pFetcher>, scope: Scope) -> bool {
+        // A step may take long (an offer waits for a quorum, a pull for its
+        // bytes): meanwhile this node does not claim to be in sync.
+        self.status
+            .send_if_modified(|s| std::mem::replace(&mut s.in_sync, false));
         let before = engine.local.clone();
+        let started = std::time::Instant::now();
+        let what = match &scope {
+            Scope::Full => "full".to_string(),
+            Scope::Paths(p) => format!("{} paths", p.len()),
+        };
         let res = engine.step(scope, now_ms()).await;
+        tracing::debug!(
+            scope = %what,
+            ms = started.elapsed().as_millis() as u64,
+            applied = engine.applied(),
+            ok = res.as_ref().is_ok_and(|r| r.errors.is_empty() && r.dirty.is_empty()),
+            "sync step"
+        );
         let nodes = self
             .parts
             .nodes
