@@ -60,6 +60,8 @@ impl Offerer {
     /// Offers `items` until a majority of voters (this node included if it
     /// votes) hold them durably; returns the other nodes that acked.
     pub async fn offer_until_quorum(&self, items: Vec<OfferItem>) -> PortResult<Vec<NodeId>> {
+        let mut seen = HashSet::new();
+        let items: Vec<OfferItem> = items.into_iter().filter(|i| seen.insert(*i)).collect();
         for i in &items {
             self.servable.add_offered(i.root, i.size);
         }
@@ -67,9 +69,12 @@ impl Offerer {
         let start = Instant::now();
         let deadline = deadline_for(&items);
         let mut acked: BTreeSet<NodeId> = BTreeSet::new();
-        // The deadline runs from the last progress (a peer's count of
-        // durable items grew): big offers take as long as they progress.
-        let mut progress: HashMap<NodeId, usize> = HashMap::new();
+        // Per peer, the items it reported durable: they are never offered to
+        // it again (a peer remembers a bounded number of offers, and a big
+        // change must not be re-sent whole on every poll). The deadline runs
+        // from the last time any of these sets grew: big offers take as long
+        // as they progress.
+        let mut durable: HashMap<NodeId, HashSet<OfferItem>> = HashMap::new();
         let mut last_progress = Instant::now();
         loop {
             let (peers, voters) = members(&self.node);
@@ -92,24 +97,35 @@ impl Offerer {
                 .filter(|v| **v != me && !acked.contains(v))
                 .filter_map(|v| Some((*v, *peers.get(v)?)))
                 .map(|(v, peer)| {
-                    let items = items.clone();
-                    async move { (v, self.ask(peer, items).await) }
+                    let done = durable.get(&v);
+                    let rest: Vec<OfferItem> = items
+                        .iter()
+                        .filter(|i| done.is_none_or(|d| !d.contains(*i)))
+                        .copied()
+                        .collect();
+                    async move { (v, rest.clone(), self.ask(peer, rest).await) }
                 });
-            for (v, answer) in futures::future::join_all(asks).await {
+            for (v, asked, answer) in futures::future::join_all(asks).await {
                 match answer {
-                    Ok(states) if states.iter().all(|s| *s == OfferState::Durable) => {
-                        acked.insert(v);
-                    }
                     Ok(states) => {
-                        let durable = states.iter().filter(|s| **s == OfferState::Durable).count();
-                        let before = progress.insert(v, durable).unwrap_or(0);
-                        if durable > before {
+                        let done = durable.entry(v).or_default();
+                        let before = done.len();
+                        for (item, state) in asked.iter().zip(&states) {
+                            match state {
+                                OfferState::Durable => {
+                                    done.insert(*item);
+                                }
+                                OfferState::Failed(e) => {
+                                    tracing::debug!(node = format!("{v:016x}"), error = %e, "offer pull failed; re-offering");
+                                }
+                                OfferState::Pending => {}
+                            }
+                        }
+                        if done.len() > before {
                             last_progress = Instant::now();
                         }
-                        for s in states {
-                            if let OfferState::Failed(e) = s {
-                                tracing::debug!(node = format!("{v:016x}"), error = %e, "offer pull failed; re-offering");
-                            }
+                        if done.len() == items.len() {
+                            acked.insert(v);
                         }
                     }
                     Err(e) => {
