@@ -71,6 +71,8 @@ else
 fi
 export FSD_STATE=${FSD_STATE:-/tmp/filesyncd-chaos-$suite}
 export FSD_TARGET=netns FSD_CHAOS_DIR=$here
+# The tmpfs under each synced dir: disk.sh fill fills it (RAM, briefly).
+export FSD_DIR_SIZE=${FSD_DIR_SIZE:-256m}
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 
 if [[ -z ${FSD_BIN:-} ]]; then

@@ -96,3 +96,52 @@ fn no_write_is_lost_across_a_kill9_and_a_concurrent_edit() {
     assert!(report.counts.acknowledged >= 15, "{text}");
     assert_eq!(report.counts.concurrent, 2);
 }
+
+/// Many concurrent-edit rounds and nothing else: each writes a base on one
+/// node, waits until another node has placed it, then writes the path on
+/// both at once. Both writes must survive (one as a conflict copy). The
+/// 30-minute netns run lost one such write (docs/CHAOS.md, "Findings"): a
+/// write landing just after the daemon placed the base seems to be taken
+/// for the base. Ignored until the daemon is fixed: `cargo test -p
+/// filesyncd-systests --test chaos_smoke -- --ignored`.
+#[test]
+#[ignore = "daemon bug under investigation: see docs/CHAOS.md, Findings"]
+fn concurrent_edits_right_after_a_sync_both_survive() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let specs: Vec<NodeSpec> = c.nodes().iter().map(spec).collect();
+    let opts = Opts {
+        seed: 11,
+        // Writers idle: only the rounds write.
+        mean_gap: Duration::from_secs(3600),
+        ..Opts::default()
+    };
+    let started = Instant::now();
+    let mut wl = Workload::start(specs, opts).unwrap();
+    let rounds = std::env::var("CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40usize);
+    let mut report = Report {
+        scenario: format!("loopback concurrent x{rounds}"),
+        ..Report::default()
+    };
+    for round in 0..rounds {
+        let (a, b) = (round % 3, (round + 1) % 3);
+        let (_, _, note) = wl.concurrent_round(round, a, b, STEP).unwrap();
+        report.concurrent_rounds += 1;
+        report.notes.extend(note);
+    }
+    wl.stop();
+    finish(
+        &mut wl,
+        &mut report,
+        Instant::now(),
+        Duration::from_secs(300),
+    );
+    report.run_secs = started.elapsed().as_secs_f64();
+    let text = report.render();
+    eprint!("{text}");
+    assert!(report.ok(), "{text}");
+}

@@ -171,7 +171,8 @@ pub fn finish(wl: &mut Workload, report: &mut Report, healed: Instant, deadline:
     }
     let views: Vec<NodeView> = obs.views(wl.nodes(), true);
     let writes = wl.ledger().snapshot();
-    report.violations = checker::check(&writes, &views);
+    // Violations the scenario found during the run come first.
+    report.violations.extend(checker::check(&writes, &views));
     report.lost = checker::lost_writes(&report.violations);
     report.conflict_copies = checker::conflict_copies(&views);
     report.self_conflicts = checker::self_conflicts(&writes, &views);

@@ -5,9 +5,10 @@
 //!   a follower killed with SIGKILL and restarted while its writer goes on;
 //!   one concurrent-edit round; heal; settle; check.
 //! * **long** (`--minutes N`): the same writers under a cycle of faults
-//!   (leader partitioned, leader killed, a node isolated, packet loss, a
-//!   one-way partition, a node paused, a follower killed, another
-//!   partition), each held a few seconds then healed, with a
+//!   (leader partitioned, leader killed, a node isolated, packet loss,
+//!   the synced directory replaced by an empty mount, the leader
+//!   partitioned again, a node paused, a one-way partition, a follower
+//!   killed, a full disk), each held a few seconds then healed, with a
 //!   concurrent-edit round every third fault; then heal, settle, check.
 //!
 //! Waits inside a run are for conditions with generous deadlines; when one
@@ -15,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::checker::Violation;
 use super::content::Rng;
 use super::lab::{leader, Lab};
 use super::node::NodeSpec;
@@ -94,7 +96,7 @@ pub fn smoke(lab: &mut Lab, opts: Opts) -> Report {
     // The leader cut off into the minority until the majority commits again.
     let old = leader(&specs);
     if lab
-        .fault("partition", "partition.sh", &["split-leader"])
+        .fault("partition-leader", "partition.sh", &["split-leader"])
         .is_ok()
     {
         std::thread::sleep(Duration::from_secs(5));
@@ -198,15 +200,17 @@ fn soft(r: &mut Report, ok: bool, what: &str) {
 }
 
 /// The fault cycle of the long run.
-const CYCLE: [&str; 8] = [
+const CYCLE: [&str; 10] = [
     "split-leader",
     "kill-leader",
     "isolate",
     "loss",
+    "empty-root",
     "split-leader",
     "pause",
     "oneway",
     "kill-follower",
+    "disk-full",
 ];
 
 pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
@@ -240,7 +244,7 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
     while Instant::now() < end {
         let kind = CYCLE[step % CYCLE.len()];
         let hold = Duration::from_secs(rng.range(5, 16));
-        if let Err(e) = one_fault(lab, &specs, kind, hold, &mut rng) {
+        if let Err(e) = one_fault(lab, &specs, kind, hold, &mut rng, &mut r) {
             r.notes.push(format!("step {step} ({kind}): {e}"));
         }
         step += 1;
@@ -250,7 +254,7 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
             concurrent(&mut r, &wl, step / 3, a, b, lab);
         }
         std::thread::sleep(Duration::from_secs(rng.range(2, 7)));
-        if step.is_multiple_of(8) {
+        if step.is_multiple_of(CYCLE.len()) {
             let c = wl.ledger().counts();
             lab.log(&format!(
                 "progress: {} writes, {} acknowledged, faults {:?}",
@@ -276,17 +280,31 @@ fn one_fault(
     kind: &str,
     hold: Duration,
     rng: &mut Rng,
+    r: &mut Report,
 ) -> Result<(), String> {
     let n = specs.len();
     match kind {
+        "empty-root" => empty_root(lab, specs, hold, rng, r),
+        "disk-full" => {
+            // The node's writer and its downloads fail with ENOSPC meanwhile
+            // (counted as write errors, not as writes).
+            let i = rng.range(0, n as u64) as usize;
+            lab.fault("disk-full", "disk.sh", &["fill", &lab.arg(i)])?;
+            std::thread::sleep(hold);
+            lab.script("disk.sh", &["heal", &lab.arg(i)]).map(drop)
+        }
         "split-leader" => {
-            lab.fault("partition", "partition.sh", &["split-leader"])?;
+            lab.fault("partition-leader", "partition.sh", &["split-leader"])?;
             std::thread::sleep(hold);
             lab.script("partition.sh", &["heal"]).map(drop)
         }
         "isolate" => {
             let i = rng.range(0, n as u64) as usize;
-            lab.fault("partition", "partition.sh", &["isolate", &lab.arg(i)])?;
+            lab.fault(
+                "partition-isolate",
+                "partition.sh",
+                &["isolate", &lab.arg(i)],
+            )?;
             std::thread::sleep(hold);
             lab.script("partition.sh", &["heal"]).map(drop)
         }
@@ -294,7 +312,7 @@ fn one_fault(
             let a = rng.range(0, n as u64) as usize;
             let b = other_than(n, &[a], rng);
             lab.fault(
-                "partition",
+                "partition-oneway",
                 "partition.sh",
                 &["oneway", &lab.arg(a), &lab.arg(b)],
             )?;
@@ -326,4 +344,74 @@ fn one_fault(
         }
         other => Err(format!("unknown fault {other}")),
     }
+}
+
+/// Files another node lists as committed (`None` if it does not answer).
+fn committed_files(spec: &NodeSpec) -> Option<usize> {
+    spec.ls_recursive("")
+        .ok()
+        .map(|a| a.entries.iter().filter(|e| e.kind == "file").count())
+}
+
+/// Node `i`'s synced directory replaced by an empty mount, and node `i`
+/// restarted on it (a NAS that booted without its disk), then the mount
+/// removed and the node restarted again. Its writer's renames fail
+/// meanwhile (another file system: counted as write errors). The node must halt its sync and
+/// propagate no deletion: the workload never deletes, so the committed
+/// file count seen by another node must not drop (else a
+/// `deleted-from-empty-root` violation); a node that does not report
+/// `halted` is noted.
+fn empty_root(
+    lab: &mut Lab,
+    specs: &[NodeSpec],
+    hold: Duration,
+    rng: &mut Rng,
+    r: &mut Report,
+) -> Result<(), String> {
+    let n = specs.len();
+    let i = rng.range(0, n as u64) as usize;
+    let j = other_than(n, &[i], rng);
+    let before = committed_files(&specs[j]);
+    lab.fault("empty-root", "disk.sh", &["empty-root", &lab.arg(i)])?;
+    // A running daemon notices the swap only at its next full rescan
+    // (minutes): restart it, as a NAS that booted without its disk.
+    let crashed = lab.script("proc.sh", &["crash", &lab.arg(i)]);
+    std::thread::sleep(hold);
+    let halted = specs[i]
+        .status()
+        .ok()
+        .and_then(|s| s.sync)
+        .and_then(|y| y.halted);
+    let after = committed_files(&specs[j]);
+    let mut healed = lab.script("disk.sh", &["heal", &lab.arg(i)]).map(drop);
+    if crashed.is_ok() {
+        // Back on its real root: restart it again to leave the halt.
+        healed = healed.and(lab.script("proc.sh", &["crash", &lab.arg(i)]).map(drop));
+    }
+    match &halted {
+        Some(why) => lab.log(&format!("{} halted: {why}", specs[i].name)),
+        None => r.notes.push(format!(
+            "{} did not report halted while its root was empty",
+            specs[i].name
+        )),
+    }
+    if let (Some(b), Some(a)) = (before, after) {
+        lab.log(&format!(
+            "{} lists {b} committed files before, {a} during the empty root",
+            specs[j].name
+        ));
+        if a < b {
+            r.violations.push(Violation {
+                kind: "deleted-from-empty-root",
+                node: Some(specs[i].name.clone()),
+                path: String::new(),
+                id: None,
+                detail: format!(
+                    "{} listed {b} committed files before {}'s root was emptied, {a} after",
+                    specs[j].name, specs[i].name
+                ),
+            });
+        }
+    }
+    healed
 }

@@ -168,7 +168,9 @@ impl Workload {
                 ));
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Poll fast: the write that follows lands right after the
+            // daemon placed the base, a window worth probing.
+            std::thread::sleep(Duration::from_millis(10));
         }
         let barrier = Arc::new(Barrier::new(2));
         let mut handles = Vec::new();
