@@ -75,7 +75,13 @@ fn short(s: &BTreeMap<String, Entry>) -> Vec<String> {
 /// Waits until the running nodes `idx` hold equal trees, all `in_sync`,
 /// with one cluster root; returns the common tree.
 fn converge(c: &Cluster, idx: &[usize]) -> BTreeMap<String, Entry> {
-    wait_for("the nodes to converge", DEADLINE, || {
+    converge_within(c, idx, DEADLINE)
+}
+
+/// [`converge`] with another deadline (big trees on a debug build: each
+/// placed file costs two fsyncs on every peer).
+fn converge_within(c: &Cluster, idx: &[usize], deadline: Duration) -> BTreeMap<String, Entry> {
+    wait_for("the nodes to converge", deadline, || {
         let snaps: Vec<_> = idx.iter().map(|i| snapshot(&c.node(*i).dir())).collect();
         if snaps.windows(2).any(|w| w[0] != w[1]) {
             let diff: Vec<String> = idx
@@ -333,7 +339,7 @@ fn t40_ten_thousand_small_files() {
         }
         fs::write(dir.join(format!("f{i:05}")), format!("file {i}\n")).unwrap();
     }
-    let t = converge(&c, &[0, 1, 2]);
+    let t = converge_within(&c, &[0, 1, 2], DEADLINE * 4);
     assert_eq!(
         t.values().filter(|e| matches!(e, Entry::File(..))).count(),
         n

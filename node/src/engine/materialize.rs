@@ -352,6 +352,9 @@ impl Materializer<'_> {
             }
             Some(_) => conflict = Some(self.move_aside(path)?),
         }
+        // What we place, to tell it apart afterwards from a local write that
+        // replaced the path right after our rename.
+        let ours = self.stat_of(tmp)?;
         match self.fs.rename(tmp, path, noreplace) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && conflict.is_none() => {
@@ -366,7 +369,31 @@ impl Materializer<'_> {
         let (dir, _) = split(path);
         self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
         self.store.forget_file(path)?;
-        let stat = self.stat_of(path)?;
+        // The stat recorded for the placed version must be of our file: if
+        // a local write replaced the path since the rename, recording its
+        // stat would make the next scan take that write for the placed
+        // version, and it would never be proposed (lost). Recording our
+        // own (pre-rename) stat instead makes the scan see a change there.
+        let now = self.fs.lstat(path).map_err(io_err("lstat", path))?;
+        let stat = match now {
+            // Same inode, size and mtime (set on the temp before the
+            // rename): ours, untouched. (The rename itself moves ctime.)
+            Some(s)
+                if s.ino == ours.ino
+                    && s.kind == ours.kind
+                    && s.size == ours.size
+                    && s.mtime_ns == ours.mtime_ns =>
+            {
+                s
+            }
+            _ => {
+                tracing::info!(
+                    path,
+                    "replaced locally right after it was placed; rescanning it"
+                );
+                ours
+            }
+        };
         Ok(Placed { stat, conflict })
     }
 
