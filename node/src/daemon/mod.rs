@@ -171,7 +171,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(api = %config.api, "control API listening");
         let state =
             crate::api::ApiState::new(node.clone(), peer_id.to_string(), config.api_token.clone())
-                .with_sync(sync_handle);
+                .with_sync(sync_handle)
+                .with_p2p(client.clone());
         let mut api_stop = stop_rx.clone();
         let api_task = tokio::spawn(async move {
             let shutdown = async move {

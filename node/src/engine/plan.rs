@@ -96,7 +96,10 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
         return Plan::halt(reason);
     }
     let known = input.local.values().filter(|l| l.version.is_some()).count();
-    if input.disk.root_empty && known > 0 && !cfg.deletes_confirmed {
+    // An emptied root with the marker still there halts only when it would
+    // also be a mass delete (`min_vanished` known entries, 10 by default):
+    // deleting the last few files of a small folder is an ordinary delete.
+    if input.disk.root_empty && known > 0 && known >= cfg.min_vanished && !cfg.deletes_confirmed {
         return Plan::halt(HaltReason::RootEmpty { known });
     }
     let mut paths: BTreeSet<&str> = BTreeSet::new();

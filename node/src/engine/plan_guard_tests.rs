@@ -14,13 +14,17 @@ fn marker_and_empty_root_halt_everything() {
         (Marker::Unreadable("EIO".into()), false),
         (Marker::Found("c1".into()), true),
     ] {
-        let mut w = base();
+        let mut w = if root_empty { many(12, 12) } else { base() };
         w.marker = Some(marker.clone());
         w.root_empty = root_empty;
         let p = w.plan();
         assert!(matches!(p.verdict, Verdict::Halt(_)), "{marker:?}");
         assert!(p.actions.is_empty());
     }
+    // A small folder emptied under its marker is an ordinary delete.
+    let mut w = base();
+    w.root_empty = true;
+    assert_eq!(w.plan().verdict, Verdict::Proceed);
     // An empty root is fine when nothing is known, or when confirmed.
     let mut w = World::one(None, None, Some(rec("f", c(), 7)));
     w.root_empty = true;

@@ -246,6 +246,26 @@ fn union(a: Option<Scope>, b: Scope) -> Scope {
     }
 }
 
+/// Whether `scope` includes `path`.
+fn covers(scope: &Scope, path: &str) -> bool {
+    match scope {
+        Scope::Full => true,
+        Scope::Paths(ps) => ps.iter().any(|p| {
+            path == p || (path.starts_with(p.as_str()) && path[p.len()..].starts_with('/'))
+        }),
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Done,
+    /// Step again now over these paths (the step changed them itself).
+    Again(Scope),
+    /// Something failed: retry the scope after a backoff.
+    Retry,
+}
+
 enum Event {
     Dirty(Dirty),
     Applied,
@@ -307,8 +327,10 @@ impl Loop {
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             if let Some(scope) = next.take() {
-                let ok = self.step(&mut engine, scope.clone()).await;
-                if ok {
+                let outcome = self.step(&mut engine, scope.clone()).await;
+                if let Outcome::Again(more) = outcome {
+                    next = Some(more);
+                } else if outcome == Outcome::Done {
                     retry = None;
                     retry_at = None;
                 } else {
@@ -394,7 +416,11 @@ impl Loop {
     }
 
     /// One engine step plus bookkeeping; `false` if it should be retried.
-    async fn step(&mut self, engine: &mut Engine<RaftCommitted, P2pFetcher>, scope: Scope) -> bool {
+    async fn step(
+        &mut self,
+        engine: &mut Engine<RaftCommitted, P2pFetcher>,
+        scope: Scope,
+    ) -> Outcome {
         // A step may take long (an offer waits for a quorum, a pull for its
         // bytes): meanwhile this node does not claim to be in sync.
         self.status
@@ -405,12 +431,14 @@ impl Loop {
             Scope::Full => "full".to_string(),
             Scope::Paths(p) => format!("{} paths", p.len()),
         };
+        let scope_ran = scope.clone();
         let res = engine.step(scope, now_ms()).await;
         tracing::debug!(
             scope = %what,
             ms = started.elapsed().as_millis() as u64,
             applied = engine.applied(),
-            ok = res.as_ref().is_ok_and(|r| r.errors.is_empty() && r.dirty.is_empty()),
+            ok = res.as_ref().is_ok_and(|r| r.errors.is_empty()),
+            dirty = res.as_ref().map_or(0, |r| r.dirty.len()),
             "sync step"
         );
         let nodes = self
@@ -427,12 +455,30 @@ impl Loop {
                 self.parts.servable.add_committed(r.meta.root, r.meta.size);
             }
         }
-        let ok = match &res {
-            Ok(rep) => rep.errors.is_empty() && rep.dirty.is_empty(),
-            Err(_) => false,
+        let outcome = match &res {
+            Ok(rep) if !rep.errors.is_empty() => Outcome::Retry,
+            // Paths the step itself changed (a conflict copy it moved aside):
+            // they are scanned and proposed by the next step, right away.
+            // Dirty paths the step already covered are retried after a
+            // backoff instead (no spinning on a path that keeps changing).
+            Ok(rep) if !rep.dirty.is_empty() => {
+                let outside: Vec<String> = rep
+                    .dirty
+                    .iter()
+                    .filter(|d| !covers(&scope_ran, d))
+                    .cloned()
+                    .collect();
+                if outside.is_empty() {
+                    Outcome::Retry
+                } else {
+                    Outcome::Again(Scope::Paths(crate::engine::watch::top_most(outside)))
+                }
+            }
+            Ok(_) => Outcome::Done,
+            Err(_) => Outcome::Retry,
         };
         self.publish(engine, res);
-        ok
+        outcome
     }
 
     fn publish(

@@ -67,6 +67,7 @@ pub const FETCH_ROUND: usize = 256;
 /// first (see [`fetch_tree`]), then the chunks neither held nor all-zero,
 /// each verified with blake3 and stored durably. Returns the chunks
 /// fetched. Used by the engine's writes and by the daemon's offers.
+#[allow(clippy::too_many_arguments)] // the engine's and the daemon's call sites differ in each
 pub async fn pull<F: ChunkFetcher>(
     store: &dyn ChunkStore,
     nodes: &Mutex<MemNodeStore>,
