@@ -99,13 +99,11 @@ fn no_write_is_lost_across_a_kill9_and_a_concurrent_edit() {
 
 /// Many concurrent-edit rounds and nothing else: each writes a base on one
 /// node, waits until another node has placed it, then writes the path on
-/// both at once. Both writes must survive (one as a conflict copy). The
-/// 30-minute netns run lost one such write (docs/CHAOS.md, "Findings"): a
-/// write landing just after the daemon placed the base seems to be taken
-/// for the base. Ignored until the daemon is fixed: `cargo test -p
-/// filesyncd-systests --test chaos_smoke -- --ignored`.
+/// both at once. Both writes must survive (one as a conflict copy). This
+/// lost 1-6 writes in 40 rounds until the engine stopped taking "my own
+/// committed version is not in the view yet" for a remote delete
+/// (docs/CHAOS.md, "Findings").
 #[test]
-#[ignore = "daemon bug under investigation: see docs/CHAOS.md, Findings"]
 fn concurrent_edits_right_after_a_sync_both_survive() {
     let _g = serial();
     let mut c = Cluster::start(3).unwrap();

@@ -88,6 +88,9 @@ pub struct PlanInput<'a> {
     pub ignored: &'a dyn Fn(&str, bool) -> bool,
     /// Wall clock for conflict names, in ms since the epoch.
     pub now_ms: u64,
+    /// The log index `committed` reflects: a version this node knows with a
+    /// higher index is simply not in the view yet.
+    pub applied: u64,
 }
 
 /// Decides what to do (see the module doc).
@@ -258,6 +261,14 @@ impl<'a> Ctx<'a, '_> {
             ..l.clone()
         };
         match t {
+            // A path this node knows committed at an index past the view's:
+            // the view lags behind this node's own proposal (the leader
+            // applied it first). Deleting here lost the user's next write.
+            // (At or below the view's index, absence means the history was
+            // dropped: the path was deleted long ago.)
+            None if l.version.is_some_and(|v| v.index > self.input.applied) => {
+                out.push(lagging(path))
+            }
             None => out.push(Action::Delete {
                 path: path.to_owned(),
                 version: None,
@@ -304,7 +315,10 @@ impl<'a> Ctx<'a, '_> {
             })
         };
         let Some(t) = t else {
-            out.push(put(None));
+            // Absent from the view: new, or the view lags behind a version
+            // this node knows (then that version is the base, not "absent").
+            let b = b.filter(|v| v.index > self.input.applied);
+            out.push(put(b));
             return;
         };
         if t.deleted {

@@ -106,6 +106,8 @@ pub(super) struct World {
     pub(super) scope: Option<Scope>,
     pub(super) marker: Option<Marker>,
     pub(super) root_empty: bool,
+    /// The index the committed view reflects (0, the default: everything).
+    pub(super) applied: u64,
     pub(super) unreadable: Vec<String>,
     pub(super) ignored: HashSet<String>,
 }
@@ -158,6 +160,11 @@ impl World {
                 chunks: &Chunks,
                 ignored: &ignored,
                 now_ms: NOW,
+                applied: if self.applied == 0 {
+                    u64::MAX
+                } else {
+                    self.applied
+                },
             },
         )
     }
@@ -303,6 +310,14 @@ fn single_path_rules() {
                 Some(tomb("f", 7)),
             ),
             vec!["delete f v7 mtime100".into()],
+        ),
+        (
+            "the view lags behind this node's own committed version",
+            World {
+                applied: 4,
+                ..World::one(Some(on_disk(S1(), a())), Some(at(a(), S1(), 5)), None)
+            },
+            vec!["skip f Lagging".into()],
         ),
         (
             "history dropped",

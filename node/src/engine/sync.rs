@@ -189,6 +189,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                     chunks: &chunks,
                     ignored: &ignored,
                     now_ms,
+                    applied: self.applied,
                 },
             )
         };
@@ -235,6 +236,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         rep: &mut StepReport,
     ) {
         let m = self.materializer(now_ms);
+        tracing::debug!(action = ?a, "sync action");
         let res: Result<(), String> = match a {
             Action::MakeConflictCopy {
                 path,
@@ -395,6 +397,9 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             })
             .collect();
         let outcomes = self.committed.propose(ops).await?;
+        for (p, o) in batch.iter().zip(&outcomes) {
+            tracing::debug!(path = p.path(), outcome = ?o, "proposal outcome");
+        }
         rep.proposed += batch.len();
         for (p, o) in batch.into_iter().zip(outcomes) {
             match (p, o) {
