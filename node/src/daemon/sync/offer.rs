@@ -36,6 +36,8 @@ use crate::engine::types::NodeId;
 /// How often the origin repeats an offer while peers pull (the first
 /// second; five times slower after).
 pub const OFFER_POLL: Duration = Duration::from_millis(50);
+/// How long one poll round waits for one voter's answer.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Concurrent pulls of offered versions on the peer side.
 pub const MAX_PULLS: usize = 4;
 /// Offers remembered on the peer side (oldest finished ones are dropped).
@@ -103,7 +105,16 @@ impl Offerer {
                         .filter(|i| done.is_none_or(|d| !d.contains(*i)))
                         .copied()
                         .collect();
-                    async move { (v, rest.clone(), self.ask(peer, rest).await) }
+                    // A dead or unreachable voter must not hold up the
+                    // round: its request would wait for the transport's
+                    // timeout while the live peers' answers sit unread.
+                    async move {
+                        let answer =
+                            tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, rest.clone()))
+                                .await
+                                .unwrap_or_else(|_| Err("no answer within the ask timeout".into()));
+                        (v, rest, answer)
+                    }
                 });
             for (v, asked, answer) in futures::future::join_all(asks).await {
                 match answer {
