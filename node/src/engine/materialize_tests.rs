@@ -63,6 +63,7 @@ fn version(
         meta: Meta::file(tree.root, tree.size, mode),
         mtime_ns: 1_600_000_000_000_000_007,
         version: VersionId::new(7, 0),
+        origin: 1,
         holders: vec![1],
         deleted: false,
     };
@@ -214,6 +215,7 @@ fn directories_symlinks_and_deletes() {
         meta: Meta::dir(mode),
         mtime_ns: 0,
         version: VersionId::new(3, 0),
+        origin: 1,
         holders: vec![],
         deleted: false,
     };

@@ -44,6 +44,9 @@
 //!   propose Put(base none); `t` dead → propose Put(base = the tombstone: a
 //!   modification wins over a delete); `t` live with the same content →
 //!   `Record`; `t` live at `b`, or older than `b` → propose Put(base `b`);
+//!   `t` newer but this node's own change (its outcome was lost in a crash
+//!   or a leader change) → propose Put(base `t`): compare-and-set means
+//!   every version up to `t` was seen here, so no conflict copy;
 //!   both directories → apply `t`'s mode (`Mkdir`); else both changed →
 //!   `MakeConflictCopy` (move the local content aside, propose it at the
 //!   conflict name) and write `t`.
@@ -330,6 +333,13 @@ impl<'a> Ctx<'a, '_> {
             ));
         } else if b.is_some_and(|b| t.version <= b) {
             out.push(put(b));
+        } else if t.origin == self.cfg.node {
+            // This node's own change committed, but the node did not learn
+            // the outcome (killed first, or the answer was lost with the
+            // leadership). Compare-and-set means every version up to it was
+            // seen here, and the disk moved on from its content since: a
+            // later local edit, so it builds on that version, no conflict.
+            out.push(put(Some(t.version)));
         } else if m.is_dir() && t.meta.is_dir() {
             self.write(t, Expect::Entry(*stat), out);
         } else {

@@ -69,6 +69,7 @@ pub(super) fn rec(path: &str, meta: Meta, v: u64) -> VersionRecord {
         meta,
         mtime_ns: 5,
         version: VersionId::new(v, 0),
+        origin: 2,
         holders: vec![2],
         deleted: false,
     }
@@ -363,6 +364,30 @@ fn single_path_rules() {
                 format!("put {CONFLICT} base0"),
                 "write f v7 absent".into(),
             ],
+        ),
+        (
+            "both edited, but the newer version is this node's own (its outcome was lost)",
+            World::one(
+                Some(on_disk(S2(), b())),
+                Some(pending(a(), S1(), Some(5))),
+                Some(VersionRecord {
+                    origin: 9,
+                    ..rec("f", c(), 7)
+                }),
+            ),
+            vec!["put f base7".into()],
+        ),
+        (
+            "new local file, committed by this node before it was recorded, then edited",
+            World::one(
+                Some(on_disk(S1(), b())),
+                None,
+                Some(VersionRecord {
+                    origin: 9,
+                    ..rec("f", a(), 7)
+                }),
+            ),
+            vec!["put f base7".into()],
         ),
         (
             "local edit vs remote delete: edit wins",

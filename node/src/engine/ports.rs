@@ -213,6 +213,7 @@ fn apply_op(
                 meta: meta.clone(),
                 mtime_ns,
                 version: v,
+                origin,
                 holders: holders.clone(),
                 deleted: false,
             };

@@ -163,6 +163,8 @@ pub struct VersionRecord {
     pub meta: Meta,
     pub mtime_ns: i64,
     pub version: VersionId,
+    /// The node whose change this is.
+    pub origin: NodeId,
     /// Nodes holding every chunk of `meta.root` durably.
     pub holders: Vec<NodeId>,
     /// A tombstone: the path was deleted at `version`.
