@@ -199,3 +199,47 @@ fn ls_history_status_against_a_daemon() {
         assert!(text.contains(want), "{want:?} missing in\n{text}");
     }
 }
+
+/// The synced directory replaced under a running node (here: moved away and
+/// an empty directory put in its place, as a mount over it would do): the
+/// node notices within seconds, halts with the marker missing and deletes
+/// nothing; the directory put back, it syncs again.
+#[test]
+fn a_directory_replaced_under_the_running_node_halts_it() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("sync");
+    let away = t.path().join("sync.away");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = t.path().join("data");
+    let api = dead_api();
+    let _d = start(&dir, &data, &api);
+    std::fs::write(dir.join("a.txt"), b"hello").unwrap();
+    wait_for(&["ls", "--json"], &api, |o| stdout(o).contains("a.txt"));
+    let in_sync = |o: &Output| {
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        s["in_sync"] == true
+    };
+    wait_for(&["status", "--json"], &api, in_sync);
+
+    std::fs::rename(&dir, &away).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let out = wait_for(&["status", "--json"], &api, |o| {
+        stdout(o).contains("MarkerMissing")
+    });
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["in_sync"], false, "{s}");
+    // Nothing was deleted: not from the cluster, not from the old directory,
+    // and nothing was written into the new one.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = ctl(&["ls", "--json"], &api);
+    assert!(stdout(&out).contains("a.txt"), "{}", stdout(&out));
+    assert_eq!(std::fs::read(away.join("a.txt")).unwrap(), b"hello");
+    let new: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(new.is_empty(), "{new:?}");
+
+    std::fs::remove_dir(&dir).unwrap();
+    std::fs::rename(&away, &dir).unwrap();
+    wait_for(&["status", "--json"], &api, in_sync);
+    std::fs::write(dir.join("b.txt"), b"back").unwrap();
+    wait_for(&["ls", "--json"], &api, |o| stdout(o).contains("b.txt"));
+}

@@ -57,6 +57,16 @@ impl RootFs {
         &self.path
     }
 
+    /// Whether the root's path still names the directory this `RootFs`
+    /// opened. It does not when something was mounted over it, or it was
+    /// moved away and another directory put in its place: then every
+    /// operation here would act on a directory the user no longer sees.
+    pub fn still_at_path(&self) -> io::Result<bool> {
+        let opened = rfs::fstat(&self.root)?;
+        let now = rfs::stat(&self.path)?;
+        Ok((opened.st_dev, opened.st_ino) == (now.st_dev, now.st_ino))
+    }
+
     /// Opens directory `rel` beneath the root, following no symlink.
     fn dir(&self, rel: &str) -> io::Result<OwnedFd> {
         let mut cur = rfs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())?;

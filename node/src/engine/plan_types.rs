@@ -69,6 +69,26 @@ impl Scope {
             }),
         }
     }
+
+    /// Whether a scan of `self` looked at everything `other` names.
+    pub fn contains(&self, other: &Scope) -> bool {
+        match (self, other) {
+            (Scope::Full, _) => true,
+            (Scope::Paths(_), Scope::Full) => false,
+            (Scope::Paths(_), Scope::Paths(ps)) => ps.iter().all(|p| self.covers(p)),
+        }
+    }
+
+    /// The scope that covers both.
+    pub fn union(self, other: Scope) -> Scope {
+        match (self, other) {
+            (Scope::Full, _) | (_, Scope::Full) => Scope::Full,
+            (Scope::Paths(mut x), Scope::Paths(y)) => {
+                x.extend(y);
+                Scope::Paths(crate::engine::watch::top_most(x))
+            }
+        }
+    }
 }
 
 /// A scan's result, as the plan reads it.

@@ -135,7 +135,17 @@ pub fn wait_settled(
         let views = obs.views(wl.nodes(), false);
         match checker::settled(&views) {
             Ok(_) => return (Some(since.elapsed().as_secs_f64()), last),
-            Err(e) => last = e,
+            Err(e) => {
+                // Each new reason once, with its time: the evidence of a
+                // slow settle.
+                if e != last {
+                    eprintln!(
+                        "settle +{:.1}s: not yet: {e}",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                last = e;
+            }
         }
         if Instant::now() >= end {
             return (None, last);

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `service.rs` | the sync task (owner of the engine), start-up, marker, status |
 //! | `ports.rs` | the engine's ports over Raft (`Committed`) and p2p (`ChunkFetcher`) |
+//! | `schedule.rs` | when the task steps and over what; failed scopes and their retries |
 //! | `offer.rs` | the acknowledgement contract: offer, pull, ack before proposing |
 //! | `ctl.rs` | the ctl protocol messages (`GetNodes`, `Offer`) |
 //! | `servable.rs` | which chunks are served to peers (no existence oracle) |
@@ -15,6 +16,7 @@ pub mod ctl;
 pub mod local_db;
 pub mod offer;
 pub mod ports;
+pub mod schedule;
 pub mod servable;
 pub mod service;
 pub mod status;

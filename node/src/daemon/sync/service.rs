@@ -12,6 +12,15 @@
 //!   meanwhile join the retry instead of stepping at once),
 //! - a command arrives (`Adopt`, `Rescan`).
 //!
+//! (The bookkeeping of scopes and retries is [`super::schedule`].)
+//!
+//! Every 2 s the loop checks that the root's path still names the
+//! directory it opened ([`RootFs::still_at_path`]). When a mount covers it
+//! or another directory took its place, the loop reopens the path, restarts
+//! the watcher and scans it in full, so the plan's guards meet the new
+//! directory at once (no marker: halt, no deletion). While the path cannot
+//! be opened at all, no step runs and status reports `halted`.
+//!
 //! After each step the local index and new tree nodes are saved durably
 //! ([`LocalDb`]), the chunks of newly committed versions become servable,
 //! and a fresh [`SyncStatus`] is published.
@@ -30,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 use super::local_db::{LocalDb, LocalDbError};
 use super::offer::{Offerer, Offers};
 use super::ports::{P2pFetcher, RaftCommitted};
+use super::schedule::{Outcome, Schedule};
 use super::servable::{Provider, Servable};
 use super::status::{SyncCommand, SyncHandle, SyncStatus};
 use super::CtlService;
@@ -232,49 +242,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Merges two scopes.
-fn union(a: Option<Scope>, b: Scope) -> Scope {
-    match (a, b) {
-        (None, b) => b,
-        (Some(Scope::Full), _) | (_, Scope::Full) => Scope::Full,
-        (Some(Scope::Paths(mut x)), Scope::Paths(y)) => {
-            x.extend(y);
-            x.sort();
-            x.dedup();
-            Scope::Paths(crate::engine::watch::top_most(x))
-        }
-    }
-}
-
-/// Whether `scope` includes `path`.
-fn covers(scope: &Scope, path: &str) -> bool {
-    match scope {
-        Scope::Full => true,
-        Scope::Paths(ps) => ps.iter().any(|p| {
-            path == p || (path.starts_with(p.as_str()) && path[p.len()..].starts_with('/'))
-        }),
-    }
-}
-
-/// How a step ended.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Done,
-    /// Step again now over these paths (the step changed them itself).
-    Again(Scope),
-    /// Something failed: retry the scope after a backoff.
-    Retry,
-}
-
 enum Event {
     Dirty(Dirty),
     Applied,
     Retry,
+    RootCheck,
     Command(SyncCommand),
 }
 
-const RETRY_MIN: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often the loop checks that the root's path still names the
+/// directory it opened.
+const ROOT_CHECK: Duration = Duration::from_secs(2);
 
 impl Loop {
     async fn run(
@@ -300,12 +278,17 @@ impl Loop {
             .map_err(|e| SyncError::Runtime(std::io::Error::other(e.to_string())))?;
         let cluster_id = settings.cluster_id.clone();
         self.ensure_marker(&cluster_id)?;
-        let fs = RootFs::open(&self.parts.root).map_err(|source| SyncError::Root {
-            path: self.parts.root.clone(),
-            source,
-        })?;
+        let open_root = |root: &Path| {
+            RootFs::open(root)
+                .map(Arc::new)
+                .map_err(|source| SyncError::Root {
+                    path: root.to_path_buf(),
+                    source,
+                })
+        };
+        let mut root_fs = open_root(&self.parts.root)?;
         let mut engine = Engine::new(
-            Arc::new(fs),
+            root_fs.clone(),
             self.parts.store.clone(),
             chunker,
             committed,
@@ -319,27 +302,26 @@ impl Loop {
             Ok(n) => tracing::info!(removed = n, "removed temp files of interrupted writes"),
             Err(e) => tracing::warn!(error = %e, "cannot clean temp files"),
         }
-        let (_watcher, mut dirty) = start_watch(&self.parts.root, &watch_cfg)
-            .map_err(|e| SyncError::Runtime(std::io::Error::other(e.to_string())))?;
+        let watch_root = |root: &Path| {
+            start_watch(root, &watch_cfg)
+                .map_err(|e| SyncError::Runtime(std::io::Error::other(e.to_string())))
+        };
+        let (mut _watcher, mut dirty) = watch_root(&self.parts.root)?;
+        // Whether the root's path still names the directory opened (see
+        // `RootFs::still_at_path`); while it does not, no step runs.
+        let mut root_here = true;
+        let mut root_check = tokio::time::interval(ROOT_CHECK);
+        root_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut applied_rx = self.node.metrics_watch();
-        let mut next: Option<Scope> = Some(Scope::Full);
-        let mut retry: Option<(Scope, Duration)> = None;
-        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut sched = Schedule::default();
         loop {
-            if let Some(scope) = next.take() {
+            if let Some(scope) = root_here.then(|| sched.take_next()).flatten() {
                 let outcome = self.step(&mut engine, scope.clone()).await;
-                if let Outcome::Again(more) = outcome {
-                    next = Some(more);
-                } else if outcome == Outcome::Done {
-                    retry = None;
-                    retry_at = None;
-                } else {
-                    let (s, d) = match retry.take() {
-                        Some((s, d)) => (union(Some(s), scope), (d * 2).min(RETRY_MAX)),
-                        None => (scope, RETRY_MIN),
-                    };
-                    retry_at = Some(tokio::time::Instant::now() + d);
-                    retry = Some((s, d));
+                sched.after_step(&scope, outcome, tokio::time::Instant::now());
+                if sched.pending() {
+                    // A failed scope waits for its retry: not in sync.
+                    self.status
+                        .send_if_modified(|s| std::mem::replace(&mut s.in_sync, false));
                 }
                 continue;
             }
@@ -347,15 +329,16 @@ impl Loop {
                 .borrow()
                 .last_applied
                 .is_some_and(|l| l.index > engine.applied());
-            if applied_behind {
+            if applied_behind && root_here {
                 let changed = engine
                     .committed
                     .committed_since(engine.applied())
                     .map(|c| c.records.into_iter().map(|r| r.path).collect::<Vec<_>>())
                     .unwrap_or_default();
-                next = Some(Scope::Paths(crate::engine::watch::top_most(changed)));
+                sched.add_next(Scope::Paths(crate::engine::watch::top_most(changed)));
                 continue;
             }
+            let retry_at = sched.retry_at();
             let retry_sleep = async {
                 match retry_at {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -372,6 +355,7 @@ impl Loop {
                     Event::Applied
                 }
                 _ = retry_sleep => Event::Retry,
+                _ = root_check.tick() => Event::RootCheck,
                 cmd = self.commands.recv() => match cmd {
                     Some(c) => Event::Command(c),
                     None => Event::Applied,
@@ -386,31 +370,65 @@ impl Loop {
                     };
                     let mut scope = as_scope(d);
                     while let Ok(more) = dirty.try_recv() {
-                        scope = union(Some(scope), as_scope(more));
+                        scope = scope.union(as_scope(more));
                     }
-                    // While a failed step waits for its retry, new events join
-                    // it: a failing write must not spin on its own events.
-                    match retry.take() {
-                        Some((s, d)) => retry = Some((union(Some(s), scope), d)),
-                        None => next = Some(scope),
-                    }
+                    sched.dirty(scope);
                 }
                 Event::Applied => {}
-                Event::Retry => {
-                    retry_at = None;
-                    next = retry.as_ref().map(|(s, _)| s.clone());
+                Event::Retry => sched.retry_due(),
+                Event::RootCheck => {
+                    let moved = match root_fs.still_at_path() {
+                        Ok(true) => continue,
+                        Ok(false) => {
+                            "another directory is now at its path (mounted over, or replaced)"
+                                .to_string()
+                        }
+                        Err(e) => format!("its path cannot be read: {e}"),
+                    };
+                    if root_here {
+                        tracing::error!(root = %self.parts.root.display(), why = %moved, "the synced directory was replaced under the running node; sync stops until a directory with this cluster's marker is back");
+                        root_here = false;
+                    }
+                    match open_root(&self.parts.root)
+                        .and_then(|fs| Ok((fs, watch_root(&self.parts.root)?)))
+                    {
+                        Ok((fs, (w, d))) => {
+                            tracing::warn!(root = %self.parts.root.display(), "reopened the synced directory; a full scan checks its marker before anything syncs");
+                            root_fs = fs;
+                            engine.fs = root_fs.clone();
+                            _watcher = w;
+                            dirty = d;
+                            root_here = true;
+                            sched.add_next(Scope::Full);
+                        }
+                        Err(e) => {
+                            let why = format!("the synced directory was replaced under the running node ({moved}) and cannot be reopened: {e}");
+                            self.status.send_modify(|s| {
+                                s.in_sync = false;
+                                s.halted = Some(why);
+                            });
+                        }
+                    }
                 }
                 Event::Command(SyncCommand::Adopt { reply }) => {
-                    let res = self.adopt(&cluster_id);
+                    let res = if root_here {
+                        self.adopt(&cluster_id)
+                    } else {
+                        Err(format!(
+                            "{} cannot be opened (see status)",
+                            self.parts.root.display()
+                        ))
+                    };
                     let ok = res.is_ok();
                     let _ = reply.send(res);
                     if ok {
                         engine.cfg.deletes_confirmed = true;
-                        self.step(&mut engine, Scope::Full).await;
+                        let outcome = self.step(&mut engine, Scope::Full).await;
+                        sched.after_step(&Scope::Full, outcome, tokio::time::Instant::now());
                         engine.cfg.deletes_confirmed = false;
                     }
                 }
-                Event::Command(SyncCommand::Rescan) => next = Some(Scope::Full),
+                Event::Command(SyncCommand::Rescan) => sched.add_next(Scope::Full),
             }
         }
     }
@@ -465,7 +483,7 @@ impl Loop {
                 let outside: Vec<String> = rep
                     .dirty
                     .iter()
-                    .filter(|d| !covers(&scope_ran, d))
+                    .filter(|d| !scope_ran.covers(d))
                     .cloned()
                     .collect();
                 if outside.is_empty() {
