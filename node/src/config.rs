@@ -20,18 +20,25 @@
 //! - `--data`: `$XDG_STATE_HOME/filesyncd` if `XDG_STATE_HOME` is set, else
 //!   `$HOME/.local/state/filesyncd`, else `/var/lib/filesyncd`. Created if
 //!   missing. It must not lie inside `--dir` (it would be synced).
+//! - `--keep-versions` / `--keep-days`: the retention of a cluster this node
+//!   creates (ignored when joining or resuming: the cluster's own applies).
+//!   Unset: every version is kept. The version store of every node drops the
+//!   chunks of versions outside retention at its next sweep.
+//! - `--gc-interval 3600` (seconds): how often that sweep runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use filesyncd_p2p::{parse_addr, Multiaddr, Token};
+use filesyncd_raft::command::Retention;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_API: &str = "127.0.0.1:7401";
 pub const DEFAULT_MAX_VOTERS: usize = 5;
 pub const DEFAULT_JOIN_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_GC_INTERVAL_SECS: u64 = 3600;
 
 /// How logs are written to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -74,6 +81,19 @@ pub struct RunArgs {
     /// Seconds --join keeps trying to reach and be admitted by the cluster [default: 30].
     #[arg(long, env = "FILESYNCD_JOIN_TIMEOUT", value_name = "SECS")]
     pub join_timeout: Option<u64>,
+    /// When this node creates the cluster: keep at most N versions of each
+    /// path (the current one included) [default: no count limit].
+    #[arg(long, env = "FILESYNCD_KEEP_VERSIONS", value_name = "N")]
+    pub keep_versions: Option<u32>,
+    /// When this node creates the cluster: keep a replaced or deleted
+    /// version for D days after it stopped being current [default: forever].
+    /// With both limits, a version goes once it is outside both.
+    #[arg(long, env = "FILESYNCD_KEEP_DAYS", value_name = "D")]
+    pub keep_days: Option<u32>,
+    /// Seconds between sweeps that remove stored chunks no retained
+    /// version needs [default: 3600].
+    #[arg(long, env = "FILESYNCD_GC_INTERVAL", value_name = "SECS")]
+    pub gc_interval: Option<u64>,
     /// TOML file with any of the settings above (flags and env win).
     #[arg(long, env = "FILESYNCD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -96,6 +116,9 @@ pub struct FileConfig {
     pub token: Option<String>,
     pub max_voters: Option<usize>,
     pub join_timeout: Option<u64>,
+    pub keep_versions: Option<u32>,
+    pub keep_days: Option<u32>,
+    pub gc_interval: Option<u64>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -120,6 +143,10 @@ pub struct Config {
     pub max_voters: usize,
     /// At least 1 s.
     pub join_timeout: std::time::Duration,
+    /// The retention a cluster this node creates gets (fixed at creation).
+    pub retention: Retention,
+    /// At least 1 s.
+    pub gc_interval: std::time::Duration,
     pub log_format: LogFormat,
 }
 
@@ -158,6 +185,10 @@ pub enum ConfigError {
     MaxVoters,
     #[error("--join-timeout must be at least 1 second")]
     JoinTimeout,
+    #[error("--keep-versions must be at least 1 (the current version is always kept)")]
+    KeepVersions,
+    #[error("--gc-interval must be at least 1 second")]
+    GcInterval,
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -284,6 +315,20 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
     if join_timeout == 0 {
         return Err(ConfigError::JoinTimeout);
     }
+    let retention = Retention {
+        keep_versions: args.keep_versions.or(file.keep_versions),
+        keep_days: args.keep_days.or(file.keep_days),
+    };
+    if retention.keep_versions == Some(0) {
+        return Err(ConfigError::KeepVersions);
+    }
+    let gc_interval = args
+        .gc_interval
+        .or(file.gc_interval)
+        .unwrap_or(DEFAULT_GC_INTERVAL_SECS);
+    if gc_interval == 0 {
+        return Err(ConfigError::GcInterval);
+    }
     Ok(Config {
         dir,
         data,
@@ -293,6 +338,8 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         join,
         max_voters,
         join_timeout: std::time::Duration::from_secs(join_timeout),
+        retention,
+        gc_interval: std::time::Duration::from_secs(gc_interval),
         log_format: args
             .log_format
             .or(file.log_format)

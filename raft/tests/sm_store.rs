@@ -125,6 +125,19 @@ fn apply_read_api_and_restart() {
         let h = r.history("b/c").expect("history");
         assert_eq!(h.len(), 2);
         assert!(h[1].is_tombstone());
+        // Every retained record, path by path, in history order.
+        let mut all: Vec<(String, Version)> = Vec::new();
+        r.for_each_retained(|p, rec| all.push((p.to_string(), rec.version)))
+            .expect("for_each_retained");
+        let b_c: Vec<_> = all
+            .iter()
+            .filter(|(p, _)| p == "b/c")
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(b_c, h.iter().map(|x| x.version).collect::<Vec<_>>());
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
         assert_eq!(
             paths_of(&r.as_of(3).expect("as_of")),
             vec!["a", "b/c", "b/d"]

@@ -456,12 +456,20 @@ fn tail(text: &str, lines: usize) -> String {
 pub struct Builder {
     max_voters: Option<usize>,
     join_timeout_secs: Option<u64>,
+    /// Extra `run` flags of every node.
+    flags: Vec<String>,
 }
 
 impl Builder {
     /// `max_voters` for every node (written to a TOML `--config` file).
     pub fn max_voters(mut self, n: usize) -> Builder {
         self.max_voters = Some(n);
+        self
+    }
+
+    /// Extra `run` flags for every node (e.g. `--keep-versions 1`).
+    pub fn flags(mut self, flags: &[&str]) -> Builder {
+        self.flags.extend(flags.iter().map(|f| f.to_string()));
         self
     }
 
@@ -547,7 +555,7 @@ impl Cluster {
 
     /// The `run` flags of a new node: options, plus `--join`/`--token`.
     fn node_args(&self, name: &str, join: Option<(&str, &str)>) -> Result<Vec<String>> {
-        let mut args = Vec::new();
+        let mut args = self.opts.flags.clone();
         if let Some(n) = self.opts.max_voters {
             let cfg = self.root().join(format!("{name}.toml"));
             fs::write(&cfg, format!("max_voters = {n}\n"))

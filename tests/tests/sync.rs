@@ -573,3 +573,75 @@ fn t80_a_partitioned_minority_keeps_its_edits_until_the_heal() {
         short(&t)
     );
 }
+
+/// Bytes of the blobs in a node's version store (`<data>/sync/chunks/blobs`).
+fn blob_bytes(n: &Node) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        match fs::read_dir(p) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+    walk(&n.data().join("sync/chunks/blobs"))
+}
+
+#[test]
+fn t90_retention_drops_replaced_content_from_the_version_store() {
+    let _g = serial();
+    let mut c = Cluster::builder()
+        .flags(&["--keep-versions", "2", "--gc-interval", "2"])
+        .start(3)
+        .unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let d0 = c.node(0).dir();
+    let size = 2 << 20;
+    // Three different contents (`random_bytes` ignores a seed's low bit).
+    for seed in [2, 4, 6] {
+        fs::write(d0.join("doc.bin"), random_bytes(size, seed)).unwrap();
+        converge(&c, &[0, 1, 2]);
+    }
+    // Peers replaced doc.bin twice: the first two contents went into their
+    // version stores. Retention keeps 2 versions: v3 (on disk) and v2 (a
+    // blob); v1's chunks must go at the next sweep, v2's must stay.
+    let hist = c.node(1).cli_json(&["history", "doc.bin"]).unwrap();
+    assert_eq!(hist["versions"].as_array().map(Vec::len), Some(2), "{hist}");
+    for i in [1, 2] {
+        let n = c.node(i);
+        let (freed, held) = wait_for("the replaced version swept", DEADLINE, || {
+            let freed = status_json(n)
+                .and_then(|v| v["sync"]["blob_bytes_freed"].as_u64())
+                .unwrap_or(0);
+            let held = blob_bytes(n);
+            Ok((freed >= size as u64 / 2).then_some((freed, held)))
+        })
+        .unwrap_or_else(|e| {
+            let log = n.log();
+            let sweeps: Vec<&str> = log.lines().filter(|l| l.contains("swept")).collect();
+            panic!("node {i}: {e:?}; sweep log lines: {sweeps:#?}")
+        });
+        eprintln!("figure: node {i} swept {freed} blob bytes; its blobs hold {held} bytes");
+        // v2's chunks stay (about one version's worth), v1's are gone.
+        assert!(
+            held >= size as u64 / 2 && held < 2 * size as u64,
+            "node {i}: blobs hold {held} bytes"
+        );
+    }
+    // The older version retention keeps can still be restored, byte for
+    // byte, from the version store of a peer.
+    let v2 = &hist["versions"][0];
+    let v2 = format!("{}.{}", v2["index"], v2["pos"]);
+    let out = c.node(2).cli(&["restore", "doc.bin", "--version", &v2]);
+    assert!(out.ok(), "{out:?}");
+    let want = random_bytes(size, 4);
+    wait_for("the restored version everywhere", DEADLINE, || {
+        let t = converge(&c, &[0, 1, 2]);
+        Ok(matches!(t.get("doc.bin"), Some(Entry::File(_, b)) if *b == want).then_some(()))
+    })
+    .unwrap();
+}

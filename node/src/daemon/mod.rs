@@ -145,13 +145,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let result = async {
         match &joined {
             Some(payload) => join::wait_caught_up(&node, payload).await?,
-            None => bootstrap(&node, &peer_id, &advertised).await?,
+            None => bootstrap(&node, &peer_id, &advertised, config.retention).await?,
+        }
+        let wanted = config.retention;
+        if wanted != Retention::default() {
+            let reader = node.reader().clone();
+            if let Ok(Ok(Some(s))) = tokio::task::spawn_blocking(move || reader.settings()).await {
+                if s.retention != wanted {
+                    tracing::warn!(cluster = ?s.retention, flags = ?wanted, "--keep-versions/--keep-days apply only when a node creates its cluster; this cluster keeps its own retention");
+                }
+            }
         }
         let running = sync::start(
             sync_parts,
             node.clone(),
             client.clone(),
             crate::engine::watch::WatchConfig::default(),
+            config.gc_interval,
         )?;
         let _ = ctl_slot.set(running.ctl.clone());
         let sync_handle = running.handle.clone();
@@ -209,7 +219,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
 /// Forms the single-node cluster on a pristine node and makes sure the
 /// cluster settings are committed (also after a crash between the two).
-async fn bootstrap(node: &Node, peer_id: &PeerId, addr: &str) -> Result<(), DaemonError> {
+async fn bootstrap(
+    node: &Node,
+    peer_id: &PeerId,
+    addr: &str,
+    retention: Retention,
+) -> Result<(), DaemonError> {
     let info = NodeInfo {
         peer_id: peer_id.to_string(),
         addr: addr.to_string(),
@@ -250,7 +265,7 @@ async fn bootstrap(node: &Node, peer_id: &PeerId, addr: &str) -> Result<(), Daem
         .propose(vec![Op::InitCluster {
             cluster_id: cluster_id.clone(),
             chunker: ChunkerParams::default(),
-            retention: Retention::default(),
+            retention,
         }])
         .await?;
     match proposed.response.outcomes().first() {

@@ -30,7 +30,9 @@
 //! the same re-check. A delete ([`Materializer::delete`]) only removes an
 //! entry that is still exactly what the plan expected; a file's chunks are
 //! put into the store as blobs before the unlink (retention and reuse by a
-//! later write), then its live-file locations are forgotten.
+//! later write), then its live-file locations are forgotten. A write that
+//! replaces a file first does the same for the chunks of the old content
+//! that the new one does not reuse ([`Materializer::retire_replaced`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -70,6 +72,10 @@ pub enum MaterializeError {
 }
 
 type Result<T, E = MaterializeError> = std::result::Result<T, E>;
+
+/// Chunks read and stored together when a replaced version is retired
+/// (bounds the memory: at most 64 × the chunk max).
+const RETIRE_BATCH: usize = 64;
 
 fn io_err(op: &'static str, path: &str) -> impl FnOnce(io::Error) -> MaterializeError {
     let path = path.to_owned();
@@ -425,6 +431,34 @@ impl Materializer<'_> {
         }
         self.fs.remove_file(path).map_err(io_err("unlink", path))?;
         self.store.forget_file(path)?;
+        Ok(())
+    }
+
+    /// Before a write replaces the file at `path` (still `expect`): stores
+    /// as blobs the chunks of its content that the new version does not
+    /// reuse (`old_only`), so the version store keeps the replaced version
+    /// (and the sweep drops it once retention does). Reads only those chunks
+    /// (verified, through the store); if the store cannot find one, re-chunks
+    /// the whole file instead. A target that changed since the plan, or is
+    /// not a file, is left to the write's own re-check (it becomes a
+    /// conflict copy there, never overwritten).
+    pub fn retire_replaced(&self, path: &str, expect: &Stat, old_only: &[Hash]) -> Result<()> {
+        let path = checked(path)?;
+        let current = self.fs.lstat(path).map_err(io_err("lstat", path))?;
+        if !current.is_some_and(|c| c.kind == FileKind::File && expect.unchanged(&c)) {
+            return Ok(());
+        }
+        for batch in old_only.chunks(RETIRE_BATCH) {
+            let mut got = Vec::with_capacity(batch.len());
+            for h in batch {
+                match self.store.get(h)? {
+                    Some(d) => got.push((*h, d)),
+                    None => return self.retire_chunks(path, expect),
+                }
+            }
+            let items: Vec<(Hash, &[u8])> = got.iter().map(|(h, d)| (*h, d.as_slice())).collect();
+            self.store.put_many(&items)?;
+        }
         Ok(())
     }
 

@@ -34,7 +34,9 @@ use filesyncd_merkle::{ChunkEntry, Hash, MemNodeStore, MerkleError};
 
 use super::fs::Fs;
 use super::materialize::{Deleted, Materializer};
-use super::plan::{plan, Action, ChunkView, PlanConfig, PlanInput, Proposal, Scope, Verdict};
+use super::plan::{
+    plan, Action, ChunkView, Expect, PlanConfig, PlanInput, Proposal, Scope, Verdict,
+};
 use super::ports::{ChunkFetcher, Committed, PortError, ProposeOp, ProposeOutcome};
 use super::scan::{load_ignore, ScanError, Scanner};
 use super::types::{LocalEntry, NodeId, Stat, VersionRecord};
@@ -277,8 +279,15 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 expect,
             } => {
                 let list = self.tree_chunks(record.meta.root, record.meta.size);
-                match list
-                    .map_err(|e| e.to_string())
+                let retired = match (&list, expect) {
+                    (Ok(new), Expect::Entry(stat)) => self
+                        .replaced_only(&path, &stat, new)
+                        .map_or(Ok(()), |old| m.retire_replaced(&path, &stat, &old))
+                        .map_err(|e| e.to_string()),
+                    _ => Ok(()),
+                };
+                match retired
+                    .and(list.map_err(|e| e.to_string()))
                     .and_then(|l| m.write_file(&record, &l, expect).map_err(|e| e.to_string()))
                 {
                     Ok(placed) => {
@@ -356,6 +365,28 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             tracing::warn!(error = %e, "action failed; retrying later");
             rep.errors.push(e);
         }
+    }
+
+    /// The chunks of the committed content recorded at `path` (if the file
+    /// there is still that content, `stat`) that `new` does not reuse: what
+    /// a write of `new` must retire into the version store first.
+    fn replaced_only(&self, path: &str, stat: &Stat, new: &[ChunkEntry]) -> Option<Vec<Hash>> {
+        let l = self.local.get(path)?;
+        if !l.meta.is_file() || l.version.is_none() || !l.stat.unchanged(stat) {
+            return None;
+        }
+        let old = self.tree_chunks(l.meta.root, l.meta.size).ok()?;
+        let keep: HashSet<Hash> = new.iter().map(|c| c.hash).collect();
+        let mut seen = HashSet::new();
+        // Zero chunks are never stored (a write makes them from nothing).
+        let zeros = ZeroChunks::default();
+        Some(
+            old.iter()
+                .filter(|c| !keep.contains(&c.hash) && !zeros.is_zero(c))
+                .map(|c| c.hash)
+                .filter(|h| seen.insert(*h))
+                .collect(),
+        )
     }
 
     /// The chunk list of a version whose tree nodes are local.

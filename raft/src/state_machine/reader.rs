@@ -78,6 +78,20 @@ impl SmReader {
         tables::read_versions(&self.txn()?.open_table(tables::HISTORY)?, path)
     }
 
+    /// Calls `f` with every retained record of every path (tombstones
+    /// included), in `(path, version)` order, streaming: one pass over the
+    /// history table in one read transaction.
+    pub fn for_each_retained(&self, mut f: impl FnMut(&str, &PathRecord)) -> Result<(), SmError> {
+        let txn = self.txn()?;
+        let hist = txn.open_table(tables::HISTORY)?;
+        for item in hist.iter()? {
+            let (k, v) = item?;
+            let (path, _, _) = k.value();
+            f(path, &dec(v.value())?);
+        }
+        Ok(())
+    }
+
     /// The newest retained record (tombstones included) of every path whose
     /// newest record was written after log index `index`, in path order.
     ///

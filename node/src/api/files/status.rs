@@ -155,6 +155,18 @@ pub fn metrics_text(st: Option<&SyncStatus>, in_sync: bool) -> String {
         "Chunks a write found locally instead of fetching them, since start.",
         st.chunks_reused,
     );
+    metric(
+        "filesyncd_version_store_sweeps_total",
+        "counter",
+        "Sweeps of the version store (chunks no retained version needs) since start.",
+        st.sweeps,
+    );
+    metric(
+        "filesyncd_version_store_freed_bytes_total",
+        "counter",
+        "Bytes of stored chunks the sweeps removed since start.",
+        st.blob_bytes_freed,
+    );
     out
 }
 

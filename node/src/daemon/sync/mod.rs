@@ -8,11 +8,13 @@
 //! | `schedule.rs` | when the task steps and over what; failed scopes and their retries |
 //! | `offer.rs` | the acknowledgement contract: offer, pull, ack before proposing |
 //! | `ctl.rs` | the ctl protocol messages (`GetNodes`, `Offer`) |
+//! | `gc.rs` | the version store's sweep: drops chunks no retained version needs |
 //! | `servable.rs` | which chunks are served to peers (no existence oracle) |
 //! | `local_db.rs` | the persisted local index and tree nodes |
 //! | `status.rs` | what the control API sees and can ask |
 
 pub mod ctl;
+pub mod gc;
 pub mod local_db;
 pub mod offer;
 pub mod ports;

@@ -284,6 +284,7 @@ impl Offers {
             return vec![OfferState::Failed("shutting down".into()); items.len()];
         };
         let trees: Vec<(Hash, u64)> = items.iter().map(|i| (i.root, i.size)).collect();
+        let generation = self.servable.sweep_generation();
         match pull_many(
             self.store.as_ref(),
             &self.nodes,
@@ -297,11 +298,17 @@ impl Offers {
                 .iter()
                 .zip(done)
                 .map(|(item, ok)| {
-                    if ok {
-                        self.servable.add_offered(item.root, item.size);
+                    if !ok {
+                        OfferState::Failed("chunks missing after the pull".into())
+                    } else if self
+                        .servable
+                        .add_pulled_offer(item.root, item.size, generation)
+                    {
                         OfferState::Durable
                     } else {
-                        OfferState::Failed("chunks missing after the pull".into())
+                        // A sweep of the version store ran meanwhile: pull
+                        // again (only what is missing) at the next offer.
+                        OfferState::Failed("version store swept during the pull".into())
                     }
                 })
                 .collect(),

@@ -7,8 +7,9 @@
 //! The set is behind a std `Mutex` (short inserts and lookups, never held
 //! across an `.await`). It costs ~32 bytes per distinct chunk in memory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use filesyncd_chunkstore::store::ChunkStore;
 use filesyncd_merkle::file_tree::FileTree;
@@ -19,6 +20,16 @@ pub struct Servable {
     /// Trees already added (root), to skip re-walking them.
     trees: Mutex<HashSet<Hash>>,
     nodes: Arc<Mutex<MemNodeStore>>,
+    /// Versions offered (root → size, last offered), for the sweep; and
+    /// the sweep's generation (see [`Servable::begin_sweep`]).
+    offers: Mutex<Offered>,
+}
+
+#[derive(Default)]
+struct Offered {
+    roots: HashMap<Hash, (u64, Instant)>,
+    generation: u64,
+    sweeping: bool,
 }
 
 impl Servable {
@@ -27,6 +38,7 @@ impl Servable {
             chunks: Mutex::new(HashSet::new()),
             trees: Mutex::new(HashSet::new()),
             nodes,
+            offers: Mutex::new(Offered::default()),
         })
     }
 
@@ -60,11 +72,57 @@ impl Servable {
 
     /// A version this node offers or was offered.
     pub fn add_offered(&self, root: Hash, size: u64) -> bool {
+        self.offers().roots.insert(root, (size, Instant::now()));
         self.add_tree(root, size)
     }
 
-    /// A committed version.
+    fn offers(&self) -> std::sync::MutexGuard<'_, Offered> {
+        self.offers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sweep generation: read it before pulling an offered version, and
+    /// pass it to [`Servable::add_pulled_offer`] once the pull is done.
+    pub fn sweep_generation(&self) -> u64 {
+        self.offers().generation
+    }
+
+    /// Records a pulled offered version, unless a sweep ran or runs since
+    /// `generation` (it may have removed chunks the pull had stored before
+    /// they were recorded): then `false`, and the pull must not be acked.
+    pub fn add_pulled_offer(&self, root: Hash, size: u64, generation: u64) -> bool {
+        let mut o = self.offers();
+        if o.sweeping || o.generation != generation {
+            return false;
+        }
+        o.roots.insert(root, (size, Instant::now()));
+        drop(o);
+        self.add_tree(root, size);
+        true
+    }
+
+    /// Starts a sweep: forgets offers older than `window` and returns the
+    /// others, whose chunks the sweep keeps (a pending offer may still
+    /// commit). Until [`Servable::end_sweep`], pulls finishing are not acked.
+    pub fn begin_sweep(&self, window: Duration) -> Vec<(Hash, u64)> {
+        let mut o = self.offers();
+        o.sweeping = true;
+        o.generation += 1;
+        let now = Instant::now();
+        o.roots
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) <= window);
+        o.roots.iter().map(|(r, (s, _))| (*r, *s)).collect()
+    }
+
+    pub fn end_sweep(&self) {
+        let mut o = self.offers();
+        o.sweeping = false;
+        o.generation += 1;
+    }
+
+    /// A committed version (from now on retention decides how long its
+    /// chunks are kept, not the offer).
     pub fn add_committed(&self, root: Hash, size: u64) -> bool {
+        self.offers().roots.remove(&root);
         self.add_tree(root, size)
     }
 

@@ -152,6 +152,7 @@ pub fn start(
     node: Node,
     client: P2pClient,
     watch_cfg: WatchConfig,
+    gc_interval: Duration,
 ) -> Result<Running, SyncError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -209,6 +210,7 @@ pub fn start(
                     stop: stop_rx,
                     counters: SyncStatus::default(),
                     bytes_fetched: fetcher.bytes_fetched.clone(),
+                    gc_interval,
                 };
                 if let Err(e) = l.run(committed, fetcher, watch_cfg).await {
                     tracing::error!(error = %e, "sync stopped");
@@ -234,6 +236,7 @@ struct Loop {
     stop: watch::Receiver<bool>,
     counters: SyncStatus,
     bytes_fetched: Arc<std::sync::atomic::AtomicU64>,
+    gc_interval: Duration,
 }
 
 fn now_ms() -> u64 {
@@ -247,6 +250,7 @@ enum Event {
     Applied,
     Retry,
     RootCheck,
+    Sweep,
     Command(SyncCommand),
 }
 
@@ -312,6 +316,11 @@ impl Loop {
         let mut root_here = true;
         let mut root_check = tokio::time::interval(ROOT_CHECK);
         root_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.gc_interval,
+            self.gc_interval,
+        );
+        sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut applied_rx = self.node.metrics_watch();
         let mut sched = Schedule::default();
         loop {
@@ -356,6 +365,7 @@ impl Loop {
                 }
                 _ = retry_sleep => Event::Retry,
                 _ = root_check.tick() => Event::RootCheck,
+                _ = sweep_tick.tick() => Event::Sweep,
                 cmd = self.commands.recv() => match cmd {
                     Some(c) => Event::Command(c),
                     None => Event::Applied,
@@ -376,6 +386,10 @@ impl Loop {
                 }
                 Event::Applied => {}
                 Event::Retry => sched.retry_due(),
+                Event::Sweep if !root_here || self.counters.halted.is_some() => {
+                    tracing::info!("version store sweep skipped: sync is halted");
+                }
+                Event::Sweep => self.sweep(),
                 Event::RootCheck => {
                     let moved = match root_fs.still_at_path() {
                         Ok(true) => continue,
@@ -560,6 +574,45 @@ impl Loop {
             && local_root.is_some()
             && local_root == cluster_root;
         self.status.send_replace(c.clone());
+    }
+
+    /// Sweeps the version store (see [`super::gc`]); runs inside the loop,
+    /// so no step runs meanwhile.
+    fn sweep(&mut self) {
+        let mut retained = Vec::new();
+        let listed = self.node.reader().for_each_retained(|_, r| {
+            if let Some(m) = &r.state {
+                if matches!(m.kind, filesyncd_raft::command::PutKind::File) && m.size > 0 {
+                    retained.push((m.root, m.size));
+                }
+            }
+        });
+        if let Err(e) = listed {
+            tracing::warn!(error = %e, "version store sweep skipped: cannot read the history");
+            return;
+        }
+        let p = &self.parts;
+        match super::gc::sweep(p.store.as_ref(), &p.nodes, &p.servable, retained) {
+            Ok(r) => {
+                self.counters.sweeps += 1;
+                self.counters.blob_bytes_freed += r.store.blob_bytes_freed;
+                let (n, freed) = (self.counters.sweeps, self.counters.blob_bytes_freed);
+                self.status.send_modify(|s| {
+                    s.sweeps = n;
+                    s.blob_bytes_freed = freed;
+                });
+                tracing::info!(
+                    versions = r.versions,
+                    unknown_trees = r.unknown_trees,
+                    chunks_kept = r.chunks_kept,
+                    blobs_removed = r.store.blobs_removed,
+                    bytes_freed = r.store.blob_bytes_freed,
+                    ms = r.millis,
+                    "version store swept"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "version store sweep failed"),
+        }
     }
 
     /// Creates the marker the first time this data directory syncs this

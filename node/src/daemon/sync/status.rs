@@ -58,6 +58,9 @@ pub struct SyncStatus {
     pub bytes_fetched: u64,
     /// Chunks a write found locally instead of fetching.
     pub chunks_reused: u64,
+    /// Sweeps of the version store, and the blob bytes they freed.
+    pub sweeps: u64,
+    pub blob_bytes_freed: u64,
     pub last_error: Option<String>,
 }
 
