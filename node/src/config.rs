@@ -454,5 +454,34 @@ mod tests {
         let mut a = args(&dir, &data);
         a.join_timeout = Some(0);
         assert!(matches!(run(a), ConfigError::JoinTimeout));
+        let mut a = args(&dir, &data);
+        a.keep_versions = Some(0);
+        assert!(matches!(run(a), ConfigError::KeepVersions));
+        let mut a = args(&dir, &data);
+        a.gc_interval = Some(0);
+        assert!(matches!(run(a), ConfigError::GcInterval));
+    }
+
+    #[test]
+    fn retention_and_sweep_interval() {
+        let t = tempfile::tempdir().unwrap();
+        let (dir, data) = (t.path().join("d"), t.path().join("s"));
+        std::fs::create_dir(&dir).unwrap();
+        let c = validate(args(&dir, &data), FileConfig::default()).unwrap();
+        assert_eq!(c.retention, Retention::default(), "keep everything");
+        assert_eq!(c.gc_interval.as_secs(), DEFAULT_GC_INTERVAL_SECS);
+        let file =
+            FileConfig::parse("keep_versions = 5\nkeep_days = 30\ngc_interval = 60\n").unwrap();
+        let mut a = args(&dir, &data);
+        a.keep_days = Some(7);
+        let c = validate(a, file).unwrap();
+        assert_eq!(
+            c.retention,
+            Retention {
+                keep_versions: Some(5),
+                keep_days: Some(7)
+            }
+        );
+        assert_eq!(c.gc_interval.as_secs(), 60);
     }
 }
