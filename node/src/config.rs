@@ -242,6 +242,15 @@ impl RunArgs {
     }
 }
 
+/// `v`, unless it is zero.
+fn nonzero<T: Default + PartialEq>(v: T, zero: ConfigError) -> Result<T, ConfigError> {
+    if v == T::default() {
+        Err(zero)
+    } else {
+        Ok(v)
+    }
+}
+
 /// Phase two: `args` (flags + env) over `file`, checked.
 pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> {
     let dir = args.dir.or(file.dir).ok_or(ConfigError::MissingDir)?;
@@ -301,34 +310,32 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
             Some(JoinTarget { addr, token })
         }
     };
-    let max_voters = args
-        .max_voters
-        .or(file.max_voters)
-        .unwrap_or(DEFAULT_MAX_VOTERS);
-    if max_voters == 0 {
-        return Err(ConfigError::MaxVoters);
-    }
-    let join_timeout = args
-        .join_timeout
-        .or(file.join_timeout)
-        .unwrap_or(DEFAULT_JOIN_TIMEOUT_SECS);
-    if join_timeout == 0 {
-        return Err(ConfigError::JoinTimeout);
-    }
+    let max_voters = nonzero(
+        args.max_voters
+            .or(file.max_voters)
+            .unwrap_or(DEFAULT_MAX_VOTERS),
+        ConfigError::MaxVoters,
+    )?;
+    let join_timeout = nonzero(
+        args.join_timeout
+            .or(file.join_timeout)
+            .unwrap_or(DEFAULT_JOIN_TIMEOUT_SECS),
+        ConfigError::JoinTimeout,
+    )?;
     let retention = Retention {
-        keep_versions: args.keep_versions.or(file.keep_versions),
+        keep_versions: args
+            .keep_versions
+            .or(file.keep_versions)
+            .map(|n| nonzero(n, ConfigError::KeepVersions))
+            .transpose()?,
         keep_days: args.keep_days.or(file.keep_days),
     };
-    if retention.keep_versions == Some(0) {
-        return Err(ConfigError::KeepVersions);
-    }
-    let gc_interval = args
-        .gc_interval
-        .or(file.gc_interval)
-        .unwrap_or(DEFAULT_GC_INTERVAL_SECS);
-    if gc_interval == 0 {
-        return Err(ConfigError::GcInterval);
-    }
+    let gc_interval = nonzero(
+        args.gc_interval
+            .or(file.gc_interval)
+            .unwrap_or(DEFAULT_GC_INTERVAL_SECS),
+        ConfigError::GcInterval,
+    )?;
     Ok(Config {
         dir,
         data,

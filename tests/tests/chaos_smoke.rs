@@ -37,6 +37,17 @@ fn spec(n: &Node) -> NodeSpec {
     }
 }
 
+/// Stops the writers, waits for the cluster to settle, runs every check
+/// and prints the report; panics on a violation. Returns the report text.
+fn settle_and_check(wl: &mut Workload, report: &mut Report, started: Instant) -> String {
+    finish(wl, report, Instant::now(), Duration::from_secs(300));
+    report.run_secs = started.elapsed().as_secs_f64();
+    let text = report.render();
+    eprint!("{text}");
+    assert!(report.ok(), "{text}");
+    text
+}
+
 #[test]
 fn no_write_is_lost_across_a_kill9_and_a_concurrent_edit() {
     let _g = serial();
@@ -82,17 +93,7 @@ fn no_write_is_lost_across_a_kill9_and_a_concurrent_edit() {
         ..Report::default()
     };
     report.faults.insert("kill9".into(), 1);
-    wl.stop();
-    finish(
-        &mut wl,
-        &mut report,
-        Instant::now(),
-        Duration::from_secs(300),
-    );
-    report.run_secs = started.elapsed().as_secs_f64();
-    let text = report.render();
-    eprint!("{text}");
-    assert!(report.ok(), "{text}");
+    let text = settle_and_check(&mut wl, &mut report, started);
     assert!(report.counts.acknowledged >= 15, "{text}");
     assert_eq!(report.counts.concurrent, 2);
 }
@@ -131,15 +132,5 @@ fn concurrent_edits_right_after_a_sync_both_survive() {
         report.concurrent_rounds += 1;
         report.notes.extend(note);
     }
-    wl.stop();
-    finish(
-        &mut wl,
-        &mut report,
-        Instant::now(),
-        Duration::from_secs(300),
-    );
-    report.run_secs = started.elapsed().as_secs_f64();
-    let text = report.render();
-    eprint!("{text}");
-    assert!(report.ok(), "{text}");
+    settle_and_check(&mut wl, &mut report, started);
 }

@@ -61,8 +61,17 @@ pub fn sweep(
 ) -> Result<SweepReport, StoreError> {
     let started = Instant::now();
     let offered = servable.begin_sweep(OFFER_WINDOW);
+    // Ends the sweep however `sweep_inner` returns (a panic included):
+    // otherwise every later pull of an offer would be refused its ack.
+    struct End<'a>(&'a Servable);
+    impl Drop for End<'_> {
+        fn drop(&mut self) {
+            self.0.end_sweep();
+        }
+    }
+    let end = End(servable);
     let res = sweep_inner(store, nodes, retained.into_iter().chain(offered));
-    servable.end_sweep();
+    drop(end);
     let mut rep = res?;
     rep.millis = started.elapsed().as_millis() as u64;
     Ok(rep)

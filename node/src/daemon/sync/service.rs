@@ -447,7 +447,8 @@ impl Loop {
         }
     }
 
-    /// One engine step plus bookkeeping; `false` if it should be retried.
+    /// One engine step plus bookkeeping; how it ended decides what runs next
+    /// ([`Schedule::after_step`]).
     async fn step(
         &mut self,
         engine: &mut Engine<RaftCommitted, P2pFetcher>,
