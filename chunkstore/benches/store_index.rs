@@ -14,12 +14,16 @@
 //!    KiB chunks (0 skips this part), vs `std::fs::write`+fsync and `std::fs::read` of the same
 //!    chunks as files (serially, and on 8 threads as `put_many` fsyncs); and
 //!    `get` from an indexed live file vs reads (+blake3) of the same ranges.
+//! 3. Many small files: index `FILESYNCD_BENCH_FILES` (default 10000; 0
+//!    skips) real single-chunk 4 KiB files, one `index_file` (one durable
+//!    commit) per file vs `index_files` in batches of 1024, each into a fresh
+//!    store.
 //!
 //! `FILESYNCD_BENCH_DIR` picks where the stores are created (default: the
 //! system temp dir; it must be a real disk for the fsync figures to mean
 //! anything).
 
-use filesyncd_chunkstore::store::{ChunkStore, FileStamp, RedbChunkStore};
+use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileStamp, RedbChunkStore};
 use filesyncd_chunkstore::{ChunkEntry, Hash};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -256,11 +260,76 @@ fn live_get(store: &RedbChunkStore, root: &Path, chunks: &[Vec<u8>], hashes: &[H
     );
 }
 
+/// Files per `index_files` call in `many_files`.
+const BATCH: usize = 1024;
+
+fn many_files(n: usize) {
+    let dir = bench_dir();
+    let root = dir.path().join("root");
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut files = Vec::with_capacity(n);
+    for i in 0..n {
+        let rel = format!("d{:03}/f{i:05}", i / 100);
+        let p = root.join(&rel);
+        if i % 100 == 0 {
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+        }
+        let mut data = vec![0u8; 4096];
+        rng.fill_bytes(&mut data);
+        fs::write(&p, &data).unwrap();
+        let table = vec![(
+            0u64,
+            ChunkEntry {
+                hash: Hash::of_chunk(&data),
+                len: data.len() as u32,
+            },
+        )];
+        files.push((rel, FileStamp::of_path(&p).unwrap(), table));
+    }
+    let one = RedbChunkStore::open(dir.path().join("one"), &root).unwrap();
+    let t = Instant::now();
+    for (rel, stamp, table) in &files {
+        one.index_file(rel, *stamp, table).unwrap();
+    }
+    let serial = t.elapsed().as_secs_f64();
+    let batched_store = RedbChunkStore::open(dir.path().join("batched"), &root).unwrap();
+    let batch: Vec<FileIndex<'_>> = files
+        .iter()
+        .map(|(rel, stamp, table)| FileIndex {
+            rel_path: rel,
+            stamp: *stamp,
+            chunks: table,
+        })
+        .collect();
+    let t = Instant::now();
+    for b in batch.chunks(BATCH) {
+        batched_store.index_files(b).unwrap();
+    }
+    let batched = t.elapsed().as_secs_f64();
+    for (_, _, table) in files.iter().step_by(97) {
+        assert!(batched_store.locate(&table[0].1.hash).unwrap().is_some());
+        assert!(one.locate(&table[0].1.hash).unwrap().is_some());
+    }
+    println!(
+        "files  {n} single-chunk files: index_file one by one {:.2} s ({:.0} files/s); \
+         index_files in batches of {BATCH} {:.3} s ({:.0} files/s); {:.0}x faster",
+        serial,
+        n as f64 / serial,
+        batched,
+        n as f64 / batched,
+        serial / batched
+    );
+}
+
 fn main() {
     let mib = env_u64("FILESYNCD_BENCH_MIB", 1024);
     let file_mib = env_u64("FILESYNCD_BENCH_FILE_MIB", 64);
     let put_mib = env_u64("FILESYNCD_BENCH_PUT_MIB", mib.min(128));
     let chunk_kib = env_u64("FILESYNCD_BENCH_CHUNK_KIB", 32);
+    let many = env_u64("FILESYNCD_BENCH_FILES", 10_000) as usize;
+    if many > 0 {
+        many_files(many);
+    }
     for avg in [32, 48] {
         index_cost(mib, avg, file_mib);
     }

@@ -85,6 +85,12 @@ impl ChunkStore for ArcStore {
     fn forget_file(&self, p: &str) -> Result<()> {
         self.0.forget_file(p)
     }
+    fn index_files(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        self.0.index_files(files)
+    }
+    fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
+        self.0.forget_files(rel_paths)
+    }
     fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
         self.0.gc(keep)
     }
@@ -319,6 +325,189 @@ pub fn invalid_paths_and_tables_are_typed_errors(f: &Fixture) {
     assert!(!s.has(&ce.hash).unwrap());
 }
 
+/// Whether every chunk of `table` locates in `rel` at its offset and reads
+/// back as `data[offset..offset + len]`.
+fn assert_live(
+    s: &dyn ChunkStore,
+    rel: &str,
+    stamp: FileStamp,
+    table: &[(u64, ChunkEntry)],
+    data: &[u8],
+) {
+    for (off, ce) in table {
+        let at = *off as usize;
+        assert_eq!(
+            s.get(&ce.hash).unwrap().as_deref(),
+            Some(&data[at..at + ce.len as usize]),
+            "{rel} @{off}"
+        );
+        assert_eq!(
+            s.locate(&ce.hash).unwrap(),
+            Some(Location::LiveFile {
+                rel_path: rel.into(),
+                offset: *off,
+                len: ce.len,
+                stamp
+            }),
+            "{rel} @{off}"
+        );
+    }
+}
+
+pub fn index_files_batch_roundtrip(f: &Fixture) {
+    let s = &*f.store;
+    let parts: Vec<Vec<u8>> = (0..6)
+        .map(|i| bytes(40 + i, 100 + 10 * i as usize))
+        .collect();
+    let files = [
+        ("top", vec![&parts[0][..], &parts[1][..]]),
+        ("a/b/deep.bin", vec![&parts[2][..]]),
+        ("a/other", vec![&parts[3][..], &parts[4][..], &parts[5][..]]),
+    ];
+    let written: Vec<_> = files
+        .iter()
+        .map(|(rel, p)| (*rel, write_live(&f.root, rel, p), p.concat()))
+        .collect();
+    let batch: Vec<FileIndex<'_>> = written
+        .iter()
+        .map(|(rel, (stamp, table), _)| FileIndex {
+            rel_path: rel,
+            stamp: *stamp,
+            chunks: table,
+        })
+        .collect();
+    s.index_files(&batch).unwrap();
+    for (rel, (stamp, table), data) in &written {
+        assert_live(s, rel, *stamp, table, data);
+    }
+    // An empty batch is a no-op.
+    s.index_files(&[]).unwrap();
+    s.forget_files(&[]).unwrap();
+    assert_live(s, "top", written[0].1 .0, &written[0].1 .1, &written[0].2);
+}
+
+pub fn index_files_with_one_invalid_entry_records_nothing(f: &Fixture) {
+    let s = &*f.store;
+    let (a, b, c) = (bytes(50, 120), bytes(51, 130), bytes(52, 140));
+    let (hb, hc) = (Hash::of_chunk(&b), Hash::of_chunk(&c));
+    // "kept" is indexed with `a` before; the bad batch would re-index it.
+    let (st_kept, t_kept) = write_live(&f.root, "kept", &[&a]);
+    s.index_file("kept", st_kept, &t_kept).unwrap();
+    let (st_new, t_new) = write_live(&f.root, "new", &[&b]);
+    let (st_kept2, t_kept2) = write_live(&f.root, "kept2", &[&c]);
+    let good = |rel: &'static str, stamp, chunks| FileIndex {
+        rel_path: rel,
+        stamp,
+        chunks,
+    };
+    // A record for "kept" with a table of `c` (would replace the `a` one).
+    let replace = FileIndex {
+        rel_path: "kept",
+        stamp: st_kept2,
+        chunks: &t_kept2,
+    };
+    let bad_path = FileIndex {
+        rel_path: "../escape",
+        stamp: st_new,
+        chunks: &t_new,
+    };
+    let past_end = [(st_new.size, ChunkEntry { hash: hb, len: 1 })];
+    let bad_table = FileIndex {
+        rel_path: "new",
+        stamp: st_new,
+        chunks: &past_end,
+    };
+    assert!(matches!(
+        s.index_files(&[good("new", st_new, &t_new), replace, bad_path]),
+        Err(StoreError::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        s.index_files(&[bad_table, good("new", st_new, &t_new), replace]),
+        Err(StoreError::InvalidChunkTable { .. })
+    ));
+    assert!(!s.has(&hb).unwrap(), "nothing of the batch is recorded");
+    assert!(!s.has(&hc).unwrap());
+    assert_live(s, "kept", st_kept, &t_kept, &a);
+    // forget_files is all or nothing on paths too.
+    assert!(matches!(
+        s.forget_files(&["kept", "/abs"]),
+        Err(StoreError::InvalidPath { .. })
+    ));
+    assert_live(s, "kept", st_kept, &t_kept, &a);
+    // The good part alone goes through.
+    s.index_files(&[
+        good("new", st_new, &t_new),
+        good("kept2", st_kept2, &t_kept2),
+    ])
+    .unwrap();
+    assert_live(s, "new", st_new, &t_new, &b);
+    assert_live(s, "kept2", st_kept2, &t_kept2, &c);
+}
+
+pub fn forget_files_batch(f: &Fixture) {
+    let s = &*f.store;
+    let parts: Vec<Vec<u8>> = (0..3).map(|i| bytes(60 + i, 90)).collect();
+    let names = ["f0", "d/f1", "d/f2"];
+    let written: Vec<_> = names
+        .iter()
+        .zip(&parts)
+        .map(|(rel, p)| write_live(&f.root, rel, &[p]))
+        .collect();
+    let batch: Vec<FileIndex<'_>> = names
+        .iter()
+        .zip(&written)
+        .map(|(rel, (stamp, table))| FileIndex {
+            rel_path: rel,
+            stamp: *stamp,
+            chunks: table,
+        })
+        .collect();
+    s.index_files(&batch).unwrap();
+    s.forget_files(&["f0", "never/indexed", "d/f2"]).unwrap();
+    assert!(!s.has(&Hash::of_chunk(&parts[0])).unwrap());
+    assert_eq!(s.get(&Hash::of_chunk(&parts[0])).unwrap(), None);
+    assert!(!s.has(&Hash::of_chunk(&parts[2])).unwrap());
+    assert_eq!(s.locate(&Hash::of_chunk(&parts[2])).unwrap(), None);
+    assert_live(s, "d/f1", written[1].0, &written[1].1, &parts[1]);
+    // Forgetting the same path twice in one batch is fine.
+    s.forget_files(&["d/f1", "d/f1"]).unwrap();
+    assert!(!s.has(&Hash::of_chunk(&parts[1])).unwrap());
+}
+
+pub fn index_files_same_path_twice_last_wins(f: &Fixture) {
+    let s = &*f.store;
+    let (a, b, c) = (bytes(70, 100), bytes(71, 110), bytes(72, 120));
+    let (stamp, table) = write_live(&f.root, "x", &[&c, &a]);
+    // An earlier table for the same path (another content, same stamp).
+    let stale = [(
+        0,
+        ChunkEntry {
+            hash: Hash::of_chunk(&b),
+            len: b.len() as u32,
+        },
+    )];
+    let first = FileIndex {
+        rel_path: "x",
+        stamp,
+        chunks: &stale,
+    };
+    let last = FileIndex {
+        rel_path: "x",
+        stamp,
+        chunks: &table,
+    };
+    s.index_files(&[first, last]).unwrap();
+    assert!(!s.has(&Hash::of_chunk(&b)).unwrap(), "the first entry lost");
+    assert_eq!(s.locate(&Hash::of_chunk(&b)).unwrap(), None);
+    assert_live(s, "x", stamp, &table, &[c.as_slice(), &a].concat());
+    // And the other way round: the stale table last wins (and reads absent,
+    // never as wrong bytes).
+    s.index_files(&[last, first]).unwrap();
+    assert!(!s.has(&Hash::of_chunk(&c)).unwrap());
+    assert!(!s.has(&Hash::of_chunk(&a)).unwrap());
+    assert_eq!(s.get(&Hash::of_chunk(&b)).unwrap(), None);
+}
+
 pub fn corrupt_blob_is_never_returned(f: &Fixture) {
     let s = &f.store;
     let data = bytes(14, 500);
@@ -450,7 +639,9 @@ macro_rules! suite {
                 shared_chunk_survives_forgetting_one_file,
                 invalid_paths_and_tables_are_typed_errors, corrupt_blob_is_never_returned,
                 gc_removes_unkept_and_redundant_blobs, gc_keeps_blob_when_live_copy_is_bad,
-                gc_prunes_dangling_entries, concurrent_use);
+                gc_prunes_dangling_entries, concurrent_use, index_files_batch_roundtrip,
+                index_files_with_one_invalid_entry_records_nothing, forget_files_batch,
+                index_files_same_path_twice_last_wins);
         }
     };
     (@cases $fixture:path; $($case:ident),*) => {

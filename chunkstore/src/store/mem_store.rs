@@ -10,9 +10,10 @@ use super::error::{Result, StoreError};
 use super::live::{read_live, stamp_matches, LiveRead};
 use super::locs::{add_blob_loc, add_file_loc, FileRec, Loc};
 use super::policy::{gc_entry, GcEnv};
-use super::{check_chunk_table, validate_rel_path, ChunkStore, FileStamp, GcStats, Location};
+use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
 use crate::{ChunkEntry, Hash};
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -26,6 +27,37 @@ struct MemState {
 }
 
 impl MemState {
+    /// Records one live file (its table already checked); cannot fail, so a
+    /// checked batch is applied whole.
+    fn index(&mut self, f: &FileIndex<'_>) {
+        let id = self.next_file;
+        self.next_file += 1;
+        if let Some(old) = self.paths.get(f.rel_path).copied() {
+            self.files.remove(&old);
+        }
+        self.files.insert(
+            id,
+            FileRec {
+                path: f.rel_path.to_owned(),
+                stamp: f.stamp,
+            },
+        );
+        self.paths.insert(f.rel_path.to_owned(), id);
+        for (offset, ce) in f.chunks {
+            let locs = self.chunks.entry(ce.hash).or_default();
+            let new = Loc::File {
+                file: id,
+                offset: *offset,
+                len: ce.len,
+            };
+            let files = &self.files;
+            let added = add_file_loc(locs, new, |f| Ok::<_, Infallible>(files.contains_key(&f)));
+            if let Err(never) = added {
+                match never {}
+            }
+        }
+    }
+
     fn remove_file_record(&mut self, id: u64) {
         if let Some(rec) = self.files.remove(&id) {
             if self.paths.get(&rec.path) == Some(&id) {
@@ -279,40 +311,35 @@ impl ChunkStore for MemChunkStore {
         stamp: FileStamp,
         chunks: &[(u64, ChunkEntry)],
     ) -> Result<()> {
-        check_chunk_table(rel_path, &stamp, chunks)?;
+        self.index_files(&[FileIndex {
+            rel_path,
+            stamp,
+            chunks,
+        }])
+    }
+
+    fn forget_file(&self, rel_path: &str) -> Result<()> {
+        self.forget_files(&[rel_path])
+    }
+
+    fn index_files(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        check_batch(files)?;
+        // Checked first, applied under one lock: all or nothing, and no
+        // reader sees half a batch.
         let mut st = self.lock();
-        let st = &mut *st;
-        let id = st.next_file;
-        st.next_file += 1;
-        if let Some(old) = st.paths.get(rel_path).copied() {
-            st.files.remove(&old);
-        }
-        st.files.insert(
-            id,
-            FileRec {
-                path: rel_path.to_owned(),
-                stamp,
-            },
-        );
-        st.paths.insert(rel_path.to_owned(), id);
-        for (offset, ce) in chunks {
-            let locs = st.chunks.entry(ce.hash).or_default();
-            let new = Loc::File {
-                file: id,
-                offset: *offset,
-                len: ce.len,
-            };
-            let files = &st.files;
-            add_file_loc(locs, new, |f| Ok::<_, StoreError>(files.contains_key(&f)))?;
+        for f in files {
+            st.index(f);
         }
         Ok(())
     }
 
-    fn forget_file(&self, rel_path: &str) -> Result<()> {
-        validate_rel_path(rel_path)?;
+    fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
+        rel_paths.iter().try_for_each(|p| validate_rel_path(p))?;
         let mut st = self.lock();
-        if let Some(id) = st.paths.remove(rel_path) {
-            st.files.remove(&id);
+        for p in rel_paths {
+            if let Some(id) = st.paths.remove(*p) {
+                st.files.remove(&id);
+            }
         }
         Ok(())
     }

@@ -26,7 +26,9 @@
 //!    fsynced, renamed into place, its directory fsynced, and only then is
 //!    the index updated in a redb transaction committed with
 //!    `Durability::Immediate`. `index_file`/`forget_file`/`gc` commit the
-//!    same way.
+//!    same way; `index_files`/`forget_files` do the work of many
+//!    `index_file`/`forget_file` calls in one such commit (one fsync for a
+//!    whole batch instead of one per file, all or nothing).
 //! 3. **No second copy of live files.** `index_file` records locations, it
 //!    copies nothing. A blob whose chunk a live file also holds is removed by
 //!    `gc` once the live copy has been read and verified (so a chunk is never
@@ -127,6 +129,7 @@ mod conformance;
 #[cfg(test)]
 mod model_tests;
 
+pub use blobs::par_map;
 pub use error::{Result, StoreError};
 pub use locs::MAX_FILE_LOCS;
 pub use mem_store::MemChunkStore;
@@ -218,6 +221,14 @@ pub struct GcStats {
     pub files_dropped: u64,
 }
 
+/// One live file's chunk table, for [`ChunkStore::index_files`].
+#[derive(Clone, Copy, Debug)]
+pub struct FileIndex<'a> {
+    pub rel_path: &'a str,
+    pub stamp: FileStamp,
+    pub chunks: &'a [(u64, ChunkEntry)],
+}
+
 /// The store's contract. Both [`RedbChunkStore`] and [`MemChunkStore`]
 /// implement it and pass the same conformance suite.
 pub trait ChunkStore: Send + Sync {
@@ -266,6 +277,32 @@ pub trait ChunkStore: Send + Sync {
     /// unknown).
     fn forget_file(&self, rel_path: &str) -> Result<()>;
 
+    /// `index_file` for many files in ONE durable commit (all or nothing: on
+    /// error nothing of the batch is recorded). A path listed twice: the last
+    /// one wins. Every entry is checked (path, chunk table) before anything
+    /// is written.
+    ///
+    /// The provided default loops over `index_file` (one commit per file, not
+    /// atomic); both stores of this crate override it.
+    fn index_files(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        for f in files {
+            self.index_file(f.rel_path, f.stamp, f.chunks)?;
+        }
+        Ok(())
+    }
+
+    /// `forget_file` for many paths in ONE durable commit (all or nothing;
+    /// every path is checked before anything is written).
+    ///
+    /// The provided default loops over `forget_file`; both stores of this
+    /// crate override it.
+    fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
+        for p in rel_paths {
+            self.forget_file(p)?;
+        }
+        Ok(())
+    }
+
     /// Prunes stale locations and deletes blobs no retained version needs:
     /// see `policy.rs` for the exact rule. Never deletes the last verified
     /// copy of a chunk that `keep` accepts.
@@ -292,4 +329,12 @@ pub(crate) fn check_chunk_table(
         }
     }
     Ok(())
+}
+
+/// Checks every entry of an `index_files` batch (shared by both stores), so
+/// a bad entry fails the batch before anything is written.
+pub(crate) fn check_batch(files: &[FileIndex<'_>]) -> Result<()> {
+    files
+        .iter()
+        .try_for_each(|f| check_chunk_table(f.rel_path, &f.stamp, f.chunks))
 }

@@ -1,5 +1,5 @@
-//! Property test: random sequences of put/get/has/index/forget/touch/corrupt/gc
-//! on both stores, checked after every step against a model built on plain
+//! Property test: random sequences of put/get/has/index/forget (one file or a
+//! batch)/touch/corrupt/gc on both stores, checked after every step against a model built on plain
 //! maps.
 
 use super::conformance::{bytes, mem_fixture, redb_fixture, write_live, Fixture};
@@ -25,6 +25,12 @@ enum Op {
     Touch(usize),
     Corrupt(usize),
     Gc(u8),
+    /// `index_files` of several (path, content) files (a path may repeat:
+    /// the last one wins). Poisoned: the batch ends with an invalid entry,
+    /// its other entries name existing paths with made-up stamps and the
+    /// files are not written, so the whole batch must be refused.
+    IndexFiles(Vec<(usize, Vec<usize>)>, bool),
+    ForgetFiles(Vec<usize>),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -36,6 +42,14 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (0..PATHS).prop_map(Op::Touch),
         1 => (0..POOL).prop_map(Op::Corrupt),
         1 => any::<u8>().prop_map(Op::Gc),
+        2 => (
+            proptest::collection::vec(
+                (0..PATHS, proptest::collection::vec(0..POOL, 1..4)),
+                1..4
+            ),
+            proptest::bool::weighted(0.25)
+        ).prop_map(|(files, poison)| Op::IndexFiles(files, poison)),
+        1 => proptest::collection::vec(0..PATHS, 0..3).prop_map(Op::ForgetFiles),
     ]
 }
 
@@ -93,6 +107,75 @@ fn run(f: &Fixture, ops: &[Op]) -> std::result::Result<(), TestCaseError> {
                 let (stamp, table) = write_live(&f.root, &path(*p), &refs);
                 s.index_file(&path(*p), stamp, &table).unwrap();
                 m.files.insert(*p, (content.clone(), true));
+            }
+            Op::IndexFiles(files, false) => {
+                let mut tables = Vec::new();
+                for (p, content) in files {
+                    let parts: Vec<Vec<u8>> = content.iter().map(|i| pool(*i)).collect();
+                    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                    tables.push((path(*p), write_live(&f.root, &path(*p), &refs)));
+                    m.files.insert(*p, (content.clone(), true));
+                }
+                let batch: Vec<FileIndex<'_>> = tables
+                    .iter()
+                    .map(|(rel, (stamp, table))| FileIndex {
+                        rel_path: rel,
+                        stamp: *stamp,
+                        chunks: table,
+                    })
+                    .collect();
+                s.index_files(&batch).unwrap();
+            }
+            Op::IndexFiles(files, true) => {
+                let mut tables = Vec::new();
+                for (p, content) in files {
+                    let mut table = Vec::new();
+                    let mut off = 0;
+                    for i in content {
+                        let len = pool(*i).len() as u32;
+                        table.push((
+                            off,
+                            ChunkEntry {
+                                hash: hash(*i),
+                                len,
+                            },
+                        ));
+                        off += u64::from(len);
+                    }
+                    let stamp = FileStamp {
+                        inode: 0,
+                        size: off,
+                        mtime_ns: 0,
+                    };
+                    tables.push((path(*p), stamp, table));
+                }
+                let mut batch: Vec<FileIndex<'_>> = tables
+                    .iter()
+                    .map(|(rel, stamp, table)| FileIndex {
+                        rel_path: rel,
+                        stamp: *stamp,
+                        chunks: table,
+                    })
+                    .collect();
+                batch.push(FileIndex {
+                    rel_path: "../out",
+                    stamp: FileStamp {
+                        inode: 0,
+                        size: 0,
+                        mtime_ns: 0,
+                    },
+                    chunks: &[],
+                });
+                let refused = matches!(s.index_files(&batch), Err(StoreError::InvalidPath { .. }));
+                prop_assert!(refused, "a poisoned batch is refused whole");
+            }
+            Op::ForgetFiles(ps) => {
+                let names: Vec<String> = ps.iter().map(|p| path(*p)).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                s.forget_files(&refs).unwrap();
+                for p in ps {
+                    m.files.remove(p);
+                }
             }
             Op::Forget(p) => {
                 s.forget_file(&path(*p)).unwrap();

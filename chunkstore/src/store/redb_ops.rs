@@ -5,9 +5,9 @@ use super::error::{Result, StoreError};
 use super::live::{read_live, stamp_matches, LiveRead};
 use super::locs::{add_file_loc, decode_locs, encode_file, encode_locs, FileRec, Loc};
 use super::redb_store::{RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS};
-use super::{check_chunk_table, validate_rel_path, ChunkStore, FileStamp, GcStats, Location};
+use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
 use crate::{ChunkEntry, Hash};
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 
 impl ChunkStore for RedbChunkStore {
     fn put(&self, hash: Hash, data: &[u8]) -> Result<()> {
@@ -132,61 +132,47 @@ impl ChunkStore for RedbChunkStore {
         stamp: FileStamp,
         chunks: &[(u64, ChunkEntry)],
     ) -> Result<()> {
-        check_chunk_table(rel_path, &stamp, chunks)?;
+        self.index_files(&[FileIndex {
+            rel_path,
+            stamp,
+            chunks,
+        }])
+    }
+
+    fn forget_file(&self, rel_path: &str) -> Result<()> {
+        self.forget_files(&[rel_path])
+    }
+
+    fn index_files(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        check_batch(files)?;
+        if files.is_empty() {
+            return Ok(());
+        }
         let txn = self.write_txn()?;
         {
-            let mut meta = txn.open_table(META)?;
-            let mut files = txn.open_table(FILES)?;
-            let mut paths = txn.open_table(PATHS)?;
-            let mut table = txn.open_table(CHUNKS)?;
-            let id = meta
-                .get(META_NEXT_FILE)?
-                .map(|g| g.value())
-                .ok_or_else(|| StoreError::CorruptIndex("meta has no next_file_id".into()))?;
-            meta.insert(META_NEXT_FILE, id + 1)?;
-            let old = paths.get(rel_path)?.map(|g| g.value());
-            if let Some(old) = old {
-                files.remove(old)?;
+            let mut tables = FileTables::open(&txn)?;
+            for f in files {
+                tables.index(f)?;
             }
-            let rec = FileRec {
-                path: rel_path.to_owned(),
-                stamp,
-            };
-            files.insert(id, encode_file(&rec).as_slice())?;
-            paths.insert(rel_path, id)?;
-            for (offset, ce) in chunks {
-                let old = match table.get(ce.hash.as_bytes())? {
-                    Some(g) => decode_locs(g.value())?,
-                    None => Vec::new(),
-                };
-                let mut locs = old.clone();
-                let new = Loc::File {
-                    file: id,
-                    offset: *offset,
-                    len: ce.len,
-                };
-                add_file_loc(&mut locs, new, |f| {
-                    Ok::<_, StoreError>(files.get(f)?.is_some())
-                })?;
-                if locs != old {
-                    table.insert(ce.hash.as_bytes(), encode_locs(&locs).as_slice())?;
-                }
-            }
+            tables.finish()?;
         }
+        // Dropped uncommitted on any error above: nothing of the batch lands.
         txn.commit()?;
         Ok(())
     }
 
-    fn forget_file(&self, rel_path: &str) -> Result<()> {
-        validate_rel_path(rel_path)?;
+    fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
+        rel_paths.iter().try_for_each(|p| validate_rel_path(p))?;
+        if rel_paths.is_empty() {
+            return Ok(());
+        }
         let txn = self.write_txn()?;
         {
-            let mut files = txn.open_table(FILES)?;
-            let mut paths = txn.open_table(PATHS)?;
-            let id = paths.remove(rel_path)?.map(|g| g.value());
-            if let Some(id) = id {
-                files.remove(id)?;
+            let mut tables = FileTables::open(&txn)?;
+            for p in rel_paths {
+                tables.forget(p)?;
             }
+            tables.finish()?;
         }
         txn.commit()?;
         Ok(())
@@ -194,5 +180,94 @@ impl ChunkStore for RedbChunkStore {
 
     fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
         self.gc_impl(keep)
+    }
+}
+
+/// The tables a live-file index write touches, open in one write
+/// transaction: `index_file`, `forget_file` and their batch forms all go
+/// through [`FileTables::index`]/[`FileTables::forget`], then
+/// [`FileTables::finish`], then one commit.
+struct FileTables<'t> {
+    meta: redb::Table<'t, &'static str, u64>,
+    files: redb::Table<'t, u64, &'static [u8]>,
+    paths: redb::Table<'t, &'static str, u64>,
+    chunks: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+    /// The next file id to hand out (written back to `meta` by `finish`).
+    next_id: u64,
+    /// Whether `next_id` moved since `open`.
+    ids_used: bool,
+}
+
+impl<'t> FileTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        let meta = txn.open_table(META)?;
+        let next_id = meta
+            .get(META_NEXT_FILE)?
+            .map(|g| g.value())
+            .ok_or_else(|| StoreError::CorruptIndex("meta has no next_file_id".into()))?;
+        Ok(FileTables {
+            meta,
+            files: txn.open_table(FILES)?,
+            paths: txn.open_table(PATHS)?,
+            chunks: txn.open_table(CHUNKS)?,
+            next_id,
+            ids_used: false,
+        })
+    }
+
+    /// Records one live file (its table already checked): a fresh file id,
+    /// the path's previous record dropped, one location per chunk.
+    fn index(&mut self, f: &FileIndex<'_>) -> Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ids_used = true;
+        let old = self.paths.get(f.rel_path)?.map(|g| g.value());
+        if let Some(old) = old {
+            self.files.remove(old)?;
+        }
+        let rec = FileRec {
+            path: f.rel_path.to_owned(),
+            stamp: f.stamp,
+        };
+        self.files.insert(id, encode_file(&rec).as_slice())?;
+        self.paths.insert(f.rel_path, id)?;
+        for (offset, ce) in f.chunks {
+            let old = match self.chunks.get(ce.hash.as_bytes())? {
+                Some(g) => decode_locs(g.value())?,
+                None => Vec::new(),
+            };
+            let mut locs = old.clone();
+            let new = Loc::File {
+                file: id,
+                offset: *offset,
+                len: ce.len,
+            };
+            let files = &self.files;
+            add_file_loc(&mut locs, new, |f| {
+                Ok::<_, StoreError>(files.get(f)?.is_some())
+            })?;
+            if locs != old {
+                self.chunks
+                    .insert(ce.hash.as_bytes(), encode_locs(&locs).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the record of one path (its validity already checked).
+    fn forget(&mut self, rel_path: &str) -> Result<()> {
+        let id = self.paths.remove(rel_path)?.map(|g| g.value());
+        if let Some(id) = id {
+            self.files.remove(id)?;
+        }
+        Ok(())
+    }
+
+    /// Writes back what must outlive the batch (the next file id).
+    fn finish(mut self) -> Result<()> {
+        if self.ids_used {
+            self.meta.insert(META_NEXT_FILE, self.next_id)?;
+        }
+        Ok(())
     }
 }

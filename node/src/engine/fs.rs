@@ -54,6 +54,13 @@ pub trait Fs: Send + Sync {
     fn rename(&self, from: &str, to: &str, noreplace: bool) -> io::Result<()>;
     /// `fsync`s directory `rel`, making its entries durable.
     fn sync_dir(&self, rel: &str) -> io::Result<()>;
+    /// Makes the current data of many regular files, and their names,
+    /// durable, as a batch: never one serial `fsync` per file (the real one:
+    /// one `syncfs`, or parallel `fsync`s, see `fs_real.rs`). One result per
+    /// path, in order. `Ok` means whatever the path names now was flushed
+    /// (the caller re-stats to know it is still what it hashed); a path that
+    /// is absent may be `Err(NotFound)` or `Ok`.
+    fn sync_files(&self, rels: &[&str]) -> Vec<io::Result<()>>;
     fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()>;
     fn symlink(&self, target: &str, rel: &str) -> io::Result<()>;
     fn remove_file(&self, rel: &str) -> io::Result<()>;

@@ -6,6 +6,10 @@
 //! - A *directory entry* (create, rename, unlink, mkdir, symlink) is durable
 //!   once its parent directory was `sync_dir`ed.
 //! - Directories and symlinks themselves are durable when created.
+//! - `sync_files` makes each listed file's data and metadata, its entry and
+//!   its parents' entries durable (what one `syncfs` gives); each path is
+//!   one mutating operation `"sync_files"`, and every call is recorded
+//!   ([`FakeFs::flushes`]).
 //!
 //! [`FakeFs::crash_after`]`(n)` lets `n` more mutating operations happen and
 //! makes the next one crash *before* it takes effect: the state reverts to
@@ -53,6 +57,7 @@ impl FakeFs {
             crashed: false,
             fails: Vec::new(),
             hooks: Vec::new(),
+            flushes: Vec::new(),
         };
         let root = s.new_inode(Body::Dir, 0o755);
         s.entries.insert(String::new(), root);
@@ -130,6 +135,17 @@ impl FakeFs {
         let mut s = self.lock();
         s.durable_entries = s.entries.clone();
         s.durable_inodes = s.inodes.clone();
+    }
+
+    /// Whether `rel` would survive a crash as it is now (its data and every
+    /// entry of its path are durable).
+    pub fn is_durable(&self, rel: &str) -> bool {
+        self.lock().is_durable(rel)
+    }
+
+    /// The paths of every `sync_files` call so far, in call order.
+    pub fn flushes(&self) -> Vec<Vec<String>> {
+        self.lock().flushes.clone()
     }
 
     /// Number of mutating operations done so far.
@@ -371,6 +387,13 @@ impl Fs for FakeFs {
             .retain(|k, _| k.is_empty() || split(k).0 != rel);
         s.durable_entries.extend(live);
         Ok(())
+    }
+
+    fn sync_files(&self, rels: &[&str]) -> Vec<io::Result<()>> {
+        let mut s = self.lock();
+        s.flushes
+            .push(rels.iter().map(|r| (*r).to_owned()).collect());
+        rels.iter().map(|rel| s.sync_file(rel)).collect()
     }
 
     fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()> {

@@ -7,14 +7,14 @@ use std::io;
 
 use super::types::{FileKind, Stat};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Body {
     File(Vec<u8>),
     Dir,
     Link(String),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Inode {
     pub(super) body: Body,
     pub(super) mode: u32,
@@ -37,6 +37,8 @@ pub struct FakeState {
     pub(super) crashed: bool,
     pub(super) fails: Vec<(String, String, io::ErrorKind)>,
     pub(super) hooks: Vec<(String, String, Hook)>,
+    /// The paths of every `sync_files` call, in call order.
+    pub(super) flushes: Vec<Vec<String>>,
 }
 
 pub(super) fn err(kind: io::ErrorKind, msg: &str) -> io::Error {
@@ -201,9 +203,49 @@ impl FakeState {
         self.inodes = inodes;
     }
 
+    /// Whether `rel` (a file or not) would come back as it is now after a
+    /// crash: its entry and every parent's entry are durable, and so is its
+    /// inode.
+    pub(super) fn is_durable(&self, rel: &str) -> bool {
+        let Some(ino) = self.entries.get(rel) else {
+            return false;
+        };
+        let entries_durable = ancestry(rel).all(|p| {
+            self.entries.contains_key(p) && self.durable_entries.get(p) == self.entries.get(p)
+        });
+        entries_durable && self.durable_inodes.get(ino) == self.inodes.get(ino)
+    }
+
+    /// `sync_files` of one path: its data, its entry and its parents'
+    /// entries become durable (what a `syncfs` gives).
+    pub(super) fn sync_file(&mut self, rel: &str) -> io::Result<()> {
+        self.enter("sync_files", rel, true)?;
+        self.parents_ok(rel)?;
+        let ino = *self
+            .entries
+            .get(rel)
+            .ok_or_else(|| err(io::ErrorKind::NotFound, "absent"))?;
+        if self.kind_at(rel) != Some(FileKind::File) {
+            return Err(err(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        let n = self.file_mut(ino)?.clone();
+        self.durable_inodes.insert(ino, n);
+        for p in ancestry(rel) {
+            if let Some(i) = self.entries.get(p).copied() {
+                self.durable_entries.insert(p.to_owned(), i);
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn file_mut(&mut self, ino: u64) -> io::Result<&mut Inode> {
         self.inodes
             .get_mut(&ino)
             .ok_or_else(|| err(io::ErrorKind::NotFound, "unlinked"))
     }
+}
+
+/// `a/b/c`, `a/b`, `a`: the path and each of its parents (not the root).
+fn ancestry(rel: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(rel), |p| p.rfind('/').map(|i| &p[..i]))
 }

@@ -10,7 +10,27 @@
 //! `mkdirat`, `symlinkat`, `readlinkat`; a chmod opens with `O_NOFOLLOW` and
 //! uses `fchmod`). Regular files are opened with `O_NONBLOCK` so that a fifo
 //! cannot hang a scan, and refused unless `fstat` says regular file.
+//!
+//! # Flushing a batch of files ([`Fs::sync_files`])
+//! The scanner makes the files it hashed durable before it indexes them as
+//! held here (see `scan.rs`), a batch at a time. Measured on the dev VM
+//! (ext4, virtio disk with a write-back cache, 2 cores; 5,000 freshly
+//! written 4 KiB files): one `syncfs` 44-66 ms, `fsync` of each on 8
+//! threads 418-653 ms, serially 6.0-12.6 s; one file: `syncfs` 0.3-4 ms,
+//! `fsync` 3.4-7.5 ms; with 1 GiB of unrelated dirty data on the same file
+//! system, `syncfs` 600-635 ms (it flushes that too) vs parallel `fsync`
+//! 264-412 ms. So:
+//! - a file on the root's own file system (same `st_dev`), when that file
+//!   system is one whose `syncfs` is known to flush everything to stable
+//!   storage ([`SYNCFS_DURABLE`]: ext2/3/4, xfs, btrfs, zfs, f2fs,
+//!   bcachefs, tmpfs), is covered by **one `syncfs`** on the root;
+//! - any other file (FUSE, whose `syncfs` is a silent no-op unless the
+//!   server implements it, e.g. mergerfs or Unraid's shfs; CIFS, whose
+//!   `syncfs` sends no flush to the server; NFS; a file on another mount
+//!   beneath the root) is `fsync`ed itself, then its directory, on up to 8
+//!   threads ([`par_map`]).
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
@@ -19,6 +39,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use filesyncd_chunkstore::store::par_map;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
@@ -30,7 +51,33 @@ use super::types::{FileKind, Stat};
 pub struct RootFs {
     root: OwnedFd,
     path: PathBuf,
+    /// The root's device, and whether one `syncfs` on the root makes every
+    /// file on that device durable (module doc).
+    root_dev: u64,
+    flush: Flush,
 }
+
+/// How [`RootFs::sync_files`] flushes the files on the root's device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flush {
+    /// One `syncfs` on the root.
+    SyncFs,
+    /// `fsync` of each file and its directory, in parallel.
+    FsyncEach,
+}
+
+/// `statfs` magic numbers of the file systems whose `syncfs` writes every
+/// dirty file and commits (with a cache flush) like `fsync` would: ext2/3/4,
+/// xfs, btrfs, zfs, f2fs, bcachefs, and tmpfs (nothing to flush).
+const SYNCFS_DURABLE: [u64; 7] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x2FC1_2FC1,
+    0xF2F5_2010,
+    0xCA45_1A4E,
+    0x0102_1994,
+];
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -46,10 +93,53 @@ impl RootFs {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let root_dev = dev_of(&rfs::fstat(&root_fd)?);
+        // The magic is 32 bits; `f_type` is signed and wider on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        let fs_type = rfs::fstatfs(&root_fd)?.f_type as u64 & 0xFFFF_FFFF;
+        let flush = if SYNCFS_DURABLE.contains(&fs_type) {
+            Flush::SyncFs
+        } else {
+            tracing::info!(
+                root = %root.display(),
+                fs_type = format_args!("{fs_type:#x}"),
+                "file system not known to flush on syncfs; files are fsynced one by one (in parallel)"
+            );
+            Flush::FsyncEach
+        };
         Ok(RootFs {
             root: root_fd,
             path: root.to_path_buf(),
+            root_dev,
+            flush,
         })
+    }
+
+    /// Where `sync_files` finds `rel`: its directory (in `dirs`), its name,
+    /// and its device. Fails unless it is a regular file beneath the root.
+    fn flush_target<'r>(
+        &self,
+        dirs: &mut DirCache<'r>,
+        rel: &'r str,
+    ) -> io::Result<(usize, &'r str, u64)> {
+        let (dir, name) = split(rel);
+        check_component(name)?;
+        let d = dirs.open(self, dir)?;
+        let st = rfs::statat(&dirs.fds[d], name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if from_rustix(&st).kind != FileKind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok((d, name, dev_of(&st)))
+    }
+
+    /// Forces the per-file `fsync` path (tests).
+    #[cfg(test)]
+    fn fsync_each(mut self) -> RootFs {
+        self.flush = Flush::FsyncEach;
+        self
     }
 
     /// The root's path (for logs and for the watcher).
@@ -251,6 +341,63 @@ impl Fs for RootFs {
         Ok(rfs::fsync(self.dir(rel)?)?)
     }
 
+    fn sync_files(&self, rels: &[&str]) -> Vec<io::Result<()>> {
+        let mut results: Vec<io::Result<()>> = Vec::with_capacity(rels.len());
+        let mut dirs = DirCache::default();
+        let mut via_syncfs = Vec::new();
+        let mut via_fsync: Vec<(usize, usize, &str)> = Vec::new();
+        for (i, rel) in rels.iter().enumerate() {
+            match self.flush_target(&mut dirs, rel) {
+                Ok((_, _, dev)) if self.flush == Flush::SyncFs && dev == self.root_dev => {
+                    via_syncfs.push(i);
+                    results.push(Ok(()));
+                }
+                Ok((d, name, _)) => {
+                    via_fsync.push((i, d, name));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if !via_syncfs.is_empty() {
+            if let Err(e) = rfs::syncfs(&self.root) {
+                for i in via_syncfs {
+                    results[i] = Err(e.into());
+                }
+            }
+        }
+        if !via_fsync.is_empty() {
+            let fds = &dirs.fds;
+            let synced = par_map(&via_fsync, |(_, d, name)| {
+                let flags = OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::CLOEXEC
+                    | OFlags::NOCTTY;
+                rfs::fsync(rfs::openat(&fds[*d], *name, flags, Mode::empty())?)
+            });
+            // Then their names: each directory of a flushed file, once.
+            let mut used: Vec<usize> = via_fsync
+                .iter()
+                .zip(&synced)
+                .filter(|(_, r)| r.is_ok())
+                .map(|((_, d, _), _)| *d)
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            let dir_synced: HashMap<usize, rustix::io::Result<()>> = used
+                .iter()
+                .copied()
+                .zip(par_map(&used, |d| rfs::fsync(&fds[*d])))
+                .collect();
+            for ((i, d, _), r) in via_fsync.iter().zip(synced) {
+                let r = r.and_then(|()| dir_synced.get(d).copied().unwrap_or(Ok(())));
+                results[*i] = r.map_err(io::Error::from);
+            }
+        }
+        results
+    }
+
     fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
         Ok(rfs::mkdirat(
@@ -283,6 +430,34 @@ impl Fs for RootFs {
         };
         Ok(rfs::fchmod(f.as_fd(), Mode::from_raw_mode(mode & 0o7777))?)
     }
+}
+
+/// The directories `sync_files` opened, each once.
+#[derive(Default)]
+struct DirCache<'r> {
+    fds: Vec<OwnedFd>,
+    index: HashMap<&'r str, usize>,
+}
+
+impl<'r> DirCache<'r> {
+    /// Opens directory `rel` beneath the root, once per `sync_files` call
+    /// (a failure is not kept: it is rare, and tried again per file); its
+    /// index in `fds`.
+    fn open(&mut self, fs: &RootFs, rel: &'r str) -> io::Result<usize> {
+        if let Some(d) = self.index.get(rel) {
+            return Ok(*d);
+        }
+        self.fds.push(fs.dir(rel)?);
+        let d = self.fds.len() - 1;
+        self.index.insert(rel, d);
+        Ok(d)
+    }
+}
+
+/// The device of a rustix `Stat` (its width varies by target).
+#[allow(clippy::unnecessary_cast)]
+fn dev_of(s: &rfs::Stat) -> u64 {
+    s.st_dev as u64
 }
 
 /// "Nothing there": the entry or one of its parents is missing, or a parent
@@ -341,6 +516,36 @@ mod tests {
         assert_eq!(fs.lstat("g").expect("lstat"), None);
         assert_eq!(fs.lstat("nope/deeper").expect("lstat"), None);
         assert!(t.path().join("d/l").symlink_metadata().is_ok());
+    }
+
+    #[test]
+    fn sync_files_flushes_files_and_reports_what_is_not_one() {
+        for each in [false, true] {
+            let (t, fs) = setup();
+            let fs = if each { fs.fsync_each() } else { fs };
+            fs.mkdir("d", 0o755).expect("mkdir");
+            std::fs::write(t.path().join("top"), b"1").expect("write");
+            std::fs::write(t.path().join("d/f"), b"2").expect("write");
+            std::fs::write(t.path().join("d/g"), b"3").expect("write");
+            fs.symlink("top", "link").expect("symlink");
+            fs.symlink("d", "dlink").expect("symlink");
+            let rels = [
+                "top", "d/f", "gone", "link", "d", "dlink/g", "d/g", "no/dir", "d/f",
+            ];
+            let res = fs.sync_files(&rels);
+            assert_eq!(res.len(), rels.len());
+            let ok: Vec<bool> = res.iter().map(Result::is_ok).collect();
+            assert_eq!(
+                ok,
+                [true, true, false, false, false, false, true, false, true],
+                "fsync each: {each}: {res:?}"
+            );
+            assert_eq!(
+                res[2].as_ref().map_err(io::Error::kind),
+                Err(io::ErrorKind::NotFound)
+            );
+            assert!(fs.sync_files(&[]).is_empty());
+        }
     }
 
     #[test]

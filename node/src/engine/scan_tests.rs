@@ -4,16 +4,20 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 
+use std::sync::Mutex;
+
 use filesyncd_chunkstore::chunker::{Chunker, ChunkerParams};
-use filesyncd_chunkstore::store::{ChunkStore, MemChunkStore};
-use filesyncd_merkle::{build, ChunkEntry};
+use filesyncd_chunkstore::store::{
+    ChunkStore, FileIndex, FileStamp, GcStats, Location, MemChunkStore, Result as StoreResult,
+};
+use filesyncd_merkle::{build, ChunkEntry, Hash};
 
 use super::fs::Fs;
 use super::fs_fake::FakeFs;
 use super::fs_real::RootFs;
 use super::ignore::Ignore;
 use super::plan::{Marker, Scope};
-use super::scan::{load_ignore, ScanOutput, Scanner};
+use super::scan::{load_ignore, IndexBatch, ScanOutput, Scanner, INDEX_BATCH};
 use super::types::{FileKind, Kind, LocalEntry, VersionId};
 
 fn chunker() -> Chunker {
@@ -254,4 +258,246 @@ fn unreadable_directories_and_files_are_not_taken_as_deleted() {
     assert!(!out.view.covers("sub/x"));
     assert_eq!(out.view.entries["locked"].meta, None);
     assert_eq!(out.warnings.len(), 2);
+}
+
+/// A store that records every index commit: the paths of each
+/// `index_files` batch and, with a fake file system, whether each file was
+/// durable at that moment. A single `index_file` is recorded as a batch of
+/// one, marked `single`.
+struct Recording {
+    inner: MemChunkStore,
+    fs: Option<FakeFs>,
+    commits: Mutex<Vec<Commit>>,
+}
+
+#[derive(Debug)]
+struct Commit {
+    single: bool,
+    /// (path, durable when committed)
+    files: Vec<(String, bool)>,
+}
+
+impl Recording {
+    fn new(inner: MemChunkStore, fs: Option<FakeFs>) -> Recording {
+        Recording {
+            inner,
+            fs,
+            commits: Mutex::new(Vec::new()),
+        }
+    }
+    fn record(&self, single: bool, rels: &[&str]) {
+        let files = rels
+            .iter()
+            .map(|r| {
+                let durable = self.fs.as_ref().is_none_or(|fs| fs.is_durable(r));
+                ((*r).to_owned(), durable)
+            })
+            .collect();
+        self.commits
+            .lock()
+            .expect("lock")
+            .push(Commit { single, files });
+    }
+    fn batch_sizes(&self) -> Vec<usize> {
+        let commits = self.commits.lock().expect("lock");
+        assert!(commits.iter().all(|c| !c.single), "{commits:?}");
+        commits.iter().map(|c| c.files.len()).collect()
+    }
+    fn indexed(&self) -> Vec<(String, bool)> {
+        let commits = self.commits.lock().expect("lock");
+        commits.iter().flat_map(|c| c.files.clone()).collect()
+    }
+}
+
+impl ChunkStore for Recording {
+    fn put(&self, hash: Hash, data: &[u8]) -> StoreResult<()> {
+        self.inner.put(hash, data)
+    }
+    fn has(&self, hash: &Hash) -> StoreResult<bool> {
+        self.inner.has(hash)
+    }
+    fn get(&self, hash: &Hash) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.get(hash)
+    }
+    fn locate(&self, hash: &Hash) -> StoreResult<Option<Location>> {
+        self.inner.locate(hash)
+    }
+    fn index_file(&self, p: &str, s: FileStamp, c: &[(u64, ChunkEntry)]) -> StoreResult<()> {
+        self.record(true, &[p]);
+        self.inner.index_file(p, s, c)
+    }
+    fn forget_file(&self, p: &str) -> StoreResult<()> {
+        self.inner.forget_file(p)
+    }
+    fn index_files(&self, files: &[FileIndex<'_>]) -> StoreResult<()> {
+        let rels: Vec<&str> = files.iter().map(|f| f.rel_path).collect();
+        self.record(false, &rels);
+        self.inner.index_files(files)
+    }
+    fn forget_files(&self, rel_paths: &[&str]) -> StoreResult<()> {
+        self.inner.forget_files(rel_paths)
+    }
+    fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> StoreResult<GcStats> {
+        self.inner.gc(keep)
+    }
+}
+
+/// Distinct contents of 300-1400 bytes (one to a few chunks).
+fn content(i: usize) -> Vec<u8> {
+    let mut d = bytes((i % 251) as u8, 300 + (i * 37) % 1100);
+    d.extend_from_slice(&(i as u64).to_le_bytes());
+    d
+}
+
+#[test]
+fn more_files_than_the_batch_bound_are_all_indexed_in_batched_commits() {
+    let r = Real::new();
+    let n = INDEX_BATCH.files + 37;
+    for i in 0..n {
+        r.write(&format!("d{}/f{i}", i % 7), &content(i));
+    }
+    let store = Recording::new(MemChunkStore::new(r.dir.path()), None);
+    let ignore = Ignore::none();
+    let out = Scanner {
+        fs: &r.fs,
+        store: &store,
+        chunker: &r.chunker,
+        ignore: &ignore,
+    }
+    .scan(Scope::Full, &BTreeMap::new())
+    .expect("scan");
+    assert_eq!(out.files_hashed, n as u64);
+    assert_eq!(out.trees.len(), n);
+    assert_eq!(store.batch_sizes(), vec![INDEX_BATCH.files, 37]);
+    for i in 0..n {
+        let rel = format!("d{}/f{i}", i % 7);
+        let data = content(i);
+        let meta = out.view.entries[&rel].meta.as_ref().expect("hashed");
+        assert_eq!(meta.size, data.len() as u64);
+        let chunks = filesyncd_chunkstore::chunker::chunk_and_hash(&data[..], &r.chunker)
+            .expect("chunk")
+            .entries;
+        let mut off = 0usize;
+        for ce in chunks {
+            match store.locate(&ce.hash).expect("locate") {
+                Some(Location::LiveFile { .. }) => {}
+                other => panic!("{rel}: chunk at {off} not located: {other:?}"),
+            }
+            if i % 97 == 0 {
+                assert_eq!(
+                    store.get(&ce.hash).expect("get").as_deref(),
+                    Some(&data[off..off + ce.len as usize])
+                );
+            }
+            off += ce.len as usize;
+        }
+    }
+}
+
+/// Writes `data` to a new file through the fake without any fsync (neither
+/// the data nor the name is durable).
+fn write_unsynced(fs: &FakeFs, rel: &str, data: &[u8]) {
+    let mut w = fs.create_new(rel).expect("create");
+    w.write_all_at(data, 0).expect("write");
+}
+
+fn fake_scan_with(fs: &FakeFs, store: &dyn ChunkStore, batch: IndexBatch) -> ScanOutput {
+    let c = chunker();
+    Scanner {
+        fs,
+        store,
+        chunker: &c,
+        ignore: &Ignore::none(),
+    }
+    .scan_batched(Scope::Full, &BTreeMap::new(), batch)
+    .expect("scan")
+}
+
+#[test]
+fn the_files_are_flushed_before_their_index_commit() {
+    let fs = FakeFs::new();
+    fs.mkdir("dir", 0o755).expect("mkdir");
+    let names = ["a", "dir/b", "dir/c", "d", "e"];
+    for (i, n) in names.iter().enumerate() {
+        write_unsynced(&fs, n, &content(i));
+    }
+    assert!(names.iter().all(|n| !fs.is_durable(n)));
+    let store = Recording::new(MemChunkStore::new("/nonexistent"), Some(fs.clone()));
+    let batch = IndexBatch {
+        files: 2,
+        entries: 1000,
+    };
+    let out = fake_scan_with(&fs, &store, batch);
+    assert_eq!(out.files_hashed, 5);
+    let indexed = store.indexed();
+    assert_eq!(indexed.len(), 5);
+    for (rel, durable) in indexed {
+        assert!(durable, "{rel} was indexed before it was durable");
+    }
+    // One flush and one commit per batch of 2 files.
+    assert_eq!(store.batch_sizes(), vec![2, 2, 1]);
+    let flushed: Vec<usize> = fs.flushes().iter().map(Vec::len).collect();
+    assert_eq!(flushed, vec![2, 2, 1]);
+    // A crash now keeps every file as hashed.
+    fs.crash_after(0);
+    let _ = fs.mkdir("boom", 0o755);
+    fs.restart();
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(fs.read_file(n), Some(content(i)), "{n}");
+    }
+
+    // The chunk-entry bound: every file (one chunk or more) fills a batch.
+    let fs2 = FakeFs::new();
+    for i in 0..3 {
+        write_unsynced(&fs2, &format!("f{i}"), &content(i));
+    }
+    let store2 = Recording::new(MemChunkStore::new("/nonexistent"), Some(fs2.clone()));
+    let out = fake_scan_with(
+        &fs2,
+        &store2,
+        IndexBatch {
+            files: 100,
+            entries: 1,
+        },
+    );
+    assert_eq!(out.files_hashed, 3);
+    assert_eq!(store2.batch_sizes(), vec![1, 1, 1]);
+}
+
+#[test]
+fn a_file_that_changes_or_vanishes_before_the_flush_is_retried_not_indexed() {
+    let fs = FakeFs::new();
+    for n in ["calm", "changes", "vanishes", "fails"] {
+        fs.write_file(n, &bytes(n.len() as u8, 2000));
+    }
+    fs.before("sync_files", "changes", |s| {
+        s.write_file("changes", &bytes(9, 2500))
+    });
+    fs.before("sync_files", "vanishes", |s| {
+        s.entries.remove("vanishes");
+    });
+    fs.fail("sync_files", "fails", io::ErrorKind::Other);
+    let store = Recording::new(MemChunkStore::new("/nonexistent"), Some(fs.clone()));
+    let out = fake_scan_with(&fs, &store, INDEX_BATCH);
+    let hashed = |n: &str| out.view.entries[n].meta.is_some();
+    assert!(hashed("calm"));
+    assert!(!hashed("changes"), "retry later");
+    assert!(!hashed("vanishes"), "retry later");
+    assert!(!hashed("fails"), "retry later");
+    assert_eq!(out.files_hashed, 1);
+    assert_eq!(out.trees.len(), 1);
+    let indexed: Vec<String> = store.indexed().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(indexed, vec!["calm".to_string()]);
+    // Only the flush failure is worth a warning; the scan itself succeeded.
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert_eq!(out.warnings[0].path, "fails");
+    // Next time the changed file is calm: hashed and indexed.
+    fs.clear_failures();
+    let out = fake_scan_with(&fs, &store, INDEX_BATCH);
+    assert_eq!(
+        out.view.entries["changes"].meta.as_ref().map(|m| m.size),
+        Some(2500)
+    );
+    assert!(out.view.entries["fails"].meta.is_some());
+    assert!(!out.view.entries.contains_key("vanishes"));
 }
