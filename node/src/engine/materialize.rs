@@ -34,11 +34,11 @@
 //! replaces a file first does the same for the chunks of the old content
 //! that the new one does not reuse ([`Materializer::retire_replaced`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 
 use filesyncd_chunkstore::chunker::{chunk_and_hash_with, Chunker, PipelineError};
-use filesyncd_chunkstore::store::{ChunkStore, FileStamp, StoreError};
+use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileStamp, StoreError};
 use filesyncd_merkle::{ChunkEntry, Hash};
 
 use super::fs::{join, split, Fs};
@@ -69,6 +69,10 @@ pub enum MaterializeError {
     },
     #[error("chunk store: {0}")]
     Store(#[from] StoreError),
+    /// Placed, but the batch's one index commit failed (the next scan
+    /// re-indexes it).
+    #[error("{path}: chunk index commit of the batch failed: {error}")]
+    BatchIndex { path: String, error: String },
 }
 
 type Result<T, E = MaterializeError> = std::result::Result<T, E>;
@@ -80,6 +84,29 @@ const RETIRE_BATCH: usize = 64;
 fn io_err(op: &'static str, path: &str) -> impl FnOnce(io::Error) -> MaterializeError {
     let path = path.to_owned();
     move |source| MaterializeError::Io { op, path, source }
+}
+
+/// One file version to write ([`Materializer::write_files`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WriteJob<'r> {
+    pub record: &'r VersionRecord,
+    /// Its chunk list.
+    pub chunks: &'r [ChunkEntry],
+    /// What the plan saw at the target.
+    pub expect: Expect,
+}
+
+/// `(offset, entry)` pairs of a chunk list.
+fn located(chunks: &[ChunkEntry]) -> Vec<(u64, ChunkEntry)> {
+    let mut at = 0u64;
+    chunks
+        .iter()
+        .map(|c| {
+            let o = at;
+            at += u64::from(c.len);
+            (o, *c)
+        })
+        .collect()
 }
 
 /// What a write left on disk.
@@ -117,13 +144,153 @@ pub struct Materializer<'a> {
 
 impl Materializer<'_> {
     /// Writes the file version `record` (whose chunk list is `chunks`) at
-    /// its path; see the module doc.
+    /// its path; see the module doc. One write is a batch of one
+    /// ([`Materializer::write_files`]).
     pub fn write_file(
         &self,
         record: &VersionRecord,
         chunks: &[ChunkEntry],
         expect: Expect,
     ) -> Result<Placed> {
+        let job = WriteJob {
+            record,
+            chunks,
+            expect,
+        };
+        self.write_files(std::slice::from_ref(&job))
+            .pop()
+            .unwrap_or_else(|| {
+                Err(MaterializeError::BadChunkList {
+                    path: record.path.clone(),
+                })
+            })
+    }
+
+    /// Writes many file versions with batched durability, in this order:
+    /// 1. every version is staged in its temp file (content, length, mode,
+    ///    mtime), nothing flushed yet;
+    /// 2. all temps are flushed together ([`Fs::sync_files`]: one `syncfs`
+    ///    where that is durable, parallel `fsync`s elsewhere);
+    /// 3. each target is re-checked and its temp renamed over it;
+    /// 4. each touched directory is fsynced once;
+    /// 5. the placed files' chunk locations go into the store in one commit.
+    ///
+    /// A crash at any point leaves each target old or new, whole (a rename
+    /// only ever moves a flushed temp); the caller's local-index commit comes
+    /// after this returns. One result per job, in order: a failed job leaves
+    /// its target untouched (or, after its rename, placed but unrecorded, as
+    /// a single write would).
+    pub fn write_files(&self, jobs: &[WriteJob<'_>]) -> Vec<Result<Placed>> {
+        let mut out: Vec<Option<Result<Placed>>> = (0..jobs.len()).map(|_| None).collect();
+        // 1. Stage.
+        let mut staged: Vec<(usize, String)> = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            match self.stage(job) {
+                Ok(tmp) => staged.push((i, tmp)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        // 2. Flush the data of every temp.
+        let tmps: Vec<&str> = staged.iter().map(|(_, t)| t.as_str()).collect();
+        let flushed = self.fs.sync_files(&tmps);
+        if flushed.len() != staged.len() {
+            tracing::error!(
+                asked = staged.len(),
+                answered = flushed.len(),
+                "flush answered the wrong number of results"
+            );
+        }
+        // 3. Place.
+        let mut placed: Vec<(usize, Placed)> = Vec::with_capacity(staged.len());
+        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        let flushed = flushed.into_iter().chain(std::iter::repeat_with(|| {
+            Err(io::Error::other("not flushed"))
+        }));
+        for ((i, tmp), synced) in staged.iter().zip(flushed) {
+            let path = jobs[*i].record.path.as_str();
+            let res = synced
+                .map_err(io_err("fsync", tmp))
+                .and_then(|()| self.place_unsynced(tmp, path, jobs[*i].expect));
+            match res {
+                Ok(p) => {
+                    dirs.insert(split(path).0);
+                    placed.push((*i, p));
+                }
+                Err(e) => {
+                    let _ = self.fs.remove_file(tmp);
+                    out[*i] = Some(Err(e));
+                }
+            }
+        }
+        // 4. Make the renames durable: each directory once.
+        let mut dir_failed: HashMap<&str, String> = HashMap::new();
+        for d in dirs {
+            if let Err(e) = self.fs.sync_dir(d) {
+                dir_failed.insert(d, e.to_string());
+            }
+        }
+        // 5. Index what was placed durably, in one commit.
+        let mut indexed: Vec<(usize, Placed)> = Vec::with_capacity(placed.len());
+        for (i, p) in placed {
+            let path = jobs[i].record.path.as_str();
+            match dir_failed.get(split(path).0) {
+                Some(e) => {
+                    out[i] = Some(Err(io_err("fsync dir", split(path).0)(io::Error::other(
+                        e.clone(),
+                    ))))
+                }
+                None => indexed.push((i, p)),
+            }
+        }
+        let tables: Vec<Vec<(u64, ChunkEntry)>> = indexed
+            .iter()
+            .map(|(i, _)| located(jobs[*i].chunks))
+            .collect();
+        let files: Vec<FileIndex<'_>> = indexed
+            .iter()
+            .zip(&tables)
+            .map(|((i, p), t)| FileIndex {
+                rel_path: jobs[*i].record.path.as_str(),
+                stamp: FileStamp {
+                    inode: p.stat.ino,
+                    size: p.stat.size,
+                    mtime_ns: p.stat.mtime_ns,
+                },
+                chunks: t,
+            })
+            .collect();
+        let index_err = match self.store.index_files(&files) {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        for (i, p) in indexed {
+            out[i] = Some(match &index_err {
+                None => Ok(p),
+                Some(e) => Err(MaterializeError::BatchIndex {
+                    path: jobs[i].record.path.clone(),
+                    error: e.clone(),
+                }),
+            });
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(MaterializeError::Io {
+                        op: "write",
+                        path: String::new(),
+                        source: io::Error::other("write job without a result"),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Step 1 of [`Materializer::write_files`] for one job: the temp file
+    /// with the version's content, length, mode and mtime, closed, not
+    /// flushed.
+    fn stage(&self, job: &WriteJob<'_>) -> Result<String> {
+        let record = job.record;
+        let chunks = job.chunks;
         let path = checked(&record.path)?;
         if record.meta.kind != Kind::File {
             return Err(MaterializeError::WrongKind {
@@ -169,30 +336,16 @@ impl Materializer<'_> {
                 .map_err(io_err("chmod", &tmp))?;
             f.set_mtime(record.mtime_ns)
                 .map_err(io_err("utime", &tmp))?;
-            f.sync().map_err(io_err("fsync", &tmp))?;
-            drop(f);
-            let placed = self.place(&tmp, path, expect)?;
-            let mut at = 0u64;
-            let located: Vec<(u64, ChunkEntry)> = chunks
-                .iter()
-                .map(|c| {
-                    let o = at;
-                    at += u64::from(c.len);
-                    (o, *c)
-                })
-                .collect();
-            let stamp = FileStamp {
-                inode: placed.stat.ino,
-                size: placed.stat.size,
-                mtime_ns: placed.stat.mtime_ns,
-            };
-            self.store.index_file(path, stamp, &located)?;
-            Ok(placed)
+            Ok(())
         })();
-        if res.is_err() {
-            let _ = self.fs.remove_file(&tmp);
+        drop(f);
+        match res {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = self.fs.remove_file(&tmp);
+                Err(e)
+            }
         }
-        res
     }
 
     /// Creates the directory of `record` or sets its mode.
@@ -344,6 +497,16 @@ impl Materializer<'_> {
     /// Re-checks the target, moves unseen local content aside, renames the
     /// temp over the target and fsyncs the directory.
     fn place(&self, tmp: &str, path: &str, expect: Expect) -> Result<Placed> {
+        let placed = self.place_unsynced(tmp, path, expect)?;
+        let (dir, _) = split(path);
+        self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+        self.store.forget_file(path)?;
+        Ok(placed)
+    }
+
+    /// [`Materializer::place`] without the directory fsync and the store
+    /// update: the caller does both (once per directory, once per batch).
+    fn place_unsynced(&self, tmp: &str, path: &str, expect: Expect) -> Result<Placed> {
         let mut conflict = None;
         let current = self.fs.lstat(path).map_err(io_err("lstat", path))?;
         let mut noreplace = true;
@@ -372,9 +535,6 @@ impl Materializer<'_> {
             }
             Err(e) => return Err(io_err("rename", path)(e)),
         }
-        let (dir, _) = split(path);
-        self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
-        self.store.forget_file(path)?;
         // The stat recorded for the placed version must be of our file: if
         // a local write replaced the path since the rename, recording its
         // stat would make the next scan take that write for the placed

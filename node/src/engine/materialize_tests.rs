@@ -3,8 +3,10 @@
 use std::io;
 
 use filesyncd_chunkstore::chunker::{chunk_and_hash, Chunker, ChunkerParams};
-use filesyncd_chunkstore::store::{ChunkStore, MemChunkStore};
-use filesyncd_merkle::{build, ChunkEntry};
+use filesyncd_chunkstore::store::{
+    ChunkStore, FileIndex, FileStamp, GcStats, Location, MemChunkStore, Result as StoreResult,
+};
+use filesyncd_merkle::{build, ChunkEntry, Hash};
 
 use super::fs::Fs;
 use super::fs_fake::FakeFs;
@@ -141,7 +143,7 @@ fn a_target_changed_since_the_plan_is_moved_to_a_conflict_copy() {
     fs.write_file("doc.txt", b"seen by the plan");
     let seen = fs.lstat("doc.txt").expect("lstat").expect("present");
     // The user saves again while the new version is being assembled.
-    fs.before("sync", TMP_PREFIX, |s| {
+    fs.before("sync_files", TMP_PREFIX, |s| {
         s.write_file("doc.txt", b"unseen edit")
     });
     let (rec, chunks) = version(&store, "doc.txt", b"remote", 0o644, true);
@@ -269,7 +271,7 @@ fn directories_symlinks_and_deletes() {
 
 #[test]
 fn io_errors_leave_the_target_untouched() {
-    for op in ["write", "sync", "rename", "set_mode"] {
+    for op in ["write", "sync_files", "rename", "set_mode"] {
         let fs = FakeFs::new();
         let store = MemChunkStore::new("/nonexistent");
         let c = chunker();
@@ -321,4 +323,145 @@ fn real_fs_sparse_zero_runs_and_no_write_through_symlinked_parents() {
         .is_err());
     assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
     assert_eq!(remove_stale_temps(&fs).expect("cleanup"), 0);
+}
+
+/// A batch of writes (two directories, replacing and new files): a crash at
+/// any point leaves each target old or new, whole; a write reported done,
+/// and a file the chunk index points at, is the new content durably (data
+/// flush → rename → directory flush → index commit).
+#[test]
+fn a_crash_at_any_point_of_a_batch_leaves_each_target_old_or_new() {
+    use super::materialize::WriteJob;
+    let paths = ["a/one", "a/two", "b/three", "b/four", "five"];
+    let mut n = 0;
+    loop {
+        let fs = FakeFs::new();
+        let store = Indexed::new();
+        let c = chunker();
+        fs.mkdir("a", 0o755).expect("mkdir");
+        fs.mkdir("b", 0o755).expect("mkdir");
+        // Odd files have an old version on disk.
+        let mut olds = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let old = bytes(40 + i as u8, 900 + 300 * i);
+            if i % 2 == 1 {
+                fs.write_file(p, &old);
+            }
+            olds.push(old);
+        }
+        fs.settle();
+        let news: Vec<Vec<u8>> = (0..paths.len())
+            .map(|i| bytes(60 + i as u8, 1500 + 700 * i))
+            .collect();
+        let versions: Vec<_> = paths
+            .iter()
+            .zip(&news)
+            .map(|(p, d)| version(&store, p, d, 0o644, true))
+            .collect();
+        let expects: Vec<Expect> = paths
+            .iter()
+            .map(|p| match fs.lstat(p).expect("lstat") {
+                Some(s) => Expect::Entry(s),
+                None => Expect::Absent,
+            })
+            .collect();
+        let jobs: Vec<WriteJob<'_>> = versions
+            .iter()
+            .zip(&expects)
+            .map(|((rec, chunks), e)| WriteJob {
+                record: rec,
+                chunks,
+                expect: *e,
+            })
+            .collect();
+        fs.crash_after(n);
+        let results = mat(&fs, &store, &c).write_files(&jobs);
+        assert_eq!(results.len(), paths.len());
+        let crashed = fs.crashed();
+        // What the chunk index was told about.
+        let seen = store.paths.lock().expect("lock").clone();
+        let indexed: Vec<bool> = paths.iter().map(|p| seen.iter().any(|s| s == p)).collect();
+        if !crashed {
+            for (i, p) in paths.iter().enumerate() {
+                assert!(results[i].is_ok(), "{p}: {:?}", results[i]);
+                assert_eq!(fs.read_file(p).as_ref(), Some(&news[i]), "{p}");
+                assert!(indexed[i], "{p} indexed");
+            }
+            break;
+        }
+        // `crash_after` reverted the file system to its durable state.
+        fs.restart();
+        for (i, p) in paths.iter().enumerate() {
+            let now = fs.read_file(p);
+            let was = (i % 2 == 1).then(|| olds[i].clone());
+            assert!(
+                now.as_ref() == Some(&news[i]) || now == was,
+                "crash point {n}, {p}: {:?} bytes",
+                now.as_ref().map(|d| d.len())
+            );
+            if results[i].is_ok() || indexed[i] {
+                assert_eq!(
+                    now.as_ref(),
+                    Some(&news[i]),
+                    "crash point {n}, {p}: acked but not durable"
+                );
+            }
+        }
+        remove_stale_temps(&fs).expect("cleanup");
+        assert!(no_temps(&fs), "crash point {n}: temp left");
+        n += 1;
+    }
+    assert!(n >= 20, "every step was a crash point ({n})");
+}
+
+/// A [`MemChunkStore`] that remembers which live files were indexed.
+struct Indexed {
+    inner: MemChunkStore,
+    paths: std::sync::Mutex<Vec<String>>,
+}
+
+impl Indexed {
+    fn new() -> Indexed {
+        Indexed {
+            inner: MemChunkStore::new("/nonexistent"),
+            paths: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl ChunkStore for Indexed {
+    fn put(&self, hash: Hash, data: &[u8]) -> StoreResult<()> {
+        self.inner.put(hash, data)
+    }
+    fn has(&self, hash: &Hash) -> StoreResult<bool> {
+        self.inner.has(hash)
+    }
+    fn get(&self, hash: &Hash) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.get(hash)
+    }
+    fn locate(&self, hash: &Hash) -> StoreResult<Option<Location>> {
+        self.inner.locate(hash)
+    }
+    fn index_file(
+        &self,
+        rel_path: &str,
+        stamp: FileStamp,
+        chunks: &[(u64, ChunkEntry)],
+    ) -> StoreResult<()> {
+        self.paths.lock().expect("lock").push(rel_path.to_owned());
+        self.inner.index_file(rel_path, stamp, chunks)
+    }
+    fn index_files(&self, files: &[FileIndex<'_>]) -> StoreResult<()> {
+        self.paths
+            .lock()
+            .expect("lock")
+            .extend(files.iter().map(|f| f.rel_path.to_owned()));
+        self.inner.index_files(files)
+    }
+    fn forget_file(&self, rel_path: &str) -> StoreResult<()> {
+        self.inner.forget_file(rel_path)
+    }
+    fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> StoreResult<GcStats> {
+        self.inner.gc(keep)
+    }
 }
