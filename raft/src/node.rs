@@ -30,6 +30,7 @@
 
 mod admin;
 mod forward;
+mod split;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,6 +47,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub use admin::AdminRequest;
 pub use forward::Proposed;
+pub use split::{op_bytes, split_ops, SplitError, MAX_ENTRY_BYTES};
 
 use crate::command::RequestId;
 use crate::config::{ConfigError, RaftConfig};

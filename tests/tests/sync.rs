@@ -346,6 +346,56 @@ fn t40_ten_thousand_small_files() {
     );
 }
 
+/// Issue 12: a change far larger than one offer request (256 items), one
+/// peer's offer memory (4,096) and one Raft entry (the proposal is split
+/// into entries of bounded bytes): 100,000 files of 0-2 KiB in 1,000
+/// directories appear on node 0 in ONE rename, so one step scans, offers
+/// and proposes all of them. Before, a change of this shape never
+/// converged (one 32 MB proposal over the RPC cap, retried forever).
+/// `FILESYNCD_TEST_SCALE` sets the count.
+#[test]
+fn t42_a_hundred_thousand_files_in_one_rename() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let n: usize = std::env::var("FILESYNCD_TEST_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    // Staged beside the synced directory (same file system), then renamed in.
+    let stage = c.root().join("stage-t42");
+    let tree = stage.join("big");
+    let mut sizes = 0u64;
+    for i in 0..n {
+        let dir = tree.join(format!("d{:03}", i % 1000));
+        if i < 1000 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        let len = (i * 7919) % 2049;
+        let mut body = format!("file {i} ").into_bytes();
+        body.resize(len, b'x');
+        sizes += len as u64;
+        fs::write(dir.join(format!("f{i:06}")), body).unwrap();
+    }
+    fs::rename(&tree, c.node(0).dir().join("big")).unwrap();
+    let t = converge_within(&c, &[0, 1, 2], DEADLINE * 10);
+    let files: Vec<&Entry> = t
+        .iter()
+        .filter(|(p, _)| p.starts_with("big/"))
+        .map(|(_, e)| e)
+        .filter(|e| matches!(e, Entry::File(..)))
+        .collect();
+    assert_eq!(files.len(), n);
+    let bytes: u64 = files
+        .iter()
+        .map(|e| match e {
+            Entry::File(_, b) => b.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(bytes, sizes);
+}
+
 #[test]
 fn t50_missing_marker_propagates_no_deletions() {
     let _g = serial();

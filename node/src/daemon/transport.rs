@@ -127,8 +127,8 @@ pub async fn serve(
                     tracing::debug!(%peer, "ctl request before the sync service runs");
                     continue;
                 };
-                tokio::task::spawn_blocking(move || {
-                    let out = handler.handle(peer, &bytes);
+                tokio::spawn(async move {
+                    let out = handler.handle(peer, &bytes).await;
                     if let Err(e) = reply.send(out) {
                         tracing::debug!(%peer, error = %e, "ctl reply not sent");
                     }

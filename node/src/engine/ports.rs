@@ -88,6 +88,11 @@ pub trait Committed: Send + Sync {
         &self,
         ops: Vec<ProposeOp>,
     ) -> impl Future<Output = PortResult<Vec<ProposeOutcome>>> + Send;
+    /// `ops` will be proposed next (after the batch in flight): the port
+    /// may start making their content durable on peers now, so that the
+    /// transfer of one batch overlaps the commit of the one before. A hint:
+    /// no outcome, no error.
+    fn announce(&self, _ops: &[ProposeOp]) {}
     /// The newest record of every path changed after log index `index`.
     fn committed_since(&self, index: u64) -> PortResult<CommittedChanges>;
     /// Resolves once the applied index is above `index`.

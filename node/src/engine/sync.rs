@@ -33,7 +33,7 @@ use filesyncd_merkle::file_tree::FileTree;
 use filesyncd_merkle::{ChunkEntry, Hash, MemNodeStore, MerkleError};
 
 use super::fs::Fs;
-use super::materialize::{Deleted, Materializer};
+use super::materialize::{Deleted, Materializer, WriteJob};
 use super::plan::{
     plan, Action, ChunkView, Expect, PlanConfig, PlanInput, Proposal, Scope, Verdict,
 };
@@ -67,6 +67,48 @@ pub struct StepReport {
     pub errors: Vec<String>,
     /// Paths to scan again soon (e.g. a conflict copy just made).
     pub dirty: Vec<String>,
+}
+
+/// Writes of one step go out in batches of at most this many files
+/// ([`Materializer::write_files`]: one flush, one fsync per directory, one
+/// index commit per batch). The temps of a batch wait, written but not yet
+/// renamed, until its flush: this bounds what a crash leaves to clean up.
+pub const WRITE_BATCH: usize = 1024;
+/// ... or of at most this many bytes (what one flush waits for).
+pub const WRITE_BATCH_BYTES: u64 = 256 << 20;
+
+/// Proposals of one step go out in groups of at most this many ops: each
+/// group is offered to the voters and committed on its own (the offer state
+/// a peer tracks, and what one failure sets back, stay bounded), and the
+/// port splits a group into log entries of bounded bytes.
+pub const PROPOSE_GROUP: usize = 1024;
+
+/// A write whose chunk list is known, waiting for its batch.
+struct PendingWrite {
+    path: String,
+    record: VersionRecord,
+    expect: Expect,
+    chunks: Vec<ChunkEntry>,
+}
+
+#[derive(Default)]
+struct WriteBatch {
+    items: Vec<PendingWrite>,
+    bytes: u64,
+}
+
+impl WriteBatch {
+    fn push(&mut self, w: PendingWrite) {
+        self.bytes += w.record.meta.size;
+        self.items.push(w);
+    }
+    fn full(&self) -> bool {
+        self.items.len() >= WRITE_BATCH || self.bytes >= WRITE_BATCH_BYTES
+    }
+    fn take(&mut self) -> Vec<PendingWrite> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
 }
 
 /// The sync engine of one node.
@@ -205,18 +247,112 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         }
         let mut batch: Vec<Proposal> = Vec::new();
         let mut moved: HashMap<String, Stat> = HashMap::new();
+        let mut writes = WriteBatch::default();
         for a in p.actions {
             if !matches!(a, Action::Propose(_)) && !batch.is_empty() {
                 self.propose(std::mem::take(&mut batch), &moved, now_ms, &mut rep)
                     .await?;
             }
+            if let Action::Write {
+                path,
+                record,
+                expect,
+            } = a
+            {
+                match self.prepare_write(path, record, expect, now_ms) {
+                    Ok(w) => writes.push(w),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "action failed; retrying later");
+                        rep.errors.push(e);
+                    }
+                }
+                if writes.full() {
+                    self.flush_writes(&mut writes, now_ms, &mut rep);
+                }
+                continue;
+            }
+            // Writes go out before any action that could depend on them
+            // (bookkeeping of other paths does not).
+            if !matches!(
+                a,
+                Action::Record { .. } | Action::Forget { .. } | Action::Skip { .. }
+            ) {
+                self.flush_writes(&mut writes, now_ms, &mut rep);
+            }
             self.execute(a, &mut batch, &mut moved, now_ms, &mut rep)
                 .await;
         }
+        self.flush_writes(&mut writes, now_ms, &mut rep);
         if !batch.is_empty() {
             self.propose(batch, &moved, now_ms, &mut rep).await?;
         }
         Ok(rep)
+    }
+
+    /// The chunk list of a version to write, after retiring the chunks of
+    /// the content it replaces that it does not reuse (version store).
+    fn prepare_write(
+        &self,
+        path: String,
+        record: VersionRecord,
+        expect: Expect,
+        now_ms: u64,
+    ) -> Result<PendingWrite, String> {
+        tracing::debug!(path, version = ?record.version, "sync action: write");
+        let chunks = self
+            .tree_chunks(record.meta.root, record.meta.size)
+            .map_err(|e| format!("{path}: {e}"))?;
+        if let Expect::Entry(stat) = &expect {
+            if let Some(old) = self.replaced_only(&path, stat, &chunks) {
+                self.materializer(now_ms)
+                    .retire_replaced(&path, stat, &old)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(PendingWrite {
+            path,
+            record,
+            expect,
+            chunks,
+        })
+    }
+
+    /// Writes the queued versions as one batch
+    /// ([`Materializer::write_files`]) and records what was placed.
+    fn flush_writes(&mut self, writes: &mut WriteBatch, now_ms: u64, rep: &mut StepReport) {
+        if writes.items.is_empty() {
+            return;
+        }
+        let items = writes.take();
+        let jobs: Vec<WriteJob<'_>> = items
+            .iter()
+            .map(|w| WriteJob {
+                record: &w.record,
+                chunks: &w.chunks,
+                expect: w.expect,
+            })
+            .collect();
+        let results = self.materializer(now_ms).write_files(&jobs);
+        drop(jobs);
+        for (w, res) in items.into_iter().zip(results) {
+            match res {
+                Ok(placed) => {
+                    rep.written += 1;
+                    if let Some(c) = placed.conflict {
+                        rep.conflicts += 1;
+                        rep.dirty.push(c);
+                    }
+                    self.local.insert(
+                        w.path,
+                        LocalEntry::committed(w.record.meta, placed.stat, w.record.version),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "action failed; retrying later");
+                    rep.errors.push(e.to_string());
+                }
+            }
+        }
     }
 
     fn materializer(&self, now_ms: u64) -> Materializer<'_> {
@@ -273,37 +409,9 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 holders,
                 missing,
             } => self.fetch(&path, root, size, &holders, missing, rep).await,
-            Action::Write {
-                path,
-                record,
-                expect,
-            } => {
-                let list = self.tree_chunks(record.meta.root, record.meta.size);
-                let retired = match (&list, expect) {
-                    (Ok(new), Expect::Entry(stat)) => self
-                        .replaced_only(&path, &stat, new)
-                        .map_or(Ok(()), |old| m.retire_replaced(&path, &stat, &old))
-                        .map_err(|e| e.to_string()),
-                    _ => Ok(()),
-                };
-                match retired
-                    .and(list.map_err(|e| e.to_string()))
-                    .and_then(|l| m.write_file(&record, &l, expect).map_err(|e| e.to_string()))
-                {
-                    Ok(placed) => {
-                        rep.written += 1;
-                        if let Some(c) = placed.conflict {
-                            rep.conflicts += 1;
-                            rep.dirty.push(c);
-                        }
-                        self.local.insert(
-                            path,
-                            LocalEntry::committed(record.meta, placed.stat, record.version),
-                        );
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+            Action::Write { path, .. } => {
+                // Batched by the step (`flush_writes`); never reaches here.
+                Err(format!("{path}: write outside a batch"))
             }
             Action::Mkdir {
                 path,
@@ -395,7 +503,10 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         FileTree { root, size }.chunks(&*nodes)
     }
 
-    /// Sends one batch of proposals and applies the outcomes locally.
+    /// Sends the proposals in groups of at most [`PROPOSE_GROUP`] (each
+    /// group offered, acknowledged and committed on its own; the next group
+    /// announced while one is in flight) and applies the outcomes locally.
+    /// A group that fails stops the step: the groups before it are recorded.
     async fn propose(
         &mut self,
         batch: Vec<Proposal>,
@@ -403,8 +514,29 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         now_ms: u64,
         rep: &mut StepReport,
     ) -> Result<(), StepError> {
+        let mut groups = Vec::with_capacity(batch.len().div_ceil(PROPOSE_GROUP));
+        let mut all = batch.into_iter();
+        loop {
+            let g: Vec<Proposal> = all.by_ref().take(PROPOSE_GROUP).collect();
+            if g.is_empty() {
+                break;
+            }
+            groups.push(g);
+        }
+        let mut groups = groups.into_iter().peekable();
+        while let Some(group) = groups.next() {
+            let ops = self.ops_of(&group);
+            if let Some(next) = groups.peek() {
+                self.committed.announce(&self.ops_of(next));
+            }
+            self.propose_group(group, ops, moved, now_ms, rep).await?;
+        }
+        Ok(())
+    }
+
+    fn ops_of(&self, batch: &[Proposal]) -> Vec<ProposeOp> {
         let node = self.node();
-        let ops: Vec<ProposeOp> = batch
+        batch
             .iter()
             .map(|p| match p {
                 Proposal::Put {
@@ -426,7 +558,18 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                     base: *base,
                 },
             })
-            .collect();
+            .collect()
+    }
+
+    /// Sends one group of proposals and applies the outcomes locally.
+    async fn propose_group(
+        &mut self,
+        batch: Vec<Proposal>,
+        ops: Vec<ProposeOp>,
+        moved: &HashMap<String, Stat>,
+        now_ms: u64,
+        rep: &mut StepReport,
+    ) -> Result<(), StepError> {
         let outcomes = self.committed.propose(ops).await?;
         for (p, o) in batch.iter().zip(&outcomes) {
             tracing::debug!(path = p.path(), outcome = ?o, "proposal outcome");

@@ -44,7 +44,9 @@ pub struct CtlService {
 impl CtlService {
     /// Answers one ctl request from `peer` (a member: the swarm admits no
     /// one else to the ctl protocol).
-    pub fn handle(&self, peer: PeerId, bytes: &[u8]) -> Vec<u8> {
+    /// An offer whose items are all pending is held up to
+    /// [`offer::OFFER_WAIT`] (a long poll: see [`offer::Offers::on_offer_wait`]).
+    pub async fn handle(&self, peer: PeerId, bytes: &[u8]) -> Vec<u8> {
         let resp = match ctl::decode_request(bytes) {
             Err(e) => CtlResponse::Error(e.to_string()),
             Ok(CtlRequest::GetNodes { hashes }) => {
@@ -53,7 +55,11 @@ impl CtlService {
             Ok(CtlRequest::Offer { items }) => {
                 let (peers, _) = ports::members(&self.node);
                 match peers.iter().find(|(_, p)| **p == peer) {
-                    Some((origin, _)) => CtlResponse::Offer(self.offers.on_offer(*origin, items)),
+                    Some((origin, _)) => CtlResponse::Offer(
+                        self.offers
+                            .on_offer_wait(*origin, items, offer::OFFER_WAIT)
+                            .await,
+                    ),
                     None => CtlResponse::Error("offer from a peer outside the membership".into()),
                 }
             }

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use filesyncd_chunkstore::store::ChunkStore;
 use filesyncd_merkle::{Hash, MemNodeStore};
 use filesyncd_p2p::{P2pClient, PeerId};
-use tokio::sync::Semaphore;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{Notify, Semaphore};
 
 use super::ctl::{self, CtlRequest, CtlResponse, OfferItem, OfferState};
 use super::ports::{members, P2pFetcher};
@@ -33,9 +34,15 @@ use crate::engine::ports::{PortError, PortResult};
 use crate::engine::sync::pull_many;
 use crate::engine::types::NodeId;
 
-/// How often the origin repeats an offer while peers pull (the first
-/// second; five times slower after).
+/// How long a voter that answered at once with no progress waits before
+/// it is asked again (a peer's answer is otherwise awaited, not polled).
 pub const OFFER_POLL: Duration = Duration::from_millis(50);
+/// How long a peer holds an offer whose items are all still pending before
+/// it answers anyway (a long poll: the answer comes as soon as a pull ends).
+pub const OFFER_WAIT: Duration = Duration::from_secs(1);
+/// How often the origin re-reads the membership and its deadline while it
+/// waits for answers.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How long one poll round waits for one voter's answer.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Concurrent pulls of offered versions on the peer side.
@@ -61,6 +68,11 @@ pub struct Offerer {
 impl Offerer {
     /// Offers `items` until a majority of voters (this node included if it
     /// votes) hold them durably; returns the other nodes that acked.
+    ///
+    /// Each voter is asked on its own: a new question goes out as soon as
+    /// its answer is in (a peer holds a question up to [`OFFER_WAIT`] while
+    /// its pulls run, so nothing sleeps on a poll timer), and the quorum is
+    /// checked after every answer (a slow or dead voter never delays it).
     pub async fn offer_until_quorum(&self, items: Vec<OfferItem>) -> PortResult<Vec<NodeId>> {
         let mut seen = HashSet::new();
         let items: Vec<OfferItem> = items.into_iter().filter(|i| seen.insert(*i)).collect();
@@ -68,15 +80,20 @@ impl Offerer {
             self.servable.add_offered(i.root, i.size);
         }
         let me = self.node.id();
-        let start = Instant::now();
         let deadline = deadline_for(&items);
         let mut acked: BTreeSet<NodeId> = BTreeSet::new();
         // Per peer, the items it reported durable: they are never offered to
         // it again (a peer remembers a bounded number of offers, and a big
-        // change must not be re-sent whole on every poll). The deadline runs
-        // from the last time any of these sets grew: big offers take as long
-        // as they progress.
+        // change must not be re-sent whole on every question). The deadline
+        // runs from the last time any of these sets grew: big offers take as
+        // long as they progress.
         let mut durable: HashMap<NodeId, HashSet<OfferItem>> = HashMap::new();
+        // Voters whose last answer came back quickly with no progress (a
+        // peer that cannot long-poll, or a failing pull): asked again only
+        // after [`OFFER_POLL`].
+        let mut pause: HashSet<NodeId> = HashSet::new();
+        let mut asking: HashSet<NodeId> = HashSet::new();
+        let mut inflight = FuturesUnordered::new();
         let mut last_progress = Instant::now();
         loop {
             let (peers, voters) = members(&self.node);
@@ -94,73 +111,119 @@ impl Offerer {
                     deadline.as_secs()
                 )));
             }
-            let asks = voters
-                .iter()
-                .filter(|v| **v != me && !acked.contains(v))
-                .filter_map(|v| Some((*v, *peers.get(v)?)))
-                .map(|(v, peer)| {
-                    let done = durable.get(&v);
-                    let rest: Vec<OfferItem> = items
-                        .iter()
-                        .filter(|i| done.is_none_or(|d| !d.contains(*i)))
-                        .copied()
-                        .collect();
-                    // A dead or unreachable voter must not hold up the
-                    // round: its request would wait for the transport's
-                    // timeout while the live peers' answers sit unread.
-                    async move {
-                        let answer =
-                            tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, rest.clone()))
-                                .await
-                                .unwrap_or_else(|_| Err("no answer within the ask timeout".into()));
-                        (v, rest, answer)
-                    }
-                });
-            for (v, asked, answer) in futures::future::join_all(asks).await {
-                match answer {
-                    Ok(states) => {
-                        let done = durable.entry(v).or_default();
-                        let before = done.len();
-                        for (item, state) in asked.iter().zip(&states) {
-                            match state {
-                                OfferState::Durable => {
-                                    done.insert(*item);
-                                }
-                                OfferState::Failed(e) => {
-                                    tracing::debug!(node = format!("{v:016x}"), error = %e, "offer pull failed; re-offering");
-                                }
-                                OfferState::Pending => {}
-                            }
-                        }
-                        if done.len() > before {
-                            last_progress = Instant::now();
-                        }
-                        if done.len() == items.len() {
-                            acked.insert(v);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(node = format!("{v:016x}"), error = %e, "offer not answered")
-                    }
+            for v in &voters {
+                if *v == me || acked.contains(v) || asking.contains(v) {
+                    continue;
                 }
-            }
-            let got = acked.iter().filter(|n| voters.contains(n)).count();
-            if got < need {
-                // Quick answers for small changes, lighter polling for big ones.
-                let poll = if start.elapsed() < Duration::from_secs(1) {
+                let Some(peer) = peers.get(v).copied() else {
+                    continue;
+                };
+                let done = durable.get(v);
+                let rest: Vec<OfferItem> = items
+                    .iter()
+                    .filter(|i| done.is_none_or(|d| !d.contains(*i)))
+                    .copied()
+                    .collect();
+                let wait = if pause.remove(v) {
                     OFFER_POLL
                 } else {
-                    OFFER_POLL * 5
+                    Duration::ZERO
                 };
-                tokio::time::sleep(poll).await;
+                asking.insert(*v);
+                let v = *v;
+                // A dead or unreachable voter must not hold up the others:
+                // its question waits for the transport's timeout alone.
+                inflight.push(async move {
+                    tokio::time::sleep(wait).await;
+                    let asked_at = Instant::now();
+                    let answer = tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, &rest))
+                        .await
+                        .unwrap_or_else(|_| Err("no answer within the ask timeout".into()));
+                    (v, rest, answer, asked_at.elapsed())
+                });
+            }
+            let next = tokio::time::timeout(CHECK_EVERY, inflight.next()).await;
+            let (v, asked, answer, took) = match next {
+                Ok(Some(a)) => a,
+                // Nobody to ask (no other voter known yet): look again soon.
+                Ok(None) => {
+                    tokio::time::sleep(OFFER_POLL).await;
+                    continue;
+                }
+                // Membership and deadline are re-read.
+                Err(_) => continue,
+            };
+            asking.remove(&v);
+            let mut progressed = false;
+            match answer {
+                Ok(states) => {
+                    let done = durable.entry(v).or_default();
+                    let before = done.len();
+                    for (item, state) in asked.iter().zip(&states) {
+                        match state {
+                            OfferState::Durable => {
+                                done.insert(*item);
+                            }
+                            OfferState::Failed(e) => {
+                                tracing::debug!(node = format!("{v:016x}"), error = %e, "offer pull failed; re-offering");
+                            }
+                            OfferState::Pending => {}
+                        }
+                    }
+                    if done.len() > before {
+                        last_progress = Instant::now();
+                        progressed = true;
+                    }
+                    if done.len() == items.len() {
+                        acked.insert(v);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(node = format!("{v:016x}"), error = %e, "offer not answered")
+                }
+            }
+            if !progressed && took < OFFER_POLL {
+                pause.insert(v);
             }
         }
     }
 
-    /// Offers `items` to `peer` in requests of at most `MAX_HASHES` items.
-    async fn ask(&self, peer: PeerId, items: Vec<OfferItem>) -> Result<Vec<OfferState>, String> {
-        let mut out = Vec::with_capacity(items.len());
-        for part in items.chunks(ctl::MAX_HASHES) {
+    /// Offers `items` to every other voter once, without waiting for an
+    /// answer: the peers start pulling them while an earlier batch is still
+    /// being committed ([`crate::engine::ports::Committed::announce`]).
+    pub fn announce(self: &Arc<Self>, items: Vec<OfferItem>) {
+        if items.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for i in &items {
+            self.servable.add_offered(i.root, i.size);
+        }
+        let me = self.clone();
+        rt.spawn(async move {
+            let (peers, voters) = members(&me.node);
+            let mine = me.node.id();
+            let asks = voters
+                .iter()
+                .filter(|v| **v != mine)
+                .filter_map(|v| peers.get(v).copied())
+                .map(|peer| {
+                    let items = &items;
+                    let me = &me;
+                    async move {
+                        let _ = tokio::time::timeout(ASK_TIMEOUT, me.ask(peer, items)).await;
+                    }
+                });
+            futures::future::join_all(asks).await;
+        });
+    }
+
+    /// Offers `items` to `peer` in requests of at most `MAX_HASHES` items,
+    /// sent together; the states in item order.
+    async fn ask(&self, peer: PeerId, items: &[OfferItem]) -> Result<Vec<OfferState>, String> {
+        let parts = items.chunks(ctl::MAX_HASHES).map(|part| async move {
             let req = ctl::encode_request(&CtlRequest::Offer {
                 items: part.to_vec(),
             });
@@ -170,10 +233,14 @@ impl Offerer {
                 .await
                 .map_err(|e| e.to_string())?;
             match ctl::decode_response(&bytes).map_err(|e| e.to_string())? {
-                CtlResponse::Offer(s) if s.len() == part.len() => out.extend(s),
-                CtlResponse::Error(e) => return Err(e),
-                other => return Err(format!("unexpected answer to Offer: {other:?}")),
+                CtlResponse::Offer(s) if s.len() == part.len() => Ok(s),
+                CtlResponse::Error(e) => Err(e),
+                other => Err(format!("unexpected answer to Offer: {other:?}")),
             }
+        });
+        let mut out = Vec::with_capacity(items.len());
+        for part in futures::future::join_all(parts).await {
+            out.extend(part?);
         }
         Ok(out)
     }
@@ -189,6 +256,8 @@ struct Tracked {
 /// inserts only, never across an `.await`.
 pub struct Offers {
     tracked: Mutex<HashMap<OfferItem, Tracked>>,
+    /// Woken whenever a pull ends (long-polled offers re-read their states).
+    changed: Notify,
     pulls: Arc<Semaphore>,
     pub store: Arc<dyn ChunkStore>,
     pub nodes: Arc<Mutex<MemNodeStore>>,
@@ -208,6 +277,7 @@ impl Offers {
     ) -> Arc<Offers> {
         Arc::new(Offers {
             tracked: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
             pulls: Arc::new(Semaphore::new(MAX_PULLS)),
             store,
             nodes,
@@ -262,19 +332,65 @@ impl Offers {
             let me = self.clone();
             self.runtime.spawn(async move {
                 let states = me.pull_batch(origin, &start).await;
-                let mut map = me.lock();
-                for (item, state) in start.into_iter().zip(states) {
-                    map.insert(
-                        item,
-                        Tracked {
-                            state,
-                            at: Instant::now(),
-                        },
-                    );
+                {
+                    let mut map = me.lock();
+                    for (item, state) in start.into_iter().zip(states) {
+                        map.insert(
+                            item,
+                            Tracked {
+                                state,
+                                at: Instant::now(),
+                            },
+                        );
+                    }
                 }
+                me.changed.notify_waiters();
             });
         }
         out
+    }
+
+    /// [`Offers::on_offer`] as a long poll: while every answer is the same
+    /// as the first one and some item is still pending, waits (up to `wait`)
+    /// for a pull to end, then answers the current states.
+    pub async fn on_offer_wait(
+        self: &Arc<Self>,
+        origin: NodeId,
+        items: Vec<OfferItem>,
+        wait: Duration,
+    ) -> Vec<OfferState> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let notified = self.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let first = self.on_offer(origin, items.clone());
+        loop {
+            if !first.contains(&OfferState::Pending) {
+                return first;
+            }
+            if tokio::time::timeout_at(deadline, notified.as_mut())
+                .await
+                .is_err()
+            {
+                return self.states(&items);
+            }
+            notified.set(self.changed.notified());
+            notified.as_mut().enable();
+            let now = self.states(&items);
+            if now != first {
+                return now;
+            }
+        }
+    }
+
+    /// The current state of each item, starting nothing (an item no longer
+    /// tracked reads as pending: the next offer restarts it).
+    fn states(&self, items: &[OfferItem]) -> Vec<OfferState> {
+        let map = self.lock();
+        items
+            .iter()
+            .map(|i| map.get(i).map_or(OfferState::Pending, |t| t.state.clone()))
+            .collect()
     }
 
     /// Pulls the offered versions of one request together (one tree fetch,

@@ -90,20 +90,30 @@ pub struct RaftCommitted {
     pub offerer: Arc<Offerer>,
 }
 
+/// The file contents among `ops` that must be durable on a quorum before
+/// they are proposed (directories, links, empty files and deletes carry no
+/// chunks).
+fn offered(ops: &[ProposeOp]) -> Vec<ctl::OfferItem> {
+    ops.iter()
+        .filter_map(|op| match op {
+            ProposeOp::Put { meta, .. } if meta.is_file() && meta.size > 0 => {
+                Some(ctl::OfferItem {
+                    root: meta.root,
+                    size: meta.size,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 impl Committed for RaftCommitted {
+    fn announce(&self, ops: &[ProposeOp]) {
+        self.offerer.announce(offered(ops));
+    }
+
     async fn propose(&self, ops: Vec<ProposeOp>) -> PortResult<Vec<ProposeOutcome>> {
-        let offered: Vec<ctl::OfferItem> = ops
-            .iter()
-            .filter_map(|op| match op {
-                ProposeOp::Put { meta, .. } if meta.is_file() && meta.size > 0 => {
-                    Some(ctl::OfferItem {
-                        root: meta.root,
-                        size: meta.size,
-                    })
-                }
-                _ => None,
-            })
-            .collect();
+        let offered = offered(&ops);
         let acked = if offered.is_empty() {
             Vec::new()
         } else {
@@ -147,20 +157,16 @@ impl Committed for RaftCommitted {
                 },
             })
             .collect();
-        let n = raft_ops.len();
-        let proposed = self
+        // Split into entries of bounded bytes, committed back to back.
+        // Entries of bounded bytes, committed back to back. If one fails
+        // after others committed, the next step finds those (a committed
+        // version of this node's own origin is the base of its next put:
+        // ARCHITECTURE invariant 8).
+        let outcomes = self
             .node
-            .propose(raft_ops)
+            .propose_split(raft_ops)
             .await
             .map_err(|e| PortError::Unavailable(e.to_string()))?;
-        let outcomes = proposed.response.outcomes();
-        if outcomes.len() != n {
-            return Err(PortError::Failed(format!(
-                "proposal answered {} outcomes for {n} ops ({:?})",
-                outcomes.len(),
-                proposed.response
-            )));
-        }
         Ok(outcomes
             .iter()
             .map(|o| match o {
