@@ -1,8 +1,11 @@
 //! The store's own chunk files: `<store>/blobs/ab/<hex>`, written durably.
 //!
-//! A blob is created as `<store>/tmp/<hex>.<n>.tmp`, written, fsynced, then
-//! renamed to `blobs/<first two hex digits>/<64 hex digits>` and the
-//! destination directory fsynced. Only then may the index mention it. Files
+//! A blob is created as `<store>/tmp/<hex>.<n>.tmp`, written, made durable,
+//! then renamed to `blobs/<first two hex digits>/<64 hex digits>` and the
+//! rename made durable. Only then may the index mention it. A batch is
+//! flushed together: where one `syncfs` is durable ([`super::flush`]), one
+//! `syncfs` after the writes and one after the renames; elsewhere an `fsync`
+//! per temp and per destination directory, in parallel. Files
 //! left in `tmp/` by a crash are garbage by definition (nothing points at
 //! them) and are removed when the store opens.
 
@@ -19,6 +22,11 @@ pub struct BlobDir {
     blobs: PathBuf,
     tmp: PathBuf,
     counter: AtomicU64,
+    /// The store's directory when one `syncfs` makes its file system
+    /// durable ([`super::flush`]): a batch of blobs is then flushed with two
+    /// `syncfs` (data, then names) instead of an `fsync` per blob and per
+    /// blob directory.
+    syncfs: Option<std::os::fd::OwnedFd>,
 }
 
 /// Most threads `par_map` uses.
@@ -84,10 +92,12 @@ impl BlobDir {
         let tmp = store.join("tmp");
         ensure_dir(&blobs)?;
         ensure_dir(&tmp)?;
+        let syncfs = super::flush::syncfs_handle(store);
         Ok(BlobDir {
             blobs,
             tmp,
             counter: AtomicU64::new(0),
+            syncfs,
         })
     }
 
@@ -96,9 +106,10 @@ impl BlobDir {
         self.blobs.join(&hex[..2]).join(hex)
     }
 
-    /// Writes `data` to a fresh temp file and fsyncs it. The caller then
+    /// Writes `data` to a fresh temp file (fsynced if `sync`; else the
+    /// caller flushes the batch before publishing). The caller then
     /// [`publish`](Self::publish)es it or removes it.
-    pub fn write_temp(&self, hash: &Hash, data: &[u8]) -> Result<PathBuf, StoreError> {
+    fn write_temp(&self, hash: &Hash, data: &[u8], sync: bool) -> Result<PathBuf, StoreError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let path = self.tmp.join(format!("{}.{n}.tmp", hash.to_hex()));
         let written = OpenOptions::new()
@@ -107,13 +118,59 @@ impl BlobDir {
             .open(&path)
             .and_then(|mut f| {
                 f.write_all(data)?;
-                f.sync_all()
+                if sync {
+                    f.sync_all()?;
+                }
+                Ok(())
             });
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
             return Err(StoreError::io(path, e));
         }
         Ok(path)
+    }
+
+    /// Writes a batch of temps, durable when it returns: with one `syncfs`
+    /// where that is durable, else an `fsync` each (in parallel). One result
+    /// per item.
+    pub fn write_temps(&self, items: &[(Hash, &[u8])]) -> Vec<Result<PathBuf, StoreError>> {
+        let batched = self.syncfs.is_some();
+        let mut out = par_map(items, |(h, d)| self.write_temp(h, d, !batched));
+        if batched {
+            if let Err(e) = self.flush_batch() {
+                for r in &mut out {
+                    if let Ok(p) = r {
+                        let _ = fs::remove_file(&*p);
+                        *r = Err(StoreError::io(
+                            &self.tmp,
+                            std::io::Error::new(e.kind(), e.to_string()),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Makes the renames of a batch into `dirs` durable: one `syncfs` where
+    /// that is durable, else an `fsync` of each directory (in parallel).
+    pub fn sync_dirs(&self, dirs: &[PathBuf]) -> Result<(), StoreError> {
+        if self.syncfs.is_some() {
+            return self
+                .flush_batch()
+                .map_err(|e| StoreError::io(&self.blobs, e));
+        }
+        par_map(dirs, |d| sync_dir(d))
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+    }
+
+    fn flush_batch(&self) -> std::io::Result<()> {
+        match &self.syncfs {
+            Some(fd) => super::flush::syncfs(fd),
+            None => Ok(()),
+        }
     }
 
     /// Renames a synced temp file to the blob's name. Returns the directory

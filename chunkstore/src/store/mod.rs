@@ -115,6 +115,7 @@
 
 mod blobs;
 mod error;
+pub mod flush;
 mod live;
 mod locs;
 mod mem_store;

@@ -1,7 +1,7 @@
 //! [`RedbChunkStore`]: the on-disk store (layout and invariants in the
 //! module doc of `store`).
 
-use super::blobs::{par_map, sync_dir, BlobDir};
+use super::blobs::{sync_dir, BlobDir};
 use super::error::{Result, StoreError};
 use super::locs::{add_blob_loc, decode_file, decode_locs, encode_locs, has_blob, FileRec, Loc};
 use crate::Hash;
@@ -324,9 +324,7 @@ impl RedbChunkStore {
             dirs.insert(self.blobs.publish(tmp, h)?);
         }
         let dirs: Vec<PathBuf> = dirs.into_iter().collect();
-        par_map(&dirs, |d| sync_dir(d))
-            .into_iter()
-            .collect::<Result<Vec<()>>>()?;
+        self.blobs.sync_dirs(&dirs)?;
         {
             let mut chunks = txn.open_table(CHUNKS)?;
             for (h, _, len) in items {
@@ -350,11 +348,13 @@ impl RedbChunkStore {
                 todo.push((*h, *data));
             }
         }
-        let written = par_map(&todo, |(h, data)| {
-            self.blobs
-                .write_temp(h, data)
-                .map(|tmp| (*h, tmp, data.len() as u64))
-        });
+        let written: Vec<Result<(Hash, PathBuf, u64)>> = self
+            .blobs
+            .write_temps(&todo)
+            .into_iter()
+            .zip(&todo)
+            .map(|(r, (h, data))| r.map(|tmp| (*h, tmp, data.len() as u64)))
+            .collect();
         let mut temps = Vec::with_capacity(written.len());
         let mut result = Ok(());
         for w in written {

@@ -39,7 +39,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use filesyncd_chunkstore::store::par_map;
+use filesyncd_chunkstore::store::{flush, par_map};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
@@ -66,19 +66,6 @@ enum Flush {
     FsyncEach,
 }
 
-/// `statfs` magic numbers of the file systems whose `syncfs` writes every
-/// dirty file and commits (with a cache flush) like `fsync` would: ext2/3/4,
-/// xfs, btrfs, zfs, f2fs, bcachefs, and tmpfs (nothing to flush).
-const SYNCFS_DURABLE: [u64; 7] = [
-    0xEF53,
-    0x5846_5342,
-    0x9123_683E,
-    0x2FC1_2FC1,
-    0xF2F5_2010,
-    0xCA45_1A4E,
-    0x0102_1994,
-];
-
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
@@ -94,10 +81,8 @@ impl RootFs {
             Mode::empty(),
         )?;
         let root_dev = dev_of(&rfs::fstat(&root_fd)?);
-        // The magic is 32 bits; `f_type` is signed and wider on some targets.
-        #[allow(clippy::unnecessary_cast)]
-        let fs_type = rfs::fstatfs(&root_fd)?.f_type as u64 & 0xFFFF_FFFF;
-        let flush = if SYNCFS_DURABLE.contains(&fs_type) {
+        let fs_type = flush::fs_type(&root_fd)?;
+        let flush = if flush::SYNCFS_DURABLE.contains(&fs_type) {
             Flush::SyncFs
         } else {
             tracing::info!(
