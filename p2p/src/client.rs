@@ -45,7 +45,7 @@ pub struct Services {
 }
 
 /// Which request-response protocol a command is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Proto {
     Raft,
     Ctl,

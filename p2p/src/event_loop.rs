@@ -40,7 +40,11 @@ pub(crate) struct EventLoop {
     join: JoinServer,
     join_done: mpsc::Receiver<JoinDone>,
     join_failures: HashMap<PeerId, u32>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    /// Outbound raft and ctl requests by protocol and id: each
+    /// request-response behaviour numbers its requests from 1, so an id
+    /// alone names one request of each (a raft reply once went to the ctl
+    /// request of the same id, and the other caller saw "stopped").
+    pending: HashMap<(Proto, OutboundRequestId), oneshot::Sender<Result<Vec<u8>, RequestError>>>,
     pending_join: HashMap<OutboundRequestId, oneshot::Sender<Result<JoinResponse, RequestError>>>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, P2pError>>>,
     replies: FuturesUnordered<PendingReply>,
@@ -155,7 +159,7 @@ impl EventLoop {
                     Proto::Ctl => b.ctl.inner_mut(),
                 };
                 let id = rr.send_request(&peer, bytes);
-                self.pending.insert(id, reply);
+                self.pending.insert((proto, id), reply);
             }
             Command::Join {
                 peer,
@@ -354,7 +358,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(reply) = self.pending.remove(&request_id) {
+                    if let Some(reply) = self.pending.remove(&(proto, request_id)) {
                         let _ = reply.send(Ok(response));
                     }
                 }
@@ -378,7 +382,7 @@ impl EventLoop {
                     tracing::debug!(%peer, "member connection refused by the remote: reconnecting");
                     self.swarm.close_connection(connection_id);
                 }
-                if let Some(reply) = self.pending.remove(&request_id) {
+                if let Some(reply) = self.pending.remove(&(proto, request_id)) {
                     let _ = reply.send(Err(error.into()));
                 }
             }

@@ -1,3 +1,5 @@
+use futures::FutureExt;
+
 use crate::common::*;
 
 #[tokio::test]
@@ -61,4 +63,47 @@ async fn dial_by_host_and_port() {
     assert_eq!(peer, b.peer);
     let peer = a.client.dial(&format!("127.0.0.1:{port}")).await.unwrap();
     assert_eq!(peer, b.peer);
+}
+
+/// Raft and ctl requests in flight together, to one peer: each answer goes
+/// to its own caller. (Each request-response behaviour numbers its requests
+/// from 1; keyed by id alone, a raft answer went to the ctl request with the
+/// same id, and the raft caller saw "the p2p event loop has stopped".)
+#[tokio::test]
+async fn concurrent_raft_and_ctl_requests_with_equal_ids_are_kept_apart() {
+    let a = plain_node().await;
+    let b = plain_node().await;
+    make_members(&[&a, &b]).await;
+    let raft = (0..40u32).map(|i| {
+        let c = a.client.clone();
+        async move {
+            (
+                true,
+                i,
+                c.raft_request(b.peer, i.to_le_bytes().to_vec()).await,
+            )
+        }
+        .boxed()
+    });
+    let ctl = (0..40u32).map(|i| {
+        let c = a.client.clone();
+        async move {
+            (
+                false,
+                i,
+                c.ctl_request(b.peer, i.to_le_bytes().to_vec()).await,
+            )
+        }
+        .boxed()
+    });
+    let out = futures::future::join_all(raft.chain(ctl)).await;
+    for (is_raft, i, r) in out {
+        let mut want = if is_raft {
+            b"raft:".to_vec()
+        } else {
+            b"ctl:".to_vec()
+        };
+        want.extend_from_slice(&i.to_le_bytes());
+        assert_eq!(r.expect("answered"), want, "raft={is_raft} #{i}");
+    }
 }
