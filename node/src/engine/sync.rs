@@ -24,7 +24,7 @@
 //! local index, the committed view, and the tree-node store.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use filesyncd_chunkstore::chunker::Chunker;
@@ -124,6 +124,11 @@ pub struct Engine<C, F> {
     view: BTreeMap<String, VersionRecord>,
     applied: u64,
     rejected: HashMap<String, Stat>,
+    /// Paths whose local-index entry changed since [`Engine::take_touched`].
+    touched: BTreeSet<String>,
+    /// File contents newly committed into the view since
+    /// [`Engine::take_committed_files`].
+    committed_files: Vec<(Hash, u64)>,
 }
 
 struct Chunks<'a> {
@@ -170,6 +175,8 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             view: BTreeMap::new(),
             applied: 0,
             rejected: HashMap::new(),
+            touched: BTreeSet::new(),
+            committed_files: Vec::new(),
         }
     }
 
@@ -194,10 +201,37 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         self.cfg.node
     }
 
+    /// The paths whose local-index entry changed (set or removed) since the
+    /// last call: what the daemon persists and re-hashes after a step, so
+    /// that a step costs what changed, not the size of the index.
+    pub fn take_touched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// File contents (root, size) that entered the committed view since the
+    /// last call (the daemon serves their chunks).
+    pub fn take_committed_files(&mut self) -> Vec<(Hash, u64)> {
+        std::mem::take(&mut self.committed_files)
+    }
+
+    fn set_local(&mut self, path: String, entry: LocalEntry) {
+        self.touched.insert(path.clone());
+        self.local.insert(path, entry);
+    }
+
+    fn unset_local(&mut self, path: &str) {
+        if self.local.remove(path).is_some() {
+            self.touched.insert(path.to_owned());
+        }
+    }
+
     /// Scans `scope`, plans and executes (see the module doc).
     pub async fn step(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
         let changes = self.committed.committed_since(self.applied)?;
         for r in changes.records {
+            if !r.deleted && r.meta.kind == super::types::Kind::File {
+                self.committed_files.push((r.meta.root, r.meta.size));
+            }
             self.view.insert(r.path.clone(), r);
         }
         self.applied = self.applied.max(changes.applied);
@@ -342,7 +376,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                         rep.conflicts += 1;
                         rep.dirty.push(c);
                     }
-                    self.local.insert(
+                    self.set_local(
                         w.path,
                         LocalEntry::committed(w.record.meta, placed.stat, w.record.version),
                     );
@@ -435,7 +469,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                             rep.conflicts += 1;
                             rep.dirty.push(c);
                         }
-                        self.local.insert(
+                        self.set_local(
                             path,
                             LocalEntry::committed(record.meta, placed.stat, record.version),
                         );
@@ -447,7 +481,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             Action::Delete { path, expect, .. } => match m.delete(&path, &expect) {
                 Ok(Deleted::Removed | Deleted::AlreadyAbsent) => {
                     rep.deleted += 1;
-                    self.local.remove(&path);
+                    self.unset_local(&path);
                     Ok(())
                 }
                 Ok(Deleted::Changed | Deleted::NotEmpty) => {
@@ -457,11 +491,11 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 Err(e) => Err(e.to_string()),
             },
             Action::Record { path, entry } => {
-                self.local.insert(path, entry);
+                self.set_local(path, entry);
                 Ok(())
             }
             Action::Forget { path } => {
-                self.local.remove(&path);
+                self.unset_local(&path);
                 Ok(())
             }
             Action::Skip { path, reason } => {
@@ -585,8 +619,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 ) => {
                     let stat = moved.get(&path).copied().unwrap_or(stat);
                     self.rejected.remove(&path);
-                    self.local
-                        .insert(path, LocalEntry::committed(meta, stat, v));
+                    self.set_local(path, LocalEntry::committed(meta, stat, v));
                 }
                 (
                     Proposal::Put {
@@ -604,8 +637,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                     {
                         Ok(Some(st)) => {
                             rep.conflicts += 1;
-                            self.local
-                                .insert(cpath, LocalEntry::committed(meta, st, version));
+                            self.set_local(cpath, LocalEntry::committed(meta, st, version));
                         }
                         Ok(None) => rep.dirty.push(path),
                         Err(e) => rep.errors.push(e.to_string()),
@@ -617,7 +649,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                     self.rejected.insert(path, stat);
                 }
                 (Proposal::Delete { path, .. }, _) => {
-                    self.local.remove(&path);
+                    self.unset_local(&path);
                 }
                 (p, o) => rep
                     .errors

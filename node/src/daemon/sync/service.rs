@@ -25,7 +25,7 @@
 //! ([`LocalDb`]), the chunks of newly committed versions become servable,
 //! and a fresh [`SyncStatus`] is published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -211,6 +211,7 @@ pub fn start(
                     counters: SyncStatus::default(),
                     bytes_fetched: fetcher.bytes_fetched.clone(),
                     gc_interval,
+                    local_root: LocalRoot::default(),
                 };
                 if let Err(e) = l.run(committed, fetcher, watch_cfg).await {
                     tracing::error!(error = %e, "sync stopped");
@@ -237,6 +238,7 @@ struct Loop {
     counters: SyncStatus,
     bytes_fetched: Arc<std::sync::atomic::AtomicU64>,
     gc_interval: Duration,
+    local_root: LocalRoot,
 }
 
 fn now_ms() -> u64 {
@@ -458,7 +460,6 @@ impl Loop {
         // bytes): meanwhile this node does not claim to be in sync.
         self.status
             .send_if_modified(|s| std::mem::replace(&mut s.in_sync, false));
-        let before = engine.local.clone();
         let started = std::time::Instant::now();
         let what = match &scope {
             Scope::Full => "full".to_string(),
@@ -474,19 +475,19 @@ impl Loop {
             dirty = res.as_ref().map_or(0, |r| r.dirty.len()),
             "sync step"
         );
-        let nodes = self
+        // What the step changed, and only that: persisted, re-hashed into
+        // the local root, served.
+        let touched = engine.take_touched();
+        if let Err(e) = self
             .parts
-            .nodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Err(e) = self.parts.db.save(&before, &engine.local, &nodes) {
+            .db
+            .save(&touched, &engine.local, &self.parts.nodes)
+        {
             tracing::error!(error = %e, "cannot save the local index");
         }
-        for r in engine.view().values() {
-            if !r.deleted && r.meta.kind == Kind::File {
-                self.parts.servable.add_committed(r.meta.root, r.meta.size);
-            }
+        self.local_root.update(&touched, &engine.local);
+        for (root, size) in engine.take_committed_files() {
+            self.parts.servable.add_committed(root, size);
         }
         let outcome = match &res {
             Ok(rep) if !rep.errors.is_empty() => Outcome::Retry,
@@ -554,7 +555,7 @@ impl Loop {
             .iter()
             .filter(|(p, e)| e.version.is_some() && view.get(*p).is_none_or(|r| r.deleted))
             .count() as u64;
-        let local_root = local_root(local);
+        let local_root = self.local_root.root;
         let (cluster_root, raft_applied) = self
             .node
             .reader()
@@ -658,24 +659,105 @@ fn write_marker(root: &Path, cluster_id: &str) -> std::io::Result<()> {
     std::fs::File::open(root)?.sync_all()
 }
 
-/// The path-tree root of the committed entries of the local index (the
-/// same construction as the cluster root); `None` if it cannot be built.
-fn local_root(local: &BTreeMap<String, LocalEntry>) -> Option<Hash> {
-    let mut store = MemNodeStore::new();
-    let items = local.iter().map(|(p, e)| {
-        (
-            p.clone(),
-            PathValue {
-                kind: match e.meta.kind {
-                    Kind::File => EntryKind::File,
-                    Kind::Dir => EntryKind::Dir,
-                    Kind::Symlink { .. } => EntryKind::Symlink,
-                },
-                root: e.meta.root,
-                size: e.meta.size,
-                mode: e.meta.mode,
-            },
+/// The path-tree root of the entries of the local index (the same
+/// construction as the cluster root), kept up to date with the paths each
+/// step touched ([`PathTree::update_many`]: O(changes × log n), not a
+/// rebuild).
+#[derive(Default)]
+pub(super) struct LocalRoot {
+    store: MemNodeStore,
+    /// `None` until built, or after an update failed (rebuilt next time).
+    pub root: Option<Hash>,
+}
+
+fn path_value(e: &LocalEntry) -> PathValue {
+    PathValue {
+        kind: match e.meta.kind {
+            Kind::File => EntryKind::File,
+            Kind::Dir => EntryKind::Dir,
+            Kind::Symlink { .. } => EntryKind::Symlink,
+        },
+        root: e.meta.root,
+        size: e.meta.size,
+        mode: e.meta.mode,
+    }
+}
+
+impl LocalRoot {
+    /// Applies the `touched` paths as they are now in `local`.
+    fn update(&mut self, touched: &BTreeSet<String>, local: &BTreeMap<String, LocalEntry>) {
+        let Some(root) = self.root else {
+            self.rebuild(local);
+            return;
+        };
+        if touched.is_empty() {
+            return;
+        }
+        let changes = touched
+            .iter()
+            .map(|p| (p.clone(), local.get(p).map(path_value)));
+        match PathTree::update_many(&mut self.store, root, changes) {
+            Ok(r) => self.root = Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "local root update failed; rebuilding it");
+                self.rebuild(local);
+            }
+        }
+    }
+
+    fn rebuild(&mut self, local: &BTreeMap<String, LocalEntry>) {
+        self.store = MemNodeStore::new();
+        let items = local.iter().map(|(p, e)| (p.clone(), path_value(e)));
+        self.root = PathTree::build(&mut self.store, items).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::types::{FileKind, Meta, Stat, VersionId};
+
+    fn entry(n: u64) -> LocalEntry {
+        let stat = Stat {
+            kind: FileKind::File,
+            size: n,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            ino: n,
+            mode: 0o644,
+        };
+        LocalEntry::committed(
+            Meta::file(Hash([n as u8; 32]), n, 0o644),
+            stat,
+            VersionId::new(n, 0),
         )
-    });
-    PathTree::build(&mut store, items).ok()
+    }
+
+    /// The incremental local root always equals a rebuild of the index.
+    #[test]
+    fn local_root_updates_equal_a_rebuild() {
+        let mut local: BTreeMap<String, LocalEntry> = BTreeMap::new();
+        let mut lr = LocalRoot::default();
+        let mut x: u64 = 12345;
+        for round in 0..30u64 {
+            let mut touched = BTreeSet::new();
+            for _ in 0..(1 + round * 7 % 50) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let p = format!("d{}/f{}", x % 7, x % 300);
+                if x % 3 == 0 {
+                    local.remove(&p);
+                } else {
+                    local.insert(p.clone(), entry(x % 1000));
+                }
+                touched.insert(p);
+            }
+            lr.update(&touched, &local);
+            let mut fresh = LocalRoot::default();
+            fresh.rebuild(&local);
+            assert_eq!(lr.root, fresh.root, "round {round}");
+            assert!(lr.root.is_some());
+        }
+    }
 }
