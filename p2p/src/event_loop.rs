@@ -31,6 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 
 type PendingReply = BoxFuture<'static, (Proto, ResponseChannel<Vec<u8>>, Option<Vec<u8>>)>;
 
+/// Where the answer to an outbound raft or ctl request goes.
+type BytesReply = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     cmds: mpsc::Receiver<Command>,
@@ -44,7 +47,7 @@ pub(crate) struct EventLoop {
     /// request-response behaviour numbers its requests from 1, so an id
     /// alone names one request of each (a raft reply once went to the ctl
     /// request of the same id, and the other caller saw "stopped").
-    pending: HashMap<(Proto, OutboundRequestId), oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    pending: HashMap<(Proto, OutboundRequestId), BytesReply>,
     pending_join: HashMap<OutboundRequestId, oneshot::Sender<Result<JoinResponse, RequestError>>>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, P2pError>>>,
     replies: FuturesUnordered<PendingReply>,
