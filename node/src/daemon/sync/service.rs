@@ -746,7 +746,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let p = format!("d{}/f{}", x % 7, x % 300);
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     local.remove(&p);
                 } else {
                     local.insert(p.clone(), entry(x % 1000));
