@@ -421,7 +421,7 @@ fn write_version<V: IndexView>(
         origin,
         state,
     };
-    ov.put_record(path, rec.clone());
+    ov.put_record(path, rec.clone(), previous);
     versions.push(rec);
     if history::keep_ms(retention).is_some() {
         let mut hint = |v: Version| {
@@ -465,8 +465,9 @@ fn prune_versions<V: IndexView>(
         return Ok(());
     }
     let all = plan.drop.len() == versions.len();
+    let newest = versions.last().map(|r| r.version);
     for v in plan.drop {
-        ov.drop_record(path, v);
+        ov.drop_record(path, v, newest);
     }
     if all {
         ov.set_live(path, None);

@@ -10,9 +10,10 @@
 //!            last:      SnapRecord::End { counts }
 //! trailer  32 bytes  blake3 of every byte before it
 //! ```
-//! The `live` table is not written: install derives it from the history (the newest record
-//! of each path, unless a tombstone), rebuilds the cluster tree and refuses the snapshot
-//! unless its root equals the header's.
+//! The `live` and `changed` tables are not written: install derives them from the history
+//! (the newest record of each path: its `changed` key, and its live record unless a
+//! tombstone), rebuilds the cluster tree and refuses the snapshot unless its root equals the
+//! header's.
 //!
 //! # Install
 //! The received file is copied into `<snapshots>/install-*.tmp` while nothing else changes;

@@ -21,7 +21,15 @@
 //! The merkle path tree of every live path is kept in memory and updated per entry
 //! (`tree.rs`); it is rebuilt from the `live` table on open and checked against the root
 //! stored beside the applied log id.
+//!
+//! # Format upgrades
+//! `meta["format"]` versions the table layout (`tables.rs`). Open brings an older file up to
+//! date in one write transaction before anything reads it: a file without the `changed`
+//! index (format 1), or whose index was last maintained at another log id than the applied
+//! one, gets it rebuilt from `history`. A newer format is refused.
 
+#[cfg(test)]
+mod changed_tests;
 pub mod error;
 mod reader;
 pub(crate) mod tables;
@@ -98,9 +106,7 @@ impl StateMachine {
             }
         }
         let db = Database::create(data_dir.join("state.redb"))?;
-        let txn = db.begin_write()?;
-        tables::create_all(&txn)?;
-        txn.commit()?;
+        upgrade(&db)?;
 
         let txn = db.begin_read()?;
         let applied = reader::applied_in(&txn)?;
@@ -173,6 +179,49 @@ impl StateMachine {
     }
 }
 
+/// Creates missing tables and brings the file to [`tables::SM_FORMAT`] (see the module doc),
+/// in one write transaction.
+fn upgrade(db: &Database) -> Result<(), SmError> {
+    let txn = db.begin_write()?;
+    tables::create_all(&txn)?;
+    {
+        let mut meta = txn.open_table(tables::META)?;
+        let format: Option<u32> = meta
+            .get(tables::META_FORMAT)?
+            .map(|v| dec(v.value()))
+            .transpose()?;
+        if let Some(found) = format.filter(|f| *f > tables::SM_FORMAT) {
+            return Err(SmError::UnsupportedFormat {
+                found,
+                supported: tables::SM_FORMAT,
+            });
+        }
+        let applied: Option<LogId<NodeId>> = match meta.get(tables::META_APPLIED)? {
+            Some(v) => dec(v.value())?,
+            None => None,
+        };
+        let changed_at: Option<Option<LogId<NodeId>>> = meta
+            .get(tables::META_CHANGED_AT)?
+            .map(|v| dec(v.value()))
+            .transpose()?;
+        if format == Some(tables::SM_FORMAT) && changed_at == Some(applied) {
+            drop(meta);
+            txn.commit()?;
+            return Ok(());
+        }
+        let paths = tables::rebuild_changed(&txn)?;
+        tracing::info!(
+            from_format = format.unwrap_or(1),
+            paths,
+            "state machine: rebuilt the changed-paths index"
+        );
+        meta.insert(tables::META_FORMAT, enc(&tables::SM_FORMAT)?.as_slice())?;
+        meta.insert(tables::META_CHANGED_AT, enc(&applied)?.as_slice())?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 fn build_tree(
     live: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<ClusterTree, SmError> {
@@ -236,6 +285,7 @@ fn apply_entries_inner(
         }
         let mut meta = txn.open_table(tables::META)?;
         meta.insert(tables::META_APPLIED, enc(&applied)?.as_slice())?;
+        meta.insert(tables::META_CHANGED_AT, enc(&applied)?.as_slice())?;
         if let Some(m) = &membership {
             meta.insert(tables::META_MEMBERSHIP, enc(m)?.as_slice())?;
         }

@@ -45,6 +45,10 @@ pub struct Changes {
     /// Token id → token hash (ids are only ever added).
     pub token_ids: BTreeMap<String, Hash>,
     pub dedup: BTreeMap<(NodeId, u64), Option<Vec<Outcome>>>,
+    /// For every path this entry writes a record of or drops records from: the version of
+    /// its newest record before the entry (`None`: it had none). Not state: it lets the
+    /// state machine move the path's key in its `changed` index without a lookup.
+    pub newest_before: BTreeMap<String, Option<Version>>,
 }
 
 impl Changes {
@@ -171,7 +175,9 @@ impl<'a, V: IndexView> Overlay<'a, V> {
         Ok(all.into_iter().take(limit).collect())
     }
 
-    pub fn put_record(&mut self, path: &str, rec: PathRecord) {
+    /// Writes a new newest record of `path`, whose newest record in this view is `newest`.
+    pub fn put_record(&mut self, path: &str, rec: PathRecord, newest: Option<Version>) {
+        self.note_newest(path, newest);
         self.changes
             .history
             .insert((path.to_string(), rec.version), Some(rec.clone()));
@@ -179,10 +185,20 @@ impl<'a, V: IndexView> Overlay<'a, V> {
         self.changes.live.insert(path.to_string(), live);
     }
 
-    pub fn drop_record(&mut self, path: &str, version: Version) {
+    /// Drops a record of `path`, whose newest record in this view is `newest`.
+    pub fn drop_record(&mut self, path: &str, version: Version, newest: Option<Version>) {
+        self.note_newest(path, newest);
         self.changes
             .history
             .insert((path.to_string(), version), None);
+    }
+
+    /// Records `newest` as the newest version of `path` before the entry, unless an earlier
+    /// record or drop of `path` in this entry did (only those change the set of versions).
+    fn note_newest(&mut self, path: &str, newest: Option<Version>) {
+        if !self.changes.newest_before.contains_key(path) {
+            self.changes.newest_before.insert(path.to_string(), newest);
+        }
     }
 
     pub fn set_live(&mut self, path: &str, rec: Option<PathRecord>) {

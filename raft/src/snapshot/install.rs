@@ -74,6 +74,7 @@ fn copy_and_load(
         txn.delete_table(t)?;
     }
     txn.delete_table(tables::HISTORY)?;
+    txn.delete_table(tables::CHANGED)?;
     txn.delete_table(tables::HINTS)?;
     txn.delete_table(tables::TOKENS)?;
     txn.delete_table(tables::TOKEN_IDS)?;
@@ -84,8 +85,11 @@ fn copy_and_load(
         let mut t = WriteTables::open(&txn)?;
         let mut count = 0u64;
         let mut last: Option<(String, PathRecord)> = None;
+        // The newest record of a path: its `changed` key, and its live record unless a
+        // tombstone.
         let flush = |t: &mut WriteTables<'_>, last: Option<(String, PathRecord)>| {
             if let Some((p, r)) = last {
+                tables::changed_insert(&mut t.changed, r.version, &p)?;
                 if !r.is_tombstone() {
                     t.live.insert(p.as_str(), enc(&r)?.as_slice())?;
                 }
@@ -162,6 +166,11 @@ fn copy_and_load(
     {
         let mut meta = txn.open_table(tables::META)?;
         meta.insert(tables::META_APPLIED, enc(&header.last_log_id)?.as_slice())?;
+        meta.insert(tables::META_FORMAT, enc(&tables::SM_FORMAT)?.as_slice())?;
+        meta.insert(
+            tables::META_CHANGED_AT,
+            enc(&header.last_log_id)?.as_slice(),
+        )?;
         meta.insert(tables::META_MEMBERSHIP, enc(&header.membership)?.as_slice())?;
         meta.insert(tables::META_ROOT, enc(&header.root)?.as_slice())?;
     }

@@ -22,6 +22,9 @@ pub enum SmError {
     OutsideRetention { at: u64, horizon: u64 },
     #[error("as_of({at}) is beyond the last applied index {applied}")]
     NotYetApplied { at: u64, applied: u64 },
+    /// The file was written by a newer (or unknown) state-machine format.
+    #[error("unsupported state-machine format {found} (this build reads up to {supported})")]
+    UnsupportedFormat { found: u32, supported: u32 },
     #[error("state machine unavailable: {0}")]
     Unavailable(String),
 }

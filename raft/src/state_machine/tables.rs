@@ -5,15 +5,35 @@
 //! |-----------|------------------------------|----------------------------------|
 //! | `live`    | path                         | `PathRecord` (never a tombstone) |
 //! | `history` | (path, log index, pos)       | `PathRecord`                     |
+//! | `changed` | (log index, pos)             | path                             |
 //! | `hints`   | (at_ms, path, log index, pos)| `()`                             |
 //! | `tokens`  | token hash                   | `TokenRecord`                    |
 //! | `token_ids` | token id                   | token hash (32 bytes)            |
 //! | `dedup`   | (origin, seq)                | `Vec<Outcome>`                   |
 //! | `state`   | `"cluster"`                  | `ClusterState`                   |
 //! | `meta`    | `"applied"`, `"membership"`, `"root"` | `Option<LogId>`, `StoredMembership`, `Hash` |
+//! |           | `"format"`, `"changed_at"`   | `u32`, `Option<LogId>`           |
 //!
 //! Everything but `meta` is replicated state (identical on every node at the same applied
 //! index); `meta` is written in the same transaction as the data it describes.
+//!
+//! # The `changed` index
+//! A secondary index of `history` for "what changed after log index X" (`changed_since`):
+//! for every path with at least one retained record it holds exactly ONE key, the version of
+//! the path's newest record, naming the path. Its size is the number of paths in the history
+//! (live and tombstoned), never the number of versions. A version is written by one op for
+//! one path, so no two paths share a key; a write that would make them share one, or remove
+//! a key naming another path, is refused as corruption. It is derived state: apply maintains
+//! it in the same transaction as `history` ([`WriteTables::write`]), snapshot install
+//! rebuilds it from the records it writes, and open rebuilds it from `history`
+//! ([`rebuild_changed`]) when the file predates it.
+//!
+//! # Format
+//! `meta["format"]` is [`SM_FORMAT`]; a file without it was written by format 1 (no
+//! `changed` table). `meta["changed_at"]` is the applied log id the `changed` index was last
+//! maintained at: every apply and install writes it beside `"applied"`, so a file that a
+//! format-1 binary applied to after a format-2 one (a downgrade) is caught on open by
+//! `changed_at != applied` and its index rebuilt.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -27,10 +47,13 @@ use crate::NodeId;
 
 pub type HistKey = (&'static str, u64, u32);
 pub type HintKey = (u64, &'static str, u64, u32);
+/// `(log index, pos)` of the newest retained record of a path (the value).
+pub type ChangedKey = (u64, u32);
 
 pub const LIVE: TableDefinition<&str, &[u8]> = TableDefinition::new("live");
 pub const HISTORY: TableDefinition<HistKey, &[u8]> = TableDefinition::new("history");
 pub const HINTS: TableDefinition<HintKey, ()> = TableDefinition::new("hints");
+pub const CHANGED: TableDefinition<ChangedKey, &str> = TableDefinition::new("changed");
 pub const TOKENS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tokens");
 pub const TOKEN_IDS: TableDefinition<&str, [u8; 32]> = TableDefinition::new("token_ids");
 pub const DEDUP: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("dedup");
@@ -41,6 +64,12 @@ pub const STATE_KEY: &str = "cluster";
 pub const META_APPLIED: &str = "applied";
 pub const META_MEMBERSHIP: &str = "membership";
 pub const META_ROOT: &str = "root";
+pub const META_FORMAT: &str = "format";
+pub const META_CHANGED_AT: &str = "changed_at";
+
+/// Version of the state machine's table layout, in `meta["format"]`; bumped on any change of
+/// the tables. 1 (implicit: no marker): without `changed`. 2: with `changed`.
+pub const SM_FORMAT: u32 = 2;
 
 pub fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, SmError> {
     Ok(postcard::to_allocvec(v)?)
@@ -54,6 +83,7 @@ pub fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, SmError> {
 pub fn create_all(txn: &WriteTransaction) -> Result<(), SmError> {
     txn.open_table(LIVE)?;
     txn.open_table(HISTORY)?;
+    txn.open_table(CHANGED)?;
     txn.open_table(HINTS)?;
     txn.open_table(TOKENS)?;
     txn.open_table(TOKEN_IDS)?;
@@ -93,6 +123,91 @@ pub fn read_versions(
     Ok(out)
 }
 
+/// The version of the newest retained record of `path`.
+pub fn newest_version(
+    t: &impl ReadableTable<HistKey, &'static [u8]>,
+    path: &str,
+) -> Result<Option<Version>, SmError> {
+    match t
+        .range((path, 0u64, 0u32)..=(path, u64::MAX, u32::MAX))?
+        .next_back()
+    {
+        Some(item) => {
+            let (k, _) = item?;
+            let (_, index, pos) = k.value();
+            Ok(Some(Version::new(index, pos)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Replaces the content of `changed` by the index of `history` (one key per path: its newest
+/// record's), in `txn`. One streaming pass over `history`; returns the number of paths.
+pub fn rebuild_changed(txn: &WriteTransaction) -> Result<u64, SmError> {
+    txn.delete_table(CHANGED)?;
+    let mut changed = txn.open_table(CHANGED)?;
+    let history = txn.open_table(HISTORY)?;
+    let mut paths = 0u64;
+    // The newest key seen of the current path: (path, index, pos).
+    let mut pending: Option<(String, u64, u32)> = None;
+    for item in history.iter()? {
+        let (k, _) = item?;
+        let (path, index, pos) = k.value();
+        match &mut pending {
+            Some((p, i, ps)) if p.as_str() == path => {
+                (*i, *ps) = (index, pos);
+            }
+            _ => {
+                if let Some((p, i, ps)) = pending.take() {
+                    changed_insert(&mut changed, Version::new(i, ps), &p)?;
+                    paths += 1;
+                }
+                pending = Some((path.to_string(), index, pos));
+            }
+        }
+    }
+    if let Some((p, i, ps)) = pending {
+        changed_insert(&mut changed, Version::new(i, ps), &p)?;
+        paths += 1;
+    }
+    Ok(paths)
+}
+
+/// Adds the `changed` key of `path`'s newest record `v`.
+pub fn changed_insert(
+    t: &mut redb::Table<'_, ChangedKey, &'static str>,
+    v: Version,
+    path: &str,
+) -> Result<(), SmError> {
+    if let Some(old) = t.insert((v.index, v.pos), path)? {
+        if old.value() != path {
+            return Err(SmError::Corrupt(format!(
+                "version {v} is the newest of both {:?} and {path:?}",
+                old.value()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the `changed` key `v` of `path`.
+fn changed_remove(
+    t: &mut redb::Table<'_, ChangedKey, &'static str>,
+    v: Version,
+    path: &str,
+) -> Result<(), SmError> {
+    match t.remove((v.index, v.pos))? {
+        Some(old) if old.value() == path => Ok(()),
+        Some(old) => Err(SmError::Corrupt(format!(
+            "the changed index names {:?} at {v}, the newest of {path:?}",
+            old.value()
+        ))),
+        None => Err(SmError::Corrupt(format!(
+            "the changed index lacks {v}, the newest of {path:?}"
+        ))),
+    }
+}
+
 pub fn read_token(
     t: &impl ReadableTable<[u8; 32], &'static [u8]>,
     hash: &Hash,
@@ -111,6 +226,7 @@ pub fn read_token_id(
 pub struct WriteTables<'txn> {
     pub live: redb::Table<'txn, &'static str, &'static [u8]>,
     pub history: redb::Table<'txn, HistKey, &'static [u8]>,
+    pub changed: redb::Table<'txn, ChangedKey, &'static str>,
     pub hints: redb::Table<'txn, HintKey, ()>,
     pub tokens: redb::Table<'txn, [u8; 32], &'static [u8]>,
     pub token_ids: redb::Table<'txn, &'static str, [u8; 32]>,
@@ -123,6 +239,7 @@ impl<'txn> WriteTables<'txn> {
         Ok(WriteTables {
             live: txn.open_table(LIVE)?,
             history: txn.open_table(HISTORY)?,
+            changed: txn.open_table(CHANGED)?,
             hints: txn.open_table(HINTS)?,
             tokens: txn.open_table(TOKENS)?,
             token_ids: txn.open_table(TOKEN_IDS)?,
@@ -131,7 +248,10 @@ impl<'txn> WriteTables<'txn> {
         })
     }
 
-    /// Writes one entry's changes.
+    /// Writes one entry's changes. The `changed` index follows `history`: for every path
+    /// whose records change, its key moves from the newest version before the write
+    /// (`Changes::newest_before`) to the newest after it (removed when no record is left);
+    /// O(log n) per touched path.
     pub fn write(&mut self, c: &Changes) -> Result<(), SmError> {
         if let Some(s) = &c.state {
             self.state.insert(STATE_KEY, enc(s)?.as_slice())?;
@@ -142,12 +262,47 @@ impl<'txn> WriteTables<'txn> {
                 None => self.live.remove(path.as_str())?,
             };
         }
-        for ((path, v), rec) in &c.history {
-            let key = (path.as_str(), v.index, v.pos);
-            match rec {
-                Some(r) => self.history.insert(key, enc(r)?.as_slice())?,
-                None => self.history.remove(key)?,
+        // `c.history` is sorted by (path, version): one run per path.
+        let mut runs = c.history.iter().peekable();
+        while let Some(&((path, _), _)) = runs.peek() {
+            // Apply says what the newest record was when it wrote or dropped one; a run
+            // without (a record rewritten in place: holders) is looked up.
+            let before = match c.newest_before.get(path) {
+                Some(v) => *v,
+                None => newest_version(&self.history, path)?,
             };
+            let mut inserted: Option<Version> = None;
+            let mut before_removed = false;
+            while let Some(((_, v), rec)) = runs.next_if(|((p, _), _)| p == path) {
+                let key = (path.as_str(), v.index, v.pos);
+                match rec {
+                    Some(r) => {
+                        self.history.insert(key, enc(r)?.as_slice())?;
+                        inserted = inserted.max(Some(*v));
+                    }
+                    None => {
+                        self.history.remove(key)?;
+                        before_removed |= before == Some(*v);
+                    }
+                };
+            }
+            let after = match (before, inserted) {
+                // No record before: the newest is the newest written.
+                (None, i) => i,
+                // A record newer than every earlier one (a new version).
+                (Some(b), Some(i)) if i > b => Some(i),
+                (Some(b), _) if !before_removed => Some(b),
+                // The newest was pruned: look again (once per path pruned away).
+                (Some(_), _) => newest_version(&self.history, path)?,
+            };
+            if before != after {
+                if let Some(v) = before {
+                    changed_remove(&mut self.changed, v, path)?;
+                }
+                if let Some(v) = after {
+                    changed_insert(&mut self.changed, v, path)?;
+                }
+            }
         }
         for (h, present) in &c.hints {
             let key = (h.at_ms, h.path.as_str(), h.version.index, h.version.pos);
