@@ -6,7 +6,11 @@ use super::*;
 use std::fs;
 use std::path::PathBuf;
 
-/// A store under test, its synced root, and a way to rot one of its blobs.
+mod own_copies;
+pub use own_copies::*;
+
+/// A store under test, its synced root, and a way to rot one of its own
+/// copies (blob or inline value).
 pub struct Fixture {
     pub store: Box<dyn ChunkStore>,
     pub root: PathBuf,
@@ -18,9 +22,13 @@ pub fn redb_fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     fs::create_dir(&root).unwrap();
-    let store = RedbChunkStore::open(dir.path().join("store"), &root).unwrap();
+    let store = std::sync::Arc::new(RedbChunkStore::open(dir.path().join("store"), &root).unwrap());
+    let s2 = store.clone();
     let blobs = dir.path().join("store");
     let corrupt = Box::new(move |h: &Hash| {
+        if s2.corrupt_inline(h).unwrap() {
+            return true;
+        }
         let hex = h.to_hex();
         let p = blobs.join("blobs").join(&hex[..2]).join(&hex);
         match fs::read(&p) {
@@ -36,7 +44,7 @@ pub fn redb_fixture() -> Fixture {
         }
     });
     Fixture {
-        store: Box::new(store),
+        store: Box::new(ArcStore(store)),
         root,
         corrupt,
         _dir: dir,
@@ -57,10 +65,10 @@ pub fn mem_fixture() -> Fixture {
     }
 }
 
-/// Lets the fixture share the twin with its `corrupt` hook.
-struct ArcStore(std::sync::Arc<MemChunkStore>);
+/// Lets the fixture share the store with its `corrupt` hook.
+struct ArcStore<S>(std::sync::Arc<S>);
 
-impl ChunkStore for ArcStore {
+impl<S: ChunkStore> ChunkStore for ArcStore<S> {
     fn put(&self, hash: Hash, data: &[u8]) -> Result<()> {
         self.0.put(hash, data)
     }
@@ -125,29 +133,6 @@ pub fn write_live(root: &Path, rel: &str, parts: &[&[u8]]) -> (FileStamp, Vec<(u
         })
         .collect();
     (FileStamp::of_path(&p).unwrap(), table)
-}
-
-pub fn put_get_dedup(f: &Fixture) {
-    let s = &f.store;
-    let data = bytes(1, 1000);
-    let h = Hash::of_chunk(&data);
-    assert!(!s.has(&h).unwrap());
-    assert_eq!(s.get(&h).unwrap(), None);
-    assert_eq!(s.locate(&h).unwrap(), None);
-    s.put(h, &data).unwrap();
-    s.put(h, &data).unwrap(); // dedup: no-op
-    assert!(s.has(&h).unwrap());
-    assert_eq!(s.get(&h).unwrap(), Some(data.clone()));
-    assert_eq!(s.locate(&h).unwrap(), Some(Location::Blob { len: 1000 }));
-    let empty = Hash::of_chunk(b"");
-    s.put(empty, b"").unwrap();
-    assert_eq!(s.get(&empty).unwrap(), Some(Vec::new()));
-    let other = bytes(2, 10);
-    let h2 = Hash::of_chunk(&other);
-    assert_eq!(
-        s.get_many(&[h2, h, empty]).unwrap(),
-        vec![None, Some(data), Some(vec![])]
-    );
 }
 
 pub fn put_rejects_wrong_hash(f: &Fixture) {
@@ -508,90 +493,6 @@ pub fn index_files_same_path_twice_last_wins(f: &Fixture) {
     assert_eq!(s.get(&Hash::of_chunk(&b)).unwrap(), None);
 }
 
-pub fn corrupt_blob_is_never_returned(f: &Fixture) {
-    let s = &f.store;
-    let data = bytes(14, 500);
-    let h = Hash::of_chunk(&data);
-    s.put(h, &data).unwrap();
-    assert!((f.corrupt)(&h));
-    assert_eq!(s.get(&h).unwrap(), None);
-    assert!(!s.has(&h).unwrap(), "the corrupt entry is dropped");
-    s.put(h, &data).unwrap();
-    assert_eq!(s.get(&h).unwrap(), Some(data.clone()));
-    // put over a corrupt (still indexed) blob repairs it rather than dedup.
-    assert!((f.corrupt)(&h));
-    s.put(h, &data).unwrap();
-    assert_eq!(s.get(&h).unwrap(), Some(data));
-}
-
-pub fn gc_removes_unkept_and_redundant_blobs(f: &Fixture) {
-    let s = &f.store;
-    let (x, y, z) = (bytes(15, 100), bytes(16, 110), bytes(17, 120));
-    let (hx, hy, hz) = (Hash::of_chunk(&x), Hash::of_chunk(&y), Hash::of_chunk(&z));
-    for (h, d) in [(hx, &x), (hy, &y), (hz, &z)] {
-        s.put(h, d).unwrap();
-    }
-    let (st, t) = write_live(&f.root, "live", &[&z]);
-    s.index_file("live", st, &t).unwrap();
-    let keep = move |h: &Hash| *h != hy;
-    let stats = s.gc(&keep).unwrap();
-    assert_eq!(stats.blobs_removed, 2, "{stats:?}");
-    assert_eq!(stats.redundant_blobs_removed, 1, "{stats:?}");
-    assert_eq!(stats.blob_bytes_freed, 110 + 120, "{stats:?}");
-    assert_eq!(stats.entries_removed, 1, "{stats:?}");
-    assert_eq!(s.get(&hx).unwrap(), Some(x));
-    assert_eq!(s.get(&hy).unwrap(), None);
-    assert_eq!(s.get(&hz).unwrap(), Some(z.clone()));
-    assert!(matches!(
-        s.locate(&hz).unwrap(),
-        Some(Location::LiveFile { .. })
-    ));
-    // A second pass has nothing to do.
-    let again = s.gc(&keep).unwrap();
-    assert_eq!(
-        again.blobs_removed + again.entries_removed + again.stale_locations_pruned,
-        0
-    );
-    // Nothing left but a live copy: gc with keep=false keeps live entries.
-    assert_eq!(s.gc(&|_| false).unwrap().entries_removed, 1); // x
-    assert_eq!(s.get(&hz).unwrap(), Some(z));
-}
-
-pub fn gc_keeps_blob_when_live_copy_is_bad(f: &Fixture) {
-    let s = &f.store;
-    let w = bytes(18, 100);
-    let hw = Hash::of_chunk(&w);
-    s.put(hw, &w).unwrap();
-    let (st, t) = write_live(&f.root, "w", &[&w]);
-    s.index_file("w", st, &t).unwrap();
-    // Same stamp, different bytes: only reading can tell.
-    let p = f.root.join("w");
-    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
-    fs::write(&p, bytes(19, 100)).unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
-    let stats = s.gc(&|_| true).unwrap();
-    assert_eq!(stats.blobs_removed, 0, "{stats:?}");
-    assert_eq!(stats.files_dropped, 1, "{stats:?}");
-    assert_eq!(s.get(&hw).unwrap(), Some(w.clone()));
-    assert_eq!(s.locate(&hw).unwrap(), Some(Location::Blob { len: 100 }));
-    // Changed visibly (stamp) is also not a valid live copy.
-    let (st, t) = write_live(&f.root, "v", &[&w]);
-    s.index_file("v", st, &t).unwrap();
-    let mut f2 = fs::OpenOptions::new()
-        .append(true)
-        .open(f.root.join("v"))
-        .unwrap();
-    std::io::Write::write_all(&mut f2, b"more").unwrap();
-    let stats = s.gc(&|_| true).unwrap();
-    assert_eq!(stats.blobs_removed, 0, "{stats:?}");
-    assert_eq!(s.get(&hw).unwrap(), Some(w));
-}
-
 pub fn gc_prunes_dangling_entries(f: &Fixture) {
     let s = &f.store;
     let parts: Vec<Vec<u8>> = (0..5).map(|i| bytes(20 + i, 40)).collect();
@@ -620,10 +521,18 @@ pub fn concurrent_use(f: &Fixture) {
         for t in 0..4u8 {
             scope.spawn(move || {
                 for i in 0..8u8 {
-                    let d = bytes(t.wrapping_mul(16).wrapping_add(i), 64 + i as usize);
+                    // Small and large, own and shared by every thread.
+                    let n = 64 + i as usize + if i % 2 == 0 { 0 } else { INLINE_MAX };
+                    let seed = if i < 4 {
+                        200 + i
+                    } else {
+                        t.wrapping_mul(16).wrapping_add(i)
+                    };
+                    let d = bytes(seed, n);
                     let h = Hash::of_chunk(&d);
                     s.put(h, &d).unwrap();
                     assert_eq!(s.get(&h).unwrap(), Some(d));
+                    assert_eq!(s.locate(&h).unwrap(), Some(own_location(n)));
                 }
             });
         }
@@ -638,7 +547,12 @@ macro_rules! suite {
                 changed_live_file_reads_absent, reindex_replaces_and_forget,
                 shared_chunk_survives_forgetting_one_file,
                 invalid_paths_and_tables_are_typed_errors, corrupt_blob_is_never_returned,
-                gc_removes_unkept_and_redundant_blobs, gc_keeps_blob_when_live_copy_is_bad,
+                corrupt_inline_value_is_never_returned, own_copy_backs_a_stale_live_file,
+                mixed_put_many_roundtrip,
+                gc_removes_unkept_and_redundant_blobs,
+                gc_removes_unkept_and_redundant_inline_values,
+                gc_keeps_blob_when_live_copy_is_bad, gc_keeps_inline_value_when_live_copy_is_bad,
+                gc_of_both_kinds_in_one_pass,
                 gc_prunes_dangling_entries, concurrent_use, index_files_batch_roundtrip,
                 index_files_with_one_invalid_entry_records_nothing, forget_files_batch,
                 index_files_same_path_twice_last_wins);

@@ -28,6 +28,13 @@ pub enum StoreError {
     /// know. The store refuses to guess.
     #[error("corrupt index: {0}")]
     CorruptIndex(String),
+    /// The index was written by a newer build, in a format this build does
+    /// not know. It is left untouched.
+    #[error("index format {found} is newer than this build reads (format {supported})")]
+    IndexFormatTooNew { found: u64, supported: u64 },
+    /// A [`super::StoreOptions`] value is out of its range.
+    #[error("invalid store option {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
     /// A path given to `index_file`/`forget_file` is not a canonical relative
     /// path inside the synced root.
     #[error("invalid path {path:?}: {reason}")]

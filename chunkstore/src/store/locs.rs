@@ -3,12 +3,15 @@
 //!
 //! A chunk's index value is the concatenation of its [`Loc`]s, each as
 //! postcard varints: `file_id, offset, len` for a live-file location (file
-//! ids start at 1), `0, len` for a blob. No tag byte, no list length (the
-//! value's end ends the list), so the common single-location entry costs
-//! three varints (~8-11 bytes). The format version lives once in the `meta` table, not in
-//! every value.
+//! ids start at 1), `0, len` for a blob, `0, 2^63 + len` for an inline value
+//! (format 2; a blob is shorter than 2^63 bytes, so format-1 values decode
+//! unchanged). No tag byte, no list length (the value's end ends the list),
+//! so the common single-location entry costs three varints (~8-11 bytes);
+//! an inline location costs 11. The format version lives once in the `meta`
+//! table, not in every value.
 
 use super::error::StoreError;
+use super::inline::INLINE_LIMIT;
 use super::FileStamp;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +26,9 @@ pub const MAX_FILE_LOCS: usize = 4;
 pub enum Loc {
     /// `<store>/blobs/ab/<hex>`, `len` bytes.
     Blob { len: u64 },
+    /// The value of the chunk in the index's `inline` table, `len` bytes
+    /// (at most [`INLINE_LIMIT`]).
+    Inline { len: u32 },
     /// `len` bytes at `offset` in the live file whose record is `file`.
     File { file: u64, offset: u64, len: u32 },
 }
@@ -35,13 +41,21 @@ pub struct FileRec {
     pub stamp: FileStamp,
 }
 
+/// Set in the second varint of an own-copy location: the copy is inline.
+const INLINE_BIT: u64 = 1 << 63;
+
 pub fn encode_locs(locs: &[Loc]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 * locs.len());
     for loc in locs {
         match *loc {
             Loc::Blob { len } => {
+                debug_assert!(len < INLINE_BIT, "no blob reaches 2^63 bytes");
                 out = varint(out, 0);
                 out = varint(out, len);
+            }
+            Loc::Inline { len } => {
+                out = varint(out, 0);
+                out = varint(out, INLINE_BIT | u64::from(len));
             }
             Loc::File { file, offset, len } => {
                 debug_assert!(file != 0, "file ids start at 1");
@@ -69,8 +83,18 @@ pub fn decode_locs(mut bytes: &[u8]) -> Result<Vec<Loc>, StoreError> {
     let mut out = Vec::with_capacity(1);
     while !bytes.is_empty() {
         let loc = match take_varint(&mut bytes)? {
-            0 => Loc::Blob {
-                len: take_varint(&mut bytes)?,
+            0 => match take_varint(&mut bytes)? {
+                len if len & INLINE_BIT == 0 => Loc::Blob { len },
+                tagged => {
+                    let len = tagged & !INLINE_BIT;
+                    if len > INLINE_LIMIT as u64 {
+                        return Err(StoreError::CorruptIndex(format!(
+                            "inline location of {len} bytes, over the {INLINE_LIMIT}-byte limit"
+                        )));
+                    }
+                    // (`len` <= INLINE_LIMIT, so the cast is exact.)
+                    Loc::Inline { len: len as u32 }
+                }
             },
             file => Loc::File {
                 file,
@@ -121,7 +145,7 @@ pub fn add_file_loc<E>(
                     kept.push(loc);
                 }
             }
-            Loc::Blob { .. } => kept.push(loc),
+            Loc::Blob { .. } | Loc::Inline { .. } => kept.push(loc),
         }
     }
     *locs = kept;
@@ -145,11 +169,23 @@ pub fn add_file_loc<E>(
     Ok(())
 }
 
-/// Records that a blob of `len` bytes exists for the chunk (at most one
-/// blob location per chunk).
-pub fn add_blob_loc(locs: &mut Vec<Loc>, len: u64) {
-    locs.retain(|l| !matches!(l, Loc::Blob { .. }));
-    locs.push(Loc::Blob { len });
+/// Whether the location is one of the store's own copies (blob or inline).
+pub fn is_own(loc: &Loc) -> bool {
+    matches!(loc, Loc::Blob { .. } | Loc::Inline { .. })
+}
+
+/// Records the chunk's own copy (`own` is a blob or an inline location). A
+/// chunk has at most one own copy: any other one is replaced (the caller
+/// removes its bytes in the same transaction).
+pub fn add_own_loc(locs: &mut Vec<Loc>, own: Loc) {
+    debug_assert!(is_own(&own), "{own:?} is not an own copy");
+    locs.retain(|l| !is_own(l));
+    locs.push(own);
+}
+
+/// The chunk's own copy, if it has one.
+pub fn own_loc(locs: &[Loc]) -> Option<Loc> {
+    locs.iter().copied().find(is_own)
 }
 
 pub fn has_blob(locs: &[Loc]) -> bool {
@@ -163,7 +199,8 @@ mod tests {
 
     fn arb_loc() -> impl Strategy<Value = Loc> {
         prop_oneof![
-            any::<u64>().prop_map(|len| Loc::Blob { len }),
+            (0..INLINE_BIT).prop_map(|len| Loc::Blob { len }),
+            (0..=INLINE_LIMIT as u32).prop_map(|len| Loc::Inline { len }),
             (1..=u64::MAX, any::<u64>(), any::<u32>()).prop_map(|(file, offset, len)| Loc::File {
                 file,
                 offset,
@@ -243,12 +280,45 @@ mod tests {
             add_file_loc::<()>(&mut locs, f(id), |_| Ok(true)).unwrap();
         }
         assert_eq!(locs, vec![Loc::Blob { len: 5 }, f(6), f(7), f(8), f(9)]);
-        add_blob_loc(&mut locs, 5);
+        add_own_loc(&mut locs, Loc::Blob { len: 5 });
+        assert_eq!(locs.iter().filter(|l| is_own(l)).count(), 1);
+        // An inline copy replaces the blob (one own copy per chunk), and
+        // the other way round.
+        add_own_loc(&mut locs, Loc::Inline { len: 5 });
+        assert_eq!(locs.iter().filter(|l| is_own(l)).count(), 1);
+        assert_eq!(own_loc(&locs), Some(Loc::Inline { len: 5 }));
+        add_own_loc(&mut locs, Loc::Blob { len: 5 });
+        assert_eq!(own_loc(&locs), Some(Loc::Blob { len: 5 }));
+        assert!(!locs.contains(&Loc::Inline { len: 5 }));
+    }
+
+    #[test]
+    fn format_1_values_decode_unchanged_and_inline_is_tagged() {
+        // Format 1 wrote `0, len` for a blob: still a blob.
         assert_eq!(
-            locs.iter()
-                .filter(|l| matches!(l, Loc::Blob { .. }))
-                .count(),
-            1
+            decode_locs(&[0, 0x80, 0x10]).unwrap(),
+            vec![Loc::Blob { len: 2048 }]
         );
+        let v = encode_locs(&[
+            Loc::Inline { len: 2048 },
+            Loc::File {
+                file: 3,
+                offset: 0,
+                len: 2048,
+            },
+        ]);
+        assert_eq!(v.len(), 11 + 4, "{v:?}");
+        assert_eq!(v[0], 0);
+        assert_eq!(
+            decode_locs(&v).unwrap()[0],
+            Loc::Inline { len: 2048 },
+            "the inline bit survives"
+        );
+        // An inline length past the limit is refused, not allocated.
+        let over = encode_locs(&[Loc::Inline { len: u32::MAX }]);
+        assert!(matches!(
+            decode_locs(&over),
+            Err(StoreError::CorruptIndex(_))
+        ));
     }
 }

@@ -1,14 +1,19 @@
 //! [`MemChunkStore`]: the in-memory twin of [`super::RedbChunkStore`].
 //!
 //! Same contract and same rules (the gc rule is literally shared, see
-//! `policy.rs`); the index and the blobs live in a `Mutex`ed map, nothing is
-//! durable. Live-file locations are read from the **real filesystem** under
-//! the synced root given to [`MemChunkStore::new`], with the same stamp and
-//! hash checks, so tests of higher layers can edit real files under it.
+//! `policy.rs`); the index and the own copies live in `Mutex`ed maps,
+//! nothing is durable. Chunks of at most [`INLINE_MAX`] bytes are recorded
+//! as inline copies and larger ones as blobs, like the default
+//! [`super::RedbChunkStore`], so both report the same [`Location`]s (the
+//! bytes sit in the same map either way). Live-file locations are read
+//! from the **real filesystem** under the synced root given to
+//! [`MemChunkStore::new`], with the same stamp and hash checks, so tests of
+//! higher layers can edit real files under it.
 
 use super::error::{Result, StoreError};
+use super::inline::INLINE_MAX;
 use super::live::{read_live, stamp_matches, LiveRead};
-use super::locs::{add_blob_loc, add_file_loc, FileRec, Loc};
+use super::locs::{add_file_loc, add_own_loc, is_own, own_loc, FileRec, Loc};
 use super::policy::{gc_entry, GcEnv};
 use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
 use crate::{ChunkEntry, Hash};
@@ -100,17 +105,28 @@ impl MemChunkStore {
     }
 
     fn put_verified(&self, hash: Hash, data: &[u8]) {
+        let own = if data.len() <= INLINE_MAX {
+            // (INLINE_MAX < 4 GiB: the cast is exact.)
+            Loc::Inline {
+                len: data.len() as u32,
+            }
+        } else {
+            Loc::Blob {
+                len: data.len() as u64,
+            }
+        };
         let mut st = self.lock();
         let st = &mut *st;
         let locs = st.chunks.entry(hash).or_default();
-        if st.blobs.get(&hash).map(Vec::as_slice) == Some(data) && super::locs::has_blob(locs) {
+        if st.blobs.get(&hash).map(Vec::as_slice) == Some(data) && own_loc(locs) == Some(own) {
             return;
         }
         st.blobs.insert(hash, data.to_vec());
-        add_blob_loc(locs, data.len() as u64);
+        add_own_loc(locs, own);
     }
 
-    /// Flips one byte of the chunk's blob (tests: simulated bit rot).
+    /// Flips one byte of the chunk's own copy, blob or inline (tests:
+    /// simulated bit rot).
     #[cfg(test)]
     pub(crate) fn corrupt_blob(&self, hash: &Hash) -> bool {
         match self.lock().blobs.get_mut(hash) {
@@ -172,11 +188,11 @@ impl GcEnv for MemGcEnv<'_> {
         }
     }
 
-    fn blob_len(&mut self, hash: &Hash) -> Result<Option<u64>> {
+    fn own_len(&mut self, hash: &Hash, _own: &Loc) -> Result<Option<u64>> {
         Ok(self.blobs.get(hash).map(|b| b.len() as u64))
     }
 
-    fn remove_blob(&mut self, hash: &Hash) -> Result<u64> {
+    fn remove_own(&mut self, hash: &Hash, _own: &Loc) -> Result<u64> {
         Ok(self.blobs.remove(hash).map_or(0, |b| b.len() as u64))
     }
 }
@@ -205,14 +221,19 @@ impl ChunkStore for MemChunkStore {
     fn has(&self, hash: &Hash) -> Result<bool> {
         let st = self.lock();
         for loc in st.chunks.get(hash).into_iter().flatten() {
-            match loc {
+            match *loc {
                 Loc::Blob { len } => {
-                    if st.blobs.get(hash).map(|b| b.len() as u64) == Some(*len) {
+                    if st.blobs.get(hash).map(|b| b.len() as u64) == Some(len) {
+                        return Ok(true);
+                    }
+                }
+                Loc::Inline { len } => {
+                    if st.blobs.get(hash).map(|b| b.len() as u64) == Some(u64::from(len)) {
                         return Ok(true);
                     }
                 }
                 Loc::File { file, .. } => {
-                    if let Some(rec) = st.files.get(file) {
+                    if let Some(rec) = st.files.get(&file) {
                         if stamp_matches(&self.root, rec)? {
                             return Ok(true);
                         }
@@ -250,11 +271,11 @@ impl ChunkStore for MemChunkStore {
             }
         }
         let mut drop_blob = false;
-        if found.is_none() && super::locs::has_blob(&locs) {
+        if found.is_none() && locs.iter().any(is_own) {
             match st.blobs.get(hash) {
                 Some(b) if Hash::of_chunk(b) == *hash => found = Some(b.clone()),
                 _ => {
-                    tracing::warn!(chunk = %hash, "corrupt or missing blob dropped");
+                    tracing::warn!(chunk = %hash, "corrupt or missing own copy dropped");
                     st.blobs.remove(hash);
                     drop_blob = true;
                 }
@@ -265,7 +286,7 @@ impl ChunkStore for MemChunkStore {
             let files = &st.files;
             locs.retain(|l| match l {
                 Loc::File { file, .. } => files.contains_key(file),
-                Loc::Blob { .. } => !drop_blob,
+                Loc::Blob { .. } | Loc::Inline { .. } => !drop_blob,
             });
             if locs.is_empty() {
                 st.chunks.remove(hash);
@@ -295,11 +316,16 @@ impl ChunkStore for MemChunkStore {
                 }
             }
         }
+        let stored = st.blobs.get(hash).map(|b| b.len() as u64);
         for loc in &locs {
-            if let Loc::Blob { len } = loc {
-                if st.blobs.get(hash).map(|b| b.len() as u64) == Some(*len) {
-                    return Ok(Some(Location::Blob { len: *len }));
+            match *loc {
+                Loc::Blob { len } if stored == Some(len) => {
+                    return Ok(Some(Location::Blob { len }));
                 }
+                Loc::Inline { len } if stored == Some(u64::from(len)) => {
+                    return Ok(Some(Location::Inline { len }));
+                }
+                _ => {}
             }
         }
         Ok(None)

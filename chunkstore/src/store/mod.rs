@@ -11,33 +11,44 @@
 //! - a **live file**: `<synced root>/<rel path>`, offset, length, plus the
 //!   file's [`FileStamp`] `(inode, size, mtime_ns)` when it was indexed
 //!   ([`ChunkStore::index_file`]); or
-//! - a **blob** in the store's own area, for chunks no live file holds
-//!   (Merkle nodes, chunks fetched but not yet placed, chunks of retained old
-//!   versions) ([`ChunkStore::put`]).
+//! - the store's **own copy**, for chunks no live file holds (Merkle nodes,
+//!   chunks fetched but not yet placed, chunks of retained old versions)
+//!   ([`ChunkStore::put`]): a **blob** file in the store's own area, or, for a
+//!   chunk of at most [`INLINE_MAX`] bytes, an **inline value** in the index
+//!   database itself (see "Small chunks inline"). A chunk has at most one
+//!   own copy.
 //!
 //! # Invariants
 //!
 //! 1. **Every byte returned was verified.** `get` hashes what it read (live
-//!    file or blob) and compares with the requested hash. On mismatch the
-//!    stale location is dropped (a changed live file loses its file record, a
-//!    corrupt blob is deleted), a warning is logged, and the next location is
-//!    tried; if none verifies, `Ok(None)`. Never wrong bytes.
-//! 2. **`put` returns only when durable**: the blob is written to a temp file,
+//!    file, blob or inline value) and compares with the requested hash. On
+//!    mismatch the stale location is dropped (a changed live file loses its
+//!    file record, a corrupt blob or inline value is deleted), a warning is
+//!    logged, and the next location is tried; if none verifies, `Ok(None)`.
+//!    Never wrong bytes.
+//! 2. **`put` returns only when durable**: a blob is written to a temp file,
 //!    fsynced, renamed into place, its directory fsynced, and only then is
 //!    the index updated in a redb transaction committed with
-//!    `Durability::Immediate`. `index_file`/`forget_file`/`gc` commit the
+//!    `Durability::Immediate`; an inline value is written *in* that
+//!    transaction, with its location. A `put_many` is all or nothing: its
+//!    blob files are made durable first, then ONE commit records the blobs,
+//!    the inline values and their locations (a batch of small chunks only is
+//!    one commit and no file). `index_file`/`forget_file`/`gc` commit the
 //!    same way; `index_files`/`forget_files` do the work of many
 //!    `index_file`/`forget_file` calls in one such commit (one fsync for a
 //!    whole batch instead of one per file, all or nothing).
 //! 3. **No second copy of live files.** `index_file` records locations, it
-//!    copies nothing. A blob whose chunk a live file also holds is removed by
-//!    `gc` once the live copy has been read and verified (so a chunk is never
-//!    left with zero verified copies by gc unless `keep` rejected it).
+//!    copies nothing. An own copy (blob or inline value) whose chunk a live
+//!    file also holds is removed by `gc` once the live copy has been read and
+//!    verified (so a chunk is never left with zero verified copies by gc
+//!    unless `keep` rejected it).
 //! 4. **Consistent after a crash at any point.** The index never points at a
-//!    blob that was not durable first. On open, `tmp/` is emptied, and every
-//!    blob the index does not know is hashed: if it hashes to its name it is
-//!    indexed, otherwise deleted. An index entry whose blob vanished reads as
-//!    absent and is pruned.
+//!    blob that was not durable first; an inline value and its location are
+//!    one commit, so they exist together or not at all (nothing to recover).
+//!    On open, `tmp/` is emptied, and every blob the index does not know is
+//!    hashed: if it hashes to its name it is indexed (replacing an inline
+//!    value of the same chunk, if any), otherwise deleted. An index entry
+//!    whose blob or inline value vanished reads as absent and is pruned.
 //! 5. **Paths are canonical relative paths** (`a/b/c`: no leading `/`, no
 //!    `.`/`..`/empty component, no NUL); anything else is
 //!    [`StoreError::InvalidPath`].
@@ -46,21 +57,32 @@
 //!
 //! ```text
 //! <store dir>/index.redb        redb (file format v3), tables below
-//! <store dir>/blobs/ab/<hex>    one blob per chunk, named by its 64-hex hash
+//! <store dir>/blobs/ab/<hex>    one blob per chunk over INLINE_MAX bytes, named by its 64-hex hash
 //! <store dir>/tmp/              temp files of puts in flight (emptied on open)
 //! ```
 //!
 //! | table    | key              | value                                                 |
 //! |----------|------------------|-------------------------------------------------------|
-//! | `meta`   | `&str`           | `u64`: `format` (= 1), `next_file_id`                 |
+//! | `meta`   | `&str`           | `u64`: `format` (= 2), `next_file_id`                 |
 //! | `chunks` | `[u8; 32]` hash  | concatenated `Loc`s as postcard varints (see below)   |
 //! | `files`  | `u64` file id    | postcard `FileRec { path, stamp }`                    |
 //! | `paths`  | `&str` rel path  | `u64` file id                                         |
+//! | `inline` | `[u8; 32]` hash  | the chunk's bytes, at most [`INLINE_LIMIT`] (64 KiB)  |
 //!
 //! A `Loc` is encoded as postcard varints: `file_id, offset, len` for a
-//! live file (file ids start at 1), `0, len` for a blob; a chunk's value is
-//! its `Loc`s back to back. A typical live-file entry is 32 bytes of key +
-//! ~9 bytes of value + redb's 4-byte value offset.
+//! live file (file ids start at 1), `0, len` for a blob, `0, 2^63 + len` for
+//! an inline value (`len` at most [`INLINE_LIMIT`], checked on decode); a
+//! chunk's value is its `Loc`s back to back. A typical live-file entry is 32
+//! bytes of key + ~9 bytes of value + redb's 4-byte value offset; an inline
+//! location costs 11 bytes of value. An `inline` row exists iff its chunk's
+//! entry has an inline `Loc`.
+//!
+//! **Format history.** 1: no `inline` table, no inline `Loc`. 2: both. Open
+//! upgrades a format-1 index in place in one commit (it creates the `inline`
+//! table and sets `format = 2`: format-1 values decode unchanged and its
+//! blobs, small ones included, stay valid blobs). A format above 2 is
+//! refused with [`StoreError::IndexFormatTooNew`] before anything is
+//! written; the format-1 build refuses format 2 the same way, as corrupt.
 //!
 //! ## Index size (measured by `benches/store_index.rs`)
 //!
@@ -89,33 +111,82 @@
 //! recently indexed), so forgetting one of several files holding a chunk does
 //! not lose track of it.
 //!
+//! # Small chunks inline
+//!
+//! A blob file costs a create, a write, a rename and a share of the batch's
+//! flushes at `put`, an `open` and a read at `get`, and a 4 KiB block on
+//! disk however small the chunk. On a peer receiving 100,000 to 1,000,000
+//! files of 0-4 KiB that dominates, so a chunk of at most
+//! [`StoreOptions::inline_max`] bytes ([`INLINE_MAX`] = 16 KiB by default)
+//! is stored as its value in the `inline` table, in the commit that records
+//! it (see `inline.rs` for the rules). `has`/`locate` report it as
+//! [`Location::Inline`]; larger chunks keep the blob-file path unchanged.
+//!
+//! The threshold, measured by `benches/store_inline.rs` (`cargo bench -p
+//! filesyncd-chunkstore --bench store_inline`; ext4 on this project's 2-core
+//! VM, 4 runs, ratio = blob-file time / inline time, above 1 inline wins):
+//!
+//! | chunks (`put_many` batch)   | `put` ratio | `get` ratio | disk, blob files / inline |
+//! |-----------------------------|-------------|-------------|---------------------------|
+//! | 10,000 x 2 KiB (256)        | 1.7-9.7     | 1.6-2.5     | 41 / 45 MiB               |
+//! | 10,000 x 2 KiB (1,024)      | 9.1-12.4    | 1.9-2.5     | 41 / 50 MiB               |
+//! | 10,000 x 0-4 KiB (256)      | 8.6-10.6    | 2.0-2.1     | 41 / 36 MiB               |
+//! | 40 MiB of 4 KiB (256)       | 7.4-8.6     | 0.9-1.8     | 42 / 84 MiB               |
+//! | 40 MiB of 16 KiB (256)      | 7.0-10.5    | 0.7-1.5     | 41 / 82 MiB               |
+//! | 40 MiB of 64 KiB (256)      | 2.9-4.3     | 0.3-1.2     | 41 / 81 MiB               |
+//!
+//! In absolute terms, 10,000 x 2 KiB in batches of 256: `put_many` 0.65-1.0 s
+//! inline against 1.7-8.3 s as files (the file path swings with the VM's
+//! disk), `get` 0.05-0.10 s against 0.12-0.16 s. Inline `put` wins at every
+//! size (one commit instead of a file and its flushes per chunk); inline
+//! `get` wins clearly up to 4 KiB, is even at 16 KiB (within the noise) and
+//! tends to lose at 64 KiB. 16 KiB keeps the whole `put` gain for small
+//! files and the tails of large ones (the chunker cuts no chunk under
+//! 24 KiB except a file's last) without turning the index into a copy of
+//! most chunks, as 64 KiB (the chunker's maximum) would. Disk: a value of
+//! exactly 2^k bytes fills a 2^(k+1)-byte redb page (so 2x for the
+//! power-of-two rows above; `compact` does not help), while a file rounds
+//! up to 4 KiB: at mixed sizes (0-4 KiB) inline is the smaller. Most inline
+//! values are short-lived anyway: once the received file is materialized and
+//! indexed, `gc` removes the copy as redundant (invariant 3).
+//!
 //! # Validity checks, by cost
 //!
 //! - `has`/`locate`: index lookup + one `stat` (live file: stamp equal; blob:
-//!   exists with the indexed length). No read, so a same-stamp in-place edit
+//!   exists with the indexed length) or, for an inline value, a lookup of its
+//!   row and its length (no copy). No read, so a same-stamp in-place edit
 //!   is only caught by `get`.
-//! - `get`: opens, compares the stamp of the open handle, reads, hashes.
-//! - `put` dedup: if the blob exists, it is read and compared with the data
-//!   (already hashed), so a corrupt blob is replaced, not trusted.
+//! - `get`: opens, compares the stamp of the open handle, reads, hashes; an
+//!   inline value is copied (at most its indexed length) from the same read
+//!   transaction as its location and hashed.
+//! - `put` dedup: if the own copy exists, it is read and compared with the
+//!   data (already hashed), so a corrupt blob or inline value is replaced,
+//!   not trusted. A good blob of a small chunk (written by format 1) is kept
+//!   as it is; a bad one is replaced by an inline value.
 //!
 //! # Concurrency
 //!
 //! All methods take `&self`; the store is `Send + Sync`. Index writes are
 //! serialized by redb's single writer, and every blob rename or deletion
 //! happens inside a write transaction, so a `get` deleting a corrupt blob
-//! cannot delete the fresh copy a concurrent `put` just renamed into place.
+//! cannot delete the fresh copy a concurrent `put` just renamed into place
+//! (inline values are written and deleted by write transactions only; `get`
+//! re-checks a corrupt one under the writer lock before deleting it).
 //! A `put` that races a `gc` whose `keep` rejects that same chunk may be
 //! undone by it: the caller asked for both.
 //!
 //! # The twin
 //!
-//! [`MemChunkStore`] has the same semantics with the index and the blobs in
-//! memory; its live-file locations are read from the *real* filesystem under
-//! its synced root (so the same conformance suite can edit files under both).
+//! [`MemChunkStore`] has the same semantics with the index and the own copies
+//! in memory (chunks of at most [`INLINE_MAX`] bytes recorded as inline, so
+//! both stores report the same [`Location`]s); its live-file locations are
+//! read from the *real* filesystem under its synced root (so the same
+//! conformance suite can edit files under both).
 
 mod blobs;
 mod error;
 pub mod flush;
+mod inline;
 mod live;
 mod locs;
 mod mem_store;
@@ -123,6 +194,7 @@ mod path;
 mod policy;
 mod redb_gc;
 mod redb_ops;
+mod redb_put;
 mod redb_store;
 
 #[cfg(test)]
@@ -132,6 +204,7 @@ mod model_tests;
 
 pub use blobs::par_map;
 pub use error::{Result, StoreError};
+pub use inline::{INLINE_LIMIT, INLINE_MAX};
 pub use locs::MAX_FILE_LOCS;
 pub use mem_store::MemChunkStore;
 pub use path::{validate_rel_path, MAX_REL_PATH};
@@ -201,6 +274,10 @@ pub enum Location {
     },
     /// A blob in the store's own area (`RedbChunkStore::blob_path`).
     Blob { len: u64 },
+    /// The store's own copy of a small chunk (at most [`INLINE_LIMIT`]
+    /// bytes), kept inside the index database rather than as a file: there
+    /// is no path to it, only [`ChunkStore::get`] reads it.
+    Inline { len: u32 },
 }
 
 /// What one [`ChunkStore::gc`] pass did.
@@ -209,14 +286,19 @@ pub struct GcStats {
     pub entries_scanned: u64,
     /// Entries left with no location, removed from the index.
     pub entries_removed: u64,
-    /// Blobs deleted (rejected by `keep`, or redundant with a verified live copy).
+    /// Own copies deleted, blob files and inline values alike (rejected by
+    /// `keep`, or redundant with a verified live copy).
     pub blobs_removed: u64,
+    /// Of `blobs_removed`, those that were inline values.
+    pub inline_removed: u64,
     /// Of `blobs_removed`, those deleted because a live file holds the chunk.
     pub redundant_blobs_removed: u64,
+    /// Bytes of the own copies deleted.
     pub blob_bytes_freed: u64,
     /// Live-file locations pruned (file re-indexed, forgotten or changed).
     pub stale_locations_pruned: u64,
-    /// Blob locations whose blob was missing or had the wrong length.
+    /// Own-copy locations whose blob or inline value was missing or had the
+    /// wrong length.
     pub missing_blobs_pruned: u64,
     /// File records dropped because the file changed under the index.
     pub files_dropped: u64,
@@ -233,15 +315,17 @@ pub struct FileIndex<'a> {
 /// The store's contract. Both [`RedbChunkStore`] and [`MemChunkStore`]
 /// implement it and pass the same conformance suite.
 pub trait ChunkStore: Send + Sync {
-    /// Stores a chunk as a blob. Verifies `blake3(data) == hash` first
-    /// ([`StoreError::HashMismatch`] otherwise). Durable when it returns.
-    /// A no-op if a valid blob is already there. (A live copy does not count:
-    /// live files change without notice; `gc` removes the blob once the live
-    /// copy is verified.)
+    /// Stores the store's own copy of a chunk: inline in the index if it is
+    /// at most [`INLINE_MAX`] bytes (by default), else a blob. Verifies
+    /// `blake3(data) == hash` first ([`StoreError::HashMismatch`]
+    /// otherwise). Durable when it returns. A no-op if a valid own copy is
+    /// already there. (A live copy does not count: live files change without
+    /// notice; `gc` removes the own copy once the live copy is verified.)
     fn put(&self, hash: Hash, data: &[u8]) -> Result<()>;
 
-    /// Like `put` for many chunks, with one index commit and one fsync per
-    /// blob directory. All hashes are verified before anything is written.
+    /// Like `put` for many chunks, with one index commit (which also holds
+    /// the inline values) and one fsync per blob directory. All hashes are
+    /// verified before anything is written; all or nothing.
     fn put_many(&self, items: &[(Hash, &[u8])]) -> Result<()> {
         for (h, d) in items {
             self.put(*h, d)?;
@@ -304,7 +388,8 @@ pub trait ChunkStore: Send + Sync {
         Ok(())
     }
 
-    /// Prunes stale locations and deletes blobs no retained version needs:
+    /// Prunes stale locations and deletes own copies (blobs and inline
+    /// values) no retained version needs:
     /// see `policy.rs` for the exact rule. Never deletes the last verified
     /// copy of a chunk that `keep` accepts.
     fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats>;

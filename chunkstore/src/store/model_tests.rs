@@ -1,6 +1,7 @@
-//! Property test: random sequences of put/get/has/index/forget (one file or a
-//! batch)/touch/corrupt/gc on both stores, checked after every step against a model built on plain
-//! maps.
+//! Property test: random sequences of put (one chunk or a mixed
+//! batch)/get/has/index/forget (one file or a batch)/touch/corrupt/gc on
+//! both stores, checked after every step against a model built on plain
+//! maps (`has` and the kind of `locate` of every chunk of the pool).
 
 use super::conformance::{bytes, mem_fixture, redb_fixture, write_live, Fixture};
 use super::*;
@@ -11,13 +12,21 @@ const POOL: usize = 8;
 const PATHS: usize = 3;
 
 fn pool(i: usize) -> Vec<u8> {
-    // sizes 0, 17, 34, ... : includes the empty chunk
-    bytes(100 + i as u8, 17 * i)
+    // sizes 0, 17, 34, ..., 85 (includes the empty chunk; stored inline),
+    // then both sides of the inline threshold.
+    let n = match i {
+        6 => INLINE_MAX,
+        7 => INLINE_MAX + 1,
+        _ => 17 * i,
+    };
+    bytes(100 + i as u8, n)
 }
 
 #[derive(Clone, Debug)]
 enum Op {
     Put(usize),
+    /// `put_many` of several chunks (may repeat one).
+    PutMany(Vec<usize>),
     Get(usize),
     Index(usize, Vec<usize>),
     Forget(usize),
@@ -36,6 +45,7 @@ enum Op {
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..POOL).prop_map(Op::Put),
+        1 => proptest::collection::vec(0..POOL, 1..5).prop_map(Op::PutMany),
         3 => (0..POOL).prop_map(Op::Get),
         2 => (0..PATHS, proptest::collection::vec(0..POOL, 1..5)).prop_map(|(p, c)| Op::Index(p, c)),
         1 => (0..PATHS).prop_map(Op::Forget),
@@ -70,6 +80,29 @@ impl Model {
     fn has(&self, i: usize) -> bool {
         self.live(i) || self.blobs.contains_key(&i)
     }
+    /// The kind of location `locate` reports: a live file first, else the
+    /// own copy (unverified: even a corrupt one, like `has`).
+    fn locate_kind(&self, i: usize) -> Option<&'static str> {
+        if self.live(i) {
+            Some("live")
+        } else if self.blobs.contains_key(&i) {
+            Some(if pool(i).len() <= INLINE_MAX {
+                "inline"
+            } else {
+                "blob"
+            })
+        } else {
+            None
+        }
+    }
+}
+
+fn kind(l: &Location) -> &'static str {
+    match l {
+        Location::LiveFile { .. } => "live",
+        Location::Blob { .. } => "blob",
+        Location::Inline { .. } => "inline",
+    }
 }
 
 fn path(p: usize) -> String {
@@ -85,6 +118,18 @@ fn run(f: &Fixture, ops: &[Op]) -> std::result::Result<(), TestCaseError> {
             Op::Put(i) => {
                 s.put(hash(*i), &pool(*i)).unwrap();
                 m.blobs.insert(*i, false);
+            }
+            Op::PutMany(is) => {
+                let parts: Vec<Vec<u8>> = is.iter().map(|i| pool(*i)).collect();
+                let items: Vec<(Hash, &[u8])> = is
+                    .iter()
+                    .zip(&parts)
+                    .map(|(i, p)| (hash(*i), p.as_slice()))
+                    .collect();
+                s.put_many(&items).unwrap();
+                for i in is {
+                    m.blobs.insert(*i, false);
+                }
             }
             Op::Get(i) => {
                 let want = if m.live(*i) {
@@ -217,6 +262,13 @@ fn run(f: &Fixture, ops: &[Op]) -> std::result::Result<(), TestCaseError> {
                 s.has(&hash(i)).unwrap(),
                 m.has(i),
                 "has {} after {:?}",
+                i,
+                op
+            );
+            prop_assert_eq!(
+                s.locate(&hash(i)).unwrap().as_ref().map(kind),
+                m.locate_kind(i),
+                "locate {} after {:?}",
                 i,
                 op
             );

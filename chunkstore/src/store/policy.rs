@@ -1,16 +1,17 @@
 //! The garbage-collection rule for one chunk entry, shared by both stores so
 //! that the twin cannot drift from the real thing.
 //!
-//! For a chunk with locations `locs`:
+//! A chunk's *own copy* is its blob or its inline value (at most one of
+//! them); both follow the same rule. For a chunk with locations `locs`:
 //! 1. A live-file location whose file record is gone (file re-indexed or
 //!    forgotten) or whose file's stamp changed is pruned.
-//! 2. A blob location whose blob is missing or has the wrong length is pruned
-//!    (a wrong-length blob is deleted: it cannot be the chunk).
-//! 3. A blob whose chunk `keep()` rejects is deleted.
-//! 4. A blob whose chunk is kept is deleted only if a live copy of the chunk
-//!    is *read and verified* now (not merely stat'ed): then the blob is a
-//!    second copy of live data. A live copy that fails verification is pruned
-//!    and the blob stays.
+//! 2. An own-copy location whose copy is missing or has the wrong length is
+//!    pruned (a wrong-length copy is deleted: it cannot be the chunk).
+//! 3. An own copy whose chunk `keep()` rejects is deleted.
+//! 4. An own copy whose chunk is kept is deleted only if a live copy of the
+//!    chunk is *read and verified* now (not merely stat'ed): then the own
+//!    copy is a second copy of live data. A live copy that fails
+//!    verification is pruned and the own copy stays.
 //! 5. An entry left with no location is removed.
 
 use super::error::StoreError;
@@ -34,10 +35,11 @@ pub trait GcEnv {
         len: u32,
         hash: &Hash,
     ) -> Result<bool, StoreError>;
-    /// The blob's length on disk, `None` if absent.
-    fn blob_len(&mut self, hash: &Hash) -> Result<Option<u64>, StoreError>;
-    /// Deletes the blob, returning the bytes freed.
-    fn remove_blob(&mut self, hash: &Hash) -> Result<u64, StoreError>;
+    /// The length of the own copy `own` (a blob or inline location) as
+    /// stored, `None` if absent.
+    fn own_len(&mut self, hash: &Hash, own: &Loc) -> Result<Option<u64>, StoreError>;
+    /// Deletes the own copy `own`, returning the bytes freed.
+    fn remove_own(&mut self, hash: &Hash, own: &Loc) -> Result<u64, StoreError>;
 }
 
 /// Applies the rule (module doc) to one entry. Returns whether `locs`
@@ -53,7 +55,7 @@ pub fn gc_entry(
     let before = std::mem::take(locs);
     let mut kept = Vec::with_capacity(before.len());
     let mut live = Vec::new();
-    let mut blob = None;
+    let mut own = None;
     for loc in &before {
         match *loc {
             Loc::File { file, offset, len } => match env.current_file(file)? {
@@ -63,21 +65,25 @@ pub fn gc_entry(
                 }
                 None => stats.stale_locations_pruned += 1,
             },
-            Loc::Blob { len } => blob = Some(len),
+            Loc::Blob { len } => own = Some((*loc, len, false)),
+            Loc::Inline { len } => own = Some((*loc, u64::from(len), true)),
         }
     }
-    if let Some(len) = blob {
-        match env.blob_len(hash)? {
+    if let Some((own, len, inline)) = own {
+        let removed = |env: &mut dyn GcEnv, stats: &mut GcStats| -> Result<(), StoreError> {
+            stats.blob_bytes_freed += env.remove_own(hash, &own)?;
+            stats.blobs_removed += 1;
+            stats.inline_removed += u64::from(inline);
+            Ok(())
+        };
+        match env.own_len(hash, &own)? {
             None => stats.missing_blobs_pruned += 1,
-            Some(on_disk) if on_disk != len => {
-                tracing::warn!(chunk = %hash, on_disk, indexed = len, "blob has the wrong length, deleted");
-                env.remove_blob(hash)?;
+            Some(stored) if stored != len => {
+                tracing::warn!(chunk = %hash, stored, indexed = len, inline, "own copy has the wrong length, deleted");
+                env.remove_own(hash, &own)?;
                 stats.missing_blobs_pruned += 1;
             }
-            Some(_) if !keep(hash) => {
-                stats.blob_bytes_freed += env.remove_blob(hash)?;
-                stats.blobs_removed += 1;
-            }
+            Some(_) if !keep(hash) => removed(env, stats)?,
             Some(_) => {
                 let mut live_ok = false;
                 for (id, rec, offset, len) in &live {
@@ -89,11 +95,10 @@ pub fn gc_entry(
                     stats.stale_locations_pruned += 1;
                 }
                 if live_ok {
-                    stats.blob_bytes_freed += env.remove_blob(hash)?;
-                    stats.blobs_removed += 1;
+                    removed(env, stats)?;
                     stats.redundant_blobs_removed += 1;
                 } else {
-                    kept.push(Loc::Blob { len });
+                    kept.push(own);
                 }
             }
         }

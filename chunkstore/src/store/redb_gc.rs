@@ -1,11 +1,13 @@
 //! `gc` for [`RedbChunkStore`]: the shared rule of `policy.rs` applied to
 //! every index entry, in batches of keys, inside one write transaction (so
-//! blob deletions cannot race with puts of the same chunk).
+//! blob and inline-value deletions cannot race with puts of the same chunk,
+//! and an inline value goes in the same commit as its location).
 
 use super::blobs::BlobDir;
 use super::error::Result;
+use super::inline::INLINE;
 use super::live::{read_live, stamp_matches, LiveRead};
-use super::locs::{decode_file, decode_locs, encode_locs, FileRec};
+use super::locs::{decode_file, decode_locs, encode_locs, FileRec, Loc};
 use super::policy::{gc_entry, GcEnv};
 use super::redb_store::{remove_file_record, RedbChunkStore, CHUNKS, FILES, PATHS};
 use super::GcStats;
@@ -22,6 +24,7 @@ struct RedbGcEnv<'a, 't> {
     root: &'a Path,
     blobs: &'a BlobDir,
     files: &'a Table<'t, u64, &'static [u8]>,
+    inline: &'a mut Table<'t, &'static [u8; 32], &'static [u8]>,
     /// file id → its record if current (stamp still matches).
     cache: HashMap<u64, Option<FileRec>>,
     /// Records to delete after the scan: the file changed under the index.
@@ -81,12 +84,24 @@ impl GcEnv for RedbGcEnv<'_, '_> {
         }
     }
 
-    fn blob_len(&mut self, hash: &Hash) -> Result<Option<u64>> {
-        self.blobs.len_of(hash)
+    fn own_len(&mut self, hash: &Hash, own: &Loc) -> Result<Option<u64>> {
+        match own {
+            Loc::Inline { .. } => Ok(self
+                .inline
+                .get(hash.as_bytes())?
+                .map(|g| g.value().len() as u64)),
+            Loc::Blob { .. } | Loc::File { .. } => self.blobs.len_of(hash),
+        }
     }
 
-    fn remove_blob(&mut self, hash: &Hash) -> Result<u64> {
-        self.blobs.remove(hash)
+    fn remove_own(&mut self, hash: &Hash, own: &Loc) -> Result<u64> {
+        match own {
+            Loc::Inline { .. } => Ok(self
+                .inline
+                .remove(hash.as_bytes())?
+                .map_or(0, |g| g.value().len() as u64)),
+            Loc::Blob { .. } | Loc::File { .. } => self.blobs.remove(hash),
+        }
     }
 }
 
@@ -98,11 +113,13 @@ impl RedbChunkStore {
             let mut chunks = txn.open_table(CHUNKS)?;
             let mut files = txn.open_table(FILES)?;
             let mut paths = txn.open_table(PATHS)?;
+            let mut inline = txn.open_table(INLINE)?;
             let dropped = {
                 let mut env = RedbGcEnv {
                     root: &self.root,
                     blobs: &self.blobs,
                     files: &files,
+                    inline: &mut inline,
                     cache: HashMap::new(),
                     dropped: Vec::new(),
                 };

@@ -2,9 +2,10 @@
 //! structure and helpers are in `redb_store.rs`, gc in `redb_gc.rs`).
 
 use super::error::{Result, StoreError};
+use super::inline::InlineValue;
 use super::live::{read_live, stamp_matches, LiveRead};
-use super::locs::{add_file_loc, decode_locs, encode_file, encode_locs, FileRec, Loc};
-use super::redb_store::{RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS};
+use super::locs::{add_file_loc, decode_locs, encode_file, encode_locs, is_own, FileRec, Loc};
+use super::redb_store::{OwnKind, RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS};
 use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
 use crate::{ChunkEntry, Hash};
 use redb::{ReadableTable, WriteTransaction};
@@ -28,10 +29,16 @@ impl ChunkStore for RedbChunkStore {
     }
 
     fn has(&self, hash: &Hash) -> Result<bool> {
-        for (loc, rec) in self.lookup(hash)? {
+        let found = self.lookup(hash, false)?;
+        for (loc, rec) in found.entries {
             match (loc, rec) {
                 (Loc::Blob { len }, _) => {
                     if self.blobs.len_of(hash)? == Some(len) {
+                        return Ok(true);
+                    }
+                }
+                (Loc::Inline { .. }, _) => {
+                    if matches!(found.inline, Some(InlineValue::Present { .. })) {
                         return Ok(true);
                     }
                 }
@@ -47,10 +54,11 @@ impl ChunkStore for RedbChunkStore {
     }
 
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
-        let entries = self.lookup(hash)?;
+        let looked = self.lookup(hash, true)?;
+        let entries = looked.entries;
         let mut found = None;
         let mut stale_files = Vec::new();
-        let mut bad_blob = false;
+        let mut bad_own = None;
         let mut first_err = None;
         for (loc, rec) in &entries {
             let (Loc::File { file, offset, len }, Some(rec)) = (loc, rec) else {
@@ -71,24 +79,41 @@ impl ChunkStore for RedbChunkStore {
                 }
             }
         }
-        if found.is_none() && entries.iter().any(|(l, _)| matches!(l, Loc::Blob { .. })) {
-            match self.blobs.read(hash) {
+        let own = entries.iter().map(|(l, _)| *l).find(is_own);
+        match own {
+            _ if found.is_some() => {}
+            Some(Loc::Blob { .. }) => match self.blobs.read(hash) {
                 Ok(Some(b)) if Hash::of_chunk(&b) == *hash => found = Some(b),
                 Ok(Some(_)) => {
                     tracing::warn!(chunk = %hash, "corrupt blob dropped");
-                    bad_blob = true;
+                    bad_own = Some(OwnKind::Blob);
                 }
                 Ok(None) => {
                     tracing::warn!(chunk = %hash, "indexed blob is missing, entry dropped");
-                    bad_blob = true;
+                    bad_own = Some(OwnKind::Blob);
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
-            }
+            },
+            Some(Loc::Inline { len }) => match looked.inline {
+                Some(InlineValue::Present { bytes: Some(b) }) if Hash::of_chunk(&b) == *hash => {
+                    found = Some(b)
+                }
+                other => {
+                    let why = match other {
+                        Some(InlineValue::Present { .. }) => "bytes do not hash to the chunk",
+                        Some(InlineValue::WrongLen(_)) => "length is not the indexed one",
+                        Some(InlineValue::Missing) | None => "value is missing",
+                    };
+                    tracing::warn!(chunk = %hash, indexed_len = len, why, "corrupt inline value dropped");
+                    bad_own = Some(OwnKind::Inline);
+                }
+            },
+            Some(Loc::File { .. }) | None => {}
         }
-        if !stale_files.is_empty() || bad_blob {
-            if let Err(e) = self.drop_stale(hash, &stale_files, bad_blob) {
+        if !stale_files.is_empty() || bad_own.is_some() {
+            if let Err(e) = self.drop_stale(hash, &stale_files, bad_own) {
                 if found.is_none() {
                     return Err(e);
                 }
@@ -103,7 +128,8 @@ impl ChunkStore for RedbChunkStore {
     }
 
     fn locate(&self, hash: &Hash) -> Result<Option<Location>> {
-        let entries = self.lookup(hash)?;
+        let found = self.lookup(hash, false)?;
+        let entries = found.entries;
         for (loc, rec) in &entries {
             if let (Loc::File { offset, len, .. }, Some(rec)) = (loc, rec) {
                 if stamp_matches(&self.root, rec)? {
@@ -117,10 +143,18 @@ impl ChunkStore for RedbChunkStore {
             }
         }
         for (loc, _) in &entries {
-            if let Loc::Blob { len } = loc {
-                if self.blobs.len_of(hash)? == Some(*len) {
-                    return Ok(Some(Location::Blob { len: *len }));
+            match loc {
+                Loc::Blob { len } => {
+                    if self.blobs.len_of(hash)? == Some(*len) {
+                        return Ok(Some(Location::Blob { len: *len }));
+                    }
                 }
+                Loc::Inline { len } => {
+                    if matches!(found.inline, Some(InlineValue::Present { .. })) {
+                        return Ok(Some(Location::Inline { len: *len }));
+                    }
+                }
+                Loc::File { .. } => {}
             }
         }
         Ok(None)

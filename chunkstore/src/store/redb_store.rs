@@ -3,12 +3,13 @@
 
 use super::blobs::{sync_dir, BlobDir};
 use super::error::{Result, StoreError};
-use super::locs::{add_blob_loc, decode_file, decode_locs, encode_locs, has_blob, FileRec, Loc};
+use super::inline::{read_inline, InlineValue, INLINE, INLINE_LIMIT, INLINE_MAX};
+use super::locs::{add_own_loc, decode_file, decode_locs, encode_locs, has_blob, FileRec, Loc};
 use crate::Hash;
 use redb::{
     Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -18,20 +19,27 @@ pub(super) const PATHS: TableDefinition<&str, u64> = TableDefinition::new("paths
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_FORMAT: &str = "format";
 pub(super) const META_NEXT_FILE: &str = "next_file_id";
-/// Version of the table layout and value encodings described in the module doc.
-const FORMAT: u64 = 1;
+/// Version of the table layout and value encodings described in the module
+/// doc. 1: no `inline` table; 2: the `inline` table and inline locations.
+const FORMAT: u64 = 2;
 
 /// Tuning knobs of [`RedbChunkStore::open_with`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// redb page cache, bytes (redb's own default is 1 GiB; a NAS has less).
     pub cache_bytes: usize,
+    /// Largest chunk `put` stores inline in the index rather than as a blob
+    /// file, bytes; at most [`INLINE_LIMIT`]. `None` stores every chunk as
+    /// a blob file (benchmarks). Only decides where new puts go: whatever
+    /// is stored stays readable under any value.
+    pub inline_max: Option<usize>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 64 << 20,
+            inline_max: Some(INLINE_MAX),
         }
     }
 }
@@ -42,7 +50,8 @@ pub struct RecoveryStats {
     /// Files found in `tmp/` and deleted.
     pub temp_files_removed: u64,
     /// Blobs on disk the index did not know, that hashed to their name and
-    /// were indexed.
+    /// were indexed (replacing an inline copy of the same chunk, if any:
+    /// one own copy per chunk).
     pub orphan_blobs_indexed: u64,
     /// Blobs on disk the index did not know, that did not hash to their name
     /// and were deleted.
@@ -70,6 +79,10 @@ pub struct IndexStats {
     /// Bytes of the `chunks` table's pages (keys, values, page headers and
     /// free space inside its pages).
     pub chunk_table_bytes: u64,
+    /// Chunks stored inline.
+    pub inline_values: u64,
+    /// Bytes of the `inline` table's pages (as `chunk_table_bytes`).
+    pub inline_table_bytes: u64,
 }
 
 /// The chunk store on disk: a redb index over live files and own blobs.
@@ -77,6 +90,8 @@ pub struct RedbChunkStore {
     pub(super) db: Database,
     pub(super) root: PathBuf,
     pub(super) blobs: BlobDir,
+    /// Chunks up to this length are put inline (`None`: none are).
+    pub(super) inline_max: Option<usize>,
     index_path: PathBuf,
     recovery: RecoveryStats,
 }
@@ -104,6 +119,12 @@ impl RedbChunkStore {
         opts: StoreOptions,
     ) -> Result<Self> {
         let store_dir = store_dir.as_ref();
+        if let Some(max) = opts.inline_max.filter(|m| *m > INLINE_LIMIT) {
+            return Err(StoreError::InvalidOption {
+                name: "inline_max",
+                reason: format!("{max} bytes is over the {INLINE_LIMIT}-byte limit"),
+            });
+        }
         if !store_dir.is_dir() {
             fs::create_dir_all(store_dir).map_err(|e| StoreError::io(store_dir, e))?;
             if let Some(parent) = store_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -121,6 +142,7 @@ impl RedbChunkStore {
             db,
             root: synced_root.as_ref().to_path_buf(),
             blobs,
+            inline_max: opts.inline_max,
             index_path,
             recovery: RecoveryStats::default(),
         };
@@ -134,7 +156,8 @@ impl RedbChunkStore {
         &self.index_path
     }
 
-    /// Where the blob of `hash` lives (whether or not it exists).
+    /// Where the blob of `hash` lives (whether or not it exists; a chunk
+    /// stored inline has none, see [`super::Location::Inline`]).
     pub fn blob_path(&self, hash: &Hash) -> PathBuf {
         self.blobs.path(hash)
     }
@@ -164,6 +187,14 @@ impl RedbChunkStore {
             )
         };
         let files = txn.open_table(FILES)?.len()?;
+        let (inline_values, inline_table_bytes) = {
+            let inline = txn.open_table(INLINE)?;
+            let st = inline.stats()?;
+            (
+                inline.len()?,
+                st.stored_bytes() + st.metadata_bytes() + st.fragmented_bytes(),
+            )
+        };
         txn.abort()?;
         let meta =
             fs::metadata(&self.index_path).map_err(|e| StoreError::io(&self.index_path, e))?;
@@ -178,6 +209,8 @@ impl RedbChunkStore {
             disk_bytes,
             allocated_bytes: db_stats.allocated_pages() * db_stats.page_size() as u64,
             chunk_table_bytes,
+            inline_values,
+            inline_table_bytes,
         })
     }
 
@@ -193,12 +226,13 @@ impl RedbChunkStore {
         Ok(txn)
     }
 
+    /// Creates the tables of a new index, or checks the format of an
+    /// existing one and upgrades it: format 1 lacks only the `inline` table
+    /// (its values decode unchanged, its blobs stay blobs). A newer format
+    /// is refused before anything is written.
     fn init_tables(&self) -> Result<()> {
         let txn = self.write_txn()?;
         {
-            txn.open_table(CHUNKS)?;
-            txn.open_table(FILES)?;
-            txn.open_table(PATHS)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(META_FORMAT)?.map(|g| g.value());
             match format {
@@ -207,13 +241,28 @@ impl RedbChunkStore {
                     meta.insert(META_NEXT_FILE, 1)?;
                 }
                 Some(FORMAT) => {}
+                Some(1) => {
+                    meta.insert(META_FORMAT, FORMAT)?;
+                    tracing::info!(from = 1, to = FORMAT, index = %self.index_path.display(), "chunk index format upgraded");
+                }
+                Some(found) if found > FORMAT => {
+                    return Err(StoreError::IndexFormatTooNew {
+                        found,
+                        supported: FORMAT,
+                    })
+                }
                 Some(other) => {
                     return Err(StoreError::CorruptIndex(format!(
-                        "index format {other}, this build reads format {FORMAT}"
+                        "index format {other}, this build reads formats 1 to {FORMAT}"
                     )))
                 }
             }
+            txn.open_table(CHUNKS)?;
+            txn.open_table(FILES)?;
+            txn.open_table(PATHS)?;
+            txn.open_table(INLINE)?;
         }
+        // Dropped uncommitted on a refused format: the file is not touched.
         txn.commit()?;
         Ok(())
     }
@@ -263,12 +312,18 @@ impl RedbChunkStore {
             let txn = self.write_txn()?;
             {
                 let mut chunks = txn.open_table(CHUNKS)?;
+                let mut inline = txn.open_table(INLINE)?;
                 for (h, len) in &good {
                     let mut locs = match chunks.get(h.as_bytes())? {
                         Some(g) => decode_locs(g.value())?,
                         None => Vec::new(),
                     };
-                    add_blob_loc(&mut locs, *len);
+                    // The blob was just verified; an inline copy of the same
+                    // chunk (a crash after a put at another threshold) goes.
+                    if locs.iter().any(|l| matches!(l, Loc::Inline { .. })) {
+                        inline.remove(h.as_bytes())?;
+                    }
+                    add_own_loc(&mut locs, Loc::Blob { len: *len });
                     chunks.insert(h.as_bytes(), encode_locs(&locs).as_slice())?;
                 }
             }
@@ -282,16 +337,20 @@ impl RedbChunkStore {
     }
 
     /// The chunk's locations, each live-file one with its record if the
-    /// record still exists (dangling ones get `None`).
-    pub(super) fn lookup(&self, hash: &Hash) -> Result<Vec<(Loc, Option<FileRec>)>> {
+    /// record still exists (dangling ones get `None`), and its inline value
+    /// if it has one (copied only if `copy_inline`), all from one snapshot.
+    pub(super) fn lookup(&self, hash: &Hash, copy_inline: bool) -> Result<Lookup> {
         let txn = self.db.begin_read()?;
         let chunks = txn.open_table(CHUNKS)?;
         let locs = match chunks.get(hash.as_bytes())? {
             Some(g) => decode_locs(g.value())?,
-            None => return Ok(Vec::new()),
+            None => return Ok(Lookup::default()),
         };
         let files = txn.open_table(FILES)?;
-        let mut out = Vec::with_capacity(locs.len());
+        let mut out = Lookup {
+            entries: Vec::with_capacity(locs.len()),
+            inline: None,
+        };
         for loc in locs {
             let rec = match loc {
                 Loc::File { file, .. } => match files.get(file)? {
@@ -299,117 +358,69 @@ impl RedbChunkStore {
                     None => None,
                 },
                 Loc::Blob { .. } => None,
+                Loc::Inline { len } => {
+                    let inline = txn.open_table(INLINE)?;
+                    out.inline = Some(read_inline(&inline, hash, len, copy_inline)?);
+                    None
+                }
             };
-            out.push((loc, rec));
+            out.entries.push((loc, rec));
         }
         Ok(out)
     }
 
-    /// Whether the index has a blob for `hash` whose bytes equal `data`.
-    pub(super) fn blob_holds(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
-        let indexed = self
-            .lookup(hash)?
-            .iter()
-            .any(|(l, _)| matches!(l, Loc::Blob { len } if *len == data.len() as u64));
-        Ok(indexed && self.blobs.read(hash)?.as_deref() == Some(data))
-    }
-
-    /// Renames synced temp files into place, fsyncs their directories, then
-    /// indexes them, all under the index's writer lock (so `get`'s removal
-    /// of a corrupt blob cannot race with a put of the same chunk).
-    fn publish_and_index(&self, items: &[(Hash, PathBuf, u64)]) -> Result<()> {
-        let txn = self.write_txn()?;
-        let mut dirs = BTreeSet::new();
-        for (h, tmp, _) in items {
-            dirs.insert(self.blobs.publish(tmp, h)?);
-        }
-        let dirs: Vec<PathBuf> = dirs.into_iter().collect();
-        self.blobs.sync_dirs(&dirs)?;
-        {
-            let mut chunks = txn.open_table(CHUNKS)?;
-            for (h, _, len) in items {
-                let mut locs = match chunks.get(h.as_bytes())? {
-                    Some(g) => decode_locs(g.value())?,
-                    None => Vec::new(),
-                };
-                add_blob_loc(&mut locs, *len);
-                chunks.insert(h.as_bytes(), encode_locs(&locs).as_slice())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    pub(super) fn put_verified(&self, items: &[(Hash, &[u8])]) -> Result<()> {
-        let mut seen = HashSet::new();
-        let mut todo = Vec::with_capacity(items.len());
-        for (h, data) in items {
-            if seen.insert(*h) && !self.blob_holds(h, data)? {
-                todo.push((*h, *data));
-            }
-        }
-        let written: Vec<Result<(Hash, PathBuf, u64)>> = self
-            .blobs
-            .write_temps(&todo)
-            .into_iter()
-            .zip(&todo)
-            .map(|(r, (h, data))| r.map(|tmp| (*h, tmp, data.len() as u64)))
-            .collect();
-        let mut temps = Vec::with_capacity(written.len());
-        let mut result = Ok(());
-        for w in written {
-            match w {
-                Ok(t) => temps.push(t),
-                Err(e) => result = Err(e),
-            }
-        }
-        if result.is_ok() && !temps.is_empty() {
-            result = self.publish_and_index(&temps);
-        }
-        if result.is_err() {
-            for (_, tmp, _) in &temps {
-                let _ = fs::remove_file(tmp);
-            }
-        }
-        result
-    }
-
     /// Drops what `get` found stale: the records of changed files, and a
-    /// corrupt or missing blob (re-checked under the writer lock first).
+    /// corrupt or missing own copy of kind `bad_own` (re-checked under the
+    /// writer lock first: a concurrent put may have repaired it).
     pub(super) fn drop_stale(
         &self,
         hash: &Hash,
         stale_files: &[(u64, String)],
-        bad_blob: bool,
+        bad_own: Option<OwnKind>,
     ) -> Result<()> {
         let txn = self.write_txn()?;
         {
             let mut files = txn.open_table(FILES)?;
             let mut paths = txn.open_table(PATHS)?;
             let mut chunks = txn.open_table(CHUNKS)?;
+            let mut inline = txn.open_table(INLINE)?;
             for (id, path) in stale_files {
                 remove_file_record(&mut files, &mut paths, *id, path)?;
-            }
-            let mut drop_blob = false;
-            if bad_blob {
-                let still_bad = match self.blobs.read(hash)? {
-                    Some(b) => Hash::of_chunk(&b) != *hash,
-                    None => true,
-                };
-                if still_bad {
-                    self.blobs.remove(hash)?;
-                    drop_blob = true;
-                }
             }
             let old = match chunks.get(hash.as_bytes())? {
                 Some(g) => decode_locs(g.value())?,
                 None => Vec::new(),
             };
+            let mut drop_own = false;
+            match bad_own {
+                Some(OwnKind::Blob) => {
+                    let still_bad = match self.blobs.read(hash)? {
+                        Some(b) => Hash::of_chunk(&b) != *hash,
+                        None => true,
+                    };
+                    if still_bad {
+                        self.blobs.remove(hash)?;
+                        drop_own = true;
+                    }
+                }
+                Some(OwnKind::Inline) => {
+                    if let Some(Loc::Inline { len }) = old.iter().copied().find(super::locs::is_own)
+                    {
+                        if !read_inline(&inline, hash, len, true)?.verifies(hash) {
+                            inline.remove(hash.as_bytes())?;
+                            drop_own = true;
+                        }
+                    }
+                }
+                None => {}
+            }
             let mut locs = Vec::with_capacity(old.len());
             for loc in &old {
-                let keep = match loc {
-                    Loc::File { file, .. } => files.get(*file)?.is_some(),
-                    Loc::Blob { .. } => !drop_blob,
+                let keep = match (loc, bad_own) {
+                    (Loc::File { file, .. }, _) => files.get(*file)?.is_some(),
+                    (Loc::Blob { .. }, Some(OwnKind::Blob)) => !drop_own,
+                    (Loc::Inline { .. }, Some(OwnKind::Inline)) => !drop_own,
+                    (Loc::Blob { .. } | Loc::Inline { .. }, _) => true,
                 };
                 if keep {
                     locs.push(*loc);
@@ -424,6 +435,22 @@ impl RedbChunkStore {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// What [`RedbChunkStore::lookup`] found for a chunk.
+#[derive(Debug, Default)]
+pub(super) struct Lookup {
+    /// Every location, live-file ones with their record if it still exists.
+    pub entries: Vec<(Loc, Option<FileRec>)>,
+    /// The inline row, if the chunk has an inline location.
+    pub inline: Option<InlineValue>,
+}
+
+/// The two kinds of own copy a chunk can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OwnKind {
+    Blob,
+    Inline,
 }
 
 /// Removes file record `id` and, if `path` still maps to it, the path entry.
