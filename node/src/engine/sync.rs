@@ -42,8 +42,7 @@ use super::scan::{load_ignore, ScanError, Scanner};
 use super::types::{LocalEntry, NodeId, Stat, VersionRecord};
 
 mod fetch;
-use fetch::ZeroChunks;
-pub use fetch::{fetch_tree, pull, pull_many};
+pub use fetch::{fetch_tree, pull, pull_many, ZeroChunks};
 
 /// Why a step stopped early.
 #[derive(Debug, thiserror::Error)]

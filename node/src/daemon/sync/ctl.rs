@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `GetNodes { hashes }` (≤ [`MAX_HASHES`]) | a node pulling a file tree | the encoded tree nodes held, up to [`MAX_NODES_BYTES`]; the asker verifies each against its hash |
 //! | `Offer { items }` (≤ [`MAX_HASHES`]) | the origin of a local change, before proposing it | per item: `Pending` (pulling), `Durable` (every chunk fsynced here), `Failed` |
+//! | `OfferInline { items }` (≤ [`MAX_HASHES`], content ≤ [`INLINE_MAX`] each, ≤ [`INLINE_REQUEST_BYTES`] in all) | the origin, for small files: the version's one tree node and its bytes travel with the offer | per item, once the peer verified and stored it: `Durable` or `Failed` (never `Pending`) |
 //!
 //! Messages are postcard, inside a version enum: an unknown version or a
 //! malformed message is answered with `Error` and changes nothing.
@@ -16,6 +17,34 @@ use serde::{Deserialize, Serialize};
 pub const MAX_HASHES: usize = 256;
 /// Most node bytes in one `Nodes` answer (under the 1 MiB message cap).
 pub const MAX_NODES_BYTES: usize = 900 * 1024;
+
+/// Largest file whose content travels inside the offer ([`InlineItem`]):
+/// below it a peer stores the version in the same round trip as the offer
+/// (no tree-node fetch, no chunk stream).
+pub const INLINE_MAX: u64 = 64 * 1024;
+/// Most content bytes in one `OfferInline` (under the 1 MiB message cap,
+/// with room for the nodes and the framing).
+pub const INLINE_REQUEST_BYTES: usize = 640 * 1024;
+
+/// A small file's version offered with its content: `node` is the encoded
+/// leaf of its file tree (its hash is `root`), `content` the file's bytes.
+/// The peer checks both against `root` before storing anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineItem {
+    pub root: Hash,
+    pub size: u64,
+    pub node: Vec<u8>,
+    pub content: Vec<u8>,
+}
+
+impl InlineItem {
+    pub fn item(&self) -> OfferItem {
+        OfferItem {
+            root: self.root,
+            size: self.size,
+        }
+    }
+}
 
 /// One version of a file offered to a peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,6 +66,7 @@ pub enum OfferState {
 pub enum CtlRequest {
     GetNodes { hashes: Vec<Hash> },
     Offer { items: Vec<OfferItem> },
+    OfferInline { items: Vec<InlineItem> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +87,8 @@ pub enum CtlError {
     Malformed(#[from] postcard::Error),
     #[error("control message lists {0} items, more than {MAX_HASHES}")]
     TooMany(usize),
+    #[error("inline offer carries {0} content bytes, more than allowed")]
+    TooLarge(usize),
 }
 
 pub fn encode_request(r: &CtlRequest) -> Vec<u8> {
@@ -68,9 +100,23 @@ pub fn decode_request(b: &[u8]) -> Result<CtlRequest, CtlError> {
     let n = match &r {
         CtlRequest::GetNodes { hashes } => hashes.len(),
         CtlRequest::Offer { items } => items.len(),
+        CtlRequest::OfferInline { items } => items.len(),
     };
     if n > MAX_HASHES {
         return Err(CtlError::TooMany(n));
+    }
+    if let CtlRequest::OfferInline { items } = &r {
+        let total: usize = items.iter().map(|i| i.content.len()).sum();
+        let big = items
+            .iter()
+            .map(|i| i.content.len())
+            .find(|n| *n as u64 > INLINE_MAX);
+        if let Some(n) = big {
+            return Err(CtlError::TooLarge(n));
+        }
+        if total > INLINE_REQUEST_BYTES {
+            return Err(CtlError::TooLarge(total));
+        }
     }
     Ok(r)
 }
@@ -101,6 +147,22 @@ mod tests {
                 0..20
             )
             .prop_map(|items| CtlRequest::Offer { items }),
+            prop::collection::vec(
+                (
+                    hash(),
+                    any::<u64>(),
+                    prop::collection::vec(any::<u8>(), 0..64),
+                    prop::collection::vec(any::<u8>(), 0..256)
+                )
+                    .prop_map(|(root, size, node, content)| InlineItem {
+                        root,
+                        size,
+                        node,
+                        content
+                    }),
+                0..8
+            )
+            .prop_map(|items| CtlRequest::OfferInline { items }),
         ]
     }
 
@@ -126,6 +188,34 @@ mod tests {
             decode_request(&encode_request(&r)),
             Err(CtlError::TooMany(_))
         ));
+    }
+
+    #[test]
+    fn oversized_inline_offers_are_refused() {
+        let item = |n: usize| InlineItem {
+            root: Hash::ZERO,
+            size: n as u64,
+            node: Vec::new(),
+            content: vec![7; n],
+        };
+        let one = CtlRequest::OfferInline {
+            items: vec![item(INLINE_MAX as usize + 1)],
+        };
+        assert!(matches!(
+            decode_request(&encode_request(&one)),
+            Err(CtlError::TooLarge(_))
+        ));
+        let many = CtlRequest::OfferInline {
+            items: vec![item(INLINE_MAX as usize); INLINE_REQUEST_BYTES / INLINE_MAX as usize + 1],
+        };
+        assert!(matches!(
+            decode_request(&encode_request(&many)),
+            Err(CtlError::TooLarge(_))
+        ));
+        let fits = CtlRequest::OfferInline {
+            items: vec![item(INLINE_MAX as usize); INLINE_REQUEST_BYTES / INLINE_MAX as usize],
+        };
+        assert_eq!(decode_request(&encode_request(&fits)).unwrap(), fits);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! | `ports.rs` | the engine's ports over Raft (`Committed`) and p2p (`ChunkFetcher`) |
 //! | `schedule.rs` | when the task steps and over what; failed scopes and their retries |
 //! | `offer.rs` | the acknowledgement contract: offer, pull, ack before proposing |
-//! | `ctl.rs` | the ctl protocol messages (`GetNodes`, `Offer`) |
+//! | `ctl.rs` | the ctl protocol messages (`GetNodes`, `Offer`, `OfferInline`) |
 //! | `gc.rs` | the version store's sweep: drops chunks no retained version needs |
 //! | `servable.rs` | which chunks are served to peers (no existence oracle) |
 //! | `local_db.rs` | the persisted local index and tree nodes |
@@ -61,6 +61,14 @@ impl CtlService {
                             .await,
                     ),
                     None => CtlResponse::Error("offer from a peer outside the membership".into()),
+                }
+            }
+            Ok(CtlRequest::OfferInline { items }) => {
+                let (peers, _) = ports::members(&self.node);
+                if peers.values().any(|p| *p == peer) {
+                    CtlResponse::Offer(self.offers.on_offer_inline(items).await)
+                } else {
+                    CtlResponse::Error("offer from a peer outside the membership".into())
                 }
             }
         };

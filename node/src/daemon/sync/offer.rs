@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use filesyncd_chunkstore::store::ChunkStore;
-use filesyncd_merkle::{Hash, MemNodeStore};
+use filesyncd_merkle::{Hash, MemNodeStore, NodeStore};
 use filesyncd_p2p::{P2pClient, PeerId};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Notify, Semaphore};
 
-use super::ctl::{self, CtlRequest, CtlResponse, OfferItem, OfferState};
+use super::ctl::{self, CtlRequest, CtlResponse, InlineItem, OfferItem, OfferState};
 use super::ports::{members, P2pFetcher};
 use super::servable::Servable;
 use crate::daemon::Node;
@@ -58,11 +58,21 @@ fn deadline_for(items: &[OfferItem]) -> Duration {
     Duration::from_secs(20) + Duration::from_millis(bytes / (4 * 1024))
 }
 
+/// Items a voter reported durable in answer to an announcement, kept for
+/// the offer that follows (at most this many per voter).
+const MAX_ANNOUNCED: usize = 16 * 1024;
+
 /// The origin side.
 pub struct Offerer {
     pub client: P2pClient,
     pub node: Node,
     pub servable: Arc<Servable>,
+    /// Where the content of small files is read from (they travel inline).
+    pub store: Arc<dyn ChunkStore>,
+    pub nodes: Arc<Mutex<MemNodeStore>>,
+    /// Per voter, the announced items it already answered `Durable`: the
+    /// offer of the same group does not send them (or their bytes) again.
+    pub announced: Mutex<HashMap<NodeId, HashSet<OfferItem>>>,
 }
 
 impl Offerer {
@@ -87,7 +97,7 @@ impl Offerer {
         // change must not be re-sent whole on every question). The deadline
         // runs from the last time any of these sets grew: big offers take as
         // long as they progress.
-        let mut durable: HashMap<NodeId, HashSet<OfferItem>> = HashMap::new();
+        let mut durable = self.take_announced(&items);
         // Voters whose last answer came back quickly with no progress (a
         // peer that cannot long-poll, or a failing pull): asked again only
         // after [`OFFER_POLL`].
@@ -208,42 +218,193 @@ impl Offerer {
             let asks = voters
                 .iter()
                 .filter(|v| **v != mine)
-                .filter_map(|v| peers.get(v).copied())
-                .map(|peer| {
+                .filter_map(|v| Some((*v, peers.get(v).copied()?)))
+                .map(|(v, peer)| {
                     let items = &items;
                     let me = &me;
                     async move {
-                        let _ = tokio::time::timeout(ASK_TIMEOUT, me.ask(peer, items)).await;
+                        let answer = tokio::time::timeout(ASK_TIMEOUT, me.ask(peer, items)).await;
+                        if let Ok(Ok(states)) = answer {
+                            me.remember_announced(v, items, &states);
+                        }
                     }
                 });
             futures::future::join_all(asks).await;
         });
     }
 
-    /// Offers `items` to `peer` in requests of at most `MAX_HASHES` items,
-    /// sent together; the states in item order.
-    async fn ask(&self, peer: PeerId, items: &[OfferItem]) -> Result<Vec<OfferState>, String> {
-        let parts = items.chunks(ctl::MAX_HASHES).map(|part| async move {
-            let req = ctl::encode_request(&CtlRequest::Offer {
-                items: part.to_vec(),
-            });
-            let bytes = self
-                .client
-                .ctl_request(peer, req)
-                .await
-                .map_err(|e| e.to_string())?;
-            match ctl::decode_response(&bytes).map_err(|e| e.to_string())? {
-                CtlResponse::Offer(s) if s.len() == part.len() => Ok(s),
-                CtlResponse::Error(e) => Err(e),
-                other => Err(format!("unexpected answer to Offer: {other:?}")),
+    /// Records the items `v` answered `Durable` to an announcement.
+    fn remember_announced(&self, v: NodeId, items: &[OfferItem], states: &[OfferState]) {
+        let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        let set = map.entry(v).or_default();
+        for (item, state) in items.iter().zip(states) {
+            if *state == OfferState::Durable {
+                if set.len() >= MAX_ANNOUNCED {
+                    // Bounded: an offer that finds nothing here asks again.
+                    set.clear();
+                }
+                set.insert(*item);
             }
+        }
+    }
+
+    /// Takes, per voter, the `items` it answered `Durable` when announced.
+    fn take_announced(&self, items: &[OfferItem]) -> HashMap<NodeId, HashSet<OfferItem>> {
+        let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter_mut()
+            .map(|(v, set)| {
+                let got: HashSet<OfferItem> =
+                    items.iter().filter(|i| set.remove(*i)).copied().collect();
+                (*v, got)
+            })
+            .filter(|(_, got)| !got.is_empty())
+            .collect()
+    }
+
+    /// Offers `items` to `peer`: small files with their content (see
+    /// [`Offerer::inline_items`]) in requests of at most
+    /// [`ctl::INLINE_REQUEST_BYTES`], the others in requests of at most
+    /// `MAX_HASHES` items; all sent together. The states in item order.
+    async fn ask(&self, peer: PeerId, items: &[OfferItem]) -> Result<Vec<OfferState>, String> {
+        let (inline, plain) = self.inline_items(items).await;
+        let mut parts: Vec<(Vec<usize>, CtlRequest)> = Vec::new();
+        for part in plain.chunks(ctl::MAX_HASHES) {
+            parts.push((
+                part.to_vec(),
+                CtlRequest::Offer {
+                    items: part.iter().map(|i| items[*i]).collect(),
+                },
+            ));
+        }
+        let mut at: Vec<usize> = Vec::new();
+        let mut batch: Vec<InlineItem> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, it) in inline {
+            if !batch.is_empty()
+                && (batch.len() == ctl::MAX_HASHES
+                    || bytes + it.content.len() > ctl::INLINE_REQUEST_BYTES)
+            {
+                parts.push((
+                    std::mem::take(&mut at),
+                    CtlRequest::OfferInline {
+                        items: std::mem::take(&mut batch),
+                    },
+                ));
+                bytes = 0;
+            }
+            bytes += it.content.len();
+            at.push(i);
+            batch.push(it);
+        }
+        if !batch.is_empty() {
+            parts.push((at, CtlRequest::OfferInline { items: batch }));
+        }
+        let asks = parts.into_iter().map(|(at, req)| async move {
+            match self.send(peer, &req, at.len()).await {
+                // A peer that does not know inline offers (an older
+                // version) answers `Error`: it is offered the same items
+                // plainly and pulls them.
+                Err(e) if matches!(req, CtlRequest::OfferInline { .. }) => {
+                    tracing::debug!(%peer, error = %e, "inline offer refused, offering plainly");
+                    let plain = CtlRequest::Offer {
+                        items: at.iter().map(|i| items[*i]).collect(),
+                    };
+                    self.send(peer, &plain, at.len()).await
+                }
+                got => got,
+            }
+            .map(|s| (at, s))
         });
-        let mut out = Vec::with_capacity(items.len());
-        for part in futures::future::join_all(parts).await {
-            out.extend(part?);
+        let mut out = vec![OfferState::Pending; items.len()];
+        for part in futures::future::join_all(asks).await {
+            let (at, states) = part?;
+            for (i, s) in at.into_iter().zip(states) {
+                out[i] = s;
+            }
         }
         Ok(out)
     }
+
+    /// Sends one offer request; the `n` states of its answer.
+    async fn send(
+        &self,
+        peer: PeerId,
+        req: &CtlRequest,
+        n: usize,
+    ) -> Result<Vec<OfferState>, String> {
+        let bytes = self
+            .client
+            .ctl_request(peer, ctl::encode_request(req))
+            .await
+            .map_err(|e| e.to_string())?;
+        match ctl::decode_response(&bytes).map_err(|e| e.to_string())? {
+            CtlResponse::Offer(s) if s.len() == n => Ok(s),
+            CtlResponse::Error(e) => Err(e),
+            other => Err(format!("unexpected answer to Offer: {other:?}")),
+        }
+    }
+
+    /// Splits `items` (by index) into the small files whose content can be
+    /// sent inline, read and checked here, and the others: a version above
+    /// [`ctl::INLINE_MAX`], whose tree is more than one leaf, or whose bytes
+    /// this node cannot read back whole (changed since) is offered plainly.
+    async fn inline_items(&self, items: &[OfferItem]) -> (Vec<(usize, InlineItem)>, Vec<usize>) {
+        let small: Vec<(usize, OfferItem)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.size <= ctl::INLINE_MAX)
+            .map(|(n, i)| (n, *i))
+            .collect();
+        let store = self.store.clone();
+        let nodes = self.nodes.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            small
+                .into_iter()
+                .filter_map(|(n, i)| Some((n, read_inline(store.as_ref(), &nodes, i)?)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut is_inline = vec![false; items.len()];
+        for (n, _) in &read {
+            is_inline[*n] = true;
+        }
+        let plain = (0..items.len()).filter(|n| !is_inline[*n]).collect();
+        (read, plain)
+    }
+}
+
+/// The inline form of `item`: its tree's one leaf and its bytes, read from
+/// the chunk store (each chunk verified there); `None` when any is missing.
+fn read_inline(
+    store: &dyn ChunkStore,
+    nodes: &Mutex<MemNodeStore>,
+    item: OfferItem,
+) -> Option<InlineItem> {
+    use filesyncd_merkle::{decode_verified, Node, NodeSource};
+    let node = nodes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_node(&item.root)?;
+    let Ok(Node::FileLeaf(entries)) = decode_verified(&item.root, &node) else {
+        return None;
+    };
+    let hashes: Vec<Hash> = entries.iter().map(|e| e.hash).collect();
+    let got = store.get_many(&hashes).ok()?;
+    let mut content = Vec::with_capacity(item.size as usize);
+    for (e, data) in entries.iter().zip(got) {
+        let data = data?;
+        if data.len() != e.len as usize {
+            return None;
+        }
+        content.extend_from_slice(&data);
+    }
+    (content.len() as u64 == item.size).then_some(InlineItem {
+        root: item.root,
+        size: item.size,
+        node,
+        content,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -291,6 +452,22 @@ impl Offers {
         self.tracked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Drops the oldest finished offers beyond [`MAX_TRACKED`].
+    fn evict(&self, map: &mut HashMap<OfferItem, Tracked>) {
+        if map.len() > MAX_TRACKED {
+            let mut done: Vec<(Instant, OfferItem)> = map
+                .iter()
+                .filter(|(_, t)| t.state != OfferState::Pending)
+                .map(|(i, t)| (t.at, *i))
+                .collect();
+            done.sort_by_key(|(t, _)| *t);
+            let over = map.len() - MAX_TRACKED;
+            for (_, i) in done.into_iter().take(over) {
+                map.remove(&i);
+            }
+        }
+    }
+
     /// Answers one offer from `origin`, starting pulls as needed.
     pub fn on_offer(self: &Arc<Self>, origin: NodeId, items: Vec<OfferItem>) -> Vec<OfferState> {
         let mut out = Vec::with_capacity(items.len());
@@ -316,17 +493,7 @@ impl Offers {
                     out.push(map[&item].state.clone());
                 }
             }
-            if map.len() > MAX_TRACKED {
-                let mut done: Vec<(Instant, OfferItem)> = map
-                    .iter()
-                    .filter(|(_, t)| t.state != OfferState::Pending)
-                    .map(|(i, t)| (t.at, *i))
-                    .collect();
-                done.sort_by_key(|(t, _)| *t);
-                for (_, i) in done.into_iter().take(map.len() - MAX_TRACKED) {
-                    map.remove(&i);
-                }
-            }
+            self.evict(&mut map);
         }
         if !start.is_empty() {
             let me = self.clone();
@@ -383,6 +550,62 @@ impl Offers {
         }
     }
 
+    /// Answers an offer whose content came with it: each item is checked
+    /// (its node hashes to its root and is one file leaf whose chunks, cut
+    /// from the content by their lengths, hash to their entries and add up
+    /// to its size), the chunks of all good items are stored durably in one
+    /// batch, and only then are they `Durable`. Nothing is pulled and
+    /// nothing is left pending: a bad item is `Failed` (the origin offers
+    /// it again, plainly if it must).
+    pub async fn on_offer_inline(&self, items: Vec<InlineItem>) -> Vec<OfferState> {
+        let keys: Vec<OfferItem> = items.iter().map(InlineItem::item).collect();
+        let held: Vec<bool> = {
+            let map = self.lock();
+            keys.iter()
+                .map(|k| map.get(k).is_some_and(|t| t.state == OfferState::Durable))
+                .collect()
+        };
+        let generation = self.servable.sweep_generation();
+        let store = self.store.clone();
+        let nodes = self.nodes.clone();
+        let accepted = tokio::task::spawn_blocking(move || {
+            accept_inline(store.as_ref(), &nodes, &items, &held)
+        })
+        .await
+        .unwrap_or_else(|e| vec![Some(Err(format!("inline offer: {e}"))); keys.len()]);
+        let out: Vec<OfferState> = keys
+            .iter()
+            .zip(accepted)
+            .map(|(item, got)| match got {
+                None => OfferState::Durable,
+                Some(Ok(()))
+                    if self
+                        .servable
+                        .add_pulled_offer(item.root, item.size, generation) =>
+                {
+                    OfferState::Durable
+                }
+                Some(Ok(())) => OfferState::Failed("version store swept meanwhile".into()),
+                Some(Err(e)) => OfferState::Failed(e),
+            })
+            .collect();
+        {
+            let mut map = self.lock();
+            for (item, state) in keys.iter().zip(&out) {
+                map.insert(
+                    *item,
+                    Tracked {
+                        state: state.clone(),
+                        at: Instant::now(),
+                    },
+                );
+            }
+            self.evict(&mut map);
+        }
+        self.changed.notify_waiters();
+        out
+    }
+
     /// The current state of each item, starting nothing (an item no longer
     /// tracked reads as pending: the next offer restarts it).
     fn states(&self, items: &[OfferItem]) -> Vec<OfferState> {
@@ -433,6 +656,92 @@ impl Offers {
     }
 }
 
+/// The blocking half of an inline offer: checks each item not `held`
+/// already ([`verify_inline`]), stores the chunks of all good items in one
+/// durable batch (all-zero chunks are holes, never stored), then their tree
+/// nodes. Per item: `None` when held, else whether it is now stored.
+fn accept_inline(
+    store: &dyn ChunkStore,
+    nodes: &Mutex<MemNodeStore>,
+    items: &[InlineItem],
+    held: &[bool],
+) -> Vec<Option<Result<(), String>>> {
+    let zeros = crate::engine::sync::ZeroChunks::default();
+    let mut out: Vec<Option<Result<(), String>>> = Vec::with_capacity(items.len());
+    let mut chunks: Vec<(Hash, &[u8])> = Vec::new();
+    let mut good: Vec<usize> = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        if held.get(n).copied().unwrap_or(false) {
+            out.push(None);
+            continue;
+        }
+        match verify_inline(item) {
+            Ok(entries) => {
+                let mut at = 0usize;
+                for e in &entries {
+                    let end = at + e.len as usize;
+                    if !zeros.is_zero(e) {
+                        chunks.push((e.hash, &item.content[at..end]));
+                    }
+                    at = end;
+                }
+                good.push(n);
+                out.push(Some(Ok(())));
+            }
+            Err(e) => out.push(Some(Err(e))),
+        }
+    }
+    if good.is_empty() {
+        return out;
+    }
+    chunks.sort_unstable_by_key(|c| c.0);
+    chunks.dedup_by_key(|c| c.0);
+    if let Err(e) = store.put_many(&chunks) {
+        let e = format!("storing the inline content: {e}");
+        for n in good {
+            out[n] = Some(Err(e.clone()));
+        }
+        return out;
+    }
+    let mut nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+    for n in good {
+        nodes.put_node(items[n].root, items[n].node.clone());
+    }
+    out
+}
+
+/// Checks an inline item against its root: the node hashes to it and is a
+/// file leaf; its chunk lengths add up to the size and to the content's
+/// length; each chunk cut from the content hashes to its entry. Returns the
+/// entries.
+fn verify_inline(item: &InlineItem) -> Result<Vec<filesyncd_merkle::ChunkEntry>, String> {
+    use filesyncd_merkle::{decode_verified, Node};
+    let entries = match decode_verified(&item.root, &item.node) {
+        Ok(Node::FileLeaf(e)) => e,
+        Ok(_) => return Err("inline offer: the node is not a file leaf".into()),
+        Err(e) => return Err(format!("inline offer: bad node: {e}")),
+    };
+    let total: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+    if total != item.size || item.content.len() as u64 != item.size {
+        return Err(format!(
+            "inline offer: {} content bytes, {total} in the tree, size {}",
+            item.content.len(),
+            item.size
+        ));
+    }
+    let mut at = 0usize;
+    for e in &entries {
+        let end = at + e.len as usize;
+        if Hash::of_chunk(&item.content[at..end]) != e.hash {
+            return Err(format!(
+                "inline offer: chunk at {at} does not match its hash"
+            ));
+        }
+        at = end;
+    }
+    Ok(entries)
+}
+
 /// Answers `GetNodes` from the node store, up to the answer size cap.
 pub fn get_nodes(nodes: &Mutex<MemNodeStore>, hashes: &[Hash]) -> Vec<(Hash, Vec<u8>)> {
     use filesyncd_merkle::NodeSource;
@@ -453,4 +762,131 @@ pub fn get_nodes(nodes: &Mutex<MemNodeStore>, hashes: &[Hash]) -> Vec<(Hash, Vec
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesyncd_chunkstore::store::MemChunkStore;
+    use filesyncd_merkle::{ChunkEntry, NodeSource};
+
+    /// A file cut at `cuts` into chunks, offered inline.
+    fn inline(content: &[u8], cuts: &[usize]) -> InlineItem {
+        let mut entries = Vec::new();
+        let mut at = 0;
+        for end in cuts.iter().copied().chain([content.len()]) {
+            entries.push(ChunkEntry {
+                hash: Hash::of_chunk(&content[at..end]),
+                len: (end - at) as u32,
+            });
+            at = end;
+        }
+        let built = filesyncd_merkle::build(&entries);
+        assert_eq!(built.nodes.len(), 1, "one leaf");
+        InlineItem {
+            root: built.root,
+            size: content.len() as u64,
+            node: built.nodes[0].1.clone(),
+            content: content.to_vec(),
+        }
+    }
+
+    fn content(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn fresh() -> (MemChunkStore, Mutex<MemNodeStore>) {
+        (
+            MemChunkStore::new(std::env::temp_dir()),
+            Mutex::new(MemNodeStore::default()),
+        )
+    }
+
+    #[test]
+    fn a_good_inline_item_is_stored_and_reads_back_whole() {
+        let (store, nodes) = fresh();
+        let mut bytes = content(9000, 7);
+        bytes[3000..7000].fill(0); // one all-zero chunk: a hole, never stored
+        let item = inline(&bytes, &[3000, 7000]);
+        let got = accept_inline(&store, &nodes, std::slice::from_ref(&item), &[false]);
+        assert_eq!(got, vec![Some(Ok(()))]);
+        let entries = verify_inline(&item).unwrap();
+        assert!(store.has(&entries[0].hash).unwrap());
+        assert!(!store.has(&entries[1].hash).unwrap(), "zero chunk stored");
+        assert!(store.has(&entries[2].hash).unwrap());
+        assert!(nodes.lock().unwrap().get_node(&item.root).is_some());
+
+        // The origin side reads the same item back (the zero chunk is
+        // stored there: an origin holds what it scanned).
+        store
+            .put_many(&[(entries[1].hash, &bytes[3000..7000])])
+            .unwrap();
+        assert_eq!(read_inline(&store, &nodes, item.item()), Some(item));
+    }
+
+    #[test]
+    fn a_tampered_inline_item_stores_nothing() {
+        let good = inline(&content(5000, 1), &[2000]);
+        let mut flipped = good.clone();
+        flipped.content[10] ^= 1;
+        let mut short = good.clone();
+        short.content.pop();
+        let mut wrong_size = good.clone();
+        wrong_size.size += 1;
+        let mut other_node = good.clone();
+        other_node.node = inline(&content(5000, 2), &[2000]).node;
+        for bad in [flipped, short, wrong_size, other_node] {
+            let (store, nodes) = fresh();
+            let got = accept_inline(&store, &nodes, std::slice::from_ref(&bad), &[false]);
+            assert!(matches!(&got[..], [Some(Err(_))]), "{got:?}");
+            let entries = verify_inline(&good).unwrap();
+            for e in entries {
+                assert!(!store.has(&e.hash).unwrap());
+            }
+            assert!(nodes.lock().unwrap().get_node(&bad.root).is_none());
+        }
+    }
+
+    #[test]
+    fn a_bad_item_does_not_spoil_its_batch_and_held_items_are_skipped() {
+        let (store, nodes) = fresh();
+        let a = inline(&content(3000, 3), &[]);
+        let mut b = inline(&content(3000, 4), &[]);
+        b.content[0] ^= 0xff;
+        let c = inline(&content(3000, 5), &[1000]);
+        let got = accept_inline(
+            &store,
+            &nodes,
+            &[a.clone(), b, c.clone()],
+            &[false, false, true],
+        );
+        assert!(
+            matches!(&got[..], [Some(Ok(())), Some(Err(_)), None]),
+            "{got:?}"
+        );
+        assert_eq!(read_inline(&store, &nodes, a.item()), Some(a));
+        assert_eq!(
+            read_inline(&store, &nodes, c.item()),
+            None,
+            "held: untouched"
+        );
+    }
+
+    #[test]
+    fn a_file_of_more_than_one_leaf_or_missing_chunks_is_not_inlined() {
+        let (store, nodes) = fresh();
+        let item = inline(&content(4000, 9), &[1000]);
+        nodes.lock().unwrap().put_node(item.root, item.node.clone());
+        // Only one of its two chunks is held: offered plainly.
+        store
+            .put_many(&[(Hash::of_chunk(&item.content[..1000]), &item.content[..1000])])
+            .unwrap();
+        assert_eq!(read_inline(&store, &nodes, item.item()), None);
+        // A size that disagrees with the tree.
+        let mut wrong = item.item();
+        wrong.size -= 1;
+        assert_eq!(read_inline(&store, &nodes, wrong), None);
+    }
 }

@@ -196,6 +196,9 @@ pub fn start(
             client,
             node: node.clone(),
             servable: parts.servable.clone(),
+            store: parts.store.clone(),
+            nodes: parts.nodes.clone(),
+            announced: Default::default(),
         }),
     };
     let thread = std::thread::Builder::new()

@@ -20,10 +20,10 @@ use super::{Engine, StepReport};
 /// Hashes of all-zero chunks by length: such chunks are never fetched (the
 /// materializer writes them as holes).
 #[derive(Default)]
-pub(super) struct ZeroChunks(RefCell<HashMap<u32, Hash>>);
+pub struct ZeroChunks(RefCell<HashMap<u32, Hash>>);
 
 impl ZeroChunks {
-    pub(super) fn is_zero(&self, c: &ChunkEntry) -> bool {
+    pub fn is_zero(&self, c: &ChunkEntry) -> bool {
         let mut m = self.0.borrow_mut();
         *m.entry(c.len)
             .or_insert_with(|| Hash::of_chunk(&vec![0; c.len as usize]))
