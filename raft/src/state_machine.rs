@@ -59,6 +59,9 @@ use tree::ClusterTree;
 
 type Entry = <TypeConfig as RaftTypeConfig>::Entry;
 
+/// The page cache of `state.redb`.
+const STATE_CACHE_BYTES: usize = 32 << 20;
+
 /// The root of the empty path tree.
 pub fn empty_root() -> Hash {
     ClusterTree::empty().root()
@@ -105,7 +108,13 @@ impl StateMachine {
                 fs::remove_file(&p)?;
             }
         }
-        let db = Database::create(data_dir.join("state.redb"))?;
+        // redb's default page cache is 1 GiB: a bound that would let the
+        // state machine of a 1,000,000-file share hold most of its table in
+        // memory. The hot pages (the applied index, the recent history) fit
+        // in far less.
+        let db = redb::Builder::new()
+            .set_cache_size(STATE_CACHE_BYTES)
+            .create(data_dir.join("state.redb"))?;
         upgrade(&db)?;
 
         let txn = db.begin_read()?;
