@@ -3,12 +3,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use filesyncd::engine::watch::{watch, Dirty, WatchConfig};
-use tokio::sync::mpsc::Receiver;
+use filesyncd::engine::watch::{watch, Dirty, DirtyRx, WatchConfig};
 
 /// Collects dirty paths until `done` holds or 10 s pass; fails on a timeout.
 async fn until(
-    rx: &mut Receiver<Dirty>,
+    rx: &mut DirtyRx,
     seen: &mut BTreeSet<String>,
     done: impl Fn(&BTreeSet<String>) -> bool,
 ) {
@@ -30,7 +29,7 @@ async fn reports_writes_and_new_directories_but_not_the_daemon_namespace() {
     let cfg = WatchConfig {
         debounce: Duration::from_millis(30),
         rescan_every: Duration::from_secs(3600),
-        capacity: 8,
+        max_pending: 8,
     };
     let (_w, mut rx) = watch(&root, &cfg).expect("watch");
     let mut seen = BTreeSet::new();
@@ -74,4 +73,46 @@ async fn a_periodic_full_rescan_is_the_backstop() {
     })
     .await;
     assert!(end.is_ok(), "channel closes after drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_while_the_engine_is_busy_stays_bounded_and_covers_every_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().expect("canonical");
+    let cfg = WatchConfig {
+        debounce: Duration::from_millis(30),
+        rescan_every: Duration::from_secs(3600),
+        max_pending: 8,
+    };
+    let (_w, mut rx) = watch(&root, &cfg).expect("watch");
+    // Directories first, taken, so their files are what floods in.
+    for d in 0..4 {
+        std::fs::create_dir_all(root.join(format!("top/d{d}"))).expect("mkdir");
+    }
+    let mut seen = BTreeSet::new();
+    until(&mut rx, &mut seen, |s| s.contains("top")).await;
+    // 2,000 files while nobody reads: the debouncer never waits for us.
+    for i in 0..2000 {
+        std::fs::write(root.join(format!("top/d{}/f{i}", i % 4)), b"x").expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Every file is covered by a path taken (a file, its directory or a
+    // rescan), and no take holds more than the bound.
+    let covered = |got: &BTreeSet<String>, f: &str| {
+        got.iter().any(|p| f == p || f.starts_with(&format!("{p}/")))
+    };
+    let mut rescan = false;
+    while !rescan && !(0..2000).all(|i| covered(&got, &format!("top/d{}/f{i}", i % 4))) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Dirty::Paths(ps))) => {
+                assert!(ps.len() <= 8, "{} paths in one take", ps.len());
+                got.extend(ps);
+            }
+            Ok(Some(Dirty::Rescan)) => rescan = true,
+            Ok(None) => panic!("closed"),
+            Err(_) => panic!("not every file covered; got {got:?}"),
+        }
+    }
 }

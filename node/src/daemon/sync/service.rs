@@ -383,11 +383,8 @@ impl Loop {
                         Dirty::Rescan => Scope::Full,
                         Dirty::Paths(p) => Scope::Paths(p),
                     };
-                    let mut scope = as_scope(d);
-                    while let Ok(more) = dirty.try_recv() {
-                        scope = scope.union(as_scope(more));
-                    }
-                    sched.dirty(scope);
+                    // (`recv` took everything pending at once.)
+                    sched.dirty(as_scope(d));
                 }
                 Event::Applied => {}
                 Event::Retry => sched.retry_due(),
