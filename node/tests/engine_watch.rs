@@ -101,7 +101,8 @@ async fn a_flood_while_the_engine_is_busy_stays_bounded_and_covers_every_file() 
     // Every file is covered by a path taken (a file, its directory or a
     // rescan), and no take holds more than the bound.
     let covered = |got: &BTreeSet<String>, f: &str| {
-        got.iter().any(|p| f == p || f.starts_with(&format!("{p}/")))
+        got.iter()
+            .any(|p| f == p || f.starts_with(&format!("{p}/")))
     };
     let mut rescan = false;
     while !rescan && !(0..2000).all(|i| covered(&got, &format!("top/d{}/f{i}", i % 4))) {

@@ -117,6 +117,7 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
     let mut ctx = Ctx {
         cfg,
         input,
+        coverage: input.disk.coverage(),
         taken: BTreeSet::new(),
     };
     for path in paths {
@@ -165,6 +166,7 @@ enum Disk<'a> {
 struct Ctx<'a, 'b> {
     cfg: &'a PlanConfig,
     input: &'a PlanInput<'b>,
+    coverage: Coverage<'a>,
     /// Conflict names handed out by this plan.
     taken: BTreeSet<String>,
 }
@@ -172,7 +174,7 @@ struct Ctx<'a, 'b> {
 impl<'a> Ctx<'a, '_> {
     fn disk(&self, path: &str) -> Disk<'a> {
         let input: &'a PlanInput<'_> = self.input;
-        if input.disk.covers(path) {
+        if self.coverage.covers(path) {
             match input.disk.entries.get(path) {
                 None => Disk::Absent,
                 Some(DiskEntry { meta: None, .. }) => Disk::Unstable,

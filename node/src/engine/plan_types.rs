@@ -1,7 +1,7 @@
 //! The data of a plan: its inputs' disk view and settings, its verdict and
 //! its actions (the rules that produce them are in `plan.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use filesyncd_merkle::Hash;
 
@@ -109,7 +109,40 @@ impl DiskView {
     /// Whether the scan looked at `path` (absence from `entries` then means
     /// it is not on disk).
     pub fn covers(&self, path: &str) -> bool {
-        self.scope.covers(path) && !Scope::Paths(self.unreadable.clone()).covers(path)
+        self.coverage().covers(path)
+    }
+
+    /// [`DiskView::covers`] for many paths: built once, each question costs
+    /// the depth of the path (where `Scope::covers` costs the scope's size,
+    /// which made a plan of n paths under a scope of n paths quadratic).
+    pub fn coverage(&self) -> Coverage<'_> {
+        Coverage {
+            scope: match &self.scope {
+                Scope::Full => None,
+                Scope::Paths(ps) => Some(ps.iter().map(String::as_str).collect()),
+            },
+            unreadable: self.unreadable.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// What a scan looked at, indexed (see [`DiskView::coverage`]).
+#[derive(Debug)]
+pub struct Coverage<'a> {
+    /// `None`: everything.
+    scope: Option<HashSet<&'a str>>,
+    unreadable: HashSet<&'a str>,
+}
+
+impl Coverage<'_> {
+    pub fn covers(&self, path: &str) -> bool {
+        let under = |set: &HashSet<&str>| {
+            path.match_indices('/')
+                .map(|(i, _)| &path[..i])
+                .chain([path])
+                .any(|a| set.contains(a))
+        };
+        self.scope.as_ref().is_none_or(under) && !under(&self.unreadable)
     }
 }
 
@@ -320,5 +353,40 @@ impl Action {
 
     fn is_mkdir(&self) -> bool {
         matches!(self, Action::Mkdir { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn path() -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof!["a", "b", "a.b", "a-", "ab"], 1..4)
+            .prop_map(|c| c.join("/"))
+    }
+
+    proptest! {
+        /// The indexed coverage answers as the scope's own (linear) rule.
+        #[test]
+        fn coverage_agrees_with_the_scope(
+            full in any::<bool>(),
+            scope in proptest::collection::vec(path(), 0..6),
+            unreadable in proptest::collection::vec(path(), 0..3),
+            asked in proptest::collection::vec(path(), 1..12),
+        ) {
+            let view = DiskView {
+                entries: BTreeMap::new(),
+                scope: if full { Scope::Full } else { Scope::Paths(scope) },
+                marker: Marker::Missing,
+                root_empty: false,
+                unreadable: unreadable.clone(),
+            };
+            let c = view.coverage();
+            for p in &asked {
+                let want = view.scope.covers(p) && !Scope::Paths(unreadable.clone()).covers(p);
+                prop_assert_eq!(c.covers(p), want, "{}", p);
+            }
+        }
     }
 }
