@@ -582,3 +582,32 @@ fn ignored_unsyncable_and_unscanned_paths() {
         vec!["write f v7 mtime100", "write g v8 absent"]
     );
 }
+
+mod join {
+    use super::outer_join;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    proptest! {
+        /// The ordered outer join equals lookups in both maps over the
+        /// union of their keys.
+        #[test]
+        fn outer_join_is_the_union_with_both_values(
+            a in proptest::collection::btree_map("[a-c/.]{0,4}", any::<u8>(), 0..20),
+            b in proptest::collection::btree_map("[a-c/.]{0,4}", any::<u8>(), 0..20),
+        ) {
+            let got: Vec<(String, Option<u8>, Option<u8>)> = outer_join(
+                a.iter().map(|(k, v)| (k.as_str(), *v)),
+                b.iter().map(|(k, v)| (k.as_str(), *v)),
+            )
+            .map(|(k, x, y)| (k.to_owned(), x, y))
+            .collect();
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            let want: Vec<(String, Option<u8>, Option<u8>)> = keys
+                .into_iter()
+                .map(|k| (k.clone(), a.get(k).copied(), b.get(k).copied()))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

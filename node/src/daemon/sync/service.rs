@@ -545,16 +545,26 @@ impl Loop {
         }
         let view = engine.view();
         let local = &engine.local;
-        let pending_local = local.values().filter(|e| e.version.is_none()).count() as u64;
-        let mut pending_remote = view
-            .values()
-            .filter(|r| !r.deleted)
-            .filter(|r| local.get(&r.path).map(|e| &e.meta) != Some(&r.meta))
-            .count() as u64;
-        pending_remote += local
-            .iter()
-            .filter(|(p, e)| e.version.is_some() && view.get(*p).is_none_or(|r| r.deleted))
-            .count() as u64;
+        // One ordered pass over both maps (a lookup per entry cost string
+        // compares per level, on every step).
+        let (mut pending_local, mut pending_remote) = (0u64, 0u64);
+        let joined = crate::engine::plan::outer_join(
+            view.iter().map(|(p, r)| (p.as_str(), r)),
+            local.iter().map(|(p, e)| (p.as_str(), e)),
+        );
+        for (_, r, l) in joined {
+            if l.is_some_and(|e| e.version.is_none()) {
+                pending_local += 1;
+            }
+            let remote = match (r, l) {
+                (Some(r), l) if !r.deleted => l.map(|e| &e.meta) != Some(&r.meta),
+                (_, Some(e)) => e.version.is_some(),
+                (_, None) => false,
+            };
+            if remote {
+                pending_remote += 1;
+            }
+        }
         let local_root = self.local_root.root;
         let (cluster_root, raft_applied) = self
             .node
