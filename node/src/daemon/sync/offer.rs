@@ -62,6 +62,12 @@ fn deadline_for(items: &[OfferItem]) -> Duration {
 /// the offer that follows (at most this many per voter).
 const MAX_ANNOUNCED: usize = 16 * 1024;
 
+/// How long an announced `Durable` answer stands for the offer that
+/// follows: an older one is asked again (the peer keeps an offered item's
+/// content only while the offer is pending, and a sweep may have dropped it
+/// since).
+const ANNOUNCED_TTL: Duration = Duration::from_secs(60);
+
 /// The origin side.
 pub struct Offerer {
     pub client: P2pClient,
@@ -72,7 +78,8 @@ pub struct Offerer {
     pub nodes: Arc<Mutex<MemNodeStore>>,
     /// Per voter, the announced items it already answered `Durable`: the
     /// offer of the same group does not send them (or their bytes) again.
-    pub announced: Mutex<HashMap<NodeId, HashSet<OfferItem>>>,
+    /// Each answer is kept with its time and used for [`ANNOUNCED_TTL`].
+    pub announced: Mutex<HashMap<NodeId, HashMap<OfferItem, Instant>>>,
 }
 
 impl Offerer {
@@ -237,13 +244,18 @@ impl Offerer {
     fn remember_announced(&self, v: NodeId, items: &[OfferItem], states: &[OfferState]) {
         let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
         let set = map.entry(v).or_default();
+        let now = Instant::now();
         for (item, state) in items.iter().zip(states) {
             if *state == OfferState::Durable {
                 if set.len() >= MAX_ANNOUNCED {
-                    // Bounded: an offer that finds nothing here asks again.
-                    set.clear();
+                    // Bounded: the stale go first; an offer that finds
+                    // nothing here asks again.
+                    set.retain(|_, at| now.duration_since(*at) < ANNOUNCED_TTL);
+                    if set.len() >= MAX_ANNOUNCED {
+                        set.clear();
+                    }
                 }
-                set.insert(*item);
+                set.insert(*item, now);
             }
         }
     }
@@ -253,8 +265,14 @@ impl Offerer {
         let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
         map.iter_mut()
             .map(|(v, set)| {
-                let got: HashSet<OfferItem> =
-                    items.iter().filter(|i| set.remove(*i)).copied().collect();
+                let got: HashSet<OfferItem> = items
+                    .iter()
+                    .filter(|i| {
+                        set.remove(*i)
+                            .is_some_and(|at| at.elapsed() < ANNOUNCED_TTL)
+                    })
+                    .copied()
+                    .collect();
                 (*v, got)
             })
             .filter(|(_, got)| !got.is_empty())
