@@ -74,9 +74,14 @@ pub(crate) fn read_with(
 }
 
 /// An in-memory node store (a `HashMap`), the twin of the durable ones.
+///
+/// It also lists the nodes added since [`MemNodeStore::take_fresh`] was
+/// last called, so that a caller that persists it writes what is new
+/// without looking at what is not.
 #[derive(Clone, Debug, Default)]
 pub struct MemNodeStore {
     nodes: HashMap<Hash, Vec<u8>>,
+    fresh: Vec<Hash>,
 }
 
 impl MemNodeStore {
@@ -106,7 +111,23 @@ impl MemNodeStore {
     /// Stores every `(hash, bytes)` pair (e.g. `BuiltTree::nodes` or the
     /// nodes a `diff` fetched).
     pub fn extend(&mut self, nodes: impl IntoIterator<Item = (Hash, Vec<u8>)>) {
-        self.nodes.extend(nodes);
+        for (h, b) in nodes {
+            self.put_node(h, b);
+        }
+    }
+
+    /// The hashes of the nodes added (not held before) since the last call,
+    /// in the order they came; a node removed since is left out.
+    pub fn take_fresh(&mut self) -> Vec<Hash> {
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.retain(|h| self.nodes.contains_key(h));
+        fresh
+    }
+
+    /// Puts `hashes` back on the fresh list (their write failed: the next
+    /// [`MemNodeStore::take_fresh`] returns them again).
+    pub fn keep_fresh(&mut self, hashes: impl IntoIterator<Item = Hash>) {
+        self.fresh.extend(hashes);
     }
 }
 
@@ -121,7 +142,9 @@ impl NodeSource for MemNodeStore {
 
 impl NodeStore for MemNodeStore {
     fn put_node(&mut self, h: Hash, bytes: Vec<u8>) {
-        self.nodes.insert(h, bytes);
+        if self.nodes.insert(h, bytes).is_none() {
+            self.fresh.push(h);
+        }
     }
     fn remove_node(&mut self, h: &Hash) {
         self.nodes.remove(h);
@@ -132,6 +155,21 @@ impl NodeStore for MemNodeStore {
 mod tests {
     use super::*;
     use crate::hash::ChunkEntry;
+
+    #[test]
+    fn fresh_lists_each_new_node_once() {
+        let mut s = MemNodeStore::new();
+        s.put_node(Hash([1; 32]), vec![1]);
+        s.put_node(Hash([2; 32]), vec![2]);
+        s.put_node(Hash([1; 32]), vec![1]);
+        s.remove_node(&Hash([2; 32]));
+        assert_eq!(s.take_fresh(), vec![Hash([1; 32])]);
+        assert!(s.take_fresh().is_empty());
+        s.extend([(Hash([1; 32]), vec![1]), (Hash([3; 32]), vec![3])]);
+        assert_eq!(s.take_fresh(), vec![Hash([3; 32])]);
+        s.keep_fresh([Hash([3; 32])]);
+        assert_eq!(s.take_fresh(), vec![Hash([3; 32])]);
+    }
 
     #[test]
     fn reads_are_verified() {

@@ -12,7 +12,7 @@
 //! copy from a local edit. Writes are one redb transaction per engine step,
 //! committed durably (fsync) before the step's outcome is acted on further.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -48,8 +48,6 @@ fn db_err(e: impl std::fmt::Display) -> LocalDbError {
 
 pub struct LocalDb {
     db: Database,
-    /// Node hashes already written.
-    persisted_nodes: HashSet<Hash>,
 }
 
 /// What was loaded at start.
@@ -74,7 +72,6 @@ impl LocalDb {
         txn.commit().map_err(db_err)?;
         let mut local = BTreeMap::new();
         let mut nodes = MemNodeStore::new();
-        let mut persisted_nodes = HashSet::new();
         let marker_for;
         {
             let r = db.begin_read().map_err(db_err)?;
@@ -104,13 +101,14 @@ impl LocalDb {
                 // A node whose bytes do not hash to its key is dropped (it is
                 // refetched or rebuilt when needed), never used.
                 if filesyncd_merkle::node_hash(v.value()).ok() == Some(h) {
-                    persisted_nodes.insert(h);
                     loaded.push((h, v.value().to_vec()));
                 } else {
                     tracing::warn!(node = %h, "dropping a corrupt tree node from the local index");
                 }
             }
             nodes.extend(loaded);
+            // Loaded from here: nothing to write back.
+            nodes.take_fresh();
             marker_for = r
                 .open_table(META)
                 .map_err(db_err)?
@@ -119,10 +117,7 @@ impl LocalDb {
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
         }
         Ok((
-            LocalDb {
-                db,
-                persisted_nodes,
-            },
+            LocalDb { db },
             Loaded {
                 local,
                 nodes,
@@ -141,16 +136,31 @@ impl LocalDb {
         nodes: &Mutex<MemNodeStore>,
     ) -> Result<(), LocalDbError> {
         use filesyncd_merkle::NodeSource;
-        // Copied out under the lock, written without it (ctl answers
-        // `GetNodes` from the same store meanwhile).
+        // The nodes added since the last save, copied out under the lock and
+        // written without it (ctl answers `GetNodes` from the same store
+        // meanwhile); put back on the fresh list if the write fails.
         let new_nodes: Vec<(Hash, Vec<u8>)> = {
-            let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
-            nodes
-                .hashes()
-                .filter(|h| !self.persisted_nodes.contains(h))
-                .filter_map(|h| Some((*h, nodes.get_node(h)?)))
+            let mut nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = nodes.take_fresh();
+            fresh
+                .into_iter()
+                .filter_map(|h| Some((h, nodes.get_node(&h)?)))
                 .collect()
         };
+        let res = self.write(touched, local, &new_nodes);
+        if res.is_err() {
+            let mut nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
+            nodes.keep_fresh(new_nodes.into_iter().map(|(h, _)| h));
+        }
+        res
+    }
+
+    fn write(
+        &mut self,
+        touched: &BTreeSet<String>,
+        local: &BTreeMap<String, LocalEntry>,
+        new_nodes: &[(Hash, Vec<u8>)],
+    ) -> Result<(), LocalDbError> {
         if touched.is_empty() && new_nodes.is_empty() {
             return Ok(());
         }
@@ -169,13 +179,11 @@ impl LocalDb {
                 }
             }
             let mut t = txn.open_table(NODES).map_err(db_err)?;
-            for (h, b) in &new_nodes {
+            for (h, b) in new_nodes {
                 t.insert(h.0, b.as_slice()).map_err(db_err)?;
             }
         }
         txn.commit().map_err(db_err)?;
-        self.persisted_nodes
-            .extend(new_nodes.into_iter().map(|(h, _)| h));
         Ok(())
     }
 
