@@ -11,11 +11,21 @@
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-/// Compiled ignore rules.
+/// Compiled ignore rules. Two are equal when compiled from the same text
+/// (the engine plans every path again when its rules change).
 #[derive(Clone, Debug)]
 pub struct Ignore {
     rules: Gitignore,
+    text: String,
 }
+
+impl PartialEq for Ignore {
+    fn eq(&self, other: &Ignore) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Ignore {}
 
 impl Default for Ignore {
     fn default() -> Self {
@@ -28,6 +38,7 @@ impl Ignore {
     pub fn none() -> Ignore {
         Ignore {
             rules: Gitignore::empty(),
+            text: String::new(),
         }
     }
 
@@ -39,12 +50,13 @@ impl Ignore {
                 tracing::warn!(line, error = %e, "skipping an invalid ignore pattern");
             }
         }
-        match b.build() {
-            Ok(rules) => Ignore { rules },
-            Err(e) => {
-                tracing::warn!(error = %e, "ignore rules do not compile; ignoring nothing");
-                Ignore::none()
-            }
+        let rules = b.build().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignore rules do not compile; ignoring nothing");
+            Gitignore::empty()
+        });
+        Ignore {
+            rules,
+            text: text.to_owned(),
         }
     }
 
@@ -84,5 +96,11 @@ mod tests {
         }
         assert!(!Ignore::none().is_ignored("a.tmp", false));
         assert!(!ig.is_ignored("", true));
+        assert_eq!(
+            ig,
+            Ignore::parse("# comment\n*.tmp\n/build/\ncache/\n!keep.tmp\ndocs/*.pdf\n")
+        );
+        assert_ne!(ig, Ignore::none());
+        assert_eq!(Ignore::parse(""), Ignore::none());
     }
 }

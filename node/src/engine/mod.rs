@@ -58,6 +58,8 @@ mod materialize_tests;
 #[cfg(test)]
 mod plan_guard_tests;
 #[cfg(test)]
+mod plan_incr_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod scan_tests;

@@ -94,6 +94,14 @@ pub struct PlanInput<'a> {
     /// The log index `committed` reflects: a version this node knows with a
     /// higher index is simply not in the view yet.
     pub applied: u64,
+    /// `None`: every path of the three views is decided. `Some(extra)`: only
+    /// the paths the scan covered (on disk within the scope, or known to
+    /// the local index or the view under it) and `extra`; every other path
+    /// is taken as settled. The caller's contract: a path left out has the
+    /// same record, local entry and ignore rules as at a plan that decided
+    /// nothing for it (the engine passes the paths that changed since its
+    /// last plan and those its last plan acted on; see `Engine::step`).
+    pub only: Option<&'a BTreeSet<String>>,
 }
 
 /// Decides what to do (see the module doc).
@@ -108,16 +116,20 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
     if input.disk.root_empty && known > 0 && known >= cfg.min_vanished && !cfg.deletes_confirmed {
         return Plan::halt(HaltReason::RootEmpty { known });
     }
-    // Every path of the three maps, in order: merged (linear), where
-    // inserting them into a set cost a string compare per level per path.
-    let paths = merge_sorted(
-        merge_sorted(
-            input.committed.keys().map(String::as_str),
-            input.local.keys().map(String::as_str),
-        )
-        .into_iter(),
-        input.disk.entries.keys().map(String::as_str),
-    );
+    let paths = match (input.only, &input.disk.scope) {
+        (Some(extra), Scope::Paths(scope)) => scoped_paths(input, scope, extra),
+        // Every path of the three maps, in order: merged (linear), where
+        // inserting them into a set cost a string compare per level per
+        // path.
+        _ => merge_sorted(
+            merge_sorted(
+                input.committed.keys().map(String::as_str),
+                input.local.keys().map(String::as_str),
+            )
+            .into_iter(),
+            input.disk.entries.keys().map(String::as_str),
+        ),
+    };
 
     let mut out = Vec::new();
     let mut ctx = Ctx {
@@ -148,6 +160,44 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
         verdict,
         actions: out,
     }
+}
+
+/// The paths a plan with [`PlanInput::only`] decides, ascending: what the
+/// scan found, what the local index and the view hold under each scope
+/// path (a range per scope path: the cost is the scope, not the tree), and
+/// `extra`.
+fn scoped_paths<'a>(
+    input: &PlanInput<'a>,
+    scope: &'a [String],
+    extra: &'a BTreeSet<String>,
+) -> Vec<&'a str> {
+    let mut paths: Vec<&'a str> = Vec::new();
+    paths.extend(input.disk.entries.keys().map(String::as_str));
+    paths.extend(extra.iter().map(String::as_str));
+    for root in scope {
+        under(input.local, root, &mut paths);
+        under(input.committed, root, &mut paths);
+    }
+    paths.sort_unstable();
+    paths.dedup();
+    paths
+}
+
+/// The keys of `map` equal to `root` or beneath it (an empty root: all).
+fn under<'a, V>(map: &'a BTreeMap<String, V>, root: &str, out: &mut Vec<&'a str>) {
+    if root.is_empty() {
+        out.extend(map.keys().map(String::as_str));
+        return;
+    }
+    if let Some((k, _)) = map.get_key_value(root) {
+        out.push(k);
+    }
+    let prefix = format!("{root}/");
+    out.extend(
+        map.range(prefix.clone()..)
+            .map(|(k, _)| k.as_str())
+            .take_while(|k| k.starts_with(&prefix)),
+    );
 }
 
 /// The union of two ascending sequences without duplicates, ascending.

@@ -111,6 +111,8 @@ pub(super) struct World {
     pub(super) applied: u64,
     pub(super) unreadable: Vec<String>,
     pub(super) ignored: HashSet<String>,
+    /// [`PlanInput::only`].
+    pub(super) only: Option<std::collections::BTreeSet<String>>,
 }
 
 impl World {
@@ -166,6 +168,7 @@ impl World {
                 } else {
                     self.applied
                 },
+                only: self.only.as_ref(),
             },
         )
     }

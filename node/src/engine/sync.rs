@@ -128,11 +128,83 @@ pub struct Engine<C, F> {
     /// File contents newly committed into the view since
     /// [`Engine::take_committed_files`].
     committed_files: Vec<(Hash, u64)>,
+    /// Paths the next plan decides besides what its scan covers: those its
+    /// last plan acted on (a failed or skipped action is decided again),
+    /// those whose record or local entry changed since. Every other path
+    /// is settled, so a step costs its scope and what changed, not the
+    /// size of the tree ([`PlanInput::only`]).
+    unsettled: BTreeSet<String>,
+    /// The next plan decides every path (at start, after a plan that did
+    /// not proceed, when the ignore rules changed).
+    plan_all: bool,
+    /// The ignore rules the last plan used.
+    last_ignore: Option<super::ignore::Ignore>,
+    /// What status reports, kept per path as entries and records change
+    /// (see [`Engine::pending`]).
+    pending: Pending,
+}
+
+/// Paths not in sync, maintained for the paths a step changed.
+#[derive(Default)]
+struct Pending {
+    /// Local entries not yet committed.
+    local: BTreeSet<String>,
+    /// Paths whose committed state is not what this node holds.
+    remote: BTreeSet<String>,
+    /// Paths changed since the last refresh.
+    changed: BTreeSet<String>,
+    /// Refresh every path (at start: the caller may have loaded the index).
+    all: bool,
+}
+
+impl Pending {
+    fn refresh(
+        &mut self,
+        view: &BTreeMap<String, VersionRecord>,
+        local: &BTreeMap<String, LocalEntry>,
+    ) {
+        if std::mem::take(&mut self.all) {
+            self.changed.clear();
+            self.local.clear();
+            self.remote.clear();
+            let joined = super::plan::outer_join(
+                view.iter().map(|(p, r)| (p.as_str(), r)),
+                local.iter().map(|(p, e)| (p.as_str(), e)),
+            );
+            for (p, r, l) in joined {
+                self.set(p, r, l);
+            }
+            return;
+        }
+        for p in std::mem::take(&mut self.changed) {
+            self.set(&p, view.get(&p), local.get(&p));
+        }
+    }
+
+    fn set(&mut self, p: &str, r: Option<&VersionRecord>, l: Option<&LocalEntry>) {
+        let local = l.is_some_and(|e| e.version.is_none());
+        let remote = match (r, l) {
+            (Some(r), l) if !r.deleted => l.map(|e| &e.meta) != Some(&r.meta),
+            (_, Some(e)) => e.version.is_some(),
+            (_, None) => false,
+        };
+        for (set, on) in [(&mut self.local, local), (&mut self.remote, remote)] {
+            if on {
+                if !set.contains(p) {
+                    set.insert(p.to_owned());
+                }
+            } else {
+                set.remove(p);
+            }
+        }
+    }
 }
 
 struct Chunks<'a> {
     store: &'a dyn ChunkStore,
-    nodes: &'a MemNodeStore,
+    /// Locked per lookup (servers read the same store meanwhile; a copy of
+    /// the whole store per step cost the size of the tree).
+    nodes: &'a Mutex<MemNodeStore>,
     zeros: ZeroChunks,
     /// Zero chunks met in the lists handed out.
     zero_seen: RefCell<HashSet<Hash>>,
@@ -143,7 +215,10 @@ impl ChunkView for Chunks<'_> {
         self.zero_seen.borrow().contains(h) || self.store.has(h).unwrap_or(false)
     }
     fn chunk_list(&self, root: &Hash, size: u64) -> Option<Vec<ChunkEntry>> {
-        let list = FileTree { root: *root, size }.chunks(self.nodes).ok()?;
+        let list = {
+            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            FileTree { root: *root, size }.chunks(&*nodes).ok()?
+        };
         for c in &list {
             if self.zeros.is_zero(c) {
                 self.zero_seen.borrow_mut().insert(c.hash);
@@ -176,7 +251,31 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             rejected: HashMap::new(),
             touched: BTreeSet::new(),
             committed_files: Vec::new(),
+            unsettled: BTreeSet::new(),
+            plan_all: true,
+            last_ignore: None,
+            pending: Pending {
+                all: true,
+                ..Pending::default()
+            },
         }
+    }
+
+    /// The next plan decides every path, not only the scope and what
+    /// changed (after the caller changed the engine's state or config
+    /// outside a step).
+    pub fn plan_all_next(&mut self) {
+        self.plan_all = true;
+        self.pending.all = true;
+    }
+
+    /// How many paths hold local changes not yet committed, and how many
+    /// differ from what is committed (either way), as of the last step.
+    pub fn pending(&self) -> (u64, u64) {
+        (
+            self.pending.local.len() as u64,
+            self.pending.remote.len() as u64,
+        )
     }
 
     /// Start-up work before the first step: removes the temp files of
@@ -215,26 +314,42 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
 
     fn set_local(&mut self, path: String, entry: LocalEntry) {
         self.touched.insert(path.clone());
+        self.unsettled.insert(path.clone());
+        self.pending.changed.insert(path.clone());
         self.local.insert(path, entry);
     }
 
     fn unset_local(&mut self, path: &str) {
         if self.local.remove(path).is_some() {
             self.touched.insert(path.to_owned());
+            self.unsettled.insert(path.to_owned());
+            self.pending.changed.insert(path.to_owned());
         }
     }
 
     /// Scans `scope`, plans and executes (see the module doc).
     pub async fn step(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
+        let res = self.step_inner(scope, now_ms).await;
+        self.pending.refresh(&self.view, &self.local);
+        res
+    }
+
+    async fn step_inner(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
         let changes = self.committed.committed_since(self.applied)?;
         for r in changes.records {
             if !r.deleted && r.meta.kind == super::types::Kind::File {
                 self.committed_files.push((r.meta.root, r.meta.size));
             }
+            self.unsettled.insert(r.path.clone());
+            self.pending.changed.insert(r.path.clone());
             self.view.insert(r.path.clone(), r);
         }
         self.applied = self.applied.max(changes.applied);
         let ignore = load_ignore(self.fs.as_ref());
+        if self.last_ignore.as_ref() != Some(&ignore) {
+            self.plan_all = true;
+            self.last_ignore = Some(ignore.clone());
+        }
         let scanner = Scanner {
             fs: self.fs.as_ref(),
             store: self.store.as_ref(),
@@ -249,14 +364,14 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             }
         }
         let p = {
-            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let chunks = Chunks {
                 store: self.store.as_ref(),
-                nodes: &nodes,
+                nodes: &self.nodes,
                 zeros: ZeroChunks::default(),
                 zero_seen: RefCell::new(HashSet::new()),
             };
             let ignored = |path: &str, dir: bool| ignore.is_ignored(path, dir);
+            let all = self.plan_all || self.cfg.deletes_confirmed;
             plan(
                 &self.cfg,
                 &PlanInput {
@@ -267,9 +382,21 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                     ignored: &ignored,
                     now_ms,
                     applied: self.applied,
+                    only: (!all).then_some(&self.unsettled),
                 },
             )
         };
+        // What the next plan decides besides its scope: the paths acted on
+        // now (and, from here on, those whose entry or record changes). A
+        // plan that did not proceed decided nothing for sure: the next one
+        // decides every path.
+        self.plan_all = p.verdict != Verdict::Proceed;
+        self.unsettled = p.actions.iter().map(|a| a.path().to_owned()).collect();
+        for a in &p.actions {
+            if let Action::MakeConflictCopy { conflict_path, .. } = a {
+                self.unsettled.insert(conflict_path.clone());
+            }
+        }
         let mut rep = StepReport {
             verdict: Some(p.verdict.clone()),
             ..StepReport::default()

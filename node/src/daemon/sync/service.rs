@@ -412,6 +412,7 @@ impl Loop {
                             tracing::warn!(root = %self.parts.root.display(), "reopened the synced directory; a full scan checks its marker before anything syncs");
                             root_fs = fs;
                             engine.fs = root_fs.clone();
+                            engine.plan_all_next();
                             _watcher = w;
                             dirty = d;
                             root_here = true;
@@ -543,28 +544,9 @@ impl Loop {
                 c.last_error = Some(e.to_string());
             }
         }
-        let view = engine.view();
-        let local = &engine.local;
-        // One ordered pass over both maps (a lookup per entry cost string
-        // compares per level, on every step).
-        let (mut pending_local, mut pending_remote) = (0u64, 0u64);
-        let joined = crate::engine::plan::outer_join(
-            view.iter().map(|(p, r)| (p.as_str(), r)),
-            local.iter().map(|(p, e)| (p.as_str(), e)),
-        );
-        for (_, r, l) in joined {
-            if l.is_some_and(|e| e.version.is_none()) {
-                pending_local += 1;
-            }
-            let remote = match (r, l) {
-                (Some(r), l) if !r.deleted => l.map(|e| &e.meta) != Some(&r.meta),
-                (_, Some(e)) => e.version.is_some(),
-                (_, None) => false,
-            };
-            if remote {
-                pending_remote += 1;
-            }
-        }
+        // Kept by the engine for the paths each step changed (a pass over
+        // the view and the index per step cost the size of the tree).
+        let (pending_local, pending_remote) = engine.pending();
         let local_root = self.local_root.root;
         let (cluster_root, raft_applied) = self
             .node
