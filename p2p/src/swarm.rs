@@ -34,13 +34,15 @@ pub(crate) fn build(
     let quic = config.quic.clone();
     let behaviour = |key: &Keypair| {
         let m = membership.clone();
-        let rr = |codec: BytesCodec, proto, timeout| {
+        // `streams`: inbound requests read at once per connection; with the
+        // codec's size cap, what one peer can make this node buffer.
+        let rr = |codec: BytesCodec, proto, timeout, streams| {
             request_response::Behaviour::with_codec(
                 codec,
                 [(proto, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(timeout)
-                    .with_max_concurrent_streams(256),
+                    .with_max_concurrent_streams(streams),
             )
         };
         Behaviour {
@@ -68,6 +70,7 @@ pub(crate) fn build(
                     },
                     RAFT_PROTOCOL,
                     limits.raft_timeout,
+                    256,
                 ),
                 m.clone(),
             ),
@@ -79,6 +82,11 @@ pub(crate) fn build(
                     },
                     CTL_PROTOCOL,
                     limits.ctl_timeout,
+                    // 64 requests of at most `max_ctl_message` (1 MiB): an
+                    // origin that re-asks faster than this node answers
+                    // (inline offers carry file bytes) is refused, not
+                    // buffered without bound.
+                    64,
                 ),
                 m.clone(),
             ),

@@ -80,6 +80,27 @@ pub struct Offerer {
     /// offer of the same group does not send them (or their bytes) again.
     /// Each answer is kept with its time and used for [`ANNOUNCED_TTL`].
     pub announced: Mutex<HashMap<NodeId, HashMap<OfferItem, Instant>>>,
+    /// Announcements still asking, by [`group_key`] of their items: the
+    /// offer of the same items waits for its answers instead of sending the
+    /// same items (and the bytes of small ones) a second time.
+    pub announcing: Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>,
+}
+
+/// Announcements kept asking at once (older ones are still awaited by
+/// nobody once this many are newer).
+const MAX_ANNOUNCING: usize = 8;
+
+/// Requests of one question to one voter in flight at once: what a peer
+/// buffers for it stays at a few [`ctl::INLINE_REQUEST_BYTES`].
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// The identity of a group of offered items (the same list is announced,
+/// then offered).
+fn group_key(items: &[OfferItem]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    items.hash(&mut h);
+    h.finish()
 }
 
 impl Offerer {
@@ -91,6 +112,15 @@ impl Offerer {
     /// its pulls run, so nothing sleeps on a poll timer), and the quorum is
     /// checked after every answer (a slow or dead voter never delays it).
     pub async fn offer_until_quorum(&self, items: Vec<OfferItem>) -> PortResult<Vec<NodeId>> {
+        let announcing = self
+            .announcing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group_key(&items));
+        if let Some(task) = announcing {
+            // Bounded: each of its questions has a timeout.
+            let _ = tokio::time::timeout(ASK_TIMEOUT + Duration::from_secs(1), task).await;
+        }
         let mut seen = HashSet::new();
         let items: Vec<OfferItem> = items.into_iter().filter(|i| seen.insert(*i)).collect();
         for i in &items {
@@ -218,8 +248,9 @@ impl Offerer {
         for i in &items {
             self.servable.add_offered(i.root, i.size);
         }
+        let key = group_key(&items);
         let me = self.clone();
-        rt.spawn(async move {
+        let task = rt.spawn(async move {
             let (peers, voters) = members(&me.node);
             let mine = me.node.id();
             let asks = voters
@@ -238,6 +269,13 @@ impl Offerer {
                 });
             futures::future::join_all(asks).await;
         });
+        let mut announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        if announcing.len() >= MAX_ANNOUNCING {
+            announcing.retain(|_, t| !t.is_finished());
+        }
+        if announcing.len() < MAX_ANNOUNCING {
+            announcing.insert(key, task);
+        }
     }
 
     /// Records the items `v` answered `Durable` to an announcement.
@@ -334,7 +372,11 @@ impl Offerer {
             .map(|s| (at, s))
         });
         let mut out = vec![OfferState::Pending; items.len()];
-        for part in futures::future::join_all(asks).await {
+        let answers: Vec<_> = futures::stream::iter(asks)
+            .buffer_unordered(PARTS_IN_FLIGHT)
+            .collect()
+            .await;
+        for part in answers {
             let (at, states) = part?;
             for (i, s) in at.into_iter().zip(states) {
                 out[i] = s;

@@ -199,6 +199,7 @@ pub fn start(
             store: parts.store.clone(),
             nodes: parts.nodes.clone(),
             announced: Default::default(),
+            announcing: Default::default(),
         }),
     };
     let thread = std::thread::Builder::new()
