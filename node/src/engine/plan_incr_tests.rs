@@ -5,8 +5,6 @@
 //! This is the contract `Engine::step` relies on to make a step cost what
 //! changed.
 
-use std::collections::BTreeSet;
-
 use proptest::prelude::*;
 
 use super::plan::*;
@@ -116,17 +114,6 @@ fn world(
     w
 }
 
-fn acted_on(p: &Plan) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for a in &p.actions {
-        out.insert(a.path().to_owned());
-        if let Action::MakeConflictCopy { conflict_path, .. } = a {
-            out.insert(conflict_path.clone());
-        }
-    }
-    out
-}
-
 fn choices() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), PATHS.len())
 }
@@ -162,7 +149,7 @@ proptest! {
         let mut next = world(&t, &l, &d1, scope1, applied1, &ignored);
         let full = next.plan();
 
-        let mut only = acted_on(&p0);
+        let mut only = p0.acted_on();
         for (i, p) in PATHS.iter().enumerate() {
             if t[i] != t0[i] || l[i] != l0[i] {
                 only.insert(p.to_string());

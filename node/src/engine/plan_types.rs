@@ -1,7 +1,7 @@
 //! The data of a plan: its inputs' disk view and settings, its verdict and
 //! its actions (the rules that produce them are in `plan.rs`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use filesyncd_merkle::Hash;
 
@@ -160,6 +160,20 @@ impl Plan {
             verdict: Verdict::Halt(reason),
             actions: Vec::new(),
         }
+    }
+
+    /// Every path an action of this plan names (a conflict copy's new name
+    /// included): what the next incremental plan must decide again
+    /// ([`PlanInput::only`](super::plan::PlanInput::only)).
+    pub fn acted_on(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for a in &self.actions {
+            out.insert(a.path().to_owned());
+            if let Action::MakeConflictCopy { conflict_path, .. } = a {
+                out.insert(conflict_path.clone());
+            }
+        }
+        out
     }
 }
 

@@ -391,12 +391,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         // plan that did not proceed decided nothing for sure: the next one
         // decides every path.
         self.plan_all = p.verdict != Verdict::Proceed;
-        self.unsettled = p.actions.iter().map(|a| a.path().to_owned()).collect();
-        for a in &p.actions {
-            if let Action::MakeConflictCopy { conflict_path, .. } = a {
-                self.unsettled.insert(conflict_path.clone());
-            }
-        }
+        self.unsettled = p.acted_on();
         let mut rep = StepReport {
             verdict: Some(p.verdict.clone()),
             ..StepReport::default()
