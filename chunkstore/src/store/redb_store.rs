@@ -38,7 +38,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
             inline_max: Some(INLINE_MAX),
         }
     }

@@ -32,7 +32,7 @@ pub const LOG_STORE_FORMAT: u32 = 1;
 
 /// redb page cache per log store. The log is read mostly near its tail (replication); a small
 /// cache keeps three in-process nodes cheap.
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 32 << 20;
 
 /// What [`open`] found on disk, all verified.
 #[derive(Debug, Default)]
