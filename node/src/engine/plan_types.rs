@@ -100,8 +100,9 @@ pub struct DiskView {
     pub marker: Marker,
     /// The root holds nothing but the daemon's own names.
     pub root_empty: bool,
-    /// Directories within `scope` that could not be read: what is under
-    /// them was not looked at.
+    /// Paths within `scope` that were not looked at, nor anything under
+    /// them: directories that could not be read, and what the scan left for
+    /// the next one (its hash budget ran out).
     pub unreadable: Vec<String>,
 }
 

@@ -95,6 +95,16 @@ pub trait Committed: Send + Sync {
     fn announce(&self, _ops: &[ProposeOp]) {}
     /// The newest record of every path changed after log index `index`.
     fn committed_since(&self, index: u64) -> PortResult<CommittedChanges>;
+    /// The paths [`Committed::committed_since`] would report, without
+    /// their records (what a caller that only schedules a scan needs).
+    fn changed_paths_since(&self, index: u64) -> PortResult<Vec<String>> {
+        Ok(self
+            .committed_since(index)?
+            .records
+            .into_iter()
+            .map(|r| r.path)
+            .collect())
+    }
     /// Resolves once the applied index is above `index`.
     fn wait_applied(&self, index: u64) -> impl Future<Output = ()> + Send;
 }

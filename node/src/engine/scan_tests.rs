@@ -17,7 +17,7 @@ use super::fs_fake::FakeFs;
 use super::fs_real::RootFs;
 use super::ignore::Ignore;
 use super::plan::{Marker, Scope};
-use super::scan::{load_ignore, IndexBatch, ScanOutput, Scanner, INDEX_BATCH};
+use super::scan::{load_ignore, HashBudget, IndexBatch, ScanOutput, Scanner, INDEX_BATCH};
 use super::types::{FileKind, Kind, LocalEntry, VersionId};
 
 fn chunker() -> Chunker {
@@ -500,4 +500,124 @@ fn a_file_that_changes_or_vanishes_before_the_flush_is_retried_not_indexed() {
     );
     assert!(out.view.entries["fails"].meta.is_some());
     assert!(!out.view.entries.contains_key("vanishes"));
+}
+
+/// Scans the fake tree from the root with `budget`, then what each scan
+/// deferred, until nothing is; returns the files each round hashed.
+fn scan_until_done(fs: &FakeFs, budget: HashBudget) -> Vec<Vec<String>> {
+    let c = chunker();
+    let store = MemChunkStore::new("/nonexistent");
+    let scanner = Scanner {
+        fs,
+        store: &store,
+        chunker: &c,
+        ignore: &Ignore::none(),
+    };
+    let mut local: BTreeMap<String, LocalEntry> = BTreeMap::new();
+    let mut scope = Scope::Full;
+    let mut rounds = Vec::new();
+    loop {
+        assert!(rounds.len() < 100, "the deferred scans never end");
+        let out = scanner
+            .scan_with(scope, &local, INDEX_BATCH, budget)
+            .expect("scan");
+        let coverage = out.view.coverage();
+        // Nothing deferred is looked at: a deferred file is unstable, a
+        // deferred directory or scope path not covered (nothing under it
+        // can be taken as deleted).
+        for d in &out.deferred {
+            let e = out.view.entries.get(d);
+            assert!(
+                !coverage.covers(d) || e.is_some_and(|e| e.meta.is_none()),
+                "{d} deferred but looked at: {e:?}"
+            );
+        }
+        let hashed: Vec<String> = out
+            .view
+            .entries
+            .iter()
+            .filter(|(p, e)| {
+                e.stat.kind == FileKind::File && e.meta.is_some() && !local.contains_key(*p)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert_eq!(hashed.len() as u64, out.files_hashed);
+        assert!(
+            out.files_hashed <= budget.files,
+            "{} over the budget",
+            out.files_hashed
+        );
+        local.extend(adopt(&out));
+        rounds.push(hashed);
+        if out.deferred.is_empty() {
+            return rounds;
+        }
+        assert!(out.files_hashed > 0, "a round that defers hashes something");
+        scope = Scope::Paths(super::watch::top_most(out.deferred));
+    }
+}
+
+/// A scan stops hashing at its budget and defers the rest, and scanning
+/// what was deferred, again and again, hashes every file exactly once.
+#[test]
+fn a_scan_over_its_hash_budget_defers_the_rest_to_the_next_scans() {
+    let fs = FakeFs::new();
+    let mut files = Vec::new();
+    for d in 0..4 {
+        for s in 0..3 {
+            fs.mkdir(&format!("d{d}"), 0o755).ok();
+            fs.mkdir(&format!("d{d}/s{s}"), 0o755).expect("mkdir");
+            for f in 0..(d + s) {
+                files.push(format!("d{d}/s{s}/f{f}"));
+            }
+        }
+        files.push(format!("d{d}/top"));
+    }
+    files.extend(["a".to_string(), "z".to_string()]);
+    for (i, f) in files.iter().enumerate() {
+        write_unsynced(&fs, f, &content(i));
+    }
+    files.sort();
+    let check = |budget: HashBudget, min_rounds: usize| {
+        let rounds = scan_until_done(&fs, budget);
+        let mut all: Vec<String> = rounds.iter().flatten().cloned().collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "a file hashed twice");
+        assert_eq!(all, files);
+        assert!(
+            rounds.len() >= min_rounds,
+            "{budget:?}: {} rounds",
+            rounds.len()
+        );
+    };
+    // 36 files, 5 a round: at least 8 rounds.
+    check(
+        HashBudget {
+            files: 5,
+            bytes: u64::MAX,
+        },
+        8,
+    );
+    // One byte: one file a round (the first file is always hashed).
+    check(
+        HashBudget {
+            files: u64::MAX,
+            bytes: 1,
+        },
+        files.len(),
+    );
+    // Unbounded: one round.
+    assert_eq!(
+        scan_until_done(
+            &fs,
+            HashBudget {
+                files: u64::MAX,
+                bytes: u64::MAX
+            }
+        )
+        .len(),
+        1
+    );
 }

@@ -66,6 +66,9 @@ pub struct StepReport {
     pub errors: Vec<String>,
     /// Paths to scan again soon (e.g. a conflict copy just made).
     pub dirty: Vec<String>,
+    /// Paths of the scope this step left for the next one, to step over at
+    /// once: the scan's hash budget ran out ([`super::scan::HASH_BUDGET`]).
+    pub deferred: Vec<String>,
 }
 
 /// Writes of one step go out in batches of at most this many files
@@ -340,8 +343,15 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             if !r.deleted && r.meta.kind == super::types::Kind::File {
                 self.committed_files.push((r.meta.root, r.meta.size));
             }
-            self.unsettled.insert(r.path.clone());
-            self.pending.changed.insert(r.path.clone());
+            // (A plan of every path, or a refresh of every path, is next
+            // anyway: no copy of the path for it; at start that is every
+            // path of the tree.)
+            if !self.plan_all {
+                self.unsettled.insert(r.path.clone());
+            }
+            if !self.pending.all {
+                self.pending.changed.insert(r.path.clone());
+            }
             self.view.insert(r.path.clone(), r);
         }
         self.applied = self.applied.max(changes.applied);
@@ -356,7 +366,8 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             chunker: &self.chunker,
             ignore: &ignore,
         };
-        let out = scanner.scan(scope, &self.local)?;
+        let mut out = scanner.scan(scope, &self.local)?;
+        let deferred = std::mem::take(&mut out.deferred);
         {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
             for t in &out.trees {
@@ -394,6 +405,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         self.unsettled = p.acted_on();
         let mut rep = StepReport {
             verdict: Some(p.verdict.clone()),
+            deferred,
             ..StepReport::default()
         };
         if let Verdict::Halt(reason) = &p.verdict {

@@ -66,6 +66,13 @@ fn check(r: &SmReader, last: u64) -> Result<(), TestCaseError> {
             let new = r.changed_since_by(i, how).map_err(fail)?;
             prop_assert_eq!(&new, &old, "changed_since({}) by {:?}", i, how);
         }
+        let paths: Vec<String> = old.iter().map(|(p, _)| p.clone()).collect();
+        prop_assert_eq!(
+            r.changed_paths_since(i).map_err(fail)?,
+            paths,
+            "changed_paths_since({})",
+            i
+        );
     }
     prop_assert!(r.changed_since(u64::MAX).map_err(fail)?.is_empty());
     // Exactly one key per path of the history: its newest record's version.

@@ -107,6 +107,25 @@ impl SmReader {
         self.changed_since_by(index, ChangedRead::Auto)
     }
 
+    /// The paths [`SmReader::changed_since`] reports, in path order, read
+    /// from the `changed` index alone: one range read, no history lookup
+    /// and no record decoded (a scheduler that only needs the paths of a
+    /// million-path change does not hold a million records).
+    pub fn changed_paths_since(&self, index: u64) -> Result<Vec<String>, SmError> {
+        let Some(from) = index.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let txn = self.txn()?;
+        let changed = txn.open_table(tables::CHANGED)?;
+        let mut paths: Vec<String> = Vec::new();
+        for item in changed.range((from, 0u32)..)? {
+            let (_, v) = item?;
+            paths.push(v.value().to_string());
+        }
+        paths.sort_unstable();
+        Ok(paths)
+    }
+
     /// [`SmReader::changed_since`], reading as `how` says.
     pub(crate) fn changed_since_by(
         &self,

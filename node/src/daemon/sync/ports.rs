@@ -202,6 +202,13 @@ impl Committed for RaftCommitted {
         Ok(CommittedChanges { applied, records })
     }
 
+    fn changed_paths_since(&self, index: u64) -> PortResult<Vec<String>> {
+        self.node
+            .reader()
+            .changed_paths_since(index)
+            .map_err(|e| PortError::Failed(e.to_string()))
+    }
+
     async fn wait_applied(&self, index: u64) {
         let mut w = self.node.metrics_watch();
         let _ = w

@@ -347,8 +347,7 @@ impl Loop {
             if applied_behind && root_here {
                 let changed = engine
                     .committed
-                    .committed_since(engine.applied())
-                    .map(|c| c.records.into_iter().map(|r| r.path).collect::<Vec<_>>())
+                    .changed_paths_since(engine.applied())
                     .unwrap_or_default();
                 sched.add_next(Scope::Paths(crate::engine::watch::top_most(changed)));
                 continue;
@@ -497,17 +496,23 @@ impl Loop {
             // they are scanned and proposed by the next step, right away.
             // Dirty paths the step already covered are retried after a
             // backoff instead (no spinning on a path that keeps changing).
-            Ok(rep) if !rep.dirty.is_empty() => {
-                let outside: Vec<String> = rep
+            // What the scan left for later (its hash budget ran out) is
+            // stepped over next, right away.
+            Ok(rep) if !rep.dirty.is_empty() || !rep.deferred.is_empty() => {
+                // (With deferred paths there is a next step anyway: every
+                // dirty path joins it.)
+                let mut next: Vec<String> = rep
                     .dirty
                     .iter()
-                    .filter(|d| !scope_ran.covers(d))
+                    .filter(|d| !rep.deferred.is_empty() || !scope_ran.covers(d))
                     .cloned()
                     .collect();
-                if outside.is_empty() {
+                let retry = next.is_empty() && rep.deferred.is_empty();
+                next.extend(rep.deferred.iter().cloned());
+                if retry {
                     Outcome::Retry
                 } else {
-                    Outcome::Again(Scope::Paths(crate::engine::watch::top_most(outside)))
+                    Outcome::Again(Scope::Paths(crate::engine::watch::top_most(next)))
                 }
             }
             Ok(_) => Outcome::Done,
@@ -522,6 +527,9 @@ impl Loop {
         engine: &Engine<RaftCommitted, P2pFetcher>,
         res: Result<StepReport, crate::engine::sync::StepError>,
     ) {
+        // A step that left part of its scope for the next one (its hash
+        // budget ran out) is not in sync, whatever the roots say.
+        let deferred = res.as_ref().is_ok_and(|r| !r.deferred.is_empty());
         let c = &mut self.counters;
         c.started = true;
         c.halted = None;
@@ -563,6 +571,7 @@ impl Loop {
         c.pending_remote = pending_remote;
         c.local_root = local_root.map(|h| h.to_hex());
         c.in_sync = c.halted.is_none()
+            && !deferred
             && pending_local == 0
             && pending_remote == 0
             && engine.applied() >= raft_applied
