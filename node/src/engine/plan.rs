@@ -109,12 +109,17 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
     if let Some(reason) = marker_problem(cfg, &input.disk.marker) {
         return Plan::halt(reason);
     }
-    let known = input.local.values().filter(|l| l.version.is_some()).count();
+    // The committed entries of the local index: counted (a pass over the
+    // whole index) only when a guard needs them, never on an ordinary step.
+    let known = || input.local.values().filter(|l| l.version.is_some()).count();
     // An emptied root with the marker still there halts only when it would
     // also be a mass delete (`min_vanished` known entries, 10 by default):
     // deleting the last few files of a small folder is an ordinary delete.
-    if input.disk.root_empty && known > 0 && known >= cfg.min_vanished && !cfg.deletes_confirmed {
-        return Plan::halt(HaltReason::RootEmpty { known });
+    if input.disk.root_empty && !cfg.deletes_confirmed {
+        let known = known();
+        if known > 0 && known >= cfg.min_vanished {
+            return Plan::halt(HaltReason::RootEmpty { known });
+        }
     }
     let paths = match (input.only, &input.disk.scope) {
         (Some(extra), Scope::Paths(scope)) => scoped_paths(input, scope, extra),
@@ -147,13 +152,12 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
         .filter(|a| matches!(a, Action::Propose(Proposal::Delete { .. })))
         .count();
     let mut verdict = Verdict::Proceed;
-    if vanished > 0
-        && vanished >= cfg.min_vanished
-        && vanished as f64 > cfg.max_vanished_share * known as f64
-        && !cfg.deletes_confirmed
-    {
-        out.retain(|a| !matches!(a, Action::Propose(Proposal::Delete { .. })));
-        verdict = Verdict::Pause(PauseReason::MassDelete { vanished, known });
+    if vanished > 0 && vanished >= cfg.min_vanished && !cfg.deletes_confirmed {
+        let known = known();
+        if vanished as f64 > cfg.max_vanished_share * known as f64 {
+            out.retain(|a| !matches!(a, Action::Propose(Proposal::Delete { .. })));
+            verdict = Verdict::Pause(PauseReason::MassDelete { vanished, known });
+        }
     }
     out.sort_by_key(Action::order_key);
     Plan {
