@@ -121,8 +121,9 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
             return Plan::halt(HaltReason::RootEmpty { known });
         }
     }
+    let coverage = input.disk.coverage();
     let paths = match (input.only, &input.disk.scope) {
-        (Some(extra), Scope::Paths(scope)) => scoped_paths(input, scope, extra),
+        (Some(extra), Scope::Paths(scope)) => scoped_paths(input, scope, extra, &coverage),
         // Every path of the three maps, in order: merged (linear), where
         // inserting them into a set cost a string compare per level per
         // path.
@@ -140,7 +141,7 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
     let mut ctx = Ctx {
         cfg,
         input,
-        coverage: input.disk.coverage(),
+        coverage,
         taken: BTreeSet::new(),
     };
     for path in paths {
@@ -174,11 +175,19 @@ fn scoped_paths<'a>(
     input: &PlanInput<'a>,
     scope: &'a [String],
     extra: &'a BTreeSet<String>,
+    coverage: &Coverage<'_>,
 ) -> Vec<&'a str> {
     let mut paths: Vec<&'a str> = Vec::new();
     paths.extend(input.disk.entries.keys().map(String::as_str));
     paths.extend(extra.iter().map(String::as_str));
     for root in scope {
+        // A root the scan did not look at (unreadable, or deferred by the
+        // hash budget) is decided as if it were outside the scope: what is
+        // under it counts as unchanged since the last plan, except `extra`.
+        // Expanding it would cost the subtree on every deferred step.
+        if !coverage.covers(root) {
+            continue;
+        }
         under(input.local, root, &mut paths);
         under(input.committed, root, &mut paths);
     }

@@ -85,12 +85,15 @@ fn scope_of(mask: u8) -> Option<Scope> {
     Some(Scope::Paths(roots))
 }
 
-/// A world whose disk view is `disk` (the truth) as a scan of `scope` sees it.
+/// A world whose disk view is `disk` (the truth) as a scan of `scope` sees it,
+/// where the scan did not look at the paths of `unread` nor under them (an
+/// unreadable directory, or one the hash budget deferred; a scope root
+/// among them is not looked at at all).
 fn world(
     committed: &[u8],
     local: &[u8],
     disk: &[u8],
-    scope: u8,
+    (scope, unread): (u8, u8),
     applied: u64,
     ignored: &[bool],
 ) -> World {
@@ -99,8 +102,13 @@ fn world(
         applied,
         ..World::default()
     };
+    if let Some(Scope::Paths(unread)) = scope_of(unread & 0x7f) {
+        w.unreadable = unread;
+    }
+    let unread = Scope::Paths(w.unreadable.clone());
     for (i, p) in PATHS.iter().enumerate() {
-        let covered = w.scope.as_ref().is_none_or(|s| s.covers(p));
+        let covered = w.scope.as_ref().is_none_or(|s| s.covers(p))
+            && (w.unreadable.is_empty() || !unread.covers(p));
         w.put(
             p,
             disk_of(disk[i]).filter(|_| covered),
@@ -128,10 +136,12 @@ proptest! {
         // Which paths change between the two plans.
         (t_mask, l_mask) in (any::<u8>(), any::<u8>()),
         (scope0, scope1) in (any::<u8>(), any::<u8>()),
+        // Paths the scans did not look at (one time in two, none).
+        (unread0, unread1) in (prop_oneof![Just(0u8), any::<u8>()], prop_oneof![Just(0u8), any::<u8>()]),
         (applied0, grows) in (prop_oneof![Just(0u64), 1u64..6], 0u64..3),
         ignored in proptest::collection::vec(prop::bool::weighted(0.15), PATHS.len()),
     ) {
-        let first = world(&t0, &l0, &d0, scope0, applied0, &ignored);
+        let first = world(&t0, &l0, &d0, (scope0, unread0), applied0, &ignored);
         let p0 = first.plan();
         prop_assume!(p0.verdict == Verdict::Proceed);
 
@@ -146,7 +156,7 @@ proptest! {
         let t = pick(t_mask, &t1, &t0);
         let l = pick(l_mask, &l1, &l0);
         let applied1 = if applied0 == 0 { 0 } else { applied0 + grows };
-        let mut next = world(&t, &l, &d1, scope1, applied1, &ignored);
+        let mut next = world(&t, &l, &d1, (scope1, unread1), applied1, &ignored);
         let full = next.plan();
 
         let mut only = p0.acted_on();
