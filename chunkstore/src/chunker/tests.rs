@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use proptest::prelude::*;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::pipeline::pipeline;
+use super::pipeline::{pipeline, pipeline_from};
 use super::*;
 use crate::{ChunkEntry, Hash};
 
@@ -182,6 +182,31 @@ proptest! {
         let got = pipeline(choppy, &c, 2048, |_, _, _| Ok::<(), ()>(())).expect("in-memory");
         prop_assert_eq!(got.entries, entries_of(&data, &expected));
         prop_assert_eq!(got.total_len, data.len() as u64);
+    }
+
+    #[test]
+    fn a_short_first_read_changes_nothing(
+        data in data_strategy(),
+        lvl in 0u8..=2,
+        first in 1usize..=2048,
+    ) {
+        let c = small(lvl);
+        let mut got = Vec::new();
+        let out = pipeline_from(&data[..], &c, 2048, first, |offset, e: &ChunkEntry, bytes: &[u8]| {
+            got.push((offset, e.len as usize, bytes.to_vec()));
+            Ok::<(), ()>(())
+        })
+        .expect("in-memory");
+        let lens = lengths(&c, &data);
+        prop_assert_eq!(&out.entries, &entries_of(&data, &lens));
+        prop_assert_eq!(out.total_len, data.len() as u64);
+        let mut offset = 0usize;
+        for ((o, len, bytes), want) in got.iter().zip(&lens) {
+            prop_assert_eq!((*o as usize, *len), (offset, *want));
+            prop_assert_eq!(&bytes[..], &data[offset..offset + want]);
+            offset += want;
+        }
+        prop_assert_eq!(got.len(), lens.len());
     }
 
     #[test]

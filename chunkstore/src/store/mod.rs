@@ -333,7 +333,9 @@ pub trait ChunkStore: Send + Sync {
         Ok(())
     }
 
-    /// Whether some location of the chunk looks valid (index + `stat`).
+    /// Whether some location of the chunk looks valid (index + `stat`; an
+    /// own inline copy by its location alone: its value is checked by `get`
+    /// and `locate`, which drop a bad one).
     fn has(&self, hash: &Hash) -> Result<bool>;
 
     /// The chunk's bytes, verified; `None` if absent or no location verifies

@@ -5,7 +5,9 @@ use super::error::{Result, StoreError};
 use super::inline::InlineValue;
 use super::live::{read_live, stamp_matches, LiveRead};
 use super::locs::{add_file_loc, decode_locs, encode_file, encode_locs, is_own, FileRec, Loc};
-use super::redb_store::{OwnKind, RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS};
+use super::redb_store::{
+    InlineRead, OwnKind, RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS,
+};
 use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
 use crate::{ChunkEntry, Hash};
 use redb::{ReadableTable, WriteTransaction};
@@ -29,7 +31,11 @@ impl ChunkStore for RedbChunkStore {
     }
 
     fn has(&self, hash: &Hash) -> Result<bool> {
-        let found = self.lookup(hash, false)?;
+        // An inline location is taken at its word (the value is written and
+        // removed with it, in one transaction): `has` does not read the
+        // value, which for small files cost a page read per chunk asked
+        // about. `get` still verifies the bytes, and drops a corrupt copy.
+        let found = self.lookup(hash, InlineRead::Skip)?;
         for (loc, rec) in found.entries {
             match (loc, rec) {
                 (Loc::Blob { len }, _) => {
@@ -37,11 +43,7 @@ impl ChunkStore for RedbChunkStore {
                         return Ok(true);
                     }
                 }
-                (Loc::Inline { .. }, _) => {
-                    if matches!(found.inline, Some(InlineValue::Present { .. })) {
-                        return Ok(true);
-                    }
-                }
+                (Loc::Inline { .. }, _) => return Ok(true),
                 (Loc::File { .. }, Some(rec)) => {
                     if stamp_matches(&self.root, &rec)? {
                         return Ok(true);
@@ -54,7 +56,7 @@ impl ChunkStore for RedbChunkStore {
     }
 
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
-        let looked = self.lookup(hash, true)?;
+        let looked = self.lookup(hash, InlineRead::Copy)?;
         let entries = looked.entries;
         let mut found = None;
         let mut stale_files = Vec::new();
@@ -128,7 +130,7 @@ impl ChunkStore for RedbChunkStore {
     }
 
     fn locate(&self, hash: &Hash) -> Result<Option<Location>> {
-        let found = self.lookup(hash, false)?;
+        let found = self.lookup(hash, InlineRead::Check)?;
         let entries = found.entries;
         for (loc, rec) in &entries {
             if let (Loc::File { offset, len, .. }, Some(rec)) = (loc, rec) {

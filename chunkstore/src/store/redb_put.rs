@@ -18,7 +18,7 @@
 use super::error::Result;
 use super::inline::{InlineValue, INLINE};
 use super::locs::{add_own_loc, decode_locs, encode_locs, is_own, own_loc, Loc};
-use super::redb_store::{RedbChunkStore, CHUNKS};
+use super::redb_store::{InlineRead, RedbChunkStore, CHUNKS};
 use crate::Hash;
 use redb::ReadableTable;
 use std::collections::{BTreeSet, HashSet};
@@ -44,7 +44,7 @@ impl RedbChunkStore {
 
     /// Whether the chunk's own copy (blob or inline) holds exactly `data`.
     fn own_holds(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
-        let found = self.lookup(hash, true)?;
+        let found = self.lookup(hash, InlineRead::Copy)?;
         let own = found.entries.iter().map(|(l, _)| *l).find(is_own);
         Ok(match own {
             Some(Loc::Blob { len }) if len == data.len() as u64 => {

@@ -338,8 +338,8 @@ impl RedbChunkStore {
 
     /// The chunk's locations, each live-file one with its record if the
     /// record still exists (dangling ones get `None`), and its inline value
-    /// if it has one (copied only if `copy_inline`), all from one snapshot.
-    pub(super) fn lookup(&self, hash: &Hash, copy_inline: bool) -> Result<Lookup> {
+    /// if it has one (read as `inline` says), all from one snapshot.
+    pub(super) fn lookup(&self, hash: &Hash, inline: InlineRead) -> Result<Lookup> {
         let txn = self.db.begin_read()?;
         let chunks = txn.open_table(CHUNKS)?;
         let locs = match chunks.get(hash.as_bytes())? {
@@ -359,8 +359,11 @@ impl RedbChunkStore {
                 },
                 Loc::Blob { .. } => None,
                 Loc::Inline { len } => {
-                    let inline = txn.open_table(INLINE)?;
-                    out.inline = Some(read_inline(&inline, hash, len, copy_inline)?);
+                    if inline != InlineRead::Skip {
+                        let table = txn.open_table(INLINE)?;
+                        let copy = inline == InlineRead::Copy;
+                        out.inline = Some(read_inline(&table, hash, len, copy)?);
+                    }
                     None
                 }
             };
@@ -435,6 +438,18 @@ impl RedbChunkStore {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// How [`RedbChunkStore::lookup`] reads a chunk's inline value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum InlineRead {
+    /// Not at all: the location alone says it exists (an inline value
+    /// exists iff its chunk has an inline location, see `inline.rs`).
+    Skip,
+    /// Its presence and length, not its bytes.
+    Check,
+    /// Its bytes.
+    Copy,
 }
 
 /// What [`RedbChunkStore::lookup`] found for a chunk.
