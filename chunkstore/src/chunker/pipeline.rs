@@ -123,10 +123,10 @@ where
 /// [`chunk_and_hash_with`] with a chosen block size (`>= 2 * max_size`);
 /// tests use small blocks to exercise the hand-over path.
 pub(super) fn pipeline<R, E, F>(
-    mut reader: R,
+    reader: R,
     chunker: &Chunker,
     block_size: usize,
-    mut sink: F,
+    sink: F,
 ) -> Result<FileChunks, PipelineError<E>>
 where
     R: Read + Send,
