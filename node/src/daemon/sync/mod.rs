@@ -3,7 +3,12 @@
 //!
 //! | file | role |
 //! |---|---|
-//! | `service.rs` | the sync task (owner of the engine), start-up, marker, status |
+//! | `service.rs` | the sync task (owner of the engine): start-up and the loop |
+//! | `parts.rs` | what is opened before the network starts (store, local index) |
+//! | `root_guard.rs` | the opened root, its watcher, the check that the path still names it |
+//! | `marker.rs` | the folder marker: created once, re-created by `adopt` |
+//! | `publish.rs` | the status sent after every step, and the counters |
+//! | `local_root.rs` | the path-tree root of the local index, updated per step |
 //! | `ports.rs` | the engine's ports over Raft (`Committed`) and p2p (`ChunkFetcher`) |
 //! | `schedule.rs` | when the task steps and over what; failed scopes and their retries |
 //! | `offer.rs` | the acknowledgement contract: offer, pull, ack before proposing |
@@ -16,8 +21,13 @@
 pub mod ctl;
 pub mod gc;
 pub mod local_db;
+mod local_root;
+mod marker;
 pub mod offer;
+pub mod parts;
 pub mod ports;
+mod publish;
+mod root_guard;
 pub mod schedule;
 pub mod servable;
 pub mod service;
@@ -28,7 +38,8 @@ use std::sync::{Arc, Mutex};
 use filesyncd_merkle::MemNodeStore;
 use filesyncd_p2p::PeerId;
 
-pub use service::{start, Parts, Running, SyncError};
+pub use parts::{Parts, SyncError};
+pub use service::{start, Running};
 pub use status::{RemoteChunks, SyncCommand, SyncHandle, SyncStatus, Transfer, Transfers};
 
 use crate::daemon::Node;
