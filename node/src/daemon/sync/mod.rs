@@ -11,7 +11,7 @@
 //! | `local_root.rs` | the path-tree root of the local index, updated per step |
 //! | `ports.rs` | the engine's ports over Raft (`Committed`) and p2p (`ChunkFetcher`) |
 //! | `schedule.rs` | when the task steps and over what; failed scopes and their retries |
-//! | `offer.rs` | the acknowledgement contract: offer, pull, ack before proposing |
+//! | `offer.rs` | the acknowledgement contract over p2p: `P2pAcks` (the engine's `Acks` port), the peer side (`Offers`: pull, ack) |
 //! | `ctl.rs` | the ctl protocol messages (`GetNodes`, `Offer`, `OfferInline`) |
 //! | `gc.rs` | the version store's sweep: drops chunks no retained version needs |
 //! | `servable.rs` | which chunks are served to peers (no existence oracle) |

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::local_root::LocalRoot;
 use super::marker;
-use super::offer::{Offerer, Offers};
+use super::offer::{Offerer, Offers, P2pAcks};
 use super::parts::{Parts, SyncError};
 use super::ports::{P2pFetcher, RaftCommitted};
 use super::publish::{Publisher, Standing};
@@ -38,13 +38,16 @@ use super::schedule::{Outcome, Schedule};
 use super::status::{SyncCommand, SyncHandle, SyncStatus};
 use super::CtlService;
 use crate::daemon::Node;
+use crate::engine::acks::OfferFirst;
 use crate::engine::plan::{PlanConfig, Scope};
 use crate::engine::ports::Committed;
 use crate::engine::sync::Engine;
 use crate::engine::watch::{Dirty, WatchConfig};
 
+/// Raft, with every put's content offered to the voters first.
+type SyncCommitted = OfferFirst<RaftCommitted, P2pAcks>;
 /// The engine as the daemon runs it.
-type SyncEngine = Engine<RaftCommitted, P2pFetcher>;
+type SyncEngine = Engine<SyncCommitted, P2pFetcher>;
 
 /// A running sync service.
 pub struct Running {
@@ -108,9 +111,9 @@ pub fn start(
         remote: Arc::new(fetcher.clone()),
         transfers: fetcher.transfers.clone(),
     };
-    let committed = RaftCommitted {
-        node: node.clone(),
-        offerer: Arc::new(Offerer {
+    let committed = OfferFirst {
+        inner: RaftCommitted { node: node.clone() },
+        acks: P2pAcks(Arc::new(Offerer {
             client,
             node: node.clone(),
             servable: parts.servable.clone(),
@@ -118,7 +121,7 @@ pub fn start(
             nodes: parts.nodes.clone(),
             announced: Default::default(),
             announcing: Default::default(),
-        }),
+        })),
     };
     let thread = std::thread::Builder::new()
         .name("filesyncd-sync".into())
@@ -177,7 +180,7 @@ enum Event {
 impl Loop {
     async fn run(
         &mut self,
-        committed: RaftCommitted,
+        committed: SyncCommitted,
         fetcher: P2pFetcher,
         watch_cfg: WatchConfig,
     ) -> Result<(), SyncError> {
