@@ -40,7 +40,9 @@ use filesyncd_p2p::PeerId;
 
 pub use parts::{Parts, SyncError};
 pub use service::{start, Running};
-pub use status::{RemoteChunks, SyncCommand, SyncHandle, SyncStatus, Transfer, Transfers};
+pub use status::{
+    Effect, EffectError, RemoteChunks, SyncCommand, SyncHandle, SyncStatus, Transfer, Transfers,
+};
 
 use crate::daemon::Node;
 use ctl::{CtlRequest, CtlResponse};

@@ -12,6 +12,12 @@
 //!   meanwhile join the retry instead of stepping at once),
 //! - a command arrives (`Adopt`, `Rescan`).
 //!
+//! Between two steps it also runs the [`super::status::Effect`]s it is sent
+//! (a restore): nothing else writes the synced directory beside a step.
+//! (The one other writer of the chunk store is the peer side of offers,
+//! [`super::offer::Offers`]: content-addressed puts that must go on while
+//! this loop itself waits for an offer's quorum.)
+//!
 //! Its parts: when to step and over what ([`super::schedule`]); the root
 //! and its watcher, checked every [`ROOT_CHECK`] ([`super::root_guard`]);
 //! the folder marker ([`super::marker`]); the status it publishes
@@ -317,6 +323,15 @@ impl Loop {
                     }
                 }
                 Event::Command(SyncCommand::Rescan) => sched.add_next(Scope::Full),
+                Event::Command(SyncCommand::Effect(effect)) => {
+                    let what = effect.what;
+                    let started = std::time::Instant::now();
+                    if let Err(e) = tokio::task::spawn_blocking(move || effect.run()).await {
+                        tracing::error!(what, error = %e, "effect failed");
+                    }
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::debug!(what, ms, "effect ran between steps");
+                }
             }
         }
     }
