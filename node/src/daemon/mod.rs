@@ -13,7 +13,7 @@
 //!    Every member answers joins and promotes learners ([`join`]).
 //! 5. Keep the p2p allow-list equal to the Raft membership.
 //! 6. Start the sync service ([`sync`]), then the control API the caller
-//!    passed in ([`run`]'s `serve_api`: the binary passes `crate::api::serve_daemon`;
+//!    passed in ([`run`]'s `serve_api`: the binary passes `api::serve_daemon`;
 //!    this module never names the API, which sits above it).
 //!
 //! Shutdown on SIGTERM or SIGINT: the API stops accepting, Raft shuts down

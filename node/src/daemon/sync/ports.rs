@@ -4,7 +4,7 @@
 //!   `RaftNode::propose_split` (entries of bounded bytes, forwarded to the
 //!   leader). Reads come from the state machine (`SmReader::changed_since`).
 //!   The sync task wraps it in [`crate::engine::acks::OfferFirst`] with
-//!   [`super::offer::P2pAcks`]: a put of file content is proposed only once
+//!   `offer::P2pAcks`: a put of file content is proposed only once
 //!   a majority of the voters (this node included) hold it durably.
 //! - [`P2pFetcher`] ([`ChunkFetcher`], [`RemoteChunks`]): chunks over the
 //!   p2p chunk protocol (verified there and again by the engine), tree

@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use filesyncd_p2p::P2pClient;
 use tokio::sync::{mpsc, watch};
 
+use super::ctl_service::CtlService;
 use super::local_root::LocalRoot;
 use super::marker;
 use super::offer::{Offerer, Offers, P2pAcks};
@@ -42,7 +43,6 @@ use super::publish::{Publisher, Standing};
 use super::root_guard::{Checked, RootGuard, ROOT_CHECK};
 use super::schedule::{Outcome, Schedule};
 use super::status::{SyncCommand, SyncHandle, SyncStatus};
-use super::CtlService;
 use crate::daemon::Node;
 use crate::engine::acks::OfferFirst;
 use crate::engine::plan::{PlanConfig, Scope};
