@@ -340,6 +340,43 @@ mod tests {
         assert!(!Quorum::count(&set(&[1]), 1, false, &set(&[])).reached());
     }
 
+    #[test]
+    fn only_content_is_announced_and_offered() {
+        use crate::engine::ports::MemCommitted;
+        use crate::engine::types::{Meta, VersionId};
+        let put = |path: &str, meta: Meta| ProposeOp::Put {
+            path: path.into(),
+            meta,
+            mtime_ns: 0,
+            origin: 1,
+            base: None,
+            holders: vec![1],
+        };
+        let ops = vec![
+            put("d", Meta::dir(0o755)),
+            put("empty", Meta::file(Hash([0; 32]), 0, 0o644)),
+            put("link", Meta::symlink("d")),
+            put("f", Meta::file(Hash([7; 32]), 10, 0o644)),
+            ProposeOp::Delete {
+                path: "gone".into(),
+                base: VersionId::new(1, 0),
+            },
+        ];
+        assert_eq!(offered(&ops), vec![item(7)]);
+        let acks = MemAcks::new(1, [1, 2, 3]);
+        let c = OfferFirst {
+            inner: MemCommitted::new(),
+            acks: acks.clone(),
+        };
+        c.announce(&ops);
+        c.announce(&ops[..3]);
+        assert_eq!(
+            acks.announced(),
+            vec![vec![item(7)]],
+            "nothing to hold: no announcement"
+        );
+    }
+
     #[tokio::test]
     async fn a_majority_answers_while_a_minority_is_down_or_slow() {
         let acks = MemAcks::new(1, [1, 2, 3, 4, 5]);

@@ -1,11 +1,12 @@
 //! The acknowledgement contract: a file version is proposed only once its
 //! chunks are durable (fsynced) on a majority of the voters.
 //!
-//! Origin side ([`Offerer::offer_until_quorum`], the engine's
-//! [`Acks`] port as [`P2pAcks`]): the new versions (root + size) are offered to every other voter over ctl, again every
-//! [`OFFER_POLL`] until enough voters answer `Durable` for all of them
-//! (with this node, if it votes: a majority); they become holders of the
-//! proposed put (the count is [`Quorum`]'s). Without a quorum by the deadline the proposal fails as
+//! Origin side ([`Offerer::offer_until_quorum`], the engine's [`Acks`]
+//! port as [`P2pAcks`]): the new versions (root + size) are offered to
+//! every other voter over ctl, again every [`OFFER_POLL`] until enough
+//! voters answer `Durable` for all of them (with this node, if it votes: a
+//! majority; the count is [`Quorum`]'s); they become holders of the
+//! proposed put. Without a quorum by the deadline the proposal fails as
 //! `Unavailable` and the engine retries it on a later step: on the minority
 //! side of a partition local changes wait.
 //!
