@@ -1,5 +1,15 @@
-//! The filesyncd daemon as a library: the sync engine and (later) the
-//! daemon wiring, so that integration tests can drive them in-process.
+//! The filesyncd daemon as a library, so that integration tests can drive
+//! it in-process.
+//!
+//! Layers, each depending only on those below it (no cycles):
+//! - [`api`]: the control API (HTTP) and its client; uses the daemon's
+//!   handles.
+//! - [`daemon`]: start-up, Raft and p2p wiring, the sync task; takes the
+//!   control API as an argument of [`daemon::run`] (the binary passes
+//!   [`api::serve_daemon`]).
+//! - [`engine`]: the sync engine; sees Raft and the network only through
+//!   its ports.
+//! - [`config`]: flags → a validated configuration.
 
 pub mod api;
 pub mod config;

@@ -108,6 +108,18 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Serves the daemon's API: what the binary passes to
+/// [`crate::daemon::run`].
+pub async fn serve_daemon(
+    parts: crate::daemon::ApiParts,
+    shutdown: crate::daemon::Shutdown,
+) -> std::io::Result<()> {
+    let state = ApiState::new(parts.node, parts.peer_id, parts.token)
+        .with_sync(parts.sync)
+        .with_p2p(parts.p2p);
+    serve(parts.listener, state, shutdown).await
+}
+
 /// Serves until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,

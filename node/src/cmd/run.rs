@@ -1,5 +1,6 @@
 //! `filesyncd [run] --dir DIR ...`: validate the configuration, set up
-//! logging, run the daemon on a multi-threaded tokio runtime.
+//! logging, run the daemon on a multi-threaded tokio runtime with the
+//! control API (`api::serve_daemon`; the daemon never depends on the API).
 
 use std::process::ExitCode;
 
@@ -40,7 +41,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(filesyncd::daemon::run(config)) {
+    match runtime.block_on(filesyncd::daemon::run(config, filesyncd::api::serve_daemon)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "filesyncd stopped");

@@ -12,13 +12,13 @@
 //!    ([`join`]). With state: resume (`--join` is ignored with a warning).
 //!    Every member answers joins and promotes learners ([`join`]).
 //! 5. Keep the p2p allow-list equal to the Raft membership.
-//! 6. Serve the control API ([`crate::api`]).
+//! 6. Start the sync service ([`sync`]), then the control API the caller
+//!    passed in ([`run`]'s `serve_api`: the binary passes `api::serve_daemon`;
+//!    this module never names the API, which sits above it).
 //!
 //! Shutdown on SIGTERM or SIGINT: the API stops accepting, Raft shuts down
 //! (its stores are closed when the last handle drops), the swarm stops,
 //! then the lock is released. Exit 0.
-//!
-//! Not yet here: the sync engine and the file watcher.
 
 pub mod join;
 pub mod lock;
@@ -26,8 +26,10 @@ pub mod sync;
 pub mod transport;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,8 +97,28 @@ impl DaemonError {
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+/// What the control API is handed once the node runs.
+pub struct ApiParts {
+    /// Bound to `--api`.
+    pub listener: tokio::net::TcpListener,
+    pub node: Node,
+    pub peer_id: String,
+    /// `--api-token`, if any.
+    pub token: Option<String>,
+    pub sync: sync::SyncHandle,
+    pub p2p: P2pClient,
+}
+
+/// Resolves when the daemon shuts down.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs the daemon until SIGTERM/SIGINT. Once the node runs, the control
+/// API is served by `serve_api` with [`ApiParts`] until [`Shutdown`].
+pub async fn run<A, S>(config: Config, serve_api: A) -> Result<(), DaemonError>
+where
+    A: FnOnce(ApiParts, Shutdown) -> S,
+    S: Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let _lock = DataLock::acquire(&config.data)?;
     let data = config.data.clone();
     let (node_id, _) = filesyncd_raft::node_id::load_or_create(&data)?;
@@ -179,16 +201,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 source,
             })?;
         tracing::info!(api = %config.api, "control API listening");
-        let state =
-            crate::api::ApiState::new(node.clone(), peer_id.to_string(), config.api_token.clone())
-                .with_sync(sync_handle)
-                .with_p2p(client.clone());
+        let parts = ApiParts {
+            listener,
+            node: node.clone(),
+            peer_id: peer_id.to_string(),
+            token: config.api_token.clone(),
+            sync: sync_handle,
+            p2p: client.clone(),
+        };
         let mut api_stop = stop_rx.clone();
+        let shutdown: Shutdown = Box::pin(async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        });
+        let serving = serve_api(parts, shutdown);
         let api_task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+            if let Err(e) = serving.await {
                 tracing::error!(error = %e, "control API failed");
             }
         });

@@ -36,8 +36,10 @@
 //! | `fs.rs`, `fs_real.rs`, `fs_fake*.rs` | the file-system seam, real and fake |
 //! | `watch.rs` | notify + debouncer → dirty batches |
 //! | `ports.rs` | `Committed`, `ChunkFetcher`, in-memory twins |
+//! | `acks.rs` | `Acks` (offer, quorum of acknowledgements), `OfferFirst`, `MemAcks` |
 //! | `sync.rs` | one scan → plan → execute step |
 
+pub mod acks;
 pub mod fs;
 pub mod fs_fake;
 mod fs_fake_state;

@@ -29,6 +29,10 @@
 //!    outside it the destination's directory is resolved once and written
 //!    through its descriptor the same way, and the live-file index is left
 //!    alone ([`FrozenIndex`]).
+//!
+//! The whole job (hashing what is there, fetching, writing) runs on the sync
+//! task between two steps ([`SyncHandle::run_effect`]): a restore never
+//! interleaves with a step's scan or writes of the same paths.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,7 +53,7 @@ use super::types::{RestoreRequest, Restored};
 use super::{bad_request, conflict, not_found, sync_of};
 use crate::api::{internal, ApiError, ApiState};
 use crate::daemon::sync::ports::record_of;
-use crate::daemon::sync::{RemoteChunks, SyncHandle};
+use crate::daemon::sync::{EffectError, RemoteChunks, SyncHandle};
 use crate::engine::fs::Fs;
 use crate::engine::fs_real::RootFs;
 use crate::engine::materialize::{MaterializeError, Materializer};
@@ -263,7 +267,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The restore, on the blocking pool (async parts through `rt`).
+/// The restore, on the sync task's blocking pool (async parts through `rt`).
 struct Job {
     rt: tokio::runtime::Handle,
     sync: SyncHandle,
@@ -435,27 +439,32 @@ pub(super) async fn restore(
     let sync = sync_of(&s)?;
     let reader = s.node.reader().clone();
     let node = s.node.id();
-    let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let records = reader.history(&req.path).map_err(internal)?;
-        let settings = reader
-            .settings()
-            .map_err(internal)?
-            .ok_or_else(|| unavailable("the cluster is not initialized yet".into()))?;
-        let chunker = settings.chunker.validate().map_err(internal)?;
-        Job {
-            rt,
-            sync,
-            node,
-            records,
-            chunker,
-            req,
-        }
-        .run()
-    })
-    .await
-    .map_err(internal)?
-    .map(Json)
+    let owner = sync.clone();
+    owner
+        .run_effect("restore", move || {
+            let rt = tokio::runtime::Handle::current();
+            let records = reader.history(&req.path).map_err(internal)?;
+            let settings = reader
+                .settings()
+                .map_err(internal)?
+                .ok_or_else(|| unavailable("the cluster is not initialized yet".into()))?;
+            let chunker = settings.chunker.validate().map_err(internal)?;
+            Job {
+                rt,
+                sync,
+                node,
+                records,
+                chunker,
+                req,
+            }
+            .run()
+        })
+        .await
+        .map_err(|e| match e {
+            EffectError::Stopped => unavailable(e.to_string()),
+            EffectError::Failed(_) => internal(e),
+        })?
+        .map(Json)
 }
 
 #[cfg(test)]

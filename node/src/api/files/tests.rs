@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,7 +99,10 @@ struct Fixture {
     client: P2pClient,
     remote: Arc<FakeRemote>,
     status: watch::Sender<SyncStatus>,
+    /// Commands the sync task stand-in does not handle itself.
     commands: Option<mpsc::Receiver<SyncCommand>>,
+    /// Effects the sync task stand-in ran.
+    effects: Arc<AtomicU64>,
     api: String,
 }
 
@@ -150,6 +153,31 @@ async fn start_node(data: &Path) -> (Node, P2pClient) {
     (node, client)
 }
 
+/// The sync task's part: runs effects one at a time (counting them) and
+/// hands every other command to the test.
+fn sync_task(
+    mut commands: mpsc::Receiver<SyncCommand>,
+    effects: Arc<AtomicU64>,
+) -> mpsc::Receiver<SyncCommand> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(c) = commands.recv().await {
+            match c {
+                SyncCommand::Effect(e) => {
+                    effects.fetch_add(1, Ordering::SeqCst);
+                    let _ = tokio::task::spawn_blocking(move || e.run()).await;
+                }
+                other => {
+                    if tx.send(other).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
 async fn serve(state: ApiState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -168,6 +196,8 @@ impl Fixture {
         let store = Arc::new(MemChunkStore::new(&root));
         let (status, status_rx) = watch::channel(SyncStatus::default());
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let effects = Arc::new(AtomicU64::new(0));
+        let cmd_rx = sync_task(cmd_rx, effects.clone());
         let handle = SyncHandle {
             status: status_rx,
             commands: cmd_tx,
@@ -190,6 +220,7 @@ impl Fixture {
             remote,
             status,
             commands: Some(cmd_rx),
+            effects,
             api,
         }
     }
@@ -364,6 +395,11 @@ async fn ls_history_and_restore() {
     );
     assert!(r.chunks_fetched > 0 && r.in_root && !r.unchanged && r.kept_as.is_none());
     assert_eq!((r.index, r.written.as_str()), (v1.index, "docs/a.txt"));
+    assert_eq!(
+        fx.effects.load(Ordering::SeqCst),
+        1,
+        "the restore ran on the sync task"
+    );
 
     // The same again: nothing to do.
     let again = fx

@@ -1,10 +1,11 @@
 //! The acknowledgement contract: a file version is proposed only once its
 //! chunks are durable (fsynced) on a majority of the voters.
 //!
-//! Origin side ([`Offerer::offer_until_quorum`]): the new versions (root +
-//! size) are offered to every other voter over ctl, again every
-//! [`OFFER_POLL`] until enough voters answer `Durable` for all of them
-//! (with this node, if it votes: a majority); they become holders of the
+//! Origin side ([`Offerer::offer_until_quorum`], the engine's [`Acks`]
+//! port as [`P2pAcks`]): the new versions (root + size) are offered to
+//! every other voter over ctl, again every [`OFFER_POLL`] until enough
+//! voters answer `Durable` for all of them (with this node, if it votes: a
+//! majority; the count is [`Quorum`]'s); they become holders of the
 //! proposed put. Without a quorum by the deadline the proposal fails as
 //! `Unavailable` and the engine retries it on a later step: on the minority
 //! side of a partition local changes wait.
@@ -30,7 +31,8 @@ use super::ctl::{self, CtlRequest, CtlResponse, InlineItem, OfferItem, OfferStat
 use super::ports::{members, P2pFetcher};
 use super::servable::Servable;
 use crate::daemon::Node;
-use crate::engine::ports::{PortError, PortResult};
+use crate::engine::acks::{Acks, Content, Quorum};
+use crate::engine::ports::PortResult;
 use crate::engine::sync::pull_many;
 use crate::engine::types::NodeId;
 
@@ -144,19 +146,14 @@ impl Offerer {
         let mut last_progress = Instant::now();
         loop {
             let (peers, voters) = members(&self.node);
-            let majority = voters.len() / 2 + 1;
-            let mine = usize::from(voters.contains(&me));
-            let need = majority.saturating_sub(mine);
-            let got = acked.iter().filter(|n| voters.contains(n)).count();
-            if got >= need {
+            // This node's copy is durable: its scan stored the content in
+            // the chunk store before the engine proposes it.
+            let quorum = Quorum::count(&voters, me, true, &acked);
+            if quorum.reached() {
                 return Ok(acked.into_iter().collect());
             }
             if last_progress.elapsed() > deadline {
-                return Err(PortError::Unavailable(format!(
-                    "no quorum holds the new content: {got} of {need} other voters acknowledged \
-                     within {}s",
-                    deadline.as_secs()
-                )));
+                return Err(quorum.unavailable(deadline));
             }
             for v in &voters {
                 if *v == me || acked.contains(v) || asking.contains(v) {
@@ -434,6 +431,29 @@ impl Offerer {
     }
 }
 
+/// The engine's [`Acks`] port over p2p: [`Offerer`].
+#[derive(Clone)]
+pub struct P2pAcks(pub Arc<Offerer>);
+
+fn item_of(c: Content) -> OfferItem {
+    OfferItem {
+        root: c.root,
+        size: c.size,
+    }
+}
+
+impl Acks for P2pAcks {
+    async fn offer_until_quorum(&self, items: Vec<Content>) -> PortResult<Vec<NodeId>> {
+        self.0
+            .offer_until_quorum(items.into_iter().map(item_of).collect())
+            .await
+    }
+
+    fn announce(&self, items: Vec<Content>) {
+        self.0.announce(items.into_iter().map(item_of).collect());
+    }
+}
+
 /// The inline form of `item`: its tree's one leaf and its bytes, read from
 /// the chunk store (each chunk verified there); `None` when any is missing.
 fn read_inline(
@@ -475,6 +495,14 @@ struct Tracked {
 
 /// The peer side. The map is behind a std `Mutex`: held for lookups and
 /// inserts only, never across an `.await`.
+///
+/// Its pulls store verified chunks and tree nodes outside the sync task,
+/// on purpose (the one such writer; ARCHITECTURE invariant 7): this node's
+/// sync task may itself be waiting in an offer for a quorum, and two origins
+/// offering to each other through their sync tasks would each wait for the
+/// other until the deadline. The puts are content-addressed (a chunk is the
+/// same bytes whoever stores it) and a pull that overlaps a sweep of the
+/// version store is not acked ([`Servable::add_pulled_offer`]).
 pub struct Offers {
     tracked: Mutex<HashMap<OfferItem, Tracked>>,
     /// Woken whenever a pull ends (long-polled offers re-read their states).

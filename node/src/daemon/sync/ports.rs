@@ -1,10 +1,11 @@
 //! The engine's ports, implemented with Raft and the p2p network.
 //!
 //! - [`RaftCommitted`] ([`Committed`]): proposals go through
-//!   [`RaftNode::propose`] (forwarded to the leader); a put of file content
-//!   is first offered to the voters and proposed only once a majority of
-//!   them (this node included) hold its chunks durably ([`super::offer`]).
-//!   Reads come from the state machine ([`SmReader::changed_since`]).
+//!   `RaftNode::propose_split` (entries of bounded bytes, forwarded to the
+//!   leader). Reads come from the state machine (`SmReader::changed_since`).
+//!   The sync task wraps it in [`crate::engine::acks::OfferFirst`] with
+//!   `offer::P2pAcks`: a put of file content is proposed only once
+//!   a majority of the voters (this node included) hold it durably.
 //! - [`P2pFetcher`] ([`ChunkFetcher`], [`RemoteChunks`]): chunks over the
 //!   p2p chunk protocol (verified there and again by the engine), tree
 //!   nodes over the ctl protocol (`GetNodes`, verified by the caller).
@@ -21,7 +22,6 @@ use filesyncd_raft::history::PathRecord;
 use futures::FutureExt;
 
 use super::ctl::{self, CtlRequest, CtlResponse, MAX_HASHES};
-use super::offer::Offerer;
 use super::status::{RemoteAnswer, RemoteChunks};
 use crate::daemon::Node;
 use crate::engine::ports::{
@@ -83,42 +83,15 @@ pub fn members(node: &Node) -> (HashMap<NodeId, PeerId>, BTreeSet<NodeId>) {
     (peers, mem.voter_ids().collect())
 }
 
-/// [`Committed`] over Raft.
+/// [`Committed`] over Raft (the offer before a put is
+/// [`crate::engine::acks::OfferFirst`]'s).
 #[derive(Clone)]
 pub struct RaftCommitted {
     pub node: Node,
-    pub offerer: Arc<Offerer>,
-}
-
-/// The file contents among `ops` that must be durable on a quorum before
-/// they are proposed (directories, links, empty files and deletes carry no
-/// chunks).
-fn offered(ops: &[ProposeOp]) -> Vec<ctl::OfferItem> {
-    ops.iter()
-        .filter_map(|op| match op {
-            ProposeOp::Put { meta, .. } if meta.is_file() && meta.size > 0 => {
-                Some(ctl::OfferItem {
-                    root: meta.root,
-                    size: meta.size,
-                })
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 impl Committed for RaftCommitted {
-    fn announce(&self, ops: &[ProposeOp]) {
-        self.offerer.announce(offered(ops));
-    }
-
     async fn propose(&self, ops: Vec<ProposeOp>) -> PortResult<Vec<ProposeOutcome>> {
-        let offered = offered(&ops);
-        let acked = if offered.is_empty() {
-            Vec::new()
-        } else {
-            self.offerer.offer_until_quorum(offered).await?
-        };
         let raft_ops: Vec<Op> = ops
             .into_iter()
             .map(|op| match op {
@@ -128,36 +101,28 @@ impl Committed for RaftCommitted {
                     mtime_ns,
                     origin,
                     base,
-                    mut holders,
-                } => {
-                    if meta.is_file() && meta.size > 0 {
-                        holders.extend(acked.iter().copied());
-                        holders.sort_unstable();
-                        holders.dedup();
-                    }
-                    Op::Put {
-                        path,
-                        kind: match meta.kind {
-                            Kind::File => PutKind::File,
-                            Kind::Dir => PutKind::Dir,
-                            Kind::Symlink { target } => PutKind::Symlink { target },
-                        },
-                        root: meta.root,
-                        size: meta.size,
-                        mode: meta.mode,
-                        mtime_ns,
-                        origin,
-                        base: base.map(version),
-                        holders,
-                    }
-                }
+                    holders,
+                } => Op::Put {
+                    path,
+                    kind: match meta.kind {
+                        Kind::File => PutKind::File,
+                        Kind::Dir => PutKind::Dir,
+                        Kind::Symlink { target } => PutKind::Symlink { target },
+                    },
+                    root: meta.root,
+                    size: meta.size,
+                    mode: meta.mode,
+                    mtime_ns,
+                    origin,
+                    base: base.map(version),
+                    holders,
+                },
                 ProposeOp::Delete { path, base } => Op::Delete {
                     path,
                     base: version(base),
                 },
             })
             .collect();
-        // Split into entries of bounded bytes, committed back to back.
         // Entries of bounded bytes, committed back to back. If one fails
         // after others committed, the next step finds those (a committed
         // version of this node's own origin is the base of its next put:

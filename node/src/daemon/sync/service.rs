@@ -12,121 +12,48 @@
 //!   meanwhile join the retry instead of stepping at once),
 //! - a command arrives (`Adopt`, `Rescan`).
 //!
-//! (The bookkeeping of scopes and retries is [`super::schedule`].)
+//! Between two steps it also runs the [`super::status::Effect`]s it is sent
+//! (a restore): nothing else writes the synced directory beside a step.
+//! (The one other writer of the chunk store is the peer side of offers,
+//! [`super::offer::Offers`]: content-addressed puts that must go on while
+//! this loop itself waits for an offer's quorum.)
 //!
-//! Every 2 s the loop checks that the root's path still names the
-//! directory it opened ([`RootFs::still_at_path`]). When a mount covers it
-//! or another directory took its place, the loop reopens the path, restarts
-//! the watcher and scans it in full, so the plan's guards meet the new
-//! directory at once (no marker: halt, no deletion). While the path cannot
-//! be opened at all, no step runs and status reports `halted`.
+//! Its parts: when to step and over what ([`super::schedule`]); the root
+//! and its watcher, checked every [`ROOT_CHECK`] ([`super::root_guard`]);
+//! the folder marker ([`super::marker`]); the status it publishes
+//! ([`super::publish`]); the local root ([`super::local_root`]).
 //!
 //! After each step the local index and new tree nodes are saved durably
-//! ([`LocalDb`]), the chunks of newly committed versions become servable,
-//! and a fresh [`SyncStatus`] is published.
+//! ([`super::local_db::LocalDb`]), the chunks of newly committed versions
+//! become servable, and a fresh [`SyncStatus`] is published.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use filesyncd_chunkstore::store::{ChunkStore, RedbChunkStore};
-use filesyncd_merkle::{EntryKind, Hash, MemNodeStore, PathTree, PathValue};
 use filesyncd_p2p::P2pClient;
 use tokio::sync::{mpsc, watch};
 
-use super::local_db::{LocalDb, LocalDbError};
-use super::offer::{Offerer, Offers};
+use super::ctl_service::CtlService;
+use super::local_root::LocalRoot;
+use super::marker;
+use super::offer::{Offerer, Offers, P2pAcks};
+use super::parts::{Parts, SyncError};
 use super::ports::{P2pFetcher, RaftCommitted};
+use super::publish::{Publisher, Standing};
+use super::root_guard::{Checked, RootGuard, ROOT_CHECK};
 use super::schedule::{Outcome, Schedule};
-use super::servable::{Provider, Servable};
 use super::status::{SyncCommand, SyncHandle, SyncStatus};
-use super::CtlService;
 use crate::daemon::Node;
-use crate::engine::fs_real::RootFs;
-use crate::engine::names::MARKER;
-use crate::engine::plan::{PlanConfig, Scope, Verdict};
+use crate::engine::acks::OfferFirst;
+use crate::engine::plan::{PlanConfig, Scope};
 use crate::engine::ports::Committed;
-use crate::engine::sync::{Engine, StepReport};
-use crate::engine::types::{Kind, LocalEntry};
-use crate::engine::watch::{watch as start_watch, Dirty, WatchConfig};
+use crate::engine::sync::Engine;
+use crate::engine::watch::{Dirty, WatchConfig};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    #[error("cannot open the synced directory {path}: {source}")]
-    Root {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("chunk store in {path}: {source}")]
-    Store {
-        path: PathBuf,
-        #[source]
-        source: filesyncd_chunkstore::store::StoreError,
-    },
-    #[error(transparent)]
-    LocalDb(#[from] LocalDbError),
-    #[error("cannot create {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("sync runtime: {0}")]
-    Runtime(std::io::Error),
-}
-
-/// What the sync service opens before the network starts (the chunk
-/// provider must exist when the swarm does).
-pub struct Parts {
-    pub root: PathBuf,
-    pub store: Arc<dyn ChunkStore>,
-    pub nodes: Arc<Mutex<MemNodeStore>>,
-    pub servable: Arc<Servable>,
-    db: LocalDb,
-    local: BTreeMap<String, LocalEntry>,
-    marker_for: Option<String>,
-}
-
-impl Parts {
-    /// Opens `<data>/sync/` (chunk store, local index) for the synced `root`.
-    pub fn open(root: &Path, data: &Path) -> Result<Parts, SyncError> {
-        let root = root.canonicalize().map_err(|source| SyncError::Root {
-            path: root.to_path_buf(),
-            source,
-        })?;
-        let dir = data.join("sync");
-        std::fs::create_dir_all(&dir).map_err(|source| SyncError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let store_dir = dir.join("chunks");
-        let store = RedbChunkStore::open(&store_dir, &root).map_err(|source| SyncError::Store {
-            path: store_dir,
-            source,
-        })?;
-        let (db, loaded) = LocalDb::open(&dir.join("local.redb"))?;
-        let nodes = Arc::new(Mutex::new(loaded.nodes));
-        Ok(Parts {
-            root,
-            store: Arc::new(store),
-            servable: Servable::new(nodes.clone()),
-            nodes,
-            db,
-            local: loaded.local,
-            marker_for: loaded.marker_for,
-        })
-    }
-
-    pub fn provider(&self) -> Provider {
-        Provider {
-            store: self.store.clone(),
-            servable: self.servable.clone(),
-        }
-    }
-}
+/// Raft, with every put's content offered to the voters first.
+type SyncCommitted = OfferFirst<RaftCommitted, P2pAcks>;
+/// The engine as the daemon runs it.
+type SyncEngine = Engine<SyncCommitted, P2pFetcher>;
 
 /// A running sync service.
 pub struct Running {
@@ -190,9 +117,9 @@ pub fn start(
         remote: Arc::new(fetcher.clone()),
         transfers: fetcher.transfers.clone(),
     };
-    let committed = RaftCommitted {
-        node: node.clone(),
-        offerer: Arc::new(Offerer {
+    let committed = OfferFirst {
+        inner: RaftCommitted { node: node.clone() },
+        acks: P2pAcks(Arc::new(Offerer {
             client,
             node: node.clone(),
             servable: parts.servable.clone(),
@@ -200,7 +127,7 @@ pub fn start(
             nodes: parts.nodes.clone(),
             announced: Default::default(),
             announcing: Default::default(),
-        }),
+        })),
     };
     let thread = std::thread::Builder::new()
         .name("filesyncd-sync".into())
@@ -209,17 +136,15 @@ pub fn start(
                 let mut l = Loop {
                     parts,
                     node,
-                    status: status_tx,
+                    status: Publisher::new(status_tx, fetcher.bytes_fetched.clone()),
                     commands: cmd_rx,
                     stop: stop_rx,
-                    counters: SyncStatus::default(),
-                    bytes_fetched: fetcher.bytes_fetched.clone(),
                     gc_interval,
                     local_root: LocalRoot::default(),
                 };
                 if let Err(e) = l.run(committed, fetcher, watch_cfg).await {
                     tracing::error!(error = %e, "sync stopped");
-                    l.status.send_modify(|s| s.halted = Some(e.to_string()));
+                    l.status.stopped(e.to_string());
                 }
             });
             rt.shutdown_timeout(Duration::from_secs(5));
@@ -236,11 +161,9 @@ pub fn start(
 struct Loop {
     parts: Parts,
     node: Node,
-    status: watch::Sender<SyncStatus>,
+    status: Publisher,
     commands: mpsc::Receiver<SyncCommand>,
     stop: watch::Receiver<bool>,
-    counters: SyncStatus,
-    bytes_fetched: Arc<std::sync::atomic::AtomicU64>,
     gc_interval: Duration,
     local_root: LocalRoot,
 }
@@ -260,14 +183,10 @@ enum Event {
     Command(SyncCommand),
 }
 
-/// How often the loop checks that the root's path still names the
-/// directory it opened.
-const ROOT_CHECK: Duration = Duration::from_secs(2);
-
 impl Loop {
     async fn run(
         &mut self,
-        committed: RaftCommitted,
+        committed: SyncCommitted,
         fetcher: P2pFetcher,
         watch_cfg: WatchConfig,
     ) -> Result<(), SyncError> {
@@ -287,18 +206,11 @@ impl Loop {
             .validate()
             .map_err(|e| SyncError::Runtime(std::io::Error::other(e.to_string())))?;
         let cluster_id = settings.cluster_id.clone();
-        self.ensure_marker(&cluster_id)?;
-        let open_root = |root: &Path| {
-            RootFs::open(root)
-                .map(Arc::new)
-                .map_err(|source| SyncError::Root {
-                    path: root.to_path_buf(),
-                    source,
-                })
-        };
-        let mut root_fs = open_root(&self.parts.root)?;
+        let p = &mut self.parts;
+        marker::ensure(&p.root, &p.db, &mut p.marker_for, &cluster_id)?;
+        let mut root = RootGuard::open(&self.parts.root, watch_cfg)?;
         let mut engine = Engine::new(
-            root_fs.clone(),
+            root.fs.clone(),
             self.parts.store.clone(),
             chunker,
             committed,
@@ -312,14 +224,6 @@ impl Loop {
             Ok(n) => tracing::info!(removed = n, "removed temp files of interrupted writes"),
             Err(e) => tracing::warn!(error = %e, "cannot clean temp files"),
         }
-        let watch_root = |root: &Path| {
-            start_watch(root, &watch_cfg)
-                .map_err(|e| SyncError::Runtime(std::io::Error::other(e.to_string())))
-        };
-        let (mut _watcher, mut dirty) = watch_root(&self.parts.root)?;
-        // Whether the root's path still names the directory opened (see
-        // `RootFs::still_at_path`); while it does not, no step runs.
-        let mut root_here = true;
         let mut root_check = tokio::time::interval(ROOT_CHECK);
         root_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_tick = tokio::time::interval_at(
@@ -330,13 +234,12 @@ impl Loop {
         let mut applied_rx = self.node.metrics_watch();
         let mut sched = Schedule::default();
         loop {
-            if let Some(scope) = root_here.then(|| sched.take_next()).flatten() {
+            if let Some(scope) = root.here.then(|| sched.take_next()).flatten() {
                 let outcome = self.step(&mut engine, scope.clone()).await;
                 sched.after_step(&scope, outcome, tokio::time::Instant::now());
                 if sched.pending() {
                     // A failed scope waits for its retry: not in sync.
-                    self.status
-                        .send_if_modified(|s| std::mem::replace(&mut s.in_sync, false));
+                    self.status.not_in_sync();
                 }
                 continue;
             }
@@ -344,7 +247,7 @@ impl Loop {
                 .borrow()
                 .last_applied
                 .is_some_and(|l| l.index > engine.applied());
-            if applied_behind && root_here {
+            if applied_behind && root.here {
                 let changed = engine
                     .committed
                     .changed_paths_since(engine.applied())
@@ -360,7 +263,7 @@ impl Loop {
                 }
             };
             let event = tokio::select! {
-                d = dirty.recv() => match d {
+                d = root.dirty.recv() => match d {
                     Some(d) => Event::Dirty(d),
                     None => return Ok(()),
                 },
@@ -388,48 +291,22 @@ impl Loop {
                 }
                 Event::Applied => {}
                 Event::Retry => sched.retry_due(),
-                Event::Sweep if !root_here || self.counters.halted.is_some() => {
+                Event::Sweep if !root.here || self.status.halted() => {
                     tracing::info!("version store sweep skipped: sync is halted");
                 }
                 Event::Sweep => self.sweep(),
-                Event::RootCheck => {
-                    let moved = match root_fs.still_at_path() {
-                        Ok(true) => continue,
-                        Ok(false) => {
-                            "another directory is now at its path (mounted over, or replaced)"
-                                .to_string()
-                        }
-                        Err(e) => format!("its path cannot be read: {e}"),
-                    };
-                    if root_here {
-                        tracing::error!(root = %self.parts.root.display(), why = %moved, "the synced directory was replaced under the running node; sync stops until a directory with this cluster's marker is back");
-                        root_here = false;
+                Event::RootCheck => match root.check() {
+                    Checked::Same => {}
+                    Checked::Reopened => {
+                        engine.fs = root.fs.clone();
+                        engine.plan_all_next();
+                        sched.add_next(Scope::Full);
                     }
-                    match open_root(&self.parts.root)
-                        .and_then(|fs| Ok((fs, watch_root(&self.parts.root)?)))
-                    {
-                        Ok((fs, (w, d))) => {
-                            tracing::warn!(root = %self.parts.root.display(), "reopened the synced directory; a full scan checks its marker before anything syncs");
-                            root_fs = fs;
-                            engine.fs = root_fs.clone();
-                            engine.plan_all_next();
-                            _watcher = w;
-                            dirty = d;
-                            root_here = true;
-                            sched.add_next(Scope::Full);
-                        }
-                        Err(e) => {
-                            let why = format!("the synced directory was replaced under the running node ({moved}) and cannot be reopened: {e}");
-                            self.status.send_modify(|s| {
-                                s.in_sync = false;
-                                s.halted = Some(why);
-                            });
-                        }
-                    }
-                }
+                    Checked::Lost(why) => self.status.halt(why),
+                },
                 Event::Command(SyncCommand::Adopt { reply }) => {
-                    let res = if root_here {
-                        self.adopt(&cluster_id)
+                    let res = if root.here {
+                        marker::adopt(&self.parts.root, &self.parts.db, &cluster_id)
                     } else {
                         Err(format!(
                             "{} cannot be opened (see status)",
@@ -446,21 +323,25 @@ impl Loop {
                     }
                 }
                 Event::Command(SyncCommand::Rescan) => sched.add_next(Scope::Full),
+                Event::Command(SyncCommand::Effect(effect)) => {
+                    let what = effect.what;
+                    let started = std::time::Instant::now();
+                    if let Err(e) = tokio::task::spawn_blocking(move || effect.run()).await {
+                        tracing::error!(what, error = %e, "effect failed");
+                    }
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::debug!(what, ms, "effect ran between steps");
+                }
             }
         }
     }
 
     /// One engine step plus bookkeeping; how it ended decides what runs next
     /// ([`Schedule::after_step`]).
-    async fn step(
-        &mut self,
-        engine: &mut Engine<RaftCommitted, P2pFetcher>,
-        scope: Scope,
-    ) -> Outcome {
+    async fn step(&mut self, engine: &mut SyncEngine, scope: Scope) -> Outcome {
         // A step may take long (an offer waits for a quorum, a pull for its
         // bytes): meanwhile this node does not claim to be in sync.
-        self.status
-            .send_if_modified(|s| std::mem::replace(&mut s.in_sync, false));
+        self.status.not_in_sync();
         let started = std::time::Instant::now();
         let what = match &scope {
             Scope::Full => "full".to_string(),
@@ -518,66 +399,23 @@ impl Loop {
             Ok(_) => Outcome::Done,
             Err(_) => Outcome::Retry,
         };
-        self.publish(engine, res);
-        outcome
-    }
-
-    fn publish(
-        &mut self,
-        engine: &Engine<RaftCommitted, P2pFetcher>,
-        res: Result<StepReport, crate::engine::sync::StepError>,
-    ) {
-        // A step that left part of its scope for the next one (its hash
-        // budget ran out) is not in sync, whatever the roots say.
-        let deferred = res.as_ref().is_ok_and(|r| !r.deferred.is_empty());
-        let c = &mut self.counters;
-        c.started = true;
-        c.halted = None;
-        c.paused = None;
-        match &res {
-            Ok(rep) => {
-                c.versions_proposed += rep.proposed as u64;
-                c.files_written += rep.written as u64;
-                c.files_deleted += rep.deleted as u64;
-                c.conflicts += rep.conflicts as u64;
-                c.chunks_fetched += rep.chunks_fetched as u64;
-                c.last_error = rep.errors.last().cloned();
-                match &rep.verdict {
-                    Some(Verdict::Halt(r)) => c.halted = Some(format!("{r:?}")),
-                    Some(Verdict::Pause(r)) => c.paused = Some(format!("{r:?}")),
-                    _ => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "sync step failed; retrying");
-                c.last_error = Some(e.to_string());
-            }
-        }
         // Kept by the engine for the paths each step changed (a pass over
         // the view and the index per step cost the size of the tree).
-        let (pending_local, pending_remote) = engine.pending();
-        let local_root = self.local_root.root;
         let (cluster_root, raft_applied) = self
             .node
             .reader()
             .cluster_root()
             .map(|(r, a)| (Some(r), a.map_or(0, |l| l.index)))
             .unwrap_or((None, 0));
-        c.applied = engine.applied();
-        c.bytes_fetched = self
-            .bytes_fetched
-            .load(std::sync::atomic::Ordering::Relaxed);
-        c.pending_local = pending_local;
-        c.pending_remote = pending_remote;
-        c.local_root = local_root.map(|h| h.to_hex());
-        c.in_sync = c.halted.is_none()
-            && !deferred
-            && pending_local == 0
-            && pending_remote == 0
-            && engine.applied() >= raft_applied
-            && local_root.is_some()
-            && local_root == cluster_root;
-        self.status.send_replace(c.clone());
+        let standing = Standing {
+            pending: engine.pending(),
+            applied: engine.applied(),
+            local_root: self.local_root.root,
+            cluster_root,
+            raft_applied,
+        };
+        self.status.publish(&res, standing);
+        outcome
     }
 
     /// Sweeps the version store (see [`super::gc`]); runs inside the loop,
@@ -598,13 +436,7 @@ impl Loop {
         let p = &self.parts;
         match super::gc::sweep(p.store.as_ref(), &p.nodes, &p.servable, retained) {
             Ok(r) => {
-                self.counters.sweeps += 1;
-                self.counters.blob_bytes_freed += r.store.blob_bytes_freed;
-                let (n, freed) = (self.counters.sweeps, self.counters.blob_bytes_freed);
-                self.status.send_modify(|s| {
-                    s.sweeps = n;
-                    s.blob_bytes_freed = freed;
-                });
+                self.status.swept(r.store.blob_bytes_freed);
                 tracing::info!(
                     versions = r.versions,
                     unknown_trees = r.unknown_trees,
@@ -616,150 +448,6 @@ impl Loop {
                 );
             }
             Err(e) => tracing::warn!(error = %e, "version store sweep failed"),
-        }
-    }
-
-    /// Creates the marker the first time this data directory syncs this
-    /// root; afterwards a missing marker halts sync (see the engine's plan).
-    fn ensure_marker(&mut self, cluster_id: &str) -> Result<(), SyncError> {
-        if self.parts.marker_for.is_some() {
-            return Ok(());
-        }
-        let marker = self.parts.root.join(MARKER);
-        if !marker.exists() {
-            write_marker(&self.parts.root, cluster_id).map_err(|source| SyncError::Io {
-                path: marker,
-                source,
-            })?;
-            tracing::info!(root = %self.parts.root.display(), "folder marker created");
-        }
-        self.parts.db.set_marker_for(cluster_id)?;
-        self.parts.marker_for = Some(cluster_id.to_string());
-        Ok(())
-    }
-
-    fn adopt(&mut self, cluster_id: &str) -> Result<(), String> {
-        write_marker(&self.parts.root, cluster_id).map_err(|e| e.to_string())?;
-        self.parts
-            .db
-            .set_marker_for(cluster_id)
-            .map_err(|e| e.to_string())?;
-        tracing::warn!(root = %self.parts.root.display(), "folder adopted: marker re-created, deletes confirmed");
-        Ok(())
-    }
-}
-
-/// Writes the marker durably: temp file, fsync, rename, fsync the root.
-fn write_marker(root: &Path, cluster_id: &str) -> std::io::Result<()> {
-    let tmp = root.join(format!("{}marker", crate::engine::names::TMP_PREFIX));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("{cluster_id}\n").as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, root.join(MARKER))?;
-    std::fs::File::open(root)?.sync_all()
-}
-
-/// The path-tree root of the entries of the local index (the same
-/// construction as the cluster root), kept up to date with the paths each
-/// step touched ([`PathTree::update_many`]: O(changes × log n), not a
-/// rebuild).
-#[derive(Default)]
-pub(super) struct LocalRoot {
-    store: MemNodeStore,
-    /// `None` until built, or after an update failed (rebuilt next time).
-    pub root: Option<Hash>,
-}
-
-fn path_value(e: &LocalEntry) -> PathValue {
-    PathValue {
-        kind: match e.meta.kind {
-            Kind::File => EntryKind::File,
-            Kind::Dir => EntryKind::Dir,
-            Kind::Symlink { .. } => EntryKind::Symlink,
-        },
-        root: e.meta.root,
-        size: e.meta.size,
-        mode: e.meta.mode,
-    }
-}
-
-impl LocalRoot {
-    /// Applies the `touched` paths as they are now in `local`.
-    fn update(&mut self, touched: &BTreeSet<String>, local: &BTreeMap<String, LocalEntry>) {
-        let Some(root) = self.root else {
-            self.rebuild(local);
-            return;
-        };
-        if touched.is_empty() {
-            return;
-        }
-        let changes = touched
-            .iter()
-            .map(|p| (p.clone(), local.get(p).map(path_value)));
-        match PathTree::update_many(&mut self.store, root, changes) {
-            Ok(r) => self.root = Some(r),
-            Err(e) => {
-                tracing::warn!(error = %e, "local root update failed; rebuilding it");
-                self.rebuild(local);
-            }
-        }
-    }
-
-    fn rebuild(&mut self, local: &BTreeMap<String, LocalEntry>) {
-        self.store = MemNodeStore::new();
-        let items = local.iter().map(|(p, e)| (p.clone(), path_value(e)));
-        self.root = PathTree::build(&mut self.store, items).ok();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::types::{FileKind, Meta, Stat, VersionId};
-
-    fn entry(n: u64) -> LocalEntry {
-        let stat = Stat {
-            kind: FileKind::File,
-            size: n,
-            mtime_ns: 1,
-            ctime_ns: 2,
-            ino: n,
-            mode: 0o644,
-        };
-        LocalEntry::committed(
-            Meta::file(Hash([n as u8; 32]), n, 0o644),
-            stat,
-            VersionId::new(n, 0),
-        )
-    }
-
-    /// The incremental local root always equals a rebuild of the index.
-    #[test]
-    fn local_root_updates_equal_a_rebuild() {
-        let mut local: BTreeMap<String, LocalEntry> = BTreeMap::new();
-        let mut lr = LocalRoot::default();
-        let mut x: u64 = 12345;
-        for round in 0..30u64 {
-            let mut touched = BTreeSet::new();
-            for _ in 0..(1 + round * 7 % 50) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let p = format!("d{}/f{}", x % 7, x % 300);
-                if x.is_multiple_of(3) {
-                    local.remove(&p);
-                } else {
-                    local.insert(p.clone(), entry(x % 1000));
-                }
-                touched.insert(p);
-            }
-            lr.update(&touched, &local);
-            let mut fresh = LocalRoot::default();
-            fresh.rebuild(&local);
-            assert_eq!(lr.root, fresh.root, "round {round}");
-            assert!(lr.root.is_some());
         }
     }
 }

@@ -1,12 +1,15 @@
 //! What the sync service shows the rest of the daemon (the control API),
 //! and what it can be asked to do.
 //!
-//! The sync task is the single owner of the engine; it publishes a
-//! [`SyncStatus`] on a `watch` channel after every step and takes
-//! [`SyncCommand`]s on a bounded channel. The chunk store and the tree-node
-//! store are shared read-mostly (the store is internally synchronised; the
-//! node store sits behind a std `Mutex` held only for lookups and inserts,
-//! never across an `.await`).
+//! The sync task is the single owner of the engine and of every effect on
+//! the synced directory; it publishes a [`SyncStatus`] on a `watch`
+//! channel after every step and takes [`SyncCommand`]s on a bounded
+//! channel. Work outside the engine that writes the synced directory or the
+//! chunk store (a restore) is sent to it as an [`Effect`]
+//! ([`SyncHandle::run_effect`]) and runs between two steps. The chunk store
+//! and the tree-node store are shared read-mostly (the store is internally
+//! synchronised; the node store sits behind a std `Mutex` held only for
+//! lookups and inserts, never across an `.await`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -64,6 +67,40 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
 }
 
+/// Work on the synced directory or the chunk store that must not
+/// interleave with a step (a restore): the sync task runs it between two
+/// steps on its blocking pool (inside its runtime: `Handle::current()`
+/// works) and waits for it.
+pub struct Effect {
+    /// What it is, for the logs.
+    pub what: &'static str,
+    run: Box<dyn FnOnce() + Send>,
+}
+
+impl Effect {
+    /// Runs it (blocking).
+    pub fn run(self) {
+        (self.run)()
+    }
+}
+
+impl std::fmt::Debug for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effect")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Effect`] that did not run to its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EffectError {
+    #[error("the sync service is not running")]
+    Stopped,
+    #[error("the sync service did not finish it ({0} failed)")]
+    Failed(&'static str),
+}
+
 /// Requests to the sync task.
 #[derive(Debug)]
 pub enum SyncCommand {
@@ -74,6 +111,8 @@ pub enum SyncCommand {
     },
     /// Scan everything now.
     Rescan,
+    /// Run this between two steps.
+    Effect(Effect),
 }
 
 /// What a [`RemoteChunks`] call answers: `(hash, bytes)` pairs, unverified.
@@ -139,6 +178,27 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
+    /// Runs `f` on the sync task between two steps ([`Effect`]) and returns
+    /// what it returned.
+    pub async fn run_effect<R: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, EffectError> {
+        let (tx, rx) = oneshot::channel();
+        let effect = Effect {
+            what,
+            run: Box::new(move || {
+                let _ = tx.send(f());
+            }),
+        };
+        self.commands
+            .send(SyncCommand::Effect(effect))
+            .await
+            .map_err(|_| EffectError::Stopped)?;
+        rx.await.map_err(|_| EffectError::Failed(what))
+    }
+
     /// The tree nodes below `root` as one chunk list, if every node is here.
     pub fn chunk_list(
         &self,
