@@ -14,6 +14,7 @@ cargo test --workspace --locked
 # The chaos smoke on network namespaces (a few minutes): partition the
 # leader, kill -9 a follower, one concurrent-edit round, then every
 # invariant of the checker (docs/CHAOS.md). It needs root and `ip netns`;
-# without them it prints "skipped: ..." and passes (FSD_CHAOS_REQUIRE=1
-# makes that a failure). It reuses the binaries `cargo test` just built.
+# without them it prints "skipped: ..." and passes (FSD_CHAOS_REQUIRE=1,
+# which .ci/run sets, makes that a failure, as it does for sync.rs t80).
+# It reuses the binaries `cargo test` just built.
 bash deploy/chaos/smoke.sh
