@@ -309,12 +309,15 @@ impl Materializer<'_> {
         let res = (|| {
             let mut zeros: HashMap<u32, Hash> = HashMap::new();
             let mut offset = 0u64;
+            // The length the writes gave the new (empty) temp file.
+            let mut written_end = 0u64;
             for c in chunks {
                 let data = self.store.get(&c.hash)?;
                 match data {
                     Some(d) if d.len() == c.len as usize => {
                         if d.iter().any(|b| *b != 0) {
                             f.write_all_at(&d, offset).map_err(io_err("write", &tmp))?;
+                            written_end = offset + u64::from(c.len);
                         }
                     }
                     _ => {
@@ -331,7 +334,11 @@ impl Materializer<'_> {
                 }
                 offset += u64::from(c.len);
             }
-            f.set_len(total).map_err(io_err("truncate", &tmp))?;
+            // Only a version that ends in zeros (left as a hole) needs its
+            // length set: one syscall, and one inotify event, less per file.
+            if written_end != total {
+                f.set_len(total).map_err(io_err("truncate", &tmp))?;
+            }
             f.set_mode(record.meta.mode & MODE_MASK)
                 .map_err(io_err("chmod", &tmp))?;
             f.set_mtime(record.mtime_ns)
