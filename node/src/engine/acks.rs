@@ -29,7 +29,7 @@ use std::time::Duration;
 use filesyncd_merkle::Hash;
 
 use super::ports::{Committed, CommittedChanges, PortError, PortResult, ProposeOp, ProposeOutcome};
-use super::types::NodeId;
+use super::types::{Meta, NodeId};
 
 /// One file version offered: its tree root and size (its identity).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,13 +102,18 @@ impl Quorum {
 pub fn offered(ops: &[ProposeOp]) -> Vec<Content> {
     ops.iter()
         .filter_map(|op| match op {
-            ProposeOp::Put { meta, .. } if meta.is_file() && meta.size > 0 => Some(Content {
+            ProposeOp::Put { meta, .. } if carries_content(meta) => Some(Content {
                 root: meta.root,
                 size: meta.size,
             }),
             _ => None,
         })
         .collect()
+}
+
+/// Whether a put of `meta` has bytes a quorum must hold: a non-empty file.
+fn carries_content(meta: &Meta) -> bool {
+    meta.is_file() && meta.size > 0
 }
 
 /// [`Committed`] `C` with every put's content offered through `A` first
@@ -126,7 +131,7 @@ impl<C: Committed, A: Acks> Committed for OfferFirst<C, A> {
             let acked = self.acks.offer_until_quorum(items).await?;
             for op in &mut ops {
                 if let ProposeOp::Put { meta, holders, .. } = op {
-                    if meta.is_file() && meta.size > 0 {
+                    if carries_content(meta) {
                         holders.extend(acked.iter().copied());
                         holders.sort_unstable();
                         holders.dedup();
