@@ -34,6 +34,7 @@ pub mod error;
 mod reader;
 pub(crate) mod tables;
 pub(crate) mod tree;
+mod view;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ use filesyncd_merkle::Hash;
 
 pub use error::SmError;
 pub use reader::SmReader;
+pub use view::SmView;
 
 use crate::command::{Request, Response};
 use crate::snapshot;

@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use filesyncd_merkle::Hash;
 
-use super::ports::{Committed, CommittedChanges, PortError, PortResult, ProposeOp, ProposeOutcome};
+use super::ports::{
+    Committed, CommittedSnapshot, PortError, PortResult, ProposeOp, ProposeOutcome,
+};
 use super::types::{Meta, NodeId};
 
 /// One file version offered: its tree root and size (its identity).
@@ -150,8 +152,8 @@ impl<C: Committed, A: Acks> Committed for OfferFirst<C, A> {
         self.inner.announce(ops);
     }
 
-    fn committed_since(&self, index: u64) -> PortResult<CommittedChanges> {
-        self.inner.committed_since(index)
+    fn snapshot(&self) -> PortResult<CommittedSnapshot> {
+        self.inner.snapshot()
     }
 
     fn changed_paths_since(&self, index: u64) -> PortResult<Vec<String>> {

@@ -4,7 +4,8 @@
 //! # Data path
 //! ```text
 //! watch (dirty paths | rescan) ─▶ scan (DiskView, chunk locations, trees)
-//!        committed_since ──────────▶ plan (pure) ─▶ actions, in order:
+//!   committed snapshot (what changed; records per path) ─▶ plan (pure)
+//!   ─▶ actions, in order:
 //!   conflict copies → one batch of proposals → fetch chunks → write/mkdir/
 //!   symlink (temp, fsync, re-check, rename, fsync dir) → deletes → local index
 //! ```

@@ -67,6 +67,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use filesyncd_merkle::{ChunkEntry, Hash};
 
 use super::names::{self, conflict_name};
+use super::ports::CommittedView;
 use super::types::{
     DiskEntry, FileKind, Kind, LocalEntry, Meta, NodeId, Stat, VersionId, VersionRecord,
 };
@@ -84,7 +85,9 @@ pub trait ChunkView {
 /// Everything [`plan`] reads.
 pub struct PlanInput<'a> {
     pub disk: &'a DiskView,
-    pub committed: &'a BTreeMap<String, VersionRecord>,
+    /// Read per path decided (the caller checks [`CommittedView::failed`]
+    /// before acting on the plan).
+    pub committed: &'a dyn CommittedView,
     pub local: &'a BTreeMap<String, LocalEntry>,
     pub chunks: &'a dyn ChunkView,
     /// Whether a path is ignored (`.filesyncignore`), given whether it is a directory.
@@ -122,19 +125,27 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
         }
     }
     let coverage = input.disk.coverage();
+    // The committed paths to decide, read from the view (owned: the view
+    // is not a map in memory).
+    let mut committed: Vec<String> = Vec::new();
     let paths = match (input.only, &input.disk.scope) {
-        (Some(extra), Scope::Paths(scope)) => scoped_paths(input, scope, extra, &coverage),
+        (Some(extra), Scope::Paths(scope)) => {
+            scoped_paths(input, scope, extra, &coverage, &mut committed)
+        }
         // Every path of the three maps, in order: merged (linear), where
         // inserting them into a set cost a string compare per level per
         // path.
-        _ => merge_sorted(
+        _ => {
+            input.committed.paths_under("", &mut committed);
             merge_sorted(
-                input.committed.keys().map(String::as_str),
-                input.local.keys().map(String::as_str),
+                merge_sorted(
+                    committed.iter().map(String::as_str),
+                    input.local.keys().map(String::as_str),
+                )
+                .into_iter(),
+                input.disk.entries.keys().map(String::as_str),
             )
-            .into_iter(),
-            input.disk.entries.keys().map(String::as_str),
-        ),
+        }
     };
 
     let mut out = Vec::new();
@@ -176,6 +187,7 @@ fn scoped_paths<'a>(
     scope: &'a [String],
     extra: &'a BTreeSet<String>,
     coverage: &Coverage<'_>,
+    committed: &'a mut Vec<String>,
 ) -> Vec<&'a str> {
     let mut paths: Vec<&'a str> = Vec::new();
     paths.extend(input.disk.entries.keys().map(String::as_str));
@@ -189,8 +201,10 @@ fn scoped_paths<'a>(
             continue;
         }
         under(input.local, root, &mut paths);
-        under(input.committed, root, &mut paths);
+        input.committed.paths_under(root, committed);
     }
+    let committed: &'a Vec<String> = committed;
+    paths.extend(committed.iter().map(String::as_str));
     paths.sort_unstable();
     paths.dedup();
     paths
@@ -307,6 +321,7 @@ impl<'a> Ctx<'a, '_> {
 
     fn decide(&mut self, path: &str, out: &mut Vec<Action>) {
         let t = self.input.committed.get(path);
+        let t = t.as_ref();
         let l = self.input.local.get(path);
         let d = self.disk(path);
         if !names::is_syncable(path) {

@@ -72,13 +72,81 @@ pub enum ProposeOutcome {
     Rejected(String),
 }
 
-/// Records changed after some applied index.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CommittedChanges {
-    /// The applied index these records reflect.
+/// The committed state at one applied index, as one step reads it: the
+/// newest record of every path, tombstones included (a path whose history
+/// was dropped entirely has none). The daemon reads it from one read
+/// snapshot of the state machine's database, so the engine holds no copy
+/// of the committed tree in memory; reads are synchronous.
+///
+/// A read that fails answers as if nothing were there and is remembered:
+/// a caller checks [`CommittedView::failed`] before acting on what it read.
+pub trait CommittedView {
+    /// The newest record of `path`.
+    fn get(&self, path: &str) -> Option<VersionRecord>;
+    /// Appends the paths that are `root` or beneath it (`""`: every path),
+    /// ascending, each once.
+    fn paths_under(&self, root: &str, out: &mut Vec<String>);
+    /// Calls `f` with every record, ascending by path.
+    fn for_each(&self, f: &mut dyn FnMut(VersionRecord));
+    /// Calls `f` with the newest record of every path whose newest record
+    /// was written after log index `index`, ascending by path.
+    fn changed_since(&self, index: u64, f: &mut dyn FnMut(VersionRecord));
+    /// The first read that failed since the view was taken, if any: what
+    /// the view answered since is incomplete.
+    fn failed(&self) -> Option<PortError>;
+}
+
+/// The view of a plain map (tests, and [`MemCommitted`]'s snapshots).
+impl CommittedView for BTreeMap<String, VersionRecord> {
+    fn get(&self, path: &str) -> Option<VersionRecord> {
+        BTreeMap::get(self, path).cloned()
+    }
+    fn paths_under(&self, root: &str, out: &mut Vec<String>) {
+        if root.is_empty() {
+            out.extend(self.keys().cloned());
+            return;
+        }
+        if self.contains_key(root) {
+            out.push(root.to_owned());
+        }
+        let prefix = format!("{root}/");
+        out.extend(
+            self.range(prefix.clone()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(&prefix))
+                .cloned(),
+        );
+    }
+    fn for_each(&self, f: &mut dyn FnMut(VersionRecord)) {
+        self.values().cloned().for_each(f);
+    }
+    fn changed_since(&self, index: u64, f: &mut dyn FnMut(VersionRecord)) {
+        self.values()
+            .filter(|r| r.version.index > index)
+            .cloned()
+            .for_each(f);
+    }
+    fn failed(&self) -> Option<PortError> {
+        None
+    }
+}
+
+/// A [`CommittedView`] and the applied index it is at.
+pub struct CommittedSnapshot {
     pub applied: u64,
-    /// The newest record of each path changed after the asked index.
-    pub records: Vec<VersionRecord>,
+    pub view: Box<dyn CommittedView + Send>,
+}
+
+impl CommittedSnapshot {
+    /// The paths [`CommittedView::changed_since`] reports.
+    pub fn changed_paths_since(&self, index: u64) -> PortResult<Vec<String>> {
+        let mut out = Vec::new();
+        self.view.changed_since(index, &mut |r| out.push(r.path));
+        match self.view.failed() {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
 }
 
 /// Raft, as the engine sees it.
@@ -93,17 +161,13 @@ pub trait Committed: Send + Sync {
     /// transfer of one batch overlaps the commit of the one before. A hint:
     /// no outcome, no error.
     fn announce(&self, _ops: &[ProposeOp]) {}
-    /// The newest record of every path changed after log index `index`.
-    fn committed_since(&self, index: u64) -> PortResult<CommittedChanges>;
-    /// The paths [`Committed::committed_since`] would report, without
-    /// their records (what a caller that only schedules a scan needs).
+    /// A read snapshot of the committed state (see [`CommittedView`]).
+    fn snapshot(&self) -> PortResult<CommittedSnapshot>;
+    /// The paths whose newest record was written after log index `index`,
+    /// ascending, without their records (what a caller that only
+    /// schedules a scan needs).
     fn changed_paths_since(&self, index: u64) -> PortResult<Vec<String>> {
-        Ok(self
-            .committed_since(index)?
-            .records
-            .into_iter()
-            .map(|r| r.path)
-            .collect())
+        self.snapshot()?.changed_paths_since(index)
     }
     /// Resolves once the applied index is above `index`.
     fn wait_applied(&self, index: u64) -> impl Future<Output = ()> + Send;
@@ -132,7 +196,30 @@ pub trait ChunkFetcher: Send + Sync {
 struct MemState {
     index: u64,
     now_ms: u64,
-    records: BTreeMap<String, VersionRecord>,
+    /// Shared with the snapshots taken (copied on the next write while one
+    /// is alive).
+    records: Arc<BTreeMap<String, VersionRecord>>,
+}
+
+/// A snapshot of [`MemCommitted`].
+struct MemView(Arc<BTreeMap<String, VersionRecord>>);
+
+impl CommittedView for MemView {
+    fn get(&self, path: &str) -> Option<VersionRecord> {
+        CommittedView::get(&*self.0, path)
+    }
+    fn paths_under(&self, root: &str, out: &mut Vec<String>) {
+        self.0.paths_under(root, out)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(VersionRecord)) {
+        self.0.for_each(f)
+    }
+    fn changed_since(&self, index: u64, f: &mut dyn FnMut(VersionRecord)) {
+        CommittedView::changed_since(&*self.0, index, f)
+    }
+    fn failed(&self) -> Option<PortError> {
+        None
+    }
 }
 
 /// An in-memory committed log with the apply rules described above.
@@ -154,7 +241,7 @@ impl MemCommitted {
             state: Arc::new(Mutex::new(MemState {
                 index: 0,
                 now_ms: 1_735_689_599_000,
-                records: BTreeMap::new(),
+                records: Arc::new(BTreeMap::new()),
             })),
             applied: tokio::sync::watch::Sender::new(0),
         }
@@ -193,7 +280,7 @@ impl MemCommitted {
         let mut out = Vec::with_capacity(ops.len());
         for (pos, op) in ops.into_iter().enumerate() {
             let v = VersionId::new(index, pos as u32);
-            out.push(apply_op(&mut s.records, op, v, now));
+            out.push(apply_op(Arc::make_mut(&mut s.records), op, v, now));
         }
         drop(s);
         self.applied.send_replace(index);
@@ -285,16 +372,11 @@ impl Committed for MemCommitted {
         async move { Ok(out) }
     }
 
-    fn committed_since(&self, index: u64) -> PortResult<CommittedChanges> {
+    fn snapshot(&self) -> PortResult<CommittedSnapshot> {
         let s = self.lock();
-        Ok(CommittedChanges {
+        Ok(CommittedSnapshot {
             applied: s.index,
-            records: s
-                .records
-                .values()
-                .filter(|r| r.version.index > index)
-                .cloned()
-                .collect(),
+            view: Box::new(MemView(Arc::clone(&s.records))),
         })
     }
 
@@ -441,10 +523,12 @@ mod tests {
                 ProposeOutcome::Applied(VersionId::new(3, 2)),
             ]
         );
-        let since = c.committed_since(2).expect("since");
-        assert_eq!(since.applied, 3);
-        assert_eq!(since.records.len(), 1);
-        assert!(since.records[0].deleted);
+        let snap = c.snapshot().expect("snapshot");
+        assert_eq!(snap.applied, 3);
+        let mut since = Vec::new();
+        snap.view.changed_since(2, &mut |r| since.push(r));
+        assert_eq!(since.len(), 1);
+        assert!(since[0].deleted);
         c.wait_applied(2).await;
     }
 }

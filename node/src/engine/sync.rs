@@ -1,8 +1,10 @@
 //! One engine step: scan → plan → execute, through the ports.
 //!
-//! [`Engine::step`] refreshes its view of what is committed
-//! ([`Committed::committed_since`]), scans the given scope, plans, and runs
-//! the actions in plan order:
+//! [`Engine::step`] takes one read snapshot of what is committed
+//! ([`Committed::snapshot`]: what changed since its last step, and the
+//! records of the paths it decides, read per path: no copy of the committed
+//! tree is kept), scans the given scope, plans, and runs the actions in
+//! plan order:
 //! - conflict copies are moved first ([`Materializer::conflict_copy`]);
 //! - proposals go out as ONE batch; each outcome updates the local index
 //!   (`Applied`/`Unchanged`: the content is that version; `Conflict`: the
@@ -21,7 +23,8 @@
 //! should run steps on a blocking-friendly task.
 //!
 //! State kept between steps (in memory here; the daemon persists it): the
-//! local index, the committed view, and the tree-node store.
+//! local index, the applied index of the last snapshot read, and the
+//! tree-node store.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -37,7 +40,7 @@ use super::materialize::{Deleted, Materializer, WriteJob};
 use super::plan::{
     plan, Action, ChunkView, Expect, PlanConfig, PlanInput, Proposal, Scope, Verdict,
 };
-use super::ports::{ChunkFetcher, Committed, PortError, ProposeOp, ProposeOutcome};
+use super::ports::{ChunkFetcher, Committed, CommittedView, PortError, ProposeOp, ProposeOutcome};
 use super::scan::{load_ignore, ScanError, Scanner};
 use super::types::{LocalEntry, NodeId, Stat, VersionRecord};
 
@@ -123,7 +126,8 @@ pub struct Engine<C, F> {
     pub fetcher: F,
     pub cfg: PlanConfig,
     pub local: BTreeMap<String, LocalEntry>,
-    view: BTreeMap<String, VersionRecord>,
+    /// The applied index of the committed view the last step read (the
+    /// view itself is read from `committed` per step, never copied here).
     applied: u64,
     rejected: HashMap<String, Stat>,
     /// Paths whose local-index entry changed since [`Engine::take_touched`].
@@ -161,26 +165,28 @@ struct Pending {
 }
 
 impl Pending {
-    fn refresh(
-        &mut self,
-        view: &BTreeMap<String, VersionRecord>,
-        local: &BTreeMap<String, LocalEntry>,
-    ) {
+    fn refresh(&mut self, view: &dyn CommittedView, local: &BTreeMap<String, LocalEntry>) {
         if std::mem::take(&mut self.all) {
             self.changed.clear();
             self.local.clear();
             self.remote.clear();
-            let joined = super::plan::outer_join(
-                view.iter().map(|(p, r)| (p.as_str(), r)),
-                local.iter().map(|(p, e)| (p.as_str(), e)),
-            );
-            for (p, r, l) in joined {
-                self.set(p, r, l);
+            // Every path of the view and of the local index, in order: the
+            // view streamed, the index walked beside it.
+            let mut locals = local.iter().peekable();
+            view.for_each(&mut |r| {
+                while let Some((p, e)) = locals.next_if(|(p, _)| p.as_str() < r.path.as_str()) {
+                    self.set(p, None, Some(e));
+                }
+                let l = locals.next_if(|(p, _)| **p == r.path).map(|(_, e)| e);
+                self.set(&r.path, Some(&r), l);
+            });
+            for (p, e) in locals {
+                self.set(p, None, Some(e));
             }
             return;
         }
         for p in std::mem::take(&mut self.changed) {
-            self.set(&p, view.get(&p), local.get(&p));
+            self.set(&p, view.get(&p).as_ref(), local.get(&p));
         }
     }
 
@@ -249,7 +255,6 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             fetcher,
             cfg,
             local: BTreeMap::new(),
-            view: BTreeMap::new(),
             applied: 0,
             rejected: HashMap::new(),
             touched: BTreeSet::new(),
@@ -292,12 +297,6 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         self.applied
     }
 
-    /// The committed view: the newest record of every path (tombstones
-    /// included) as of [`Engine::applied`].
-    pub fn view(&self) -> &BTreeMap<String, VersionRecord> {
-        &self.view
-    }
-
     fn node(&self) -> NodeId {
         self.cfg.node
     }
@@ -333,28 +332,50 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
     /// Scans `scope`, plans and executes (see the module doc).
     pub async fn step(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
         let res = self.step_inner(scope, now_ms).await;
-        self.pending.refresh(&self.view, &self.local);
+        // Status reads the committed state as it is now (a later snapshot
+        // than the step's is fine: the paths it changed are refreshed
+        // again after the next step).
+        match self.committed.snapshot() {
+            Ok(snap) => {
+                self.pending.refresh(snap.view.as_ref(), &self.local);
+                if snap.view.failed().is_some() {
+                    self.pending.all = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "status not refreshed: committed state unreadable")
+            }
+        }
         res
     }
 
     async fn step_inner(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
-        let changes = self.committed.committed_since(self.applied)?;
-        for r in changes.records {
-            if !r.deleted && r.meta.kind == super::types::Kind::File {
-                self.committed_files.push((r.meta.root, r.meta.size));
-            }
-            // (A plan of every path, or a refresh of every path, is next
-            // anyway: no copy of the path for it; at start that is every
-            // path of the tree.)
-            if !self.plan_all {
-                self.unsettled.insert(r.path.clone());
-            }
-            if !self.pending.all {
-                self.pending.changed.insert(r.path.clone());
-            }
-            self.view.insert(r.path.clone(), r);
+        // One read snapshot for what changed and for the plan, so both see
+        // the same applied index; dropped before any action runs.
+        let snap = self.committed.snapshot()?;
+        {
+            let (plan_all, pending_all) = (self.plan_all, self.pending.all);
+            let (unsettled, changed) = (&mut self.unsettled, &mut self.pending.changed);
+            let files = &mut self.committed_files;
+            snap.view.changed_since(self.applied, &mut |r| {
+                if !r.deleted && r.meta.kind == super::types::Kind::File {
+                    files.push((r.meta.root, r.meta.size));
+                }
+                // (A plan of every path, or a refresh of every path, is
+                // next anyway: no copy of the path for it; at start that is
+                // every path of the tree.)
+                if !plan_all {
+                    unsettled.insert(r.path.clone());
+                }
+                if !pending_all {
+                    changed.insert(r.path);
+                }
+            });
         }
-        self.applied = self.applied.max(changes.applied);
+        if let Some(e) = snap.view.failed() {
+            return Err(e.into());
+        }
+        self.applied = self.applied.max(snap.applied);
         let ignore = load_ignore(self.fs.as_ref());
         if self.last_ignore.as_ref() != Some(&ignore) {
             self.plan_all = true;
@@ -387,7 +408,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 &self.cfg,
                 &PlanInput {
                     disk: &out.view,
-                    committed: &self.view,
+                    committed: snap.view.as_ref(),
                     local: &self.local,
                     chunks: &chunks,
                     ignored: &ignored,
@@ -397,6 +418,12 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 },
             )
         };
+        // A plan made from a view that failed to read is not acted on.
+        if let Some(e) = snap.view.failed() {
+            self.plan_all = true;
+            return Err(e.into());
+        }
+        drop(snap);
         // What the next plan decides besides its scope: the paths acted on
         // now (and, from here on, those whose entry or record changes). A
         // plan that did not proceed decided nothing for sure: the next one

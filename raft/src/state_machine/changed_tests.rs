@@ -75,6 +75,7 @@ fn check(r: &SmReader, last: u64) -> Result<(), TestCaseError> {
         );
     }
     prop_assert!(r.changed_since(u64::MAX).map_err(fail)?.is_empty());
+    check_view(r, last)?;
     // Exactly one key per path of the history: its newest record's version.
     let mut newest: BTreeMap<String, Version> = BTreeMap::new();
     r.for_each_retained(|p, rec| {
@@ -87,6 +88,52 @@ fn check(r: &SmReader, last: u64) -> Result<(), TestCaseError> {
         .collect();
     expected.sort();
     prop_assert_eq!(r.changed_keys().map_err(fail)?, expected);
+    Ok(())
+}
+
+/// The snapshot view answers what the reader's full scan does: the newest record of every
+/// path, what changed after every index, and the paths under every directory.
+fn check_view(r: &SmReader, last: u64) -> Result<(), TestCaseError> {
+    let view = r.view().map_err(fail)?;
+    prop_assert_eq!(view.applied(), r.applied().map_err(fail)?);
+    let streamed = |i: u64| -> Result<Vec<(String, crate::history::PathRecord)>, SmError> {
+        let mut out = Vec::new();
+        view.changed_since(i, |p, rec| {
+            out.push((p.to_string(), rec));
+            Ok(())
+        })?;
+        Ok(out)
+    };
+    for i in 0..=last + 1 {
+        prop_assert_eq!(
+            streamed(i).map_err(fail)?,
+            r.changed_since_scan(i).map_err(fail)?,
+            "view.changed_since({})",
+            i
+        );
+    }
+    let all = r.changed_since_scan(0).map_err(fail)?;
+    let mut each = Vec::new();
+    view.for_each_newest(|p, rec| {
+        each.push((p.to_string(), rec));
+        Ok(())
+    })
+    .map_err(fail)?;
+    prop_assert_eq!(&each, &all);
+    for p in PATHS.iter().chain(&["absent", "d/e/f/g"]) {
+        let want = all.iter().find(|(q, _)| q == p).map(|(_, rec)| rec.clone());
+        prop_assert_eq!(view.newest(p).map_err(fail)?, want, "newest({})", p);
+    }
+    for root in ["", "d", "d/e", "a", "absent", "d/x"] {
+        let mut got = Vec::new();
+        view.paths_under(root, &mut got).map_err(fail)?;
+        let want: Vec<String> = all
+            .iter()
+            .map(|(p, _)| p.clone())
+            .filter(|p| root.is_empty() || p == root || p.starts_with(&format!("{root}/")))
+            .collect();
+        prop_assert_eq!(got, want, "paths_under({})", root);
+    }
     Ok(())
 }
 

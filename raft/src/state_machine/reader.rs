@@ -14,6 +14,7 @@ use filesyncd_merkle::Hash;
 
 use super::error::SmError;
 use super::tables::{self, dec};
+use super::view::SmView;
 use crate::history::{fold_as_of, ClusterState, PathRecord, Settings, TokenRecord};
 use crate::{NodeId, NodeInfo};
 
@@ -29,6 +30,11 @@ impl SmReader {
 
     fn txn(&self) -> Result<ReadTransaction, SmError> {
         Ok(self.db.begin_read()?)
+    }
+
+    /// One read snapshot for many reads that must agree (see [`SmView`]).
+    pub fn view(&self) -> Result<SmView, SmError> {
+        SmView::new(self.txn()?)
     }
 
     /// The live record of `path` (`None` if absent or deleted).
@@ -338,7 +344,7 @@ pub(crate) enum ChangedRead {
 /// `SCAN_RATIO` history records changed. Measured on 200,000 paths / 400,000 records
 /// (`changed_tests::changed_since_cost`, release, page cache warm): a lookup per changed path
 /// costs 2-4 us, a sequential pass 80-100 ms; break-even near 30,000 paths, 1 in 13.
-const SCAN_RATIO: u64 = 12;
+pub(crate) const SCAN_RATIO: u64 = 12;
 
 /// The newest record of every path whose newest record is after `index`, in path order: one
 /// pass over `history` backwards (the first record met of a path is its newest; only those

@@ -19,13 +19,15 @@ use filesyncd_merkle::Hash;
 use filesyncd_p2p::{FetchPlan, P2pClient, PeerId};
 use filesyncd_raft::command::{Op, Outcome, PutKind, Version};
 use filesyncd_raft::history::PathRecord;
+use filesyncd_raft::state_machine::{SmError, SmView};
 use futures::FutureExt;
 
 use super::ctl::{self, CtlRequest, CtlResponse, MAX_HASHES};
 use super::status::{RemoteAnswer, RemoteChunks};
 use crate::daemon::Node;
 use crate::engine::ports::{
-    ChunkFetcher, Committed, CommittedChanges, PortError, PortResult, ProposeOp, ProposeOutcome,
+    ChunkFetcher, Committed, CommittedSnapshot, CommittedView, PortError, PortResult, ProposeOp,
+    ProposeOutcome,
 };
 use crate::engine::types::{Kind, Meta, NodeId, VersionId, VersionRecord};
 
@@ -69,6 +71,61 @@ pub fn record_of(path: String, r: &PathRecord) -> VersionRecord {
             holders: Vec::new(),
             deleted: true,
         },
+    }
+}
+
+/// [`CommittedView`] over one read snapshot of the state machine.
+struct RaftView {
+    view: SmView,
+    /// The first read error (see [`CommittedView::failed`]).
+    failed: std::sync::Mutex<Option<PortError>>,
+}
+
+impl RaftView {
+    fn check<T>(&self, r: Result<T, SmError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the committed state failed");
+                let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                f.get_or_insert(PortError::Failed(format!(
+                    "reading the committed state: {e}"
+                )));
+                None
+            }
+        }
+    }
+}
+
+impl CommittedView for RaftView {
+    fn get(&self, path: &str) -> Option<VersionRecord> {
+        let r = self.check(self.view.newest(path))??;
+        Some(record_of(path.to_owned(), &r))
+    }
+
+    fn paths_under(&self, root: &str, out: &mut Vec<String>) {
+        self.check(self.view.paths_under(root, out));
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(VersionRecord)) {
+        self.check(self.view.for_each_newest(|p, r| {
+            f(record_of(p.to_owned(), &r));
+            Ok(())
+        }));
+    }
+
+    fn changed_since(&self, index: u64, f: &mut dyn FnMut(VersionRecord)) {
+        self.check(self.view.changed_since(index, |p, r| {
+            f(record_of(p.to_owned(), &r));
+            Ok(())
+        }));
+    }
+
+    fn failed(&self) -> Option<PortError> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -153,18 +210,19 @@ impl Committed for RaftCommitted {
             .collect())
     }
 
-    fn committed_since(&self, index: u64) -> PortResult<CommittedChanges> {
-        let reader = self.node.reader();
-        let failed = |e: filesyncd_raft::state_machine::SmError| PortError::Failed(e.to_string());
-        // Applied first: records may be newer than it, never older.
-        let applied = reader.applied().map_err(failed)?.map_or(0, |l| l.index);
-        let records = reader
-            .changed_since(index)
-            .map_err(failed)?
-            .into_iter()
-            .map(|(p, r)| record_of(p, &r))
-            .collect();
-        Ok(CommittedChanges { applied, records })
+    fn snapshot(&self) -> PortResult<CommittedSnapshot> {
+        let view = self
+            .node
+            .reader()
+            .view()
+            .map_err(|e| PortError::Failed(e.to_string()))?;
+        Ok(CommittedSnapshot {
+            applied: view.applied().map_or(0, |l| l.index),
+            view: Box::new(RaftView {
+                view,
+                failed: std::sync::Mutex::new(None),
+            }),
+        })
     }
 
     fn changed_paths_since(&self, index: u64) -> PortResult<Vec<String>> {
