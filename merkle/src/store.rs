@@ -11,6 +11,7 @@ use crate::hash::Hash;
 use crate::node::{verify_with, Node};
 use crate::shape::Shape;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Read access to encoded nodes by hash.
 pub trait NodeSource {
@@ -77,11 +78,26 @@ pub(crate) fn read_with(
 ///
 /// It also lists the nodes added since [`MemNodeStore::take_fresh`] was
 /// last called, so that a caller that persists it writes what is new
-/// without looking at what is not.
-#[derive(Clone, Debug, Default)]
+/// without looking at what is not. With a backing store
+/// ([`MemNodeStore::with_backing`]) it is a write buffer in front of it:
+/// reads that miss memory go to the backing store, and the nodes the caller
+/// has written there are dropped from memory ([`MemNodeStore::evict`]), so
+/// memory holds only what is not yet written, whatever the number of nodes.
+#[derive(Clone, Default)]
 pub struct MemNodeStore {
     nodes: HashMap<Hash, Vec<u8>>,
     fresh: Vec<Hash>,
+    backing: Option<Arc<dyn NodeSource + Send + Sync>>,
+}
+
+impl std::fmt::Debug for MemNodeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemNodeStore")
+            .field("in_memory", &self.nodes.len())
+            .field("fresh", &self.fresh.len())
+            .field("backed", &self.backing.is_some())
+            .finish()
+    }
 }
 
 impl MemNodeStore {
@@ -89,7 +105,27 @@ impl MemNodeStore {
         Self::default()
     }
 
-    /// Number of nodes held.
+    /// An empty store in front of `backing` (see the type's doc).
+    pub fn with_backing(backing: Arc<dyn NodeSource + Send + Sync>) -> Self {
+        MemNodeStore {
+            backing: Some(backing),
+            ..Self::default()
+        }
+    }
+
+    /// Drops `hashes` from memory: the caller has written them to the
+    /// backing store, where reads find them from now on. Without a backing
+    /// store this does nothing (memory is then the only copy).
+    pub fn evict(&mut self, hashes: &[Hash]) {
+        if self.backing.is_none() {
+            return;
+        }
+        for h in hashes {
+            self.nodes.remove(h);
+        }
+    }
+
+    /// Number of nodes held in memory.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -98,12 +134,12 @@ impl MemNodeStore {
         self.nodes.is_empty()
     }
 
-    /// Total encoded bytes held.
+    /// Total encoded bytes held in memory.
     pub fn bytes(&self) -> usize {
         self.nodes.values().map(Vec::len).sum()
     }
 
-    /// The hashes held, in no particular order.
+    /// The hashes held in memory, in no particular order.
     pub fn hashes(&self) -> impl Iterator<Item = &Hash> {
         self.nodes.keys()
     }
@@ -133,10 +169,13 @@ impl MemNodeStore {
 
 impl NodeSource for MemNodeStore {
     fn get_node(&self, h: &Hash) -> Option<Vec<u8>> {
-        self.nodes.get(h).cloned()
+        match self.nodes.get(h) {
+            Some(b) => Some(b.clone()),
+            None => self.backing.as_ref()?.get_node(h),
+        }
     }
     fn has_node(&self, h: &Hash) -> bool {
-        self.nodes.contains_key(h)
+        self.nodes.contains_key(h) || self.backing.as_ref().is_some_and(|b| b.has_node(h))
     }
 }
 
@@ -193,5 +232,27 @@ mod tests {
         ));
         s.remove_node(&h);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn evicted_nodes_are_read_from_the_backing_store() {
+        let (h, bytes) = Node::FileLeaf(vec![ChunkEntry {
+            hash: Hash([7; 32]),
+            len: 3,
+        }])
+        .seal();
+        let mut backing = MemNodeStore::new();
+        backing.put_node(h, bytes.clone());
+        let mut s2 = MemNodeStore::with_backing(Arc::new(backing));
+        s2.put_node(h, bytes.clone());
+        s2.evict(&[h]);
+        assert!(s2.is_empty(), "nothing left in memory");
+        assert!(s2.has_node(&h));
+        assert_eq!(s2.get_node(&h), Some(bytes.clone()));
+        // Without a backing store, evict keeps the only copy.
+        let mut plain = MemNodeStore::new();
+        plain.put_node(h, bytes.clone());
+        plain.evict(&[h]);
+        assert_eq!(plain.get_node(&h), Some(bytes));
     }
 }

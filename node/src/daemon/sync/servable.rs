@@ -5,7 +5,8 @@
 //! "absent", exactly as if it were not held: no existence oracle.
 //!
 //! The set is behind a std `Mutex` (short inserts and lookups, never held
-//! across an `.await`). It costs ~32 bytes per distinct chunk in memory.
+//! across an `.await`). It costs about 40-70 bytes per distinct chunk in memory (a hash set
+//! entry); tree nodes are read from the node store, not copied.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,6 @@ use filesyncd_merkle::{Hash, MemNodeStore};
 
 pub struct Servable {
     chunks: Mutex<HashSet<Hash>>,
-    /// Trees already added (root), to skip re-walking them.
-    trees: Mutex<HashSet<Hash>>,
     nodes: Arc<Mutex<MemNodeStore>>,
     /// Versions offered (root → size, last offered), for the sweep; and
     /// the sweep's generation (see [`Servable::begin_sweep`]).
@@ -36,23 +35,16 @@ impl Servable {
     pub fn new(nodes: Arc<Mutex<MemNodeStore>>) -> Arc<Servable> {
         Arc::new(Servable {
             chunks: Mutex::new(HashSet::new()),
-            trees: Mutex::new(HashSet::new()),
             nodes,
             offers: Mutex::new(Offered::default()),
         })
     }
 
     /// Adds the chunks of the file tree `root` if its nodes are local;
-    /// `false` if they are not (yet).
+    /// `false` if they are not (yet). (No set of the trees added: it cost
+    /// a hash per file version to skip re-reading a tree added before,
+    /// which only a second version of the same content does.)
     fn add_tree(&self, root: Hash, size: u64) -> bool {
-        if self
-            .trees
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&root)
-        {
-            return true;
-        }
         let list = {
             let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
             match (FileTree { root, size }).chunks(&*nodes) {
@@ -62,11 +54,6 @@ impl Servable {
         };
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         chunks.extend(list.iter().map(|c| c.hash));
-        drop(chunks);
-        self.trees
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(root);
         true
     }
 
