@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use filesyncd_merkle::{Hash, MemNodeStore};
 use redb::{Database, ReadableTable, TableDefinition};
 
+use super::local_root::{self, LocalRoot, TableNodes};
 use crate::engine::types::LocalEntry;
 
 /// redb's page cache for this file (its default, 1 GiB, let a peer's
@@ -29,6 +30,10 @@ const LOCAL: TableDefinition<&str, &[u8]> = TableDefinition::new("local");
 const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_MARKER: &str = "marker";
+/// The tree nodes of the local root ([`LocalRoot`]).
+const ROOT_NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("root_nodes");
+/// The local root: the path-tree root of the entries of `local`.
+const META_LOCAL_ROOT: &str = "local_root";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalDbError {
@@ -88,6 +93,9 @@ pub struct Loaded {
     pub local: BTreeMap<String, LocalEntry>,
     pub nodes: MemNodeStore,
     pub marker_for: Option<String>,
+    /// The root of `local` as last saved (`None`: never saved, or its last
+    /// update failed: rebuilt by the next save).
+    pub local_root: LocalRoot,
 }
 
 impl LocalDb {
@@ -102,6 +110,7 @@ impl LocalDb {
         {
             txn.open_table(LOCAL).map_err(db_err)?;
             txn.open_table(NODES).map_err(db_err)?;
+            txn.open_table(ROOT_NODES).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
@@ -115,6 +124,7 @@ impl LocalDb {
             db: Arc::clone(&db),
         }));
         let marker_for;
+        let local_root;
         {
             let r = db.begin_read().map_err(db_err)?;
             for item in r
@@ -131,12 +141,16 @@ impl LocalDb {
                     })?;
                 entries.push((k.value().to_string(), e));
             }
-            marker_for = r
-                .open_table(META)
-                .map_err(db_err)?
+            let meta = r.open_table(META).map_err(db_err)?;
+            marker_for = meta
                 .get(META_MARKER)
                 .map_err(db_err)?
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            local_root = meta
+                .get(META_LOCAL_ROOT)
+                .map_err(db_err)?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok())
+                .map(Hash);
         }
         let local: BTreeMap<String, LocalEntry> = entries.into_iter().collect();
         Ok((
@@ -145,6 +159,7 @@ impl LocalDb {
                 local,
                 nodes,
                 marker_for,
+                local_root: LocalRoot { root: local_root },
             },
         ))
     }
@@ -152,11 +167,17 @@ impl LocalDb {
     /// Writes the entries of `touched` paths as they are in `local` (absent:
     /// removed) and the tree nodes not yet written, in one durable
     /// transaction. Costs what changed, not the size of the index.
+    ///
+    /// The local root is updated in the same transaction (its tree nodes
+    /// in `root_nodes`); `root` takes the new value once it committed. If
+    /// the save fails, `root` is cleared: the next save rebuilds it from
+    /// every entry of `local`, so it never misses the paths of a lost save.
     pub fn save(
         &mut self,
         touched: &BTreeSet<String>,
         local: &BTreeMap<String, LocalEntry>,
         nodes: &Mutex<MemNodeStore>,
+        root: &mut LocalRoot,
     ) -> Result<(), LocalDbError> {
         use filesyncd_merkle::NodeSource;
         // The nodes added since the last save, copied out under the lock and
@@ -170,7 +191,10 @@ impl LocalDb {
                 .filter_map(|h| Some((h, nodes.get_node(&h)?)))
                 .collect()
         };
-        let res = self.write(touched, local, &new_nodes);
+        let res = self.write(touched, local, &new_nodes, root);
+        if res.is_err() {
+            root.root = None;
+        }
         let hashes: Vec<Hash> = new_nodes.into_iter().map(|(h, _)| h).collect();
         let mut nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
         if res.is_ok() {
@@ -187,8 +211,9 @@ impl LocalDb {
         touched: &BTreeSet<String>,
         local: &BTreeMap<String, LocalEntry>,
         new_nodes: &[(Hash, Vec<u8>)],
+        root: &mut LocalRoot,
     ) -> Result<(), LocalDbError> {
-        if touched.is_empty() && new_nodes.is_empty() {
+        if touched.is_empty() && new_nodes.is_empty() && root.root.is_some() {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(db_err)?;
@@ -210,8 +235,45 @@ impl LocalDb {
                 t.insert(h.0, b.as_slice()).map_err(db_err)?;
             }
         }
+        let next = {
+            let mut t = txn.open_table(ROOT_NODES).map_err(db_err)?;
+            if root.root.is_none() {
+                local_root::clear(&mut t).map_err(db_err)?;
+            }
+            root.next(
+                &mut TableNodes {
+                    table: &mut t,
+                    failed: None,
+                },
+                touched,
+                local,
+            )
+        };
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            match &next {
+                Ok(h) => {
+                    meta.insert(META_LOCAL_ROOT, h.0.as_slice())
+                        .map_err(db_err)?;
+                }
+                Err(e) => {
+                    // The entries are saved; the root is rebuilt next time.
+                    tracing::warn!(error = %e, "local root update failed; rebuilding it next step");
+                    meta.remove(META_LOCAL_ROOT).map_err(db_err)?;
+                }
+            }
+        }
         txn.commit().map_err(db_err)?;
+        root.root = next.ok();
         Ok(())
+    }
+
+    /// How many local-root tree nodes the file holds.
+    #[cfg(test)]
+    pub(super) fn root_node_count(&self) -> usize {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read().unwrap();
+        txn.open_table(ROOT_NODES).unwrap().len().unwrap() as usize
     }
 
     /// Records that the marker was created for `cluster_id`.
@@ -262,13 +324,15 @@ mod tests {
             assert!(loaded.local.is_empty() && loaded.marker_for.is_none());
             let nodes = Mutex::new(loaded.nodes);
             nodes.lock().unwrap().extend(tree.nodes.clone());
-            db.save(&paths(&["a", "b"]), &a, &nodes).unwrap();
+            let mut root = loaded.local_root;
+            db.save(&paths(&["a", "b"]), &a, &nodes, &mut root).unwrap();
             // Saved nodes left memory; they are read from the file.
             assert!(nodes.lock().unwrap().is_empty());
             // Only touched paths are written: "d" is in the map, not saved.
             let mut b2 = b.clone();
             b2.insert("d".to_string(), entry(5));
-            db.save(&paths(&["a", "b", "c"]), &b2, &nodes).unwrap();
+            db.save(&paths(&["a", "b", "c"]), &b2, &nodes, &mut root)
+                .unwrap();
             db.set_marker_for("c1").unwrap();
         }
         let (_, loaded) = LocalDb::open(&path).unwrap();

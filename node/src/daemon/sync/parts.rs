@@ -11,6 +11,7 @@ use filesyncd_chunkstore::store::{ChunkStore, RedbChunkStore};
 use filesyncd_merkle::MemNodeStore;
 
 use super::local_db::{LocalDb, LocalDbError};
+use super::local_root::LocalRoot;
 use super::servable::{Provider, Servable};
 use crate::engine::types::LocalEntry;
 
@@ -49,6 +50,8 @@ pub struct Parts {
     pub servable: Arc<Servable>,
     pub(super) db: LocalDb,
     pub(super) local: BTreeMap<String, LocalEntry>,
+    /// The local root as last saved (moved into the sync loop).
+    pub(super) local_root: LocalRoot,
     /// The cluster whose marker this data directory wrote in the root.
     pub(super) marker_for: Option<String>,
 }
@@ -79,6 +82,7 @@ impl Parts {
             nodes,
             db,
             local: loaded.local,
+            local_root: loaded.local_root,
             marker_for: loaded.marker_for,
         })
     }

@@ -133,6 +133,8 @@ pub fn start(
         .name("filesyncd-sync".into())
         .spawn(move || {
             rt.block_on(async move {
+                let mut parts = parts;
+                let local_root = std::mem::take(&mut parts.local_root);
                 let mut l = Loop {
                     parts,
                     node,
@@ -140,7 +142,7 @@ pub fn start(
                     commands: cmd_rx,
                     stop: stop_rx,
                     gc_interval,
-                    local_root: LocalRoot::default(),
+                    local_root,
                 };
                 if let Err(e) = l.run(committed, fetcher, watch_cfg).await {
                     tracing::error!(error = %e, "sync stopped");
@@ -360,14 +362,14 @@ impl Loop {
         // What the step changed, and only that: persisted, re-hashed into
         // the local root, served.
         let touched = engine.take_touched();
-        if let Err(e) = self
-            .parts
-            .db
-            .save(&touched, &engine.local, &self.parts.nodes)
-        {
+        if let Err(e) = self.parts.db.save(
+            &touched,
+            &engine.local,
+            &self.parts.nodes,
+            &mut self.local_root,
+        ) {
             tracing::error!(error = %e, "cannot save the local index");
         }
-        self.local_root.update(&touched, &engine.local);
         for (root, size) in engine.take_committed_files() {
             self.parts.servable.add_committed(root, size);
         }
