@@ -10,7 +10,7 @@ use crate::error::MerkleError;
 use crate::hash::Hash;
 use crate::node::{verify_with, Node};
 use crate::shape::Shape;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Read access to encoded nodes by hash.
@@ -88,7 +88,17 @@ pub struct MemNodeStore {
     nodes: HashMap<Hash, Vec<u8>>,
     fresh: Vec<Hash>,
     backing: Option<Arc<dyn NodeSource + Send + Sync>>,
+    /// The nodes evicted last, oldest first, at most [`RECENT_NODES`]: a
+    /// version's nodes are read again soon after they were written (its
+    /// commit, its write, its chunks served), and a read here costs no
+    /// transaction of the backing store.
+    recent: HashMap<Hash, Vec<u8>>,
+    recent_order: VecDeque<Hash>,
 }
+
+/// How many evicted nodes [`MemNodeStore`] keeps for reads (about 100
+/// bytes each for a small file's one-leaf tree: a few MiB).
+pub const RECENT_NODES: usize = 32 * 1024;
 
 impl std::fmt::Debug for MemNodeStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,11 +131,21 @@ impl MemNodeStore {
             return;
         }
         for h in hashes {
-            self.nodes.remove(h);
+            if let Some(b) = self.nodes.remove(h) {
+                if self.recent.insert(*h, b).is_none() {
+                    self.recent_order.push_back(*h);
+                }
+            }
+        }
+        while self.recent_order.len() > RECENT_NODES {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
         }
     }
 
-    /// Number of nodes held in memory.
+    /// Number of nodes held in memory and not yet evicted (the recently
+    /// evicted ones kept for reads, at most [`RECENT_NODES`], not counted).
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -169,13 +189,15 @@ impl MemNodeStore {
 
 impl NodeSource for MemNodeStore {
     fn get_node(&self, h: &Hash) -> Option<Vec<u8>> {
-        match self.nodes.get(h) {
+        match self.nodes.get(h).or_else(|| self.recent.get(h)) {
             Some(b) => Some(b.clone()),
             None => self.backing.as_ref()?.get_node(h),
         }
     }
     fn has_node(&self, h: &Hash) -> bool {
-        self.nodes.contains_key(h) || self.backing.as_ref().is_some_and(|b| b.has_node(h))
+        self.nodes.contains_key(h)
+            || self.recent.contains_key(h)
+            || self.backing.as_ref().is_some_and(|b| b.has_node(h))
     }
 }
 
@@ -246,10 +268,27 @@ mod tests {
         let mut s2 = MemNodeStore::with_backing(Arc::new(backing));
         s2.put_node(h, bytes.clone());
         s2.evict(&[h]);
-        assert!(s2.is_empty(), "nothing left in memory");
+        assert!(s2.is_empty(), "nothing left to write");
         assert!(s2.has_node(&h));
         assert_eq!(s2.get_node(&h), Some(bytes.clone()));
         // Without a backing store, evict keeps the only copy.
+        // What is kept of evicted nodes is bounded: the oldest are read
+        // from the backing store only (here an empty one: absent).
+        let mut s3 = MemNodeStore::with_backing(Arc::new(MemNodeStore::new()));
+        let many: Vec<Hash> = (0..RECENT_NODES as u32 + 10)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[..4].copy_from_slice(&i.to_le_bytes());
+                Hash(b)
+            })
+            .collect();
+        for h in &many {
+            s3.put_node(*h, vec![1]);
+        }
+        s3.evict(&many);
+        assert_eq!(s3.recent.len(), RECENT_NODES);
+        assert!(!s3.has_node(&many[9]), "the oldest are gone from memory");
+        assert!(s3.has_node(&many[10]) && s3.has_node(&many[many.len() - 1]));
         let mut plain = MemNodeStore::new();
         plain.put_node(h, bytes.clone());
         plain.evict(&[h]);
