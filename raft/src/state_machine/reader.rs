@@ -132,45 +132,18 @@ impl SmReader {
         Ok(paths)
     }
 
-    /// [`SmReader::changed_since`], reading as `how` says.
+    /// [`SmReader::changed_since`], reading as `how` says (collected from one
+    /// [`SmView`], which holds the one implementation).
     pub(crate) fn changed_since_by(
         &self,
         index: u64,
         how: ChangedRead,
     ) -> Result<Vec<(String, PathRecord)>, SmError> {
-        let Some(from) = index.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        let txn = self.txn()?;
-        let hist = txn.open_table(tables::HISTORY)?;
-        let limit = match how {
-            ChangedRead::Auto => hist.len()? / SCAN_RATIO,
-            ChangedRead::Index => u64::MAX,
-            ChangedRead::Scan => return newest_after(&hist, index),
-        };
-        // The keys first (one sequential range read), then the records in path order: the
-        // lookups walk the history table front to back, and the result is path-ordered.
-        let changed = txn.open_table(tables::CHANGED)?;
-        let mut keys: Vec<(String, u64, u32)> = Vec::new();
-        for item in changed.range((from, 0u32)..)? {
-            if keys.len() as u64 >= limit {
-                return newest_after(&hist, index);
-            }
-            let (k, v) = item?;
-            let (idx, pos) = k.value();
-            keys.push((v.value().to_string(), idx, pos));
-        }
-        keys.sort_unstable();
-        let mut out: Vec<(String, PathRecord)> = Vec::with_capacity(keys.len());
-        for (path, idx, pos) in keys {
-            let v = hist.get((path.as_str(), idx, pos))?.ok_or_else(|| {
-                SmError::Corrupt(format!(
-                    "changed index names {path:?} at {idx}.{pos}, absent from the history"
-                ))
-            })?;
-            let rec = dec(v.value())?;
-            out.push((path, rec));
-        }
+        let mut out = Vec::new();
+        self.view()?.changed_since_by(index, how, |p, rec| {
+            out.push((p.to_string(), rec));
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -345,34 +318,6 @@ pub(crate) enum ChangedRead {
 /// (`changed_tests::changed_since_cost`, release, page cache warm): a lookup per changed path
 /// costs 2-4 us, a sequential pass 80-100 ms; break-even near 30,000 paths, 1 in 13.
 pub(crate) const SCAN_RATIO: u64 = 12;
-
-/// The newest record of every path whose newest record is after `index`, in path order: one
-/// pass over `history` backwards (the first record met of a path is its newest; only those
-/// are decoded).
-fn newest_after(
-    hist: &impl ReadableTable<tables::HistKey, &'static [u8]>,
-    index: u64,
-) -> Result<Vec<(String, PathRecord)>, SmError> {
-    let mut out: Vec<(String, PathRecord)> = Vec::new();
-    let mut current: Option<String> = None;
-    for item in hist.iter()?.rev() {
-        let (k, v) = item?;
-        let (path, idx, _) = k.value();
-        match &mut current {
-            Some(c) if c.as_str() == path => continue,
-            Some(c) => {
-                c.clear();
-                c.push_str(path);
-            }
-            None => current = Some(path.to_string()),
-        }
-        if idx > index {
-            out.push((path.to_string(), dec(v.value())?));
-        }
-    }
-    out.reverse();
-    Ok(out)
-}
 
 pub(crate) fn applied_in(txn: &ReadTransaction) -> Result<Option<LogId<NodeId>>, SmError> {
     let meta = txn.open_table(tables::META)?;

@@ -14,7 +14,7 @@ use openraft::LogId;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::error::SmError;
-use super::reader::{applied_in, SCAN_RATIO};
+use super::reader::{applied_in, ChangedRead, SCAN_RATIO};
 use super::tables::{self, dec, ChangedKey, HistKey};
 use crate::history::PathRecord;
 use crate::NodeId;
@@ -102,12 +102,28 @@ impl SmView {
     pub fn changed_since(
         &self,
         index: u64,
+        f: impl FnMut(&str, PathRecord) -> Result<(), SmError>,
+    ) -> Result<(), SmError> {
+        self.changed_since_by(index, ChangedRead::Auto, f)
+    }
+
+    /// [`SmView::changed_since`], reading as `how` says: the `changed` index and one history
+    /// lookup per path, or one pass over the history once more than one path in
+    /// `SCAN_RATIO` history records changed.
+    pub(crate) fn changed_since_by(
+        &self,
+        index: u64,
+        how: ChangedRead,
         mut f: impl FnMut(&str, PathRecord) -> Result<(), SmError>,
     ) -> Result<(), SmError> {
         let Some(from) = index.checked_add(1) else {
             return Ok(());
         };
-        let limit = self.hist.len()? / SCAN_RATIO;
+        let limit = match how {
+            ChangedRead::Auto => self.hist.len()? / SCAN_RATIO,
+            ChangedRead::Index => u64::MAX,
+            ChangedRead::Scan => return self.newest_after(index, &mut f),
+        };
         let mut keys: Vec<(String, u64, u32)> = Vec::new();
         for item in self.changed.range((from, 0u32)..)? {
             if keys.len() as u64 >= limit {
