@@ -96,6 +96,9 @@ impl<S: ChunkStore> ChunkStore for ArcStore<S> {
     fn index_files(&self, files: &[FileIndex<'_>]) -> Result<()> {
         self.0.index_files(files)
     }
+    fn index_placed(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        self.0.index_placed(files)
+    }
     fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
         self.0.forget_files(rel_paths)
     }
@@ -555,7 +558,8 @@ macro_rules! suite {
                 gc_of_both_kinds_in_one_pass,
                 gc_prunes_dangling_entries, concurrent_use, index_files_batch_roundtrip,
                 index_files_with_one_invalid_entry_records_nothing, forget_files_batch,
-                index_files_same_path_twice_last_wins);
+                index_files_same_path_twice_last_wins,
+                index_placed_drops_inline_copies_of_held_chunks);
         }
     };
     (@cases $fixture:path; $($case:ident),*) => {

@@ -359,6 +359,24 @@ impl ChunkStore for MemChunkStore {
         Ok(())
     }
 
+    fn index_placed(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        check_batch(files)?;
+        let mut st = self.lock();
+        let st = &mut *st;
+        for f in files {
+            st.index(f);
+            for (_, ce) in f.chunks {
+                if let Some(locs) = st.chunks.get_mut(&ce.hash) {
+                    if locs.iter().any(|l| matches!(l, Loc::Inline { .. })) {
+                        locs.retain(|l| !matches!(l, Loc::Inline { .. }));
+                        st.blobs.remove(&ce.hash);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
         rel_paths.iter().try_for_each(|p| validate_rel_path(p))?;
         let mut st = self.lock();

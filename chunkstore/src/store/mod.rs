@@ -147,8 +147,11 @@
 //! exactly 2^k bytes fills a 2^(k+1)-byte redb page (so 2x for the
 //! power-of-two rows above; `compact` does not help), while a file rounds
 //! up to 4 KiB: at mixed sizes (0-4 KiB) inline is the smaller. Most inline
-//! values are short-lived anyway: once the received file is materialized and
-//! indexed, `gc` removes the copy as redundant (invariant 3).
+//! values are short-lived anyway: the materializer indexes a received file
+//! with [`ChunkStore::index_placed`], whose commit removes the inline copies
+//! the placed file now holds (the rule of invariant 3, applied at once
+//! instead of at the next `gc`), so the `inline` table holds only content
+//! in flight, not a second copy of every small file received.
 //!
 //! # Validity checks, by cost
 //!
@@ -376,6 +379,21 @@ pub trait ChunkStore: Send + Sync {
             self.index_file(f.rel_path, f.stamp, f.chunks)?;
         }
         Ok(())
+    }
+
+    /// `index_files` for files the caller has just WRITTEN from verified
+    /// chunks and flushed (the materializer's placed files): in the same
+    /// commit, the own inline copy of each of their chunks is removed, since
+    /// the file now holds it, verified by construction. This is the rule of
+    /// `gc` (an own copy a verified live file duplicates goes), applied at
+    /// once: a peer receiving a million small files otherwise carries every
+    /// one of them twice, once as an inline value, until the next sweep, and
+    /// every insert and read of the `inline` table walks a tree that size.
+    /// Blob copies are left to `gc` (removing a file cannot be part of the
+    /// commit). The provided default is `index_files` (copies kept until
+    /// `gc`); both stores of this crate override it.
+    fn index_placed(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        self.index_files(files)
     }
 
     /// `forget_file` for many paths in ONE durable commit (all or nothing;

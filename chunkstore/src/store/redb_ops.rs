@@ -2,7 +2,7 @@
 //! structure and helpers are in `redb_store.rs`, gc in `redb_gc.rs`).
 
 use super::error::{Result, StoreError};
-use super::inline::InlineValue;
+use super::inline::{InlineValue, INLINE};
 use super::live::{read_live, stamp_matches, LiveRead};
 use super::locs::{add_file_loc, decode_locs, encode_file, encode_locs, is_own, FileRec, Loc};
 use super::redb_store::{
@@ -180,21 +180,11 @@ impl ChunkStore for RedbChunkStore {
     }
 
     fn index_files(&self, files: &[FileIndex<'_>]) -> Result<()> {
-        check_batch(files)?;
-        if files.is_empty() {
-            return Ok(());
-        }
-        let txn = self.write_txn()?;
-        {
-            let mut tables = FileTables::open(&txn)?;
-            for f in files {
-                tables.index(f)?;
-            }
-            tables.finish()?;
-        }
-        // Dropped uncommitted on any error above: nothing of the batch lands.
-        txn.commit()?;
-        Ok(())
+        self.index_batch(files, false)
+    }
+
+    fn index_placed(&self, files: &[FileIndex<'_>]) -> Result<()> {
+        self.index_batch(files, true)
     }
 
     fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
@@ -216,6 +206,32 @@ impl ChunkStore for RedbChunkStore {
 
     fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
         self.gc_impl(keep)
+    }
+}
+
+impl RedbChunkStore {
+    /// `index_files` (and, with `drop_inline`, `index_placed`): one commit.
+    fn index_batch(&self, files: &[FileIndex<'_>], drop_inline: bool) -> Result<()> {
+        check_batch(files)?;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let txn = self.write_txn()?;
+        {
+            let mut tables = FileTables::open(&txn)?;
+            let mut inline = if drop_inline {
+                Some(txn.open_table(INLINE)?)
+            } else {
+                None
+            };
+            for f in files {
+                tables.index(f, inline.as_mut())?;
+            }
+            tables.finish()?;
+        }
+        // Dropped uncommitted on any error above: nothing of the batch lands.
+        txn.commit()?;
+        Ok(())
     }
 }
 
@@ -252,8 +268,14 @@ impl<'t> FileTables<'t> {
     }
 
     /// Records one live file (its table already checked): a fresh file id,
-    /// the path's previous record dropped, one location per chunk.
-    fn index(&mut self, f: &FileIndex<'_>) -> Result<()> {
+    /// the path's previous record dropped, one location per chunk. With
+    /// `drop_inline` (the `inline` table), an inline own copy of each chunk
+    /// is removed with its location (`index_placed`).
+    fn index(
+        &mut self,
+        f: &FileIndex<'_>,
+        mut drop_inline: Option<&mut redb::Table<'t, &'static [u8; 32], &'static [u8]>>,
+    ) -> Result<()> {
         let id = self.next_id;
         self.next_id += 1;
         self.ids_used = true;
@@ -282,6 +304,12 @@ impl<'t> FileTables<'t> {
             add_file_loc(&mut locs, new, |f| {
                 Ok::<_, StoreError>(files.get(f)?.is_some())
             })?;
+            if let Some(inline) = drop_inline.as_deref_mut() {
+                if locs.iter().any(|l| matches!(l, Loc::Inline { .. })) {
+                    locs.retain(|l| !matches!(l, Loc::Inline { .. }));
+                    inline.remove(ce.hash.as_bytes())?;
+                }
+            }
             if locs != old {
                 self.chunks
                     .insert(ce.hash.as_bytes(), encode_locs(&locs).as_slice())?;

@@ -259,7 +259,7 @@ impl Materializer<'_> {
                 chunks: t,
             })
             .collect();
-        let index_err = match self.store.index_files(&files) {
+        let index_err = match self.store.index_placed(&files) {
             Ok(()) => None,
             Err(e) => Some(e.to_string()),
         };

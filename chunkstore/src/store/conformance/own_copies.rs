@@ -336,3 +336,59 @@ pub fn gc_of_both_kinds_in_one_pass(f: &Fixture) {
         }
     }
 }
+
+/// `index_placed` removes the inline copy of every chunk the placed file
+/// holds, in its commit, and leaves blobs (and chunks the file does not
+/// hold) alone; `index_files` keeps them all.
+pub fn index_placed_drops_inline_copies_of_held_chunks(f: &Fixture) {
+    let s = &f.store;
+    let small = bytes(71, SMALL);
+    let large = bytes(72, LARGE);
+    let other = bytes(73, SMALL);
+    let kept = bytes(74, SMALL);
+    let (hs, hl, ho, hk) = (
+        Hash::of_chunk(&small),
+        Hash::of_chunk(&large),
+        Hash::of_chunk(&other),
+        Hash::of_chunk(&kept),
+    );
+    s.put_many(&[(hs, &small), (hl, &large), (ho, &other), (hk, &kept)])
+        .unwrap();
+    // Placed: holds `small` (twice) and `large`.
+    let (stamp, table) = write_live(&f.root, "d/placed", &[&small, &large, &small]);
+    s.index_placed(&[FileIndex {
+        rel_path: "d/placed",
+        stamp,
+        chunks: &table,
+    }])
+    .unwrap();
+    // Indexed the ordinary way: holds `kept`.
+    let (stamp2, table2) = write_live(&f.root, "scanned", &[&kept]);
+    s.index_files(&[FileIndex {
+        rel_path: "scanned",
+        stamp: stamp2,
+        chunks: &table2,
+    }])
+    .unwrap();
+    // Every chunk still reads, the placed ones from the live file.
+    for (h, d) in [(hs, &small), (hl, &large), (ho, &other), (hk, &kept)] {
+        assert_eq!(s.get(&h).unwrap().as_ref(), Some(d));
+    }
+    assert!(matches!(
+        s.locate(&hs).unwrap(),
+        Some(Location::LiveFile { .. })
+    ));
+    // Both live files change: what is left is exactly the own copies.
+    fs::write(f.root.join("d/placed"), b"edited").unwrap();
+    fs::write(f.root.join("scanned"), b"edited too").unwrap();
+    assert!(!s.has(&hs).unwrap(), "the inline copy went with the commit");
+    assert_eq!(s.get(&hs).unwrap(), None);
+    assert_eq!(s.get(&hl).unwrap(), Some(large), "blobs are left to gc");
+    assert_eq!(s.locate(&hl).unwrap(), Some(own_location(LARGE)));
+    assert_eq!(s.get(&ho).unwrap(), Some(other), "not in the placed file");
+    assert_eq!(s.get(&hk).unwrap(), Some(kept), "index_files keeps copies");
+    assert_eq!(s.locate(&hk).unwrap(), Some(own_location(SMALL)));
+    // A later put stores the chunk again.
+    s.put(hs, &small).unwrap();
+    assert_eq!(s.get(&hs).unwrap(), Some(small));
+}
