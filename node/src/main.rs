@@ -79,7 +79,29 @@ fn restore_sigpipe() {
     }
 }
 
+/// Malloc arenas of glibc for the daemon (unless `MALLOC_ARENA_MAX` is
+/// set). glibc's default is 8 per core: the tokio workers, the blocking
+/// pool and the sync thread each allocate in their own arena, and a 3-node
+/// bench of 100,000 files peaked at 320 MiB per daemon with the default, 281
+/// with 4 and 254 with 2, at the same CPU within the run-to-run noise
+/// (`deploy/bench/scale.sh --files 100000`, `MALLOC_ARENA_MAX` set around
+/// it; docs/ARCHITECTURE.md, memory at a million files).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 2;
+
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called at start-up before any thread exists; M_ARENA_MAX
+        // takes a count and only bounds future arenas.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     if matches!(cli.command, Some(ref c) if !matches!(c, Command::Run(_))) {
         restore_sigpipe();
