@@ -170,6 +170,37 @@ def rm_tree(path):
 # ---------------------------------------------------------------- /proc
 
 
+class Leadership:
+    """Terms and leaders the nodes report at each status poll: a term that
+    moves means an election happened (even one too quick for a poll to see
+    another leader)."""
+
+    def __init__(self):
+        self.terms = []
+        self.leaders = []
+
+    def see(self, sts):
+        for s in sts:
+            if s is None:
+                continue
+            t, l = s.get("term"), s.get("leader")
+            if isinstance(t, int) and (not self.terms or t > self.terms[-1]):
+                self.terms.append(t)
+            if l and l not in self.leaders:
+                self.leaders.append(l)
+
+    def changes(self):
+        return max(0, len(self.terms) - 1)
+
+    def summary(self):
+        if not self.terms:
+            return "no term reported"
+        ids = [l[:12] for l in self.leaders]
+        return (f"term {self.terms[0]} at the start, {self.terms[-1]} at the end "
+                f"({self.changes()} leadership change(s)); leaders seen in order: "
+                f"{', '.join(ids) or 'none'}")
+
+
 def poll_interval(elapsed):
     """Seconds between two status polls of a convergence `elapsed` s along:
     20 ms, or 0.1 % of the elapsed time when longer (at most 250 ms). The
@@ -743,6 +774,7 @@ class Scale:
         os.rename(self.src, os.path.join(n[0].dir, "tree"))
         status_at = None
         last_log = t0
+        lead = Leadership()
         while True:
             try:
                 sts = self.statuses()
@@ -751,6 +783,7 @@ class Scale:
                 log(f"filesyncd FAILED: {e}")
                 self.rows["filesyncd"] = Row("filesyncd", why="a daemon exited (see below)")
                 return False
+            lead.see(sts)
             done = self.settled(sts) and sts[0]["cluster_root"] != before
             if done:
                 status_at = status_at or now() - t0
@@ -793,6 +826,7 @@ class Scale:
                           f"polled every 20 ms, or every 0.1 % of the time elapsed when "
                           f"that is longer, at most 250 ms; file sizes stat'ed 0.1 s per peer every 2 s "
                           f"while waiting, the rest once the status says done)")
+        self.notes.append(f"filesyncd leadership over the convergence: {lead.summary()}")
         bad = [m for m in (self.verify(p, f"filesyncd {x.name}")
                            for x, p in zip(n[1:], peers)) if m]
         if bad:
