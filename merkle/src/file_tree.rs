@@ -277,12 +277,41 @@ pub fn chunks(store: &impl NodeSource, root: Hash) -> Result<Vec<ChunkEntry>, Me
     chunks_with(store, root, Shape::V1)
 }
 
+/// Most chunk entries a tree is expanded to in memory by [`chunks`]: 8 Mi
+/// entries, a list of about 300 MiB, a file of about 320 GiB at the
+/// chunker's 40 KiB average (512 GiB at its 64 KiB maximum). The structural
+/// checks make every node's totals equal its parent's claim, so the root's
+/// claim is what a walk would produce: a tree claiming more is refused
+/// before anything is read past the root. Without this bound a few KB of
+/// repeated subtrees (legal: a file of repeated content has them) claiming
+/// exabytes were expanded into a list until memory ran out.
+pub const MAX_EXPANDED_CHUNKS: u64 = 1 << 23;
+
 pub(crate) fn chunks_with(
     store: &impl NodeSource,
     root: Hash,
     shape: Shape,
 ) -> Result<Vec<ChunkEntry>, MerkleError> {
-    let mut out = Vec::new();
+    chunks_bounded(store, root, shape, MAX_EXPANDED_CHUNKS)
+}
+
+pub(crate) fn chunks_bounded(
+    store: &impl NodeSource,
+    root: Hash,
+    shape: Shape,
+    max_chunks: u64,
+) -> Result<Vec<ChunkEntry>, MerkleError> {
+    let node = read_with(store, &root, shape)?;
+    check_file_node(&node, &Expect::ROOT, shape)?;
+    let (_, claimed) = node.file_totals()?;
+    if claimed > max_chunks {
+        return Err(MerkleError::TooLarge {
+            what: "file tree (chunks)",
+            size: claimed,
+            max: max_chunks,
+        });
+    }
+    let mut out = Vec::with_capacity(claimed as usize);
     walk(store, root, Expect::ROOT, shape, &mut out)?;
     Ok(out)
 }

@@ -208,3 +208,87 @@ proptest! {
         prop_assert_eq!(chunks_with(&s, other.root, TEST_SHAPE)?, f);
     }
 }
+
+#[test]
+fn expansion_is_bounded_by_the_roots_claim() {
+    // A few KB of repeated subtrees claiming 2 * 256^3 chunks (32 Mi,
+    // 160 MiB of 5-byte chunks here; exabytes with large lengths): refused
+    // at the root, before any child is read.
+    let same = ChunkEntry {
+        hash: Hash([1; 32]), // never a boundary: nodes cut at 256 entries
+        len: 5,
+    };
+    let mut s = MemNodeStore::new();
+    let mut child = put(&mut s, Node::FileLeaf(vec![same; 256]));
+    for level in 1..=2u8 {
+        child = put(
+            &mut s,
+            Node::FileInterior {
+                level,
+                children: vec![child; 256],
+            },
+        );
+    }
+    let bomb = put(
+        &mut s,
+        Node::FileInterior {
+            level: 3,
+            children: vec![child, child],
+        },
+    );
+    assert_eq!(bomb.chunks, 2 << 24);
+    assert!(s.len() <= 4, "four distinct nodes");
+    assert_eq!(
+        chunks(&s, bomb.hash),
+        Err(MerkleError::TooLarge {
+            what: "file tree (chunks)",
+            size: 2 << 24,
+            max: MAX_EXPANDED_CHUNKS,
+        })
+    );
+    let tree = FileTree {
+        root: bomb.hash,
+        size: bomb.bytes,
+    };
+    assert!(matches!(tree.chunks(&s), Err(MerkleError::TooLarge { .. })));
+    // The same shape one level lower (65,536 + 512 chunks) is a legal
+    // repeated file and expands.
+    let leaf = put(&mut s, Node::FileLeaf(vec![same; 256]));
+    let full = put(
+        &mut s,
+        Node::FileInterior {
+            level: 1,
+            children: vec![leaf; 256],
+        },
+    );
+    let last = put(
+        &mut s,
+        Node::FileInterior {
+            level: 1,
+            children: vec![leaf; 2],
+        },
+    );
+    let legal = put(
+        &mut s,
+        Node::FileInterior {
+            level: 2,
+            children: vec![full, last],
+        },
+    );
+    assert_eq!(chunks(&s, legal.hash).unwrap().len(), 256 * 258);
+    // The bound is the claim, exactly.
+    let b = build(&entries(9, 1000));
+    let st = stored(&b);
+    assert_eq!(
+        chunks_bounded(&st, b.root, Shape::V1, 1000).unwrap().len(),
+        1000
+    );
+    assert!(matches!(
+        chunks_bounded(&st, b.root, Shape::V1, 999),
+        Err(MerkleError::TooLarge {
+            size: 1000,
+            max: 999,
+            ..
+        })
+    ));
+}
