@@ -42,6 +42,9 @@ use futures::future::BoxFuture;
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{Raft, RaftMetrics};
+
+/// This cluster's Raft metrics (openraft's, with our node types).
+pub type Metrics = RaftMetrics<NodeId, NodeInfo>;
 use thiserror::Error;
 use tokio::sync::{watch, Semaphore};
 
@@ -244,7 +247,7 @@ impl<T: RaftTransport> RaftNode<T> {
     }
 
     /// A watch on the Raft metrics.
-    pub fn metrics_watch(&self) -> watch::Receiver<RaftMetrics<NodeId, NodeInfo>> {
+    pub fn metrics_watch(&self) -> watch::Receiver<Metrics> {
         self.inner.raft.metrics()
     }
 

@@ -80,6 +80,12 @@ pub enum DaemonError {
     Sync(#[from] sync::SyncError),
     #[error("cluster initialization failed: {0}")]
     Init(String),
+    /// Raft stopped on its own (a storage error such as ENOSPC or EIO, or a
+    /// panic in its task): the daemon shuts down and exits 1, so a
+    /// supervisor (`Restart=on-failure`) starts it again instead of leaving
+    /// a process that looks alive and replicates nothing.
+    #[error("raft stopped: {0}")]
+    RaftStopped(String),
     #[error(transparent)]
     Join(#[from] join::JoinFailure),
 }
@@ -219,12 +225,24 @@ where
                 tracing::error!(error = %e, "control API failed");
             }
         });
-        wait_for_signal().await;
-        tracing::info!("shutting down");
+        let failed = tokio::select! {
+            _ = wait_for_signal() => None,
+            why = raft_failed(node.metrics_watch()) => Some(why),
+        };
+        match &failed {
+            None => tracing::info!("shutting down"),
+            Some(why) => tracing::error!(
+                reason = %why,
+                "raft stopped on its own: shutting down (exit 1, for the supervisor to restart)"
+            ),
+        }
         let _ = stop_tx.send(true);
         let _ = api_task.await;
         let _ = members_task.await;
-        Ok::<(), DaemonError>(())
+        match failed {
+            None => Ok::<(), DaemonError>(()),
+            Some(why) => Err(DaemonError::RaftStopped(why)),
+        }
     }
     .await;
 
@@ -365,6 +383,20 @@ fn advertised_addr(reported: &[Multiaddr], configured: &Multiaddr) -> String {
         .to_string()
 }
 
+/// Resolves once Raft's metrics say it is no longer running (or its
+/// metrics end), with the reason.
+async fn raft_failed(mut metrics: watch::Receiver<filesyncd_raft::node::Metrics>) -> String {
+    loop {
+        let state = metrics.borrow_and_update().running_state.clone();
+        if let Err(e) = state {
+            return e.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "its metrics channel closed".into();
+        }
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
@@ -384,6 +416,28 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn raft_failed_resolves_when_raft_stops_on_its_own() {
+        use filesyncd_raft::node::Metrics;
+        let (tx, rx) = watch::channel(Metrics::new_initial(1));
+        let mut waiting = Box::pin(raft_failed(rx));
+        // Running: still waiting, also after an update that keeps it running.
+        let idle = tokio::time::timeout(Duration::from_millis(50), &mut waiting).await;
+        assert!(idle.is_err(), "resolved while raft runs");
+        tx.send_modify(|m| m.current_term = 2);
+        let idle = tokio::time::timeout(Duration::from_millis(50), &mut waiting).await;
+        assert!(idle.is_err(), "resolved while raft runs");
+        tx.send_modify(|m| m.running_state = Err(openraft::error::Fatal::Panicked));
+        let why = tokio::time::timeout(Duration::from_secs(5), &mut waiting)
+            .await
+            .expect("raft_failed did not see the stop");
+        assert!(why.to_lowercase().contains("panic"), "{why}");
+        // A closed metrics channel counts as stopped too.
+        let (tx, rx) = watch::channel(Metrics::new_initial(1));
+        drop(tx);
+        assert!(raft_failed(rx).await.contains("closed"));
+    }
 
     fn ma(s: &str) -> Multiaddr {
         s.parse().unwrap()
