@@ -15,6 +15,7 @@ use crate::error::{P2pError, RequestError};
 use crate::gate::Membership;
 use crate::hooks::{JoinVerifier, P2pEvent, Reply};
 use crate::join::{Action, JoinDone, JoinOutcome, JoinServer};
+use crate::join_failures::{JoinFailures, MAX_TRACKED};
 use crate::protocol::JoinResponse;
 use crate::swarm::{Behaviour, BehaviourEvent};
 use futures::future::BoxFuture;
@@ -42,7 +43,7 @@ pub(crate) struct EventLoop {
     limits: Limits,
     join: JoinServer,
     join_done: mpsc::Receiver<JoinDone>,
-    join_failures: HashMap<PeerId, u32>,
+    join_failures: JoinFailures,
     /// Outbound raft and ctl requests by protocol and id: each
     /// request-response behaviour numbers its requests from 1, so an id
     /// alone names one request of each (a raft reply once went to the ctl
@@ -66,6 +67,7 @@ impl EventLoop {
     ) -> EventLoop {
         let (done_tx, done_rx) = mpsc::channel(64);
         let local = *swarm.local_peer_id();
+        let join_failures = JoinFailures::new(MAX_TRACKED, limits.ban_duration);
         EventLoop {
             swarm,
             cmds,
@@ -74,7 +76,7 @@ impl EventLoop {
             limits,
             join: JoinServer::new(local, verifier, done_tx),
             join_done: done_rx,
-            join_failures: HashMap::new(),
+            join_failures,
             pending: HashMap::new(),
             pending_join: HashMap::new(),
             pending_dials: HashMap::new(),
@@ -223,9 +225,8 @@ impl EventLoop {
                 });
             }
             JoinOutcome::BadProof => {
-                let n = self.join_failures.entry(done.peer).or_insert(0);
-                *n += 1;
-                if *n >= self.limits.max_join_failures {
+                let n = self.join_failures.hit(done.peer, Instant::now());
+                if n >= self.limits.max_join_failures {
                     tracing::warn!(peer = %done.peer, "too many bad join proofs: banned");
                     self.membership
                         .ban(done.peer, Instant::now() + self.limits.ban_duration);

@@ -21,6 +21,7 @@ pub mod gate;
 pub mod hooks;
 pub mod identity;
 pub mod join;
+mod join_failures;
 pub mod members_only;
 pub mod protocol;
 mod swarm;
