@@ -365,6 +365,9 @@ impl ChunkStore for MemChunkStore {
         let st = &mut *st;
         for f in files {
             st.index(f);
+            if !super::redb_ops::placed_unchanged(&self.root, f) {
+                continue;
+            }
             for (_, ce) in f.chunks {
                 if let Some(locs) = st.chunks.get_mut(&ce.hash) {
                     if locs.iter().any(|l| matches!(l, Loc::Inline { .. })) {

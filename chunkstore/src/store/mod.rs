@@ -389,8 +389,10 @@ pub trait ChunkStore: Send + Sync {
     /// once: a peer receiving a million small files otherwise carries every
     /// one of them twice, once as an inline value, until the next sweep, and
     /// every insert and read of the `inline` table walks a tree that size.
-    /// Blob copies are left to `gc` (removing a file cannot be part of the
-    /// commit). The provided default is `index_files` (copies kept until
+    /// As `gc` does, a copy goes only if the file still has the stamp it is
+    /// indexed with (one `stat` per file): a file changed since it was placed
+    /// keeps its chunks' copies. Blob copies are left to `gc` (removing a
+    /// file cannot be part of the commit). The provided default is `index_files` (copies kept until
     /// `gc`); both stores of this crate override it.
     fn index_placed(&self, files: &[FileIndex<'_>]) -> Result<()> {
         self.index_files(files)

@@ -209,6 +209,16 @@ impl ChunkStore for RedbChunkStore {
     }
 }
 
+/// Whether the file `f` describes is still there with `f`'s stamp (an
+/// error reads as changed: the copies are kept).
+pub(super) fn placed_unchanged(root: &std::path::Path, f: &FileIndex<'_>) -> bool {
+    let rec = FileRec {
+        path: f.rel_path.to_owned(),
+        stamp: f.stamp,
+    };
+    stamp_matches(root, &rec).unwrap_or(false)
+}
+
 impl RedbChunkStore {
     /// `index_files` (and, with `drop_inline`, `index_placed`): one commit.
     fn index_batch(&self, files: &[FileIndex<'_>], drop_inline: bool) -> Result<()> {
@@ -225,7 +235,13 @@ impl RedbChunkStore {
                 None
             };
             for f in files {
-                tables.index(f, inline.as_mut())?;
+                // Like gc, drop a copy only for a live copy that is still the
+                // one indexed: a file changed since it was placed keeps them.
+                let drop = match inline.as_mut() {
+                    Some(t) if placed_unchanged(&self.root, f) => Some(t),
+                    _ => None,
+                };
+                tables.index(f, drop)?;
             }
             tables.finish()?;
         }

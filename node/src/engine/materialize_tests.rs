@@ -325,6 +325,47 @@ fn real_fs_sparse_zero_runs_and_no_write_through_symlinked_parents() {
     assert_eq!(remove_stale_temps(&fs).expect("cleanup"), 0);
 }
 
+/// A received small file is stored inline until it is placed; the batch's
+/// index commit drops that copy (the placed file holds it), unless the file
+/// changed before the commit.
+#[test]
+fn placing_a_file_drops_the_inline_copies_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    let fs = RootFs::open(&root).expect("root");
+    let store = filesyncd_chunkstore::store::RedbChunkStore::open(dir.path().join("store"), &root)
+        .expect("store");
+    let c = chunker();
+    let data = bytes(21, 3000);
+    let (rec, chunks) = version(&store, "d/small", &data, 0o644, true);
+    assert!(chunks.len() > 1);
+    for e in &chunks {
+        assert!(matches!(
+            store.locate(&e.hash).expect("locate"),
+            Some(Location::Inline { .. })
+        ));
+    }
+    mat(&fs, &store, &c)
+        .write_file(&rec, &chunks, Expect::Absent)
+        .expect("write");
+    for e in &chunks {
+        assert!(
+            store.get(&e.hash).expect("get").is_some(),
+            "read from the file"
+        );
+    }
+    // Once the placed file changes, nothing else holds those chunks.
+    std::fs::write(root.join("d/small"), b"edited").expect("edit");
+    for e in &chunks {
+        assert_eq!(
+            store.get(&e.hash).expect("get"),
+            None,
+            "inline copy dropped"
+        );
+    }
+}
+
 /// A batch of writes (two directories, replacing and new files): a crash at
 /// any point leaves each target old or new, whole; a write reported done,
 /// and a file the chunk index points at, is the new content durably (data

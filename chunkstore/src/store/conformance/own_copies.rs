@@ -390,5 +390,20 @@ pub fn index_placed_drops_inline_copies_of_held_chunks(f: &Fixture) {
     assert_eq!(s.locate(&hk).unwrap(), Some(own_location(SMALL)));
     // A later put stores the chunk again.
     s.put(hs, &small).unwrap();
-    assert_eq!(s.get(&hs).unwrap(), Some(small));
+    assert_eq!(s.get(&hs).unwrap(), Some(small.clone()));
+    // A file changed before its index commit keeps the copies it holds.
+    let (stamp3, table3) = write_live(&f.root, "raced", &[&small]);
+    fs::write(
+        f.root.join("raced"),
+        b"a local write right after the rename",
+    )
+    .unwrap();
+    s.index_placed(&[FileIndex {
+        rel_path: "raced",
+        stamp: stamp3,
+        chunks: &table3,
+    }])
+    .unwrap();
+    assert_eq!(s.get(&hs).unwrap(), Some(small), "kept: the file changed");
+    assert_eq!(s.locate(&hs).unwrap(), Some(own_location(SMALL)));
 }
