@@ -312,7 +312,7 @@ pub(crate) fn chunks_bounded(
         });
     }
     let mut out = Vec::with_capacity(claimed as usize);
-    walk(store, root, Expect::ROOT, shape, &mut out)?;
+    expand(store, node, Expect::ROOT, shape, &mut out)?;
     Ok(out)
 }
 
@@ -325,6 +325,17 @@ fn walk(
 ) -> Result<(), MerkleError> {
     let node = read_with(store, &h, shape)?;
     check_file_node(&node, &exp, shape)?;
+    expand(store, node, exp, shape, out)
+}
+
+/// Appends the chunks under `node` (read and checked against `exp`).
+fn expand(
+    store: &impl NodeSource,
+    node: Node,
+    exp: Expect,
+    shape: Shape,
+    out: &mut Vec<ChunkEntry>,
+) -> Result<(), MerkleError> {
     match node {
         Node::FileLeaf(entries) => out.extend(entries),
         Node::FileInterior { level, children } => {

@@ -219,23 +219,13 @@ fn expansion_is_bounded_by_the_roots_claim() {
         len: 5,
     };
     let mut s = MemNodeStore::new();
+    let over =
+        |s: &mut MemNodeStore, level, children| put(s, Node::FileInterior { level, children });
     let mut child = put(&mut s, Node::FileLeaf(vec![same; 256]));
     for level in 1..=2u8 {
-        child = put(
-            &mut s,
-            Node::FileInterior {
-                level,
-                children: vec![child; 256],
-            },
-        );
+        child = over(&mut s, level, vec![child; 256]);
     }
-    let bomb = put(
-        &mut s,
-        Node::FileInterior {
-            level: 3,
-            children: vec![child, child],
-        },
-    );
+    let bomb = over(&mut s, 3, vec![child, child]);
     assert_eq!(bomb.chunks, 2 << 24);
     assert!(s.len() <= 4, "four distinct nodes");
     assert_eq!(
@@ -254,27 +244,9 @@ fn expansion_is_bounded_by_the_roots_claim() {
     // The same shape one level lower (65,536 + 512 chunks) is a legal
     // repeated file and expands.
     let leaf = put(&mut s, Node::FileLeaf(vec![same; 256]));
-    let full = put(
-        &mut s,
-        Node::FileInterior {
-            level: 1,
-            children: vec![leaf; 256],
-        },
-    );
-    let last = put(
-        &mut s,
-        Node::FileInterior {
-            level: 1,
-            children: vec![leaf; 2],
-        },
-    );
-    let legal = put(
-        &mut s,
-        Node::FileInterior {
-            level: 2,
-            children: vec![full, last],
-        },
-    );
+    let full = over(&mut s, 1, vec![leaf; 256]);
+    let last = over(&mut s, 1, vec![leaf; 2]);
+    let legal = over(&mut s, 2, vec![full, last]);
     assert_eq!(chunks(&s, legal.hash).unwrap().len(), 256 * 258);
     // The bound is the claim, exactly.
     let b = build(&entries(9, 1000));

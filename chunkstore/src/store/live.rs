@@ -44,6 +44,16 @@ pub fn stamp_matches(root: &Path, rec: &FileRec) -> Result<bool, StoreError> {
     }
 }
 
+/// Whether the file `f` describes is still there with `f`'s stamp (an
+/// error reads as changed).
+pub fn placed_unchanged(root: &Path, f: &super::FileIndex<'_>) -> bool {
+    let rec = FileRec {
+        path: f.rel_path.to_owned(),
+        stamp: f.stamp,
+    };
+    stamp_matches(root, &rec).unwrap_or(false)
+}
+
 /// Reads `len` bytes at `offset` of the live file and verifies them.
 pub fn read_live(
     root: &Path,

@@ -183,6 +183,14 @@ pub fn add_own_loc(locs: &mut Vec<Loc>, own: Loc) {
     locs.push(own);
 }
 
+/// Removes the chunk's inline location; whether it had one (the caller
+/// removes the value in the same transaction).
+pub fn take_inline(locs: &mut Vec<Loc>) -> bool {
+    let before = locs.len();
+    locs.retain(|l| !matches!(l, Loc::Inline { .. }));
+    locs.len() != before
+}
+
 /// The chunk's own copy, if it has one.
 pub fn own_loc(locs: &[Loc]) -> Option<Loc> {
     locs.iter().copied().find(is_own)

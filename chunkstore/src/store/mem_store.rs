@@ -12,8 +12,8 @@
 
 use super::error::{Result, StoreError};
 use super::inline::INLINE_MAX;
-use super::live::{read_live, stamp_matches, LiveRead};
-use super::locs::{add_file_loc, add_own_loc, is_own, own_loc, FileRec, Loc};
+use super::live::{placed_unchanged, read_live, stamp_matches, LiveRead};
+use super::locs::{add_file_loc, add_own_loc, is_own, own_loc, take_inline, FileRec, Loc};
 use super::policy::{gc_entry, GcEnv};
 use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
 use crate::{ChunkEntry, Hash};
@@ -365,15 +365,12 @@ impl ChunkStore for MemChunkStore {
         let st = &mut *st;
         for f in files {
             st.index(f);
-            if !super::redb_ops::placed_unchanged(&self.root, f) {
+            if !placed_unchanged(&self.root, f) {
                 continue;
             }
             for (_, ce) in f.chunks {
-                if let Some(locs) = st.chunks.get_mut(&ce.hash) {
-                    if locs.iter().any(|l| matches!(l, Loc::Inline { .. })) {
-                        locs.retain(|l| !matches!(l, Loc::Inline { .. }));
-                        st.blobs.remove(&ce.hash);
-                    }
+                if st.chunks.get_mut(&ce.hash).is_some_and(take_inline) {
+                    st.blobs.remove(&ce.hash);
                 }
             }
         }

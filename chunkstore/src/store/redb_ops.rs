@@ -3,8 +3,10 @@
 
 use super::error::{Result, StoreError};
 use super::inline::{InlineValue, INLINE};
-use super::live::{read_live, stamp_matches, LiveRead};
-use super::locs::{add_file_loc, decode_locs, encode_file, encode_locs, is_own, FileRec, Loc};
+use super::live::{placed_unchanged, read_live, stamp_matches, LiveRead};
+use super::locs::{
+    add_file_loc, decode_locs, encode_file, encode_locs, is_own, take_inline, FileRec, Loc,
+};
 use super::redb_store::{
     InlineRead, OwnKind, RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS,
 };
@@ -209,16 +211,6 @@ impl ChunkStore for RedbChunkStore {
     }
 }
 
-/// Whether the file `f` describes is still there with `f`'s stamp (an
-/// error reads as changed: the copies are kept).
-pub(super) fn placed_unchanged(root: &std::path::Path, f: &FileIndex<'_>) -> bool {
-    let rec = FileRec {
-        path: f.rel_path.to_owned(),
-        stamp: f.stamp,
-    };
-    stamp_matches(root, &rec).unwrap_or(false)
-}
-
 impl RedbChunkStore {
     /// `index_files` (and, with `drop_inline`, `index_placed`): one commit.
     fn index_batch(&self, files: &[FileIndex<'_>], drop_inline: bool) -> Result<()> {
@@ -321,8 +313,7 @@ impl<'t> FileTables<'t> {
                 Ok::<_, StoreError>(files.get(f)?.is_some())
             })?;
             if let Some(inline) = drop_inline.as_deref_mut() {
-                if locs.iter().any(|l| matches!(l, Loc::Inline { .. })) {
-                    locs.retain(|l| !matches!(l, Loc::Inline { .. }));
+                if take_inline(&mut locs) {
                     inline.remove(ce.hash.as_bytes())?;
                 }
             }
