@@ -5,6 +5,7 @@
 //! - [`store`]: where a chunk's bytes live (live files or own blobs), indexed in redb.
 
 pub mod chunker;
+pub mod failpoint;
 pub mod store;
 
 pub use filesyncd_merkle::{ChunkEntry, Hash};

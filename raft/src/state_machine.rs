@@ -302,7 +302,9 @@ fn apply_entries_inner(
         }
         meta.insert(tables::META_ROOT, enc(&inner.tree.root())?.as_slice())?;
     }
+    filesyncd_chunkstore::failpoint::hit("raft::apply_before_commit");
     txn.commit()?;
+    filesyncd_chunkstore::failpoint::hit("raft::applied");
     inner.applied = applied;
     if let Some(m) = membership {
         inner.membership = m;

@@ -159,6 +159,7 @@ impl RedbChunkStore {
             }
         }
         if changed {
+            crate::failpoint::hit("chunkstore::put_before_commit");
             txn.commit()?;
         } else {
             txn.abort()?;

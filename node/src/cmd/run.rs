@@ -31,6 +31,14 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    match filesyncd_chunkstore::failpoint::setup_from_env() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(points = n, "crash points armed from FAILPOINTS"),
+        Err(e) => {
+            eprintln!("filesyncd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

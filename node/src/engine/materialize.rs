@@ -190,6 +190,7 @@ impl Materializer<'_> {
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
+        crate::engine::crash_point("materialize::staged", !staged.is_empty());
         // 2. Flush the data of every temp.
         let tmps: Vec<&str> = staged.iter().map(|(_, t)| t.as_str()).collect();
         let flushed = self.fs.sync_files(&tmps);
@@ -200,6 +201,7 @@ impl Materializer<'_> {
                 "flush answered the wrong number of results"
             );
         }
+        crate::engine::crash_point("materialize::flushed", !staged.is_empty());
         // 3. Place.
         let mut placed: Vec<(usize, Placed)> = Vec::with_capacity(staged.len());
         let mut dirs: BTreeSet<&str> = BTreeSet::new();
@@ -222,13 +224,16 @@ impl Materializer<'_> {
                 }
             }
         }
+        crate::engine::crash_point("materialize::renamed", !placed.is_empty());
         // 4. Make the renames durable: each directory once.
         let mut dir_failed: HashMap<&str, String> = HashMap::new();
+        let any_dir = !dirs.is_empty();
         for d in dirs {
             if let Err(e) = self.fs.sync_dir(d) {
                 dir_failed.insert(d, e.to_string());
             }
         }
+        crate::engine::crash_point("materialize::dirs_synced", any_dir);
         // 5. Index what was placed durably, in one commit.
         let mut indexed: Vec<(usize, Placed)> = Vec::with_capacity(placed.len());
         for (i, p) in placed {
@@ -263,6 +268,7 @@ impl Materializer<'_> {
             Ok(()) => None,
             Err(e) => Some(e.to_string()),
         };
+        crate::engine::crash_point("materialize::indexed", !files.is_empty());
         for (i, p) in indexed {
             out[i] = Some(match &index_err {
                 None => Ok(p),

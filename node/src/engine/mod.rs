@@ -56,6 +56,15 @@ pub mod sync;
 pub mod types;
 pub mod watch;
 
+/// A crash point ([`filesyncd_chunkstore::failpoint`]) passed only when the
+/// step did something there, so that a point's pass count counts real
+/// batches.
+pub(crate) fn crash_point(name: &'static str, did_something: bool) {
+    if did_something {
+        filesyncd_chunkstore::failpoint::hit(name);
+    }
+}
+
 #[cfg(test)]
 mod materialize_tests;
 #[cfg(test)]

@@ -125,6 +125,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         let durable = ops.iter().any(Op::needs_durability);
         match write_batch(&shared, &ops, durable) {
             Ok(effects) => {
+                if ops.iter().any(|op| matches!(op, Op::Append { .. })) {
+                    filesyncd_chunkstore::failpoint::hit("raft::log_appended");
+                }
                 lazy_pending = !durable;
                 complete(&shared, ops, effects);
             }

@@ -264,6 +264,7 @@ impl LocalDb {
             }
         }
         txn.commit().map_err(db_err)?;
+        filesyncd_chunkstore::failpoint::hit("local_index::committed");
         root.root = next.ok();
         Ok(())
     }

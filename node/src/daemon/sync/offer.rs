@@ -661,6 +661,10 @@ impl Offers {
         })
         .await
         .unwrap_or_else(|e| vec![Some(Err(format!("inline offer: {e}"))); keys.len()]);
+        crate::engine::crash_point(
+            "offer::stored_before_ack",
+            accepted.iter().any(|a| matches!(a, Some(Ok(())))),
+        );
         let out: Vec<OfferState> = keys
             .iter()
             .zip(accepted)
@@ -721,24 +725,27 @@ impl Offers {
         )
         .await
         {
-            Ok(done) => items
-                .iter()
-                .zip(done)
-                .map(|(item, ok)| {
-                    if !ok {
-                        OfferState::Failed("chunks missing after the pull".into())
-                    } else if self
-                        .servable
-                        .add_pulled_offer(item.root, item.size, generation)
-                    {
-                        OfferState::Durable
-                    } else {
-                        // A sweep of the version store ran meanwhile: pull
-                        // again (only what is missing) at the next offer.
-                        OfferState::Failed("version store swept during the pull".into())
-                    }
-                })
-                .collect(),
+            Ok(done) => {
+                crate::engine::crash_point("offer::stored_before_ack", done.contains(&true));
+                items
+                    .iter()
+                    .zip(done)
+                    .map(|(item, ok)| {
+                        if !ok {
+                            OfferState::Failed("chunks missing after the pull".into())
+                        } else if self
+                            .servable
+                            .add_pulled_offer(item.root, item.size, generation)
+                        {
+                            OfferState::Durable
+                        } else {
+                            // A sweep of the version store ran meanwhile: pull
+                            // again (only what is missing) at the next offer.
+                            OfferState::Failed("version store swept during the pull".into())
+                        }
+                    })
+                    .collect()
+            }
             Err(e) => vec![OfferState::Failed(e); items.len()],
         }
     }
