@@ -34,4 +34,4 @@ pub use file::{
     build, current, open_for_read, read_header, verify, SnapHeader, SnapRecord, FORMAT_VERSION,
     MAGIC,
 };
-pub use install::install;
+pub use install::{install, repair_current};

@@ -118,6 +118,7 @@ impl StateMachine {
             .set_cache_size(STATE_CACHE_BYTES)
             .create(data_dir.join("state.redb"))?;
         upgrade(&db)?;
+        snapshot::repair_current(&db, &snap_dir)?;
 
         let txn = db.begin_read()?;
         let applied = reader::applied_in(&txn)?;

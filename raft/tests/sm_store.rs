@@ -410,3 +410,58 @@ fn changed_since_reports_the_newest_record_of_each_changed_path() {
     assert_eq!(paths_of(&after4), vec!["b/c"]);
     assert!(r.changed_since(5).expect("changed_since").is_empty());
 }
+
+#[tokio::test]
+async fn an_installed_snapshot_whose_file_was_lost_is_rebuilt_at_open() {
+    // A crash between the install's commit and the promotion of its file
+    // (crash point `raft::snapshot_installed`) leaves the state at the
+    // installed index and the current snapshot file older: openraft would
+    // purge the log past every snapshot and panic at start-up.
+    let (da, db) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    let mut a = StateMachine::open(da.path()).expect("open");
+    let mut b = StateMachine::open(db.path()).expect("open");
+    b.apply_blocking(vec![normal(1, 1, vec![init(Retention::default())])])
+        .expect("apply");
+    let old = b
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(old.meta.last_log_id, Some(log_id(1)));
+    let old_files = snap_files(db.path());
+    let old_bytes: Vec<(String, Vec<u8>)> = old_files
+        .iter()
+        .map(|n| {
+            let p = db.path().join("snapshots").join(n);
+            (n.clone(), std::fs::read(p).expect("read"))
+        })
+        .collect();
+    populate(&a, Retention::default());
+    transfer(&mut a, &mut b).await.expect("transfer");
+    drop(b);
+    // Put the old file back in place of the installed one.
+    for n in snap_files(db.path()) {
+        std::fs::remove_file(db.path().join("snapshots").join(n)).expect("rm");
+    }
+    for (n, bytes) in &old_bytes {
+        std::fs::write(db.path().join("snapshots").join(n), bytes).expect("write");
+    }
+    let mut b = StateMachine::open(db.path()).expect("reopen");
+    let cur = b
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(cur.meta.last_log_id, Some(log_id(5)));
+    assert_eq!(b.applied_state().await.expect("a").0, Some(log_id(5)));
+    assert_eq!(a.cluster_root(), b.cluster_root());
+    // A normal reopen builds nothing.
+    let files = snap_files(db.path());
+    drop(b);
+    let _b = StateMachine::open(db.path()).expect("reopen");
+    assert_eq!(snap_files(db.path()), files);
+}

@@ -48,6 +48,44 @@ pub fn install(
     Ok((header, dest, tree))
 }
 
+/// Makes the current snapshot file cover the last installed snapshot.
+///
+/// `install` commits the received state and then promotes its file: a crash
+/// in between leaves the state machine at the installed index with the
+/// current snapshot file older, and the log behind both. openraft then
+/// purges the log up to the applied index at start-up and finds no snapshot
+/// covering it (it panics: `purge_upto <= snapshot_last_log_id`). The state
+/// is the truth: a snapshot of it is built now. Runs at open; returns
+/// whether it built one.
+pub fn repair_current(db: &Database, dir: &Path) -> Result<bool, SmError> {
+    let installed: Option<openraft::LogId<NodeId>> = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(tables::META)?;
+        let v = meta.get(tables::META_INSTALLED)?;
+        match v {
+            Some(v) => tables::dec(v.value())?,
+            None => None,
+        }
+    };
+    let Some(installed) = installed else {
+        return Ok(false);
+    };
+    let current = match super::current(dir)? {
+        Some(p) => super::read_header(&p)?.last_log_id,
+        None => None,
+    };
+    if current.is_some_and(|c| c.index >= installed.index) {
+        return Ok(false);
+    }
+    tracing::warn!(
+        installed = installed.index,
+        current = current.map(|c| c.index),
+        "the last installed snapshot has no file (a crash after its commit): building one from the state"
+    );
+    super::build(db, dir)?;
+    Ok(true)
+}
+
 fn copy_and_load(
     db: &Database,
     tmp: &Path,
@@ -173,7 +211,9 @@ fn copy_and_load(
         )?;
         meta.insert(tables::META_MEMBERSHIP, enc(&header.membership)?.as_slice())?;
         meta.insert(tables::META_ROOT, enc(&header.root)?.as_slice())?;
+        meta.insert(tables::META_INSTALLED, enc(&header.last_log_id)?.as_slice())?;
     }
     txn.commit()?;
+    filesyncd_chunkstore::failpoint::hit("raft::snapshot_installed");
     Ok((header, tree))
 }

@@ -66,6 +66,9 @@ pub const META_MEMBERSHIP: &str = "membership";
 pub const META_ROOT: &str = "root";
 pub const META_FORMAT: &str = "format";
 pub const META_CHANGED_AT: &str = "changed_at";
+/// The last log id of the last snapshot installed from a leader (written in
+/// the install's commit; see `snapshot::repair_current`).
+pub const META_INSTALLED: &str = "installed";
 
 /// Version of the state machine's table layout, in `meta["format"]`; bumped on any change of
 /// the tables. 1 (implicit: no marker): without `changed`. 2: with `changed`.
