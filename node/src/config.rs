@@ -39,6 +39,8 @@ pub const DEFAULT_API: &str = "127.0.0.1:7401";
 pub const DEFAULT_MAX_VOTERS: usize = 5;
 pub const DEFAULT_JOIN_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_GC_INTERVAL_SECS: u64 = 3600;
+/// Default of `--snapshot-logs`.
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 10_000;
 
 /// How logs are written to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -94,6 +96,11 @@ pub struct RunArgs {
     /// version needs [default: 3600].
     #[arg(long, env = "FILESYNCD_GC_INTERVAL", value_name = "SECS")]
     pub gc_interval: Option<u64>,
+    /// Raft log entries between two snapshots of the committed state; a
+    /// tenth of it (at most 1,000) stays in the log after a snapshot for
+    /// followers a little behind [default: 10000].
+    #[arg(long, env = "FILESYNCD_SNAPSHOT_LOGS", value_name = "N")]
+    pub snapshot_logs: Option<u64>,
     /// TOML file with any of the settings above (flags and env win).
     #[arg(long, env = "FILESYNCD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -119,6 +126,7 @@ pub struct FileConfig {
     pub keep_versions: Option<u32>,
     pub keep_days: Option<u32>,
     pub gc_interval: Option<u64>,
+    pub snapshot_logs: Option<u64>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -147,6 +155,8 @@ pub struct Config {
     pub retention: Retention,
     /// At least 1 s.
     pub gc_interval: std::time::Duration,
+    /// At least 1: Raft entries between snapshots.
+    pub snapshot_logs: u64,
     pub log_format: LogFormat,
 }
 
@@ -189,6 +199,8 @@ pub enum ConfigError {
     KeepVersions,
     #[error("--gc-interval must be at least 1 second")]
     GcInterval,
+    #[error("--snapshot-logs must be at least 1")]
+    SnapshotLogs,
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -336,6 +348,12 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
             .unwrap_or(DEFAULT_GC_INTERVAL_SECS),
         ConfigError::GcInterval,
     )?;
+    let snapshot_logs = nonzero(
+        args.snapshot_logs
+            .or(file.snapshot_logs)
+            .unwrap_or(DEFAULT_SNAPSHOT_LOGS),
+        ConfigError::SnapshotLogs,
+    )?;
     Ok(Config {
         dir,
         data,
@@ -347,6 +365,7 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         join_timeout: std::time::Duration::from_secs(join_timeout),
         retention,
         gc_interval: std::time::Duration::from_secs(gc_interval),
+        snapshot_logs,
         log_format: args
             .log_format
             .or(file.log_format)
@@ -467,6 +486,9 @@ mod tests {
         let mut a = args(&dir, &data);
         a.gc_interval = Some(0);
         assert!(matches!(run(a), ConfigError::GcInterval));
+        let mut a = args(&dir, &data);
+        a.snapshot_logs = Some(0);
+        assert!(matches!(run(a), ConfigError::SnapshotLogs));
     }
 
     #[test]

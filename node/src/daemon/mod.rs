@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use filesyncd_p2p::{Multiaddr, P2pClient, P2pConfig, PeerId, Services};
 use filesyncd_raft::command::{ChunkerParams, Op, Outcome, RejectReason, Retention};
-use filesyncd_raft::config::RaftConfig;
+use filesyncd_raft::config::{RaftConfig, SnapshotPolicy};
 use filesyncd_raft::node::{NodeError, RaftNode};
 use filesyncd_raft::NodeInfo;
 use tokio::sync::watch;
@@ -43,6 +43,16 @@ use tokio::sync::watch;
 use crate::config::Config;
 use lock::{DataLock, LockError};
 use transport::P2pTransport;
+
+/// The Raft settings of this node: the defaults, with `--snapshot-logs`
+/// entries between snapshots and a tenth of them (at most 1,000) kept in
+/// the log after one.
+fn raft_config(config: &Config) -> RaftConfig {
+    let mut rc = RaftConfig::default();
+    rc.snapshot_policy = SnapshotPolicy::LogsSinceLast(config.snapshot_logs);
+    rc.max_in_snapshot_log_to_keep = (config.snapshot_logs / 10).min(1_000);
+    rc
+}
 
 /// The Raft node type of the daemon.
 pub type Node = RaftNode<P2pTransport>;
@@ -153,7 +163,7 @@ where
     tracing::info!(node = format!("{node_id:016x}"), %peer_id, addr = %advertised, "p2p started");
 
     let transport = Arc::new(P2pTransport::new(client.clone()));
-    let node: Node = RaftNode::open(&raft_dir, node_id, RaftConfig::default(), transport).await?;
+    let node: Node = RaftNode::open(&raft_dir, node_id, raft_config(&config), transport).await?;
     admission.attach(node.clone(), config.max_voters);
     // Joining runs before Raft serves a request: only the cluster that
     // admitted us can write this node's first state.
