@@ -944,6 +944,76 @@ mod tests {
         }
     }
 
+    /// A store whose disk is full: every write fails with ENOSPC.
+    struct FullStore(MemChunkStore);
+
+    impl FullStore {
+        fn full<T>() -> filesyncd_chunkstore::store::Result<T> {
+            Err(filesyncd_chunkstore::store::StoreError::Io {
+                path: "chunks".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            })
+        }
+    }
+
+    impl ChunkStore for FullStore {
+        fn put(&self, _: Hash, _: &[u8]) -> filesyncd_chunkstore::store::Result<()> {
+            Self::full()
+        }
+        fn put_many(&self, _: &[(Hash, &[u8])]) -> filesyncd_chunkstore::store::Result<()> {
+            Self::full()
+        }
+        fn has(&self, h: &Hash) -> filesyncd_chunkstore::store::Result<bool> {
+            self.0.has(h)
+        }
+        fn get(&self, h: &Hash) -> filesyncd_chunkstore::store::Result<Option<Vec<u8>>> {
+            self.0.get(h)
+        }
+        fn locate(
+            &self,
+            h: &Hash,
+        ) -> filesyncd_chunkstore::store::Result<Option<filesyncd_chunkstore::store::Location>>
+        {
+            self.0.locate(h)
+        }
+        fn index_file(
+            &self,
+            _: &str,
+            _: filesyncd_chunkstore::store::FileStamp,
+            _: &[(u64, ChunkEntry)],
+        ) -> filesyncd_chunkstore::store::Result<()> {
+            Self::full()
+        }
+        fn forget_file(&self, p: &str) -> filesyncd_chunkstore::store::Result<()> {
+            self.0.forget_file(p)
+        }
+        fn gc(
+            &self,
+            keep: &dyn Fn(&Hash) -> bool,
+        ) -> filesyncd_chunkstore::store::Result<filesyncd_chunkstore::store::GcStats> {
+            self.0.gc(keep)
+        }
+    }
+
+    #[test]
+    fn a_peer_whose_store_is_full_acknowledges_nothing() {
+        let store = FullStore(fresh().0);
+        let nodes = Mutex::new(MemNodeStore::default());
+        let items = [
+            inline(&content(3000, 7), &[]),
+            inline(&content(5000, 8), &[2000]),
+        ];
+        let got = accept_inline(&store, &nodes, &items, &[false, false]);
+        assert!(
+            got.iter()
+                .all(|g| matches!(g, Some(Err(e)) if e.contains("storing the inline content"))),
+            "{got:?}"
+        );
+        for item in &items {
+            assert!(nodes.lock().unwrap().get_node(&item.root).is_none());
+        }
+    }
+
     #[test]
     fn a_bad_item_does_not_spoil_its_batch_and_held_items_are_skipped() {
         let (store, nodes) = fresh();
