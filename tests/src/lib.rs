@@ -15,7 +15,7 @@
 //! let i = c.add_node().unwrap(); // a 4th node joins with a fresh token
 //! ```
 //!
-//! * **Binary**: `$FILESYNCD_BIN` if set, else `cargo build -p filesyncd`
+//! * **Binary**: `$FILESYNCD_BIN` if set, else `cargo build -p filesyncd --features failpoints`
 //!   (once per test process; a no-op when fresh) and
 //!   `<target>/{debug,release}/filesyncd` (`$CARGO_TARGET_DIR` or the
 //!   workspace's `target/`), release when the tests are built with
@@ -47,6 +47,8 @@ use std::time::{Duration, Instant};
 
 pub use filesyncd::api::types::{Member, Status};
 pub use serde_json::Value;
+
+pub mod tree;
 
 /// Default deadline of every wait (generous: the machine is shared and noisy).
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -99,7 +101,10 @@ pub fn filesyncd_bin() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(&ws)
-            .args(["build", "-p", "filesyncd", "--bin", "filesyncd"]);
+            .args(["build", "-p", "filesyncd", "--bin", "filesyncd"])
+            // As `cargo test --workspace` builds it (this crate asks for
+            // the feature): with the crash points of tests/tests/crash.rs.
+            .args(["--features", "failpoints"]);
         if release {
             cmd.arg("--release");
         }
@@ -193,6 +198,8 @@ pub struct Node {
     root: PathBuf,
     /// Extra `run` flags (join, token, config...), kept for restarts.
     args: Vec<String>,
+    /// Extra environment of the process (e.g. `FAILPOINTS`), kept for restarts.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -211,6 +218,7 @@ impl Node {
             api_port: free_tcp_port(ip)?,
             root,
             args,
+            env: Vec::new(),
             child: None,
         })
     }
@@ -254,6 +262,14 @@ impl Node {
         self.args = args;
     }
 
+    /// Replaces the extra environment for the next start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// Starts the process (does not wait for it to be ready).
     pub fn start(&mut self) -> Result<()> {
         if self.is_running() {
@@ -275,6 +291,7 @@ impl Node {
             .args(["--listen", &self.p2p_addr(), "--api", &self.api()])
             .args(&self.args)
             .env("RUST_LOG", filter)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -439,7 +456,7 @@ impl Drop for Node {
 /// daemons and CLI calls see only the flags the harness gives.
 fn hermetic(mut cmd: Command) -> Command {
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("FILESYNCD_") {
+        if k.to_string_lossy().starts_with("FILESYNCD_") || k == "FAILPOINTS" {
             cmd.env_remove(k);
         }
     }
