@@ -22,6 +22,8 @@ use filesyncd_merkle::{Hash, MemNodeStore, NodeSource};
 use super::names::conflict_name;
 use super::types::{Meta, NodeId, VersionId, VersionRecord};
 
+pub mod convert;
+
 /// A transient failure of Raft or the network: retry later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
