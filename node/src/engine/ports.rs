@@ -4,23 +4,27 @@
 //! - [`Committed`]: propose a batch of ops (compare-and-set on a base
 //!   version, answered per op) and read what is committed (records changed
 //!   after an applied index). The daemon adapts `RaftNode::propose` and the
-//!   state machine's reader to it; [`MemCommitted`] models the apply rules
-//!   (the subset the engine relies on: CAS puts, conflict copies for stale
-//!   puts, `Unchanged` for stale puts of the same content, deletes that lose
-//!   against newer content).
+//!   state machine's reader to it; [`MemCommitted`] is its in-memory twin,
+//!   which applies the same commands by the state machine's own rules
+//!   (`filesyncd_raft::apply` on a `MemIndex`; [`convert`] is the one
+//!   translation both use).
 //! - [`ChunkFetcher`]: get chunk bytes and tree nodes from the nodes holding
 //!   them. The engine verifies every byte it is given (`blake3` for chunks,
 //!   the node hash for tree nodes) and never trusts a peer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use filesyncd_chunkstore::chunker::ChunkerParams;
 use filesyncd_chunkstore::store::ChunkStore;
 use filesyncd_merkle::{Hash, MemNodeStore, NodeSource};
+use filesyncd_raft::apply::{apply_batch, MemIndex};
+use filesyncd_raft::command::{Batch, Op, Outcome, RequestId, Retention};
 
-use super::names::conflict_name;
 use super::types::{Meta, NodeId, VersionId, VersionRecord};
+
+pub mod convert;
 
 /// A transient failure of Raft or the network: retry later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,10 +198,15 @@ pub trait ChunkFetcher: Send + Sync {
 }
 
 struct MemState {
-    index: u64,
+    /// The state machine's index, in memory: every batch goes through the
+    /// real apply (`filesyncd_raft::apply::apply_batch`).
+    index: MemIndex,
+    /// Log index of the last batch (the first is 1).
+    applied: u64,
+    /// The `time_ms` the next batch carries.
     now_ms: u64,
-    /// Shared with the snapshots taken (copied on the next write while one
-    /// is alive).
+    /// The newest record of every path, as the engine reads it; shared with
+    /// the snapshots taken (copied on the next write while one is alive).
     records: Arc<BTreeMap<String, VersionRecord>>,
 }
 
@@ -222,7 +231,34 @@ impl CommittedView for MemView {
     }
 }
 
-/// An in-memory committed log with the apply rules described above.
+/// The request-id origin of [`MemCommitted`]'s batches. The twin is shared
+/// by every node of a test and does not know which one proposes; the
+/// daemon uses its own node id. The state machine records it as the origin
+/// of tombstones.
+pub const MEM_PROPOSER: NodeId = 0;
+
+/// The `time_ms` of [`MemCommitted`]'s batches until
+/// [`MemCommitted::set_time_ms`]: 2024-12-31 23:59:59 UTC.
+pub const MEM_START_MS: u64 = 1_735_689_599_000;
+
+/// The cluster settings [`MemCommitted`] starts with (its `InitCluster`,
+/// applied at log index 0): default chunker, every version kept.
+pub fn mem_init_op() -> Op {
+    Op::InitCluster {
+        cluster_id: "mem".into(),
+        chunker: ChunkerParams::default(),
+        retention: Retention::default(),
+    }
+}
+
+/// Raft in memory: each batch is converted as the daemon's port converts it
+/// ([`convert`]) and applied by the state machine's own rules
+/// (`filesyncd_raft::apply`, on a [`MemIndex`]) at the next log index, with
+/// request id `(MEM_PROPOSER, log index)` and the `time_ms` set by
+/// [`MemCommitted::set_time_ms`] (as a leader stamps its clock; the entry
+/// clock never runs backwards). Unlike the daemon, a batch is always one
+/// entry (the daemon splits very large ones), and there are no membership
+/// entries between batches: log indices are 1, 2, 3...
 #[derive(Clone)]
 pub struct MemCommitted {
     state: Arc<Mutex<MemState>>,
@@ -236,11 +272,27 @@ impl Default for MemCommitted {
 }
 
 impl MemCommitted {
+    /// An initialized cluster ([`mem_init_op`]) with no path.
     pub fn new() -> MemCommitted {
+        let mut index = MemIndex::new();
+        let init = Batch {
+            id: RequestId {
+                origin: MEM_PROPOSER,
+                seq: 0,
+            },
+            time_ms: MEM_START_MS,
+            ops: vec![mem_init_op()],
+        };
+        let resp = index.apply(0, &init);
+        assert!(
+            matches!(resp.outcomes(), [Outcome::Applied { .. }]),
+            "InitCluster answered {resp:?}"
+        );
         MemCommitted {
             state: Arc::new(Mutex::new(MemState {
-                index: 0,
-                now_ms: 1_735_689_599_000,
+                index,
+                applied: 0,
+                now_ms: MEM_START_MS,
                 records: Arc::new(BTreeMap::new()),
             })),
             applied: tokio::sync::watch::Sender::new(0),
@@ -251,7 +303,8 @@ impl MemCommitted {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sets the entry clock used for conflict names.
+    /// Sets the `time_ms` of the next batches (the entry clock, which names
+    /// conflict copies, is the highest `time_ms` applied so far).
     pub fn set_time_ms(&self, ms: u64) {
         self.lock().now_ms = ms;
     }
@@ -271,95 +324,40 @@ impl MemCommitted {
             .collect()
     }
 
-    /// Applies one batch (synchronously).
+    /// Applies one batch (synchronously) at the next log index.
     pub fn apply(&self, ops: Vec<ProposeOp>) -> Vec<ProposeOutcome> {
-        let mut s = self.lock();
-        s.index += 1;
-        let index = s.index;
-        let now = s.now_ms;
-        let mut out = Vec::with_capacity(ops.len());
-        for (pos, op) in ops.into_iter().enumerate() {
-            let v = VersionId::new(index, pos as u32);
-            out.push(apply_op(Arc::make_mut(&mut s.records), op, v, now));
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        s.applied += 1;
+        let index = s.applied;
+        let batch = Batch {
+            id: RequestId {
+                origin: MEM_PROPOSER,
+                seq: index,
+            },
+            time_ms: s.now_ms,
+            ops: ops.into_iter().map(convert::raft_op).collect(),
+        };
+        let (changes, resp) = match apply_batch(&s.index, index, &batch) {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let mut touched: BTreeSet<String> = changes.live.keys().cloned().collect();
+        touched.extend(changes.history.keys().map(|(p, _)| p.clone()));
+        s.index.commit(changes);
+        let records = Arc::make_mut(&mut s.records);
+        for path in touched {
+            match s.index.newest(&path) {
+                Some(r) => records.insert(path.clone(), convert::record_of(path, &r)),
+                None => records.remove(&path),
+            };
         }
-        drop(s);
+        drop(guard);
         self.applied.send_replace(index);
-        out
-    }
-}
-
-fn apply_op(
-    records: &mut BTreeMap<String, VersionRecord>,
-    op: ProposeOp,
-    v: VersionId,
-    now: u64,
-) -> ProposeOutcome {
-    match op {
-        ProposeOp::Put {
-            path,
-            meta,
-            mtime_ns,
-            origin,
-            base,
-            holders,
-        } => {
-            let cur = records.get(&path);
-            let live = cur.filter(|r| !r.deleted);
-            let matches = match (live, cur) {
-                (Some(l), _) => base == Some(l.version),
-                (None, Some(t)) => base.is_none() || base == Some(t.version),
-                (None, None) => base.is_none(),
-            };
-            let rec = |path: String| VersionRecord {
-                path,
-                meta: meta.clone(),
-                mtime_ns,
-                version: v,
-                origin,
-                holders: holders.clone(),
-                deleted: false,
-            };
-            if matches {
-                records.insert(path.clone(), rec(path));
-                return ProposeOutcome::Applied(v);
-            }
-            let live = live.cloned();
-            if let Some(mut l) = live {
-                if l.meta == meta {
-                    let current = l.version;
-                    l.holders.extend(holders.iter().copied());
-                    l.holders.sort_unstable();
-                    l.holders.dedup();
-                    records.insert(path, l);
-                    return ProposeOutcome::Unchanged(current);
-                }
-            }
-            for n in 1..1000 {
-                let c = conflict_name(&path, now, origin, n);
-                if records.get(&c).is_none_or(|r| r.deleted) {
-                    records.insert(c.clone(), rec(c.clone()));
-                    return ProposeOutcome::Conflict {
-                        path: c,
-                        version: v,
-                    };
-                }
-            }
-            ProposeOutcome::Rejected("no conflict name".into())
-        }
-        ProposeOp::Delete { path, base } => match records.get(&path).filter(|r| !r.deleted) {
-            None => ProposeOutcome::AlreadyAbsent,
-            Some(l) if l.version != base => ProposeOutcome::DeleteLost { current: l.version },
-            Some(l) => {
-                let tomb = VersionRecord {
-                    version: v,
-                    deleted: true,
-                    holders: Vec::new(),
-                    ..l.clone()
-                };
-                records.insert(path, tomb);
-                ProposeOutcome::Applied(v)
-            }
-        },
+        resp.outcomes()
+            .iter()
+            .map(convert::propose_outcome)
+            .collect()
     }
 }
 
@@ -375,7 +373,7 @@ impl Committed for MemCommitted {
     fn snapshot(&self) -> PortResult<CommittedSnapshot> {
         let s = self.lock();
         Ok(CommittedSnapshot {
-            applied: s.index,
+            applied: s.applied,
             view: Box::new(MemView(Arc::clone(&s.records))),
         })
     }

@@ -61,6 +61,20 @@ impl MemIndex {
         }
     }
 
+    /// The newest retained record of `path`, tombstones included (`None`: the path has no
+    /// retained record), as the state machine's view reads it.
+    pub fn newest(&self, path: &str) -> Option<PathRecord> {
+        if let Some(r) = self.live.get(path) {
+            return Some(r.clone());
+        }
+        let lo = (path.to_string(), Version::new(0, 0));
+        let hi = (path.to_string(), Version::new(u64::MAX, u32::MAX));
+        self.history
+            .range(lo..=hi)
+            .next_back()
+            .map(|(_, r)| r.clone())
+    }
+
     /// Applies a batch at `index` and commits it; returns the response.
     pub fn apply(&mut self, index: u64, batch: &crate::command::Batch) -> Response {
         let (changes, resp) = match super::apply_batch(self, index, batch) {
@@ -136,5 +150,85 @@ impl IndexView for MemIndex {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use filesyncd_merkle::Hash;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    use super::MemIndex;
+    use crate::command::{ChunkerParams, Op, PutKind, Request, RequestId, Retention, Version};
+    use crate::state_machine::StateMachine;
+    use crate::TypeConfig;
+
+    fn put(path: &str, c: u8, base: Option<Version>) -> Op {
+        Op::Put {
+            path: path.into(),
+            kind: PutKind::File,
+            root: Hash([c; 32]),
+            size: 1,
+            mode: 0o644,
+            mtime_ns: 0,
+            origin: 2,
+            base,
+            holders: vec![2],
+        }
+    }
+
+    /// `newest` reads what the redb state machine's view reads: the live
+    /// record, else the newest tombstone, else nothing.
+    #[test]
+    fn newest_is_the_state_machines() {
+        let v = Version::new;
+        let batches = [
+            vec![Op::InitCluster {
+                cluster_id: "c".into(),
+                chunker: ChunkerParams::default(),
+                retention: Retention::default(),
+            }],
+            vec![put("a", 1, None), put("b", 1, None)],
+            vec![put("a", 2, Some(v(2, 0)))],
+            vec![Op::Delete {
+                path: "b".into(),
+                base: v(2, 1),
+            }],
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = StateMachine::open(dir.path()).expect("open");
+        let mut model = MemIndex::new();
+        for (i, ops) in batches.into_iter().enumerate() {
+            let index = i as u64 + 1;
+            let req = Request::new(
+                RequestId {
+                    origin: 9,
+                    seq: index,
+                },
+                1_000,
+                ops,
+            );
+            let Request::V1(batch) = &req;
+            model.apply(index, batch);
+            let entry: Entry<TypeConfig> = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(req.clone()),
+            };
+            sm.apply_blocking(vec![entry]).expect("apply");
+        }
+        let view = sm.reader().view().expect("view");
+        for (path, want) in [
+            ("a", Some((v(3, 0), false))),
+            ("b", Some((v(4, 0), true))),
+            ("c", None),
+        ] {
+            let got = model.newest(path);
+            assert_eq!(
+                got.as_ref().map(|r| (r.version, r.is_tombstone())),
+                want,
+                "{path}"
+            );
+            assert_eq!(got, view.newest(path).expect("read"), "{path}");
+        }
     }
 }

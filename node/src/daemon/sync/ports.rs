@@ -17,62 +17,23 @@ use std::sync::Arc;
 
 use filesyncd_merkle::Hash;
 use filesyncd_p2p::{FetchPlan, P2pClient, PeerId};
-use filesyncd_raft::command::{Op, Outcome, PutKind, Version};
-use filesyncd_raft::history::PathRecord;
+use filesyncd_raft::command::Op;
 use filesyncd_raft::state_machine::{SmError, SmView};
 use futures::FutureExt;
 
 use super::ctl::{self, CtlRequest, CtlResponse, MAX_HASHES};
 use super::status::{RemoteAnswer, RemoteChunks};
 use crate::daemon::Node;
+use crate::engine::ports::convert::{propose_outcome, raft_op};
 use crate::engine::ports::{
     ChunkFetcher, Committed, CommittedSnapshot, CommittedView, PortError, PortResult, ProposeOp,
     ProposeOutcome,
 };
-use crate::engine::types::{Kind, Meta, NodeId, VersionId, VersionRecord};
+use crate::engine::types::{NodeId, VersionRecord};
 
-fn vid(v: Version) -> VersionId {
-    VersionId::new(v.index, v.pos)
-}
-
-fn version(v: VersionId) -> Version {
-    Version::new(v.index, v.pos)
-}
-
-/// The engine's view of a state-machine record.
-pub fn record_of(path: String, r: &PathRecord) -> VersionRecord {
-    match &r.state {
-        Some(m) => VersionRecord {
-            path,
-            meta: Meta {
-                kind: match &m.kind {
-                    PutKind::File => Kind::File,
-                    PutKind::Dir => Kind::Dir,
-                    PutKind::Symlink { target } => Kind::Symlink {
-                        target: target.clone(),
-                    },
-                },
-                root: m.root,
-                size: m.size,
-                mode: m.mode,
-            },
-            mtime_ns: m.mtime_ns,
-            version: vid(r.version),
-            origin: r.origin,
-            holders: m.holders.clone(),
-            deleted: false,
-        },
-        None => VersionRecord {
-            path,
-            meta: Meta::dir(0),
-            mtime_ns: 0,
-            version: vid(r.version),
-            origin: r.origin,
-            holders: Vec::new(),
-            deleted: true,
-        },
-    }
-}
+/// The engine's view of a state-machine record (the conversion the
+/// in-memory twin shares).
+pub use crate::engine::ports::convert::record_of;
 
 /// [`CommittedView`] over one read snapshot of the state machine.
 struct RaftView {
@@ -149,37 +110,7 @@ pub struct RaftCommitted {
 
 impl Committed for RaftCommitted {
     async fn propose(&self, ops: Vec<ProposeOp>) -> PortResult<Vec<ProposeOutcome>> {
-        let raft_ops: Vec<Op> = ops
-            .into_iter()
-            .map(|op| match op {
-                ProposeOp::Put {
-                    path,
-                    meta,
-                    mtime_ns,
-                    origin,
-                    base,
-                    holders,
-                } => Op::Put {
-                    path,
-                    kind: match meta.kind {
-                        Kind::File => PutKind::File,
-                        Kind::Dir => PutKind::Dir,
-                        Kind::Symlink { target } => PutKind::Symlink { target },
-                    },
-                    root: meta.root,
-                    size: meta.size,
-                    mode: meta.mode,
-                    mtime_ns,
-                    origin,
-                    base: base.map(version),
-                    holders,
-                },
-                ProposeOp::Delete { path, base } => Op::Delete {
-                    path,
-                    base: version(base),
-                },
-            })
-            .collect();
+        let raft_ops: Vec<Op> = ops.into_iter().map(raft_op).collect();
         // Entries of bounded bytes, committed back to back. If one fails
         // after others committed, the next step finds those (a committed
         // version of this node's own origin is the base of its next put:
@@ -189,25 +120,7 @@ impl Committed for RaftCommitted {
             .propose_split(raft_ops)
             .await
             .map_err(|e| PortError::Unavailable(e.to_string()))?;
-        Ok(outcomes
-            .iter()
-            .map(|o| match o {
-                Outcome::Applied { version } => ProposeOutcome::Applied(vid(*version)),
-                Outcome::Conflict {
-                    conflict_path,
-                    version,
-                } => ProposeOutcome::Conflict {
-                    path: conflict_path.clone(),
-                    version: vid(*version),
-                },
-                Outcome::Unchanged { version } => ProposeOutcome::Unchanged(vid(*version)),
-                Outcome::DeleteLost { current } => ProposeOutcome::DeleteLost {
-                    current: vid(*current),
-                },
-                Outcome::AlreadyAbsent => ProposeOutcome::AlreadyAbsent,
-                Outcome::Rejected { reason } => ProposeOutcome::Rejected(format!("{reason:?}")),
-            })
-            .collect())
+        Ok(outcomes.iter().map(propose_outcome).collect())
     }
 
     fn snapshot(&self) -> PortResult<CommittedSnapshot> {
