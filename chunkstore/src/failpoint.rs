@@ -57,7 +57,9 @@ pub fn hit(name: &'static str) {
 }
 
 /// Whether this build has crash points.
-pub const ENABLED: bool = cfg!(feature = "failpoints");
+pub fn enabled() -> bool {
+    cfg!(feature = "failpoints")
+}
 
 /// Configures the points named in `FAILPOINTS` (`name=actions;...`).
 /// Without the feature, a non-empty `FAILPOINTS` is an error: a crash test

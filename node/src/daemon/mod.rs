@@ -48,10 +48,11 @@ use transport::P2pTransport;
 /// entries between snapshots and a tenth of them (at most 1,000) kept in
 /// the log after one.
 fn raft_config(config: &Config) -> RaftConfig {
-    let mut rc = RaftConfig::default();
-    rc.snapshot_policy = SnapshotPolicy::LogsSinceLast(config.snapshot_logs);
-    rc.max_in_snapshot_log_to_keep = (config.snapshot_logs / 10).min(1_000);
-    rc
+    RaftConfig {
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: (config.snapshot_logs / 10).min(1_000),
+        ..RaftConfig::default()
+    }
 }
 
 /// The Raft node type of the daemon.
