@@ -29,8 +29,9 @@ need_root
 node_of_id() {
   local id=$1 i
   for i in $(fsd_nodes); do
-    [[ $(status_field "$i" node_id) == "$id" ]] && { echo "$i"; return; }
+    if [[ $(status_field "$i" node_id) == "$id" ]]; then echo "$i"; return 0; fi
   done
+  return 0
 }
 
 remove() {

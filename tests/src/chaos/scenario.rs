@@ -632,38 +632,42 @@ fn disk_loss(
     let old = specs[i].status()?.node_id;
     let arg = lab.arg(i);
     wl.pause(i);
-    let res = (|| {
-        lab.inject(
-            "disk-loss",
-            "member.sh",
-            &["wipe", &arg, "all"],
-            |lab, _| wiped(lab, i, true),
-        )?;
-        let gone = wl.ledger().wipe(i);
-        lab.log(&format!(
-            "{}: {gone} unacknowledged writes gone with its disks",
-            specs[i].name
-        ));
-        lab.step(
-            "disk-loss: the lost node removed from the membership",
-            "member.sh",
-            &["remove", &old],
-            |_, _| not_member(specs, i, &old),
-        )?;
-        std::thread::sleep(hold);
-        lab.heal("disk-loss", "member.sh", &["rejoin", &arg], |_, _| {
-            rejoined(specs, i, &old)
-        })?;
+    if let Err(e) = lab.inject(
+        "disk-loss",
+        "member.sh",
+        &["wipe", &arg, "all"],
+        |lab, _| wiped(lab, i, true),
+    ) {
+        wl.resume(i);
+        return Err(e);
+    }
+    let gone = wl.ledger().wipe(i);
+    lab.log(&format!(
+        "{}: {gone} unacknowledged writes gone with its disks",
+        specs[i].name
+    ));
+    // Whatever fails from here on, the node is started again (a failure
+    // is recorded by the lab and fails the run).
+    let removed = lab.step(
+        "disk-loss: the lost node removed from the membership",
+        "member.sh",
+        &["remove", &old],
+        |_, _| not_member(specs, i, &old),
+    );
+    std::thread::sleep(hold);
+    let healed = lab.heal("disk-loss", "member.sh", &["rejoin", &arg], |_, _| {
+        rejoined(specs, i, &old)
+    });
+    if healed.is_ok() {
         let (ok, detail) = caught_up(specs, i, l);
         r.check(
             "the node whose disks were wiped caught up after its re-join",
             ok,
             detail,
         );
-        Ok::<(), String>(())
-    })();
+    }
     wl.resume(i);
-    res?;
+    removed.and(healed)?;
     check_commits(
         r,
         wl,
