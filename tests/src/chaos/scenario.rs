@@ -523,8 +523,8 @@ fn lossy(lab: &Lab, i: usize, j: usize, on: bool) -> Result<String, String> {
     }
 }
 
-/// Confirms what `member.sh state` of spec `i` says: `running` and the
-/// entries left in the data dir and the synced dir (`None`: any).
+/// Confirms from `member.sh state` that spec `i` is down with an empty
+/// data dir, and (`dir_empty`) an empty synced dir.
 fn wiped(lab: &Lab, i: usize, dir_empty: bool) -> Result<String, String> {
     let f = lab.fields("member.sh", i)?;
     let is = |k: &str, v: &str| f.get(k).map(String::as_str) == Some(v);
