@@ -61,6 +61,10 @@ fsd_addr() {
 
 fsd_ns() { echo "$FSD_PREFIX$1"; }
 
+# netns: node i's data directory, on a tmpfs of its own (netns.sh up mounts
+# FSD_STATE/ni/dfs, FSD_DATA_SIZE) so that disk.sh fill-data can fill it.
+fsd_data() { echo "$FSD_STATE/n$1/dfs/data"; }
+
 fsd_cid() {
   docker ps -aq --filter "label=com.docker.compose.project=$FSD_PROJECT" \
     --filter "label=com.docker.compose.service=node$1" | head -n1

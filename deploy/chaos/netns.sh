@@ -3,7 +3,8 @@
 #
 #   netns.sh up N [--solo] [--no-start]   N namespaces fsd1..fsdN, each with
 #        eth0 = 10.77.0.i/24 on bridge fsdbr0 (host side 10.77.0.254), a
-#        tmpfs of FSD_DIR_SIZE (default 1g) holding the synced dir, and a
+#        tmpfs of FSD_DIR_SIZE (default 1g) holding the synced dir, another
+#        of FSD_DATA_SIZE (default 1g) holding the data dir, and a
 #        node started by run.sh: node 1 creates the cluster, the others join
 #        with tokens from a member. --solo: every node its own single-node
 #        cluster (no --join). --no-start: network and directories only.
@@ -53,12 +54,17 @@ up() {
     ip -n "$ns" addr show dev eth0 | grep -q "inet $(fsd_addr "$i")/" \
       || ip -n "$ns" addr add "$(fsd_addr "$i")/24" dev eth0
     ip -n "$ns" link set eth0 up
-    mkdir -p "$FSD_STATE/n$i/fs" "$FSD_STATE/n$i/data"
+    mkdir -p "$FSD_STATE/n$i/fs" "$FSD_STATE/n$i/dfs"
     # A bounded file system for the synced dir: disk.sh fills it without
     # touching the host's disk. The ballast lives beside dir/, not in it.
     mountpoint -q "$FSD_STATE/n$i/fs" \
       || mount -t tmpfs -o "size=${FSD_DIR_SIZE:-1g},mode=0755" "fsd-n$i" "$FSD_STATE/n$i/fs"
     mkdir -p "$FSD_STATE/n$i/fs/dir"
+    # The data dir (chunk store, Raft log, index) on its own bounded file
+    # system too: disk.sh fill-data fills it.
+    mountpoint -q "$FSD_STATE/n$i/dfs" \
+      || mount -t tmpfs -o "size=${FSD_DATA_SIZE:-1g},mode=0700" "fsd-d$i" "$FSD_STATE/n$i/dfs"
+    mkdir -p "$(fsd_data "$i")"
   done
   echo "netns: $n namespaces up ($(fsd_addr 1) .. $(fsd_addr "$n") on $FSD_BRIDGE)"
   if ((start)); then
@@ -84,7 +90,7 @@ down() {
   ip link del "$FSD_BRIDGE" 2>/dev/null || true
   while iptables -w -C "${forward_rule[@]}" 2>/dev/null; do iptables -w -D "${forward_rule[@]}"; done
   if [[ -d $FSD_STATE ]]; then
-    for m in "$FSD_STATE"/n*/fs "$FSD_STATE"/n*/fs/dir; do
+    for m in "$FSD_STATE"/n*/fs/dir "$FSD_STATE"/n*/fs "$FSD_STATE"/n*/dfs; do
       while mountpoint -q "$m" 2>/dev/null; do umount "$m"; done
     done
     ((keep)) || rm -rf "$FSD_STATE"

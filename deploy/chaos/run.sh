@@ -11,12 +11,15 @@
 #   run.sh cli    i ARGS...           `filesyncd ARGS --api` inside node i's namespace
 #   run.sh logs   i                   path of node i's log
 #
-# Node i: --dir FSD_STATE/ni/fs/dir --data FSD_STATE/ni/data
+# Node i: --dir FSD_STATE/ni/fs/dir --data FSD_STATE/ni/dfs/data
 #         --listen 10.77.0.i:7400 --api 127.0.0.1:7401 (in its namespace).
 # Node 1 founds the cluster. Any other node, until it has joined (marker
 # FSD_STATE/ni/joined), starts with --join <member>:7400 --token <fresh
 # token from that member>; afterwards it resumes from its state without
-# --join. With FSD_STATE/solo (netns.sh up --solo) nobody joins.
+# --join. Node 1 joins too when marked FSD_STATE/n1/rejoin (member.sh wipe:
+# its data dir is gone, it must not found a second cluster). A node marked
+# FSD_STATE/ni/removed (member.sh remove) hands out no tokens. With
+# FSD_STATE/solo (netns.sh up --solo) nobody joins.
 # A node with FSD_STATE/ni/faketime runs under libfaketime (see clock.sh).
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -39,15 +42,17 @@ wait_api() {
   done
 }
 
-# Prints "ADDR TOKEN" from the first member that hands out a token.
+# Prints "ADDR TOKEN J" from the first member J that hands out a token.
 join_ticket() {
   local self=$1 j t
   for j in $(fsd_nodes); do
     [[ $j == "$self" ]] && continue
-    [[ $j == 1 || -f $FSD_STATE/n$j/joined ]] || continue
+    if [[ $j == 1 ]]; then [[ ! -f $FSD_STATE/n1/rejoin ]] || continue
+    else [[ -f $FSD_STATE/n$j/joined ]] || continue; fi
+    [[ ! -f $FSD_STATE/n$j/removed ]] || continue
     [[ -n $(fsd_pid "$j") ]] || continue
     if t=$(fsd_cli "$j" token create --ttl 10m 2>/dev/null) && [[ -n $t ]]; then
-      echo "$(fsd_addr "$j"):$FSD_PORT $t"
+      echo "$(fsd_addr "$j"):$FSD_PORT $t $j"
       return 0
     fi
   done
@@ -59,21 +64,22 @@ start_one() {
   check_index "$i"
   node_exists "$i" || die "namespace $(fsd_ns "$i") missing (netns.sh up first)"
   if [[ -n $(fsd_pid "$i") ]]; then echo "node $i already running"; return 0; fi
-  local d=$FSD_STATE/n$i bin args env_pre=() joining=0
+  local d=$FSD_STATE/n$i bin args env_pre=() joining=0 member=1
   bin=$(fsd_bin)
-  args=(run --dir "$d/fs/dir" --data "$d/data" --listen "$(fsd_addr "$i"):$FSD_PORT"
+  args=(run --dir "$d/fs/dir" --data "$(fsd_data "$i")" --listen "$(fsd_addr "$i"):$FSD_PORT"
         --api "$FSD_API" --log-format "${FSD_LOG_FORMAT:-text}")
-  if [[ $i != 1 && ! -f $FSD_STATE/solo && ! -f $d/joined ]]; then
-    local ticket
+  if [[ ($i != 1 || -f $d/rejoin) && ! -f $FSD_STATE/solo && ! -f $d/joined ]]; then
+    local ticket addr token
     ticket=$(join_ticket "$i") || die "node $i: no member handed out a join token"
-    args+=(--join "${ticket%% *}" --token "${ticket#* }")
+    read -r addr token member <<<"$ticket"
+    args+=(--join "$addr" --token "$token")
     joining=1
   fi
   if [[ -f $d/faketime ]]; then
     env_pre=(LD_PRELOAD="$(faketime_lib)" FAKETIME_TIMESTAMP_FILE="$d/faketime"
              FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_CACHE_DURATION=1)
   fi
-  mkdir -p "$d/data"
+  mkdir -p "$(fsd_data "$i")"
   echo "=== $(date -Is) start ${args[*]}" | sed 's/--token [^ ]*/--token <redacted>/' >>"$d/log"
   # setsid: own session, so signals to the chaos scripts' group never reach
   # it; the shell's $! is the daemon itself (ip netns exec execs).
@@ -86,15 +92,16 @@ start_one() {
   while kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) != filesyncd ]]; do sleep 0.02; done
   if ((wait)); then
     wait_api "$i" || return 1
-    if ((joining)); then mark_joined "$i"; fi
+    if ((joining)); then mark_joined "$i" "$member"; rm -f "$d/rejoin"; fi
   fi
   echo "node $i started (pid $(cat "$d/pid"), $(fsd_addr "$i"))"
 }
 
-# Records that node i is a member (it then restarts without --join).
+# Records that node i is a member of member j's cluster (it then restarts
+# without --join).
 mark_joined() {
-  local i=$1 deadline=$((SECONDS + wait_s)) want got
-  want=$(status_field 1 cluster_id)
+  local i=$1 j=$2 deadline=$((SECONDS + wait_s)) want got
+  want=$(status_field "$j" cluster_id)
   while :; do
     got=$(status_field "$i" cluster_id)
     if [[ -n $got && $got == "$want" ]]; then touch "$FSD_STATE/n$i/joined"; return 0; fi
@@ -155,5 +162,5 @@ case $cmd in
   status) check_index "${1:?}"; fsd_cli "$1" status "${@:2}" ;;
   cli) check_index "${1:?}"; i=$1; shift; fsd_cli "$i" "$@" ;;
   logs) check_index "${1:?}"; echo "$FSD_STATE/n$1/log" ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  *) sed -n '2,23p' "$0"; exit 2 ;;
 esac

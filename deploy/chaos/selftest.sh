@@ -137,6 +137,17 @@ if [[ $FSD_TARGET == netns ]]; then
   [[ ! -e $FSD_STATE/n$last/fs/ballast ]] || fail "ballast left after heal"
   pass "disk of node $last full (0 bytes free), healed"
 
+  "$FSD_CHAOS_DIR/disk.sh" fill-data "$last" >/dev/null
+  st=$("$FSD_CHAOS_DIR/disk.sh" state "$last")
+  [[ $st == *" data_free=0 data_ballast=1"* ]] || fail "data dir fill: $st"
+  "$FSD_CHAOS_DIR/disk.sh" heal "$last" >/dev/null
+  st=$("$FSD_CHAOS_DIR/disk.sh" state "$last")
+  [[ $st == *" data_ballast=0"* && $st != *" data_free=0 "* ]] || fail "data dir heal: $st"
+  # The daemon may have exited on the full data dir: start it again.
+  "$FSD_CHAOS_DIR/run.sh" start "$last" >/dev/null
+  api_ok "$last" || fail "node $last API not answering after the data dir heal"
+  pass "data dir of node $last full (0 bytes free), healed, node answers"
+
   if file -L "$(fsd_bin)" | grep -q 'dynamically linked'; then
     "$FSD_CHAOS_DIR/clock.sh" offset "$last" +864000 >/dev/null
     api_ok "$last" || fail "node $last API down after clock offset"

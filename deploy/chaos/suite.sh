@@ -6,9 +6,11 @@
 #   suite.sh smoke [--nodes N] [--seed S]          (smoke.sh: CI, a few minutes)
 #   suite.sh long --minutes M [--nodes N] [--seed S]   (long.sh)
 #
-# Exit: 0 every invariant held (or skipped: not root / no `ip netns`, with a
-# "skipped:" line; FSD_CHAOS_REQUIRE=1 turns a skip into exit 3); 1 a
-# violation or no convergence; 2 usage, lab or build error; 124 timeout.
+# Exit: 0 every invariant held, every planned fault was injected and
+# confirmed, every check passed and the cluster settled within 30 s of the
+# heal (or skipped: not root / no `ip netns`, with a "skipped:" line;
+# FSD_CHAOS_REQUIRE=1 turns a skip into exit 3); 1 any of those failed;
+# 2 usage, lab or build error; 124 timeout.
 #
 # Environment:
 #   FSD_BIN         the filesyncd binary the nodes run (smoke: FILESYNCD_BIN
@@ -71,8 +73,9 @@ else
 fi
 export FSD_STATE=${FSD_STATE:-/tmp/filesyncd-chaos-$suite}
 export FSD_TARGET=netns FSD_CHAOS_DIR=$here
-# The tmpfs under each synced dir: disk.sh fill fills it (RAM, briefly).
-export FSD_DIR_SIZE=${FSD_DIR_SIZE:-256m}
+# The tmpfs under each synced dir: disk.sh fill fills it (RAM, briefly);
+# and the one under each data dir, which disk.sh fill-data fills (long run).
+export FSD_DIR_SIZE=${FSD_DIR_SIZE:-256m} FSD_DATA_SIZE=${FSD_DATA_SIZE:-1g}
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 
 if [[ -z ${FSD_BIN:-} ]]; then
@@ -118,6 +121,7 @@ evidence() {
     "$here/run.sh" cli "$i" members --json >"$out/members-n$i.json" 2>&1 || true
   done
   "$here/partition.sh" show >"$out/rules.txt" 2>&1 || true
+  "$here/disk.sh" show >"$out/disks.txt" 2>&1 || true
 }
 
 # shellcheck disable=SC2317  # the EXIT trap

@@ -16,7 +16,8 @@
 //!     of the path it was committed at, or a later version replaced it.
 //!   - `lost-last`: the last write of every (node, path), acknowledged or
 //!     not, is on every node, at its path or as a conflict copy of it (this
-//!     covers both sides of every concurrent edit).
+//!     covers both sides of every concurrent edit); except a write that was
+//!     never acknowledged and was on a node when its disks were wiped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -291,6 +292,10 @@ pub fn check(writes: &[Write], views: &[NodeView]) -> Vec<Violation> {
         }
     }
     for ((_, path), w) in &last_writes(writes) {
+        if w.wiped && w.ack.is_none() {
+            // Gone with its node's disks before the cluster had it.
+            continue;
+        }
         for (n, ids) in views.iter().zip(&found) {
             let here = ids
                 .get(&w.id)

@@ -308,3 +308,27 @@ fn a_conflict_copy_of_a_single_writer_path_is_a_self_conflict() {
     assert_eq!(s.len(), 1, "{s:?}");
     assert!(s[0].contains("the path went back"), "{s:?}");
 }
+
+#[test]
+fn an_unacknowledged_write_wiped_with_its_disk_is_excused_an_acknowledged_one_is_not() {
+    let mut w = healthy();
+    // Node 1 writes twice, neither committed, then loses its disks.
+    w.write(1, "w1/b.dat", None);
+    w.write(1, "w1/new.dat", None);
+    assert_eq!(w.ledger.wipe(1), 2);
+    assert_eq!(w.ledger.wipe(1), 0, "already marked");
+    let v = check(&w.writes(), &[w.view("node1"), w.view("node2")]);
+    assert!(v.is_empty(), "{v:?}");
+    assert_eq!(w.ledger.counts().wiped, 2);
+    // A write of node 0 (not wiped) that vanished is still lost.
+    w.write(0, "w0/z.dat", None);
+    let v = check(&w.writes(), &[w.view("node1"), w.view("node2")]);
+    assert_eq!(kinds(&v), vec!["lost-last"], "{v:?}");
+    // An acknowledged write is never marked: it must survive the wipe.
+    let mut w = healthy();
+    assert_eq!(w.ledger.wipe(1), 0);
+    w.committed.remove("w1/b.dat");
+    w.files.remove("w1/b.dat");
+    let v = check(&w.writes(), &[w.view("node1"), w.view("node2")]);
+    assert!(kinds(&v).contains(&"lost-ack"), "{v:?}");
+}

@@ -32,6 +32,10 @@ pub struct Write {
     /// Never committed: a later write of the same path on the same node
     /// was committed while this one was not in the path's history.
     pub abandoned: bool,
+    /// Unacknowledged when its node's disks were wiped (a disk loss): the
+    /// only copy may have gone with them, so it need not survive. Once
+    /// acknowledged (the final sweep finds it committed) it must.
+    pub wiped: bool,
 }
 
 /// Where and as which version the cluster committed a write.
@@ -64,6 +68,8 @@ pub struct Counts {
     pub acknowledged: usize,
     pub acknowledged_late: usize,
     pub abandoned: usize,
+    /// Wiped with their node's disks, never acknowledged.
+    pub wiped: usize,
     pub concurrent: usize,
     pub write_errors: u64,
 }
@@ -96,8 +102,23 @@ impl Ledger {
             at: Instant::now(),
             ack: None,
             abandoned: false,
+            wiped: false,
         });
         seq
+    }
+
+    /// Node `node`'s disks were wiped: marks its unacknowledged writes
+    /// [`Write::wiped`]; returns how many.
+    pub fn wipe(&self, node: usize) -> usize {
+        let mut g = self.lock();
+        let mut n = 0;
+        for w in g.writes.iter_mut() {
+            if w.node == node && w.ack.is_none() && !w.wiped {
+                w.wiped = true;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// A write the workload could not make (disk full, ...): not in the
@@ -197,6 +218,9 @@ impl Ledger {
             }
             if w.abandoned {
                 c.abandoned += 1;
+            }
+            if w.wiped && w.ack.is_none() && !w.abandoned {
+                c.wiped += 1;
             }
             if w.concurrent {
                 c.concurrent += 1;

@@ -1,9 +1,13 @@
 //! Chaos workload and invariant checker for real filesyncd clusters.
 //!
-//! Goal: break a cluster on purpose (partitions, SIGKILL, pauses, loss)
-//! while writers on every node change files, then prove nothing was lost.
-//! Non-goals: measuring speed (no timing is asserted anywhere), or
-//! injecting faults itself (the `deploy/chaos/` scripts do that).
+//! Goal: break a cluster on purpose (partitions, SIGKILL, pauses, loss,
+//! full and lost disks, membership changes) while writers on every node
+//! change files, then prove nothing was lost; and never pass by skipping:
+//! every planned fault must be confirmed in place, every awaited condition
+//! is a check that fails the run, and the cluster must settle within
+//! [`report::CONVERGE_LIMIT`] of the final heal (the only timing asserted).
+//! Non-goal: injecting faults itself (the `deploy/chaos/` scripts do that;
+//! [`lab`] confirms them).
 //!
 //! Flow: [`workload`] writes self-describing files ([`content`]: id,
 //! length, blake3 in a header line) into every node's synced directory and

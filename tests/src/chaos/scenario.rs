@@ -5,25 +5,30 @@
 //!   a follower killed with SIGKILL and restarted while its writer goes on;
 //!   one concurrent-edit round; heal; settle; check.
 //! * **long** (`--minutes N`): the same writers under a cycle of faults
-//!   (leader partitioned, leader killed, a node isolated, packet loss,
-//!   the synced directory replaced by an empty mount, the leader
-//!   partitioned again, a node paused, a one-way partition, a follower
-//!   killed, a full disk), each held a few seconds then healed, with a
+//!   ([`CYCLE`]: partitions, kills, packet loss, a pause, an empty root, a
+//!   full synced dir and a full data dir, a disk loss, the leader removed
+//!   from the membership), each held a few seconds then healed, with a
 //!   concurrent-edit round every third fault; then heal, settle, check.
 //!
-//! Waits inside a run are for conditions with generous deadlines; when one
-//! passes, the run notes it and goes on: only the final checks decide.
+//! Nothing can pass by being skipped: every fault is planned, and the run
+//! fails unless each planned fault was injected and confirmed
+//! ([`Lab::inject`]) and its heal confirmed; every condition the run waits
+//! for is a named check ([`Report::check`]) that fails the run when its
+//! (generous) deadline passes; and the cluster must settle within
+//! [`super::report::CONVERGE_LIMIT`] of the final heal.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::checker::Violation;
 use super::content::Rng;
-use super::lab::{leader, Lab};
+use super::lab::{cut, leader, parse_split, Lab};
 use super::node::NodeSpec;
 use super::report::{finish, Report};
 use super::workload::{Opts, Workload};
 
-/// Deadline for the cluster to settle after the final heal.
+/// Deadline for the cluster to settle after the final heal: the run waits
+/// this long to measure it, and fails past [`super::report::CONVERGE_LIMIT`].
 const SETTLE: Duration = Duration::from_secs(600);
 /// Deadline of the waits between faults.
 const STEP: Duration = Duration::from_secs(120);
@@ -65,117 +70,187 @@ fn other_than(n: usize, not: &[usize], rng: &mut Rng) -> usize {
     choices[rng.range(0, choices.len() as u64) as usize]
 }
 
+/// Acknowledged writes of the nodes `of`.
+fn acked(wl: &Workload, of: &[usize]) -> usize {
+    of.iter().map(|i| wl.ledger().acked_count(Some(*i))).sum()
+}
+
+/// Waits until the nodes `of` have `n` more acknowledged writes than
+/// `before`; the check's detail.
+fn wait_acked(wl: &Workload, of: &[usize], before: usize, n: usize) -> (bool, String) {
+    let end = Instant::now() + STEP;
+    while Instant::now() < end && acked(wl, of) < before + n {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let after = acked(wl, of);
+    (
+        after >= before + n,
+        format!(
+            "{before} -> {after} acknowledged writes (wanted +{n} within {}s)",
+            STEP.as_secs()
+        ),
+    )
+}
+
+/// Checks that node `i`'s writes commit again (one more acknowledged).
+fn check_commits(r: &mut Report, wl: &Workload, name: &str, i: usize) {
+    let ok = wl.wait_acks(Some(i), 1, STEP);
+    let detail = format!(
+        "{}: {} acknowledged writes{}",
+        wl.nodes()[i].name,
+        wl.ledger().acked_count(Some(i)),
+        if ok {
+            String::new()
+        } else {
+            format!(", none more within {}s", STEP.as_secs())
+        }
+    );
+    r.check(name, ok, detail);
+}
+
+/// The end of every run: stop the writers, heal everything, confirm no
+/// pair is left blocked, settle and check.
+fn wrap_up(lab: &mut Lab, mut wl: Workload, mut r: Report, started: Instant) -> Report {
+    wl.stop();
+    if let Err(e) = lab.script("heal.sh", &[]) {
+        lab.failed(format!("final heal: {e}"));
+    }
+    match lab.blocked_pairs() {
+        Ok(b) => r.check(
+            "no pair of nodes blocked after the final heal",
+            b.is_empty(),
+            super::lab::show_pairs(&b),
+        ),
+        Err(e) => r.check("no pair of nodes blocked after the final heal", false, e),
+    }
+    let healed = Instant::now();
+    collect(lab, &mut r);
+    finish(&mut wl, &mut r, healed, SETTLE);
+    r.run_secs = started.elapsed().as_secs_f64();
+    r
+}
+
+/// The lab's fault figures into the report.
+fn collect(lab: &Lab, r: &mut Report) {
+    r.planned = lab.planned.clone();
+    r.faults = lab.faults.clone();
+    r.fault_failures = lab.failures.clone();
+}
+
+/// A run that could not start its workload: it fails with what it planned.
+fn aborted(lab: &Lab, mut r: Report, what: &str, e: String, started: Instant) -> Report {
+    r.check(what, false, e);
+    collect(lab, &mut r);
+    r.run_secs = started.elapsed().as_secs_f64();
+    r
+}
+
+/// Confirms a partition: exactly the pairs between the two groups the
+/// script printed are blocked.
+fn split_confirmed(lab: &Lab, out: &str) -> Result<String, String> {
+    let (a, b) = parse_split(out)?;
+    lab.expect_blocked(&cut(&a, &b))
+}
+
+fn nothing_blocked(lab: &Lab, _: &str) -> Result<String, String> {
+    lab.expect_blocked(&BTreeSet::new())
+}
+
 pub fn smoke(lab: &mut Lab, opts: Opts) -> Report {
     let started = Instant::now();
     let specs = lab.specs();
     let n = specs.len();
     let mut rng = Rng::new(opts.seed ^ 0x5a5a);
+    // The smoke's plan, fixed: each must be injected and confirmed.
+    lab.plan("partition-leader");
+    lab.plan("kill9");
     let mut r = Report {
         scenario: "smoke".into(),
         nodes: n,
         ..Report::default()
     };
     if let Err(e) = wait_ready(&specs, STEP) {
-        r.notes.push(e);
-        r.converge_secs = None;
-        return r;
+        return aborted(lab, r, "the cluster is ready", e, started);
     }
-    let mut wl = match Workload::start(specs.clone(), opts) {
+    let wl = match Workload::start(specs.clone(), opts) {
         Ok(w) => w,
-        Err(e) => {
-            r.notes.push(e);
-            return r;
-        }
+        Err(e) => return aborted(lab, r, "the workload started", e, started),
     };
-    soft(
-        &mut r,
-        wl.wait_acks(None, 10, STEP),
+    let ok = wl.wait_acks(None, 10, STEP);
+    r.check(
         "10 writes acknowledged before the faults",
+        ok,
+        format!("{} acknowledged", wl.ledger().acked_count(None)),
     );
 
     // The leader cut off into the minority until the majority commits again.
-    let old = leader(&specs);
-    if lab
-        .fault("partition-leader", "partition.sh", &["split-leader"])
-        .is_ok()
-    {
+    if let Ok(out) = lab.inject(
+        "partition-leader",
+        "partition.sh",
+        &["split-leader"],
+        split_confirmed,
+    ) {
+        // parse_split succeeded in the confirmation: the minority (with
+        // the leader) first, the majority second.
+        let (minority, majority) = parse_split(&out).unwrap_or_default();
+        let majority: Vec<usize> = majority.iter().filter_map(|&x| lab.index_of(x)).collect();
+        let minority: Vec<usize> = minority.iter().filter_map(|&x| lab.index_of(x)).collect();
         std::thread::sleep(Duration::from_secs(5));
-        let majority: Vec<usize> = (0..n).filter(|i| Some(*i) != old).collect();
-        let before: usize = majority
-            .iter()
-            .map(|i| wl.ledger().acked_count(Some(*i)))
-            .sum();
-        let end = Instant::now() + STEP;
-        while Instant::now() < end
-            && majority
-                .iter()
-                .map(|i| wl.ledger().acked_count(Some(*i)))
-                .sum::<usize>()
-                < before + 5
-        {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        let after: usize = majority
-            .iter()
-            .map(|i| wl.ledger().acked_count(Some(*i)))
-            .sum();
-        soft(
-            &mut r,
-            after >= before + 5,
+        let before = acked(&wl, &majority);
+        let (ok, detail) = wait_acked(&wl, &majority, before, 5);
+        r.check(
             "the majority committed 5 writes while the leader was cut off",
+            ok,
+            detail,
         );
-        let _ = lab.script("partition.sh", &["heal"]);
-        if let Some(o) = old {
-            soft(
-                &mut r,
-                wl.wait_acks(Some(o), 1, STEP),
-                "the old leader's writes committed after the heal",
-            );
-        }
-    } else {
-        r.notes
-            .push("split-leader failed: no partition in this run".into());
+        let _ = lab.heal(
+            "partition-leader",
+            "partition.sh",
+            &["heal"],
+            nothing_blocked,
+        );
+        let before = acked(&wl, &minority);
+        let (ok, detail) = wait_acked(&wl, &minority, before, 1);
+        r.check(
+            "the old leader's writes committed after the heal",
+            ok,
+            detail,
+        );
     }
 
     // A follower killed while its writer goes on, then restarted.
     let now = leader(&specs);
     let f = other_than(n, &now.into_iter().collect::<Vec<_>>(), &mut rng);
+    let arg = lab.arg(f);
     if lab
-        .fault("kill9", "proc.sh", &["kill", &lab.arg(f)])
+        .inject("kill9", "proc.sh", &["kill", &arg], |lab, _| {
+            lab.expect_state(f, "down")
+        })
         .is_ok()
     {
         std::thread::sleep(Duration::from_secs(5));
-        if let Err(e) = lab.script("proc.sh", &["restart", &lab.arg(f)]) {
-            r.notes.push(e);
-        }
-        soft(
-            &mut r,
-            wl.wait_acks(Some(f), 2, STEP),
-            "the restarted follower's writes committed",
-        );
+        let _ = lab.heal("kill9", "proc.sh", &["restart", &arg], |lab, _| {
+            lab.expect_state(f, "running")
+        });
+        let before = acked(&wl, &[f]);
+        let (ok, detail) = wait_acked(&wl, &[f], before, 2);
+        r.check("the restarted follower's writes committed", ok, detail);
     }
 
     // One concurrent-edit round: the restarted follower and another node.
     let g = other_than(n, &[f], &mut rng);
     concurrent(&mut r, &wl, 0, f, g, lab);
-    soft(
-        &mut r,
-        wl.wait_acks(None, 3, STEP),
+    let ok = wl.wait_acks(None, 3, STEP);
+    r.check(
         "writes acknowledged after the concurrent round",
+        ok,
+        format!("{} acknowledged", wl.ledger().acked_count(None)),
     );
-
-    wl.stop();
-    if let Err(e) = lab.script("heal.sh", &[]) {
-        r.notes.push(format!("heal: {e}"));
-    }
-    let healed = Instant::now();
-    r.faults = lab.faults.clone();
-    finish(&mut wl, &mut r, healed, SETTLE);
-    r.run_secs = started.elapsed().as_secs_f64();
-    r
+    wrap_up(lab, wl, r, started)
 }
 
 fn concurrent(r: &mut Report, wl: &Workload, round: usize, a: usize, b: usize, lab: &Lab) {
+    let name = "a concurrent-edit round wrote its base, saw it arrive and wrote both sides";
     match wl.concurrent_round(round, a, b, STEP) {
         Ok((x, y, note)) => {
             lab.log(&format!(
@@ -184,32 +259,29 @@ fn concurrent(r: &mut Report, wl: &Workload, round: usize, a: usize, b: usize, l
                 wl.nodes()[b].name
             ));
             r.concurrent_rounds += 1;
-            if let Some(n) = note {
-                r.notes.push(n);
+            match note {
+                Some(n) => r.check(name, false, n),
+                None => r.check(name, true, format!("round {round}")),
             }
         }
-        Err(e) => r.notes.push(format!("concurrent round {round}: {e}")),
+        Err(e) => r.check(name, false, format!("round {round}: {e}")),
     }
 }
 
-fn soft(r: &mut Report, ok: bool, what: &str) {
-    if !ok {
-        r.notes
-            .push(format!("not within {}s: {what}", STEP.as_secs()));
-    }
-}
-
-/// The fault cycle of the long run.
-const CYCLE: [&str; 10] = [
-    "split-leader",
-    "kill-leader",
-    "isolate",
+/// The fault cycle of the long run (the kinds as the report counts them).
+pub const CYCLE: [&str; 13] = [
+    "partition-leader",
+    "kill9-leader",
+    "partition-isolate",
     "loss",
+    "disk-loss",
     "empty-root",
-    "split-leader",
+    "partition-leader",
     "pause",
-    "oneway",
-    "kill-follower",
+    "data-full",
+    "partition-oneway",
+    "kill9-follower",
+    "leader-removal",
     "disk-full",
 ];
 
@@ -223,28 +295,30 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
         nodes: n,
         ..Report::default()
     };
+    // At least one fault is planned whatever happens next.
+    lab.plan(CYCLE[0]);
     if let Err(e) = wait_ready(&specs, STEP) {
-        r.notes.push(e);
-        return r;
+        return aborted(lab, r, "the cluster is ready", e, started);
     }
-    let mut wl = match Workload::start(specs.clone(), opts) {
+    let wl = match Workload::start(specs.clone(), opts) {
         Ok(w) => w,
-        Err(e) => {
-            r.notes.push(e);
-            return r;
-        }
+        Err(e) => return aborted(lab, r, "the workload started", e, started),
     };
-    soft(
-        &mut r,
-        wl.wait_acks(None, 10, STEP),
+    let ok = wl.wait_acks(None, 10, STEP);
+    r.check(
         "10 writes acknowledged before the faults",
+        ok,
+        format!("{} acknowledged", wl.ledger().acked_count(None)),
     );
     let end = started + Duration::from_secs(minutes * 60);
     let mut step = 0usize;
     while Instant::now() < end {
         let kind = CYCLE[step % CYCLE.len()];
+        if step > 0 {
+            lab.plan(kind);
+        }
         let hold = Duration::from_secs(rng.range(5, 16));
-        if let Err(e) = one_fault(lab, &specs, kind, hold, &mut rng, &mut r) {
+        if let Err(e) = one_fault(lab, &specs, &wl, kind, hold, &mut rng, &mut r) {
             r.notes.push(format!("step {step} ({kind}): {e}"));
         }
         step += 1;
@@ -257,93 +331,459 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
         if step.is_multiple_of(CYCLE.len()) {
             let c = wl.ledger().counts();
             lab.log(&format!(
-                "progress: {} writes, {} acknowledged, faults {:?}",
-                c.attempted, c.acknowledged, lab.faults
+                "progress: {} writes, {} acknowledged, faults {:?} of {:?}",
+                c.attempted, c.acknowledged, lab.faults, lab.planned
             ));
         }
     }
-    wl.stop();
-    if let Err(e) = lab.script("heal.sh", &[]) {
-        r.notes.push(format!("heal: {e}"));
-    }
-    let healed = Instant::now();
-    r.faults = lab.faults.clone();
-    finish(&mut wl, &mut r, healed, SETTLE);
-    r.run_secs = started.elapsed().as_secs_f64();
-    r
+    wrap_up(lab, wl, r, started)
 }
 
-/// Injects one fault of `kind`, holds it, heals it.
+/// Injects one fault of `kind` (planned by the caller), holds it, heals it,
+/// and checks that the node it hit commits again. An error has been
+/// recorded by the lab already (or is a reason to note: the fault was not
+/// injected, which fails the run as a shortfall).
 fn one_fault(
     lab: &mut Lab,
     specs: &[NodeSpec],
+    wl: &Workload,
     kind: &str,
     hold: Duration,
     rng: &mut Rng,
     r: &mut Report,
 ) -> Result<(), String> {
     let n = specs.len();
+    let after = format!("the faulted node's writes committed after the heal of {kind}");
     match kind {
-        "empty-root" => empty_root(lab, specs, hold, rng, r),
+        "empty-root" => {
+            let i = rng.range(0, n as u64) as usize;
+            empty_root(lab, specs, i, hold, rng, r)?;
+            check_commits(r, wl, &after, i);
+            Ok(())
+        }
         "disk-full" => {
             // The node's writer and its downloads fail with ENOSPC meanwhile
             // (counted as write errors, not as writes).
             let i = rng.range(0, n as u64) as usize;
-            lab.fault("disk-full", "disk.sh", &["fill", &lab.arg(i)])?;
+            let arg = lab.arg(i);
+            lab.inject("disk-full", "disk.sh", &["fill", &arg], |lab, _| {
+                full(lab, i, "ballast", "free")
+            })?;
             std::thread::sleep(hold);
-            lab.script("disk.sh", &["heal", &lab.arg(i)]).map(drop)
+            lab.heal("disk-full", "disk.sh", &["heal", &arg], |lab, _| {
+                freed(lab, i, "ballast", "free")
+            })?;
+            check_commits(r, wl, &after, i);
+            Ok(())
         }
-        "split-leader" => {
-            lab.fault("partition-leader", "partition.sh", &["split-leader"])?;
+        "data-full" => data_full(lab, specs, wl, hold, rng, r),
+        "disk-loss" => disk_loss(lab, specs, wl, hold, rng, r),
+        "leader-removal" => leader_removal(lab, specs, wl, hold, r),
+        "partition-leader" => {
+            let out = lab.inject(kind, "partition.sh", &["split-leader"], split_confirmed)?;
+            let (minority, _) = parse_split(&out)?;
             std::thread::sleep(hold);
-            lab.script("partition.sh", &["heal"]).map(drop)
+            lab.heal(kind, "partition.sh", &["heal"], nothing_blocked)?;
+            for i in minority.iter().filter_map(|&x| lab.index_of(x)) {
+                check_commits(r, wl, &after, i);
+            }
+            Ok(())
         }
-        "isolate" => {
+        "partition-isolate" => {
             let i = rng.range(0, n as u64) as usize;
-            lab.fault(
-                "partition-isolate",
+            lab.inject(
+                kind,
                 "partition.sh",
                 &["isolate", &lab.arg(i)],
+                split_confirmed,
             )?;
             std::thread::sleep(hold);
-            lab.script("partition.sh", &["heal"]).map(drop)
+            lab.heal(kind, "partition.sh", &["heal"], nothing_blocked)?;
+            check_commits(r, wl, &after, i);
+            Ok(())
         }
-        "oneway" => {
+        "partition-oneway" => {
             let a = rng.range(0, n as u64) as usize;
             let b = other_than(n, &[a], rng);
-            lab.fault(
-                "partition-oneway",
+            let want: BTreeSet<(usize, usize)> = [(lab.ids[a], lab.ids[b])].into_iter().collect();
+            lab.inject(
+                kind,
                 "partition.sh",
                 &["oneway", &lab.arg(a), &lab.arg(b)],
+                |lab, _| lab.expect_blocked(&want),
             )?;
             std::thread::sleep(hold);
-            lab.script("partition.sh", &["heal"]).map(drop)
+            lab.heal(kind, "partition.sh", &["heal"], nothing_blocked)?;
+            check_commits(r, wl, &after, a);
+            check_commits(r, wl, &after, b);
+            Ok(())
         }
         "loss" => {
             let i = rng.range(0, n as u64) as usize;
-            lab.fault("loss", "loss.sh", &["on", &lab.arg(i), "0.3", "both"])?;
+            let j = other_than(n, &[i], rng);
+            lab.inject(
+                kind,
+                "loss.sh",
+                &["on", &lab.arg(i), "0.3", "both"],
+                |lab, _| lossy(lab, i, j, true),
+            )?;
             std::thread::sleep(hold);
-            lab.script("loss.sh", &["heal"]).map(drop)
+            lab.heal(kind, "loss.sh", &["heal"], |lab, _| lossy(lab, i, j, false))?;
+            check_commits(r, wl, &after, i);
+            Ok(())
         }
         "pause" => {
             let i = rng.range(0, n as u64) as usize;
-            lab.fault("pause", "proc.sh", &["pause", &lab.arg(i)])?;
+            let arg = lab.arg(i);
+            lab.inject(kind, "proc.sh", &["pause", &arg], |lab, _| {
+                lab.expect_state(i, "paused")
+            })?;
             std::thread::sleep(hold);
-            lab.script("proc.sh", &["resume", &lab.arg(i)]).map(drop)
+            lab.heal(kind, "proc.sh", &["resume", &arg], |lab, _| {
+                lab.expect_state(i, "running")
+            })?;
+            check_commits(r, wl, &after, i);
+            Ok(())
         }
-        "kill-leader" | "kill-follower" => {
+        "kill9-leader" | "kill9-follower" => {
             let l = leader(specs).ok_or("no leader to find")?;
-            let (i, k) = if kind == "kill-leader" {
-                (l, "kill9-leader")
+            let i = if kind == "kill9-leader" {
+                l
             } else {
-                (other_than(n, &[l], rng), "kill9-follower")
+                other_than(n, &[l], rng)
             };
-            lab.fault(k, "proc.sh", &["kill", &lab.arg(i)])?;
+            let arg = lab.arg(i);
+            lab.inject(kind, "proc.sh", &["kill", &arg], |lab, _| {
+                lab.expect_state(i, "down")
+            })?;
             std::thread::sleep(hold.min(Duration::from_secs(8)));
-            lab.script("proc.sh", &["restart", &lab.arg(i)]).map(drop)
+            lab.heal(kind, "proc.sh", &["restart", &arg], |lab, _| {
+                lab.expect_state(i, "running")
+            })?;
+            check_commits(r, wl, &after, i);
+            Ok(())
         }
         other => Err(format!("unknown fault {other}")),
     }
+}
+
+/// Less than this many bytes free counts as full.
+const FULL: u64 = 1 << 20;
+
+/// Confirms that `disk.sh state` shows the ballast `ballast` in place and
+/// less than [`FULL`] free in `free`.
+fn full(lab: &Lab, i: usize, ballast: &str, free: &str) -> Result<String, String> {
+    let f = lab.fields("disk.sh", i)?;
+    let bytes: u64 = f
+        .get(free)
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("no {free} in {f:?}"))?;
+    if f.get(ballast).map(String::as_str) == Some("1") && bytes < FULL {
+        Ok(format!("{ballast} in place, {bytes} bytes free"))
+    } else {
+        Err(format!("not full: {f:?}"))
+    }
+}
+
+fn freed(lab: &Lab, i: usize, ballast: &str, free: &str) -> Result<String, String> {
+    let f = lab.fields("disk.sh", i)?;
+    let bytes: u64 = f
+        .get(free)
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("no {free} in {f:?}"))?;
+    if f.get(ballast).map(String::as_str) == Some("0") && bytes >= FULL {
+        Ok(format!("{ballast} gone, {bytes} bytes free"))
+    } else {
+        Err(format!("still full: {f:?}"))
+    }
+}
+
+/// Confirms packet loss between specs `i` and `j` in both directions
+/// (`on`: some but not all of 100 probes arrive each way) or its absence
+/// (at least 98 of 100 arrive each way).
+fn lossy(lab: &Lab, i: usize, j: usize, on: bool) -> Result<String, String> {
+    let ij = lab.probe(i, j, 100)?;
+    let ji = lab.probe(j, i, 100)?;
+    let how = format!(
+        "{}->{} {ij}/100, {}->{} {ji}/100 probes arrived",
+        lab.arg(i),
+        lab.arg(j),
+        lab.arg(j),
+        lab.arg(i)
+    );
+    let ok = if on {
+        [ij, ji].iter().all(|&x| x > 0 && x < 100)
+    } else {
+        [ij, ji].iter().all(|&x| x >= 98)
+    };
+    if ok {
+        Ok(how)
+    } else {
+        Err(how)
+    }
+}
+
+/// Confirms from `member.sh state` that spec `i` is down with an empty
+/// data dir, and (`dir_empty`) an empty synced dir.
+fn wiped(lab: &Lab, i: usize, dir_empty: bool) -> Result<String, String> {
+    let f = lab.fields("member.sh", i)?;
+    let is = |k: &str, v: &str| f.get(k).map(String::as_str) == Some(v);
+    if is("running", "0") && is("data_entries", "0") && (!dir_empty || is("dir_entries", "0")) {
+        Ok(format!("node {} down, {f:?}", lab.arg(i)))
+    } else {
+        Err(format!("node {} not wiped: {f:?}", lab.arg(i)))
+    }
+}
+
+/// Confirms that no other node that answers lists `id` as a member (and
+/// that one answers).
+fn not_member(specs: &[NodeSpec], i: usize, id: &str) -> Result<String, String> {
+    let mut seen = Vec::new();
+    for (j, s) in specs.iter().enumerate().filter(|(j, _)| *j != i) {
+        if let Ok(st) = s.status() {
+            if st.members.iter().any(|m| m.id == id) {
+                return Err(format!("{} still lists {id} as a member", s.name));
+            }
+            seen.push(specs[j].name.clone());
+        }
+    }
+    if seen.is_empty() {
+        Err("no other node answers".into())
+    } else {
+        Ok(format!("{id} is no member for {}", seen.join(", ")))
+    }
+}
+
+/// Confirms that spec `i` runs again as a new member (another node id than
+/// `old`) of the cluster of the others, listed by another node.
+fn rejoined(specs: &[NodeSpec], i: usize, old: &str) -> Result<String, String> {
+    let me = specs[i].status()?;
+    if me.node_id == old {
+        return Err(format!("{} still has node id {old}", specs[i].name));
+    }
+    for (j, s) in specs.iter().enumerate().filter(|(j, _)| *j != i) {
+        let Ok(st) = s.status() else { continue };
+        if st.cluster_id != me.cluster_id || me.cluster_id.is_none() {
+            return Err(format!(
+                "{} is in cluster {:?}, {} in {:?}",
+                specs[i].name, me.cluster_id, specs[j].name, st.cluster_id
+            ));
+        }
+        if !st.members.iter().any(|m| m.id == me.node_id) {
+            return Err(format!("{} does not list {} yet", s.name, me.node_id));
+        }
+        return Ok(format!(
+            "{} rejoined as {} ({} members for {})",
+            specs[i].name,
+            me.node_id,
+            st.members.len(),
+            s.name
+        ));
+    }
+    Err("no other node answers".into())
+}
+
+/// Waits until spec `i` has applied at least what `j` had applied when
+/// this started, and holds on disk what it reports committed.
+fn caught_up(specs: &[NodeSpec], i: usize, j: usize) -> (bool, String) {
+    let target = specs[j].status().ok().and_then(|s| s.applied_index);
+    let end = Instant::now() + STEP;
+    let mut last = String::from("no answer");
+    while Instant::now() < end {
+        match specs[i].status() {
+            Ok(st) => {
+                let applied = st.applied_index;
+                let ok = st.in_sync
+                    && st.local_root.as_deref() == Some(st.cluster_root.as_str())
+                    && applied.is_some()
+                    && applied >= target;
+                last = format!(
+                    "{} applied {applied:?} (target {target:?} of {}), in_sync {}",
+                    specs[i].name, specs[j].name, st.in_sync
+                );
+                if ok {
+                    return (true, last);
+                }
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    (false, format!("not within {}s: {last}", STEP.as_secs()))
+}
+
+/// A disk loss: a follower killed and its data dir and synced dir wiped
+/// (its writer held meanwhile, its unacknowledged writes gone with the
+/// disk); it is removed from the membership through another node, then
+/// started again: it joins with a fresh token as a new node and must catch
+/// up; its writer resumes then. The final checks find every acknowledged
+/// write on every node, this one included.
+fn disk_loss(
+    lab: &mut Lab,
+    specs: &[NodeSpec],
+    wl: &Workload,
+    hold: Duration,
+    rng: &mut Rng,
+    r: &mut Report,
+) -> Result<(), String> {
+    let n = specs.len();
+    let l = leader(specs).ok_or("no leader to find")?;
+    let i = other_than(n, &[l], rng);
+    let old = specs[i].status()?.node_id;
+    let arg = lab.arg(i);
+    wl.pause(i);
+    if let Err(e) = lab.inject(
+        "disk-loss",
+        "member.sh",
+        &["wipe", &arg, "all"],
+        |lab, _| wiped(lab, i, true),
+    ) {
+        wl.resume(i);
+        return Err(e);
+    }
+    let gone = wl.ledger().wipe(i);
+    lab.log(&format!(
+        "{}: {gone} unacknowledged writes gone with its disks",
+        specs[i].name
+    ));
+    // Whatever fails from here on, the node is started again (a failure
+    // is recorded by the lab and fails the run).
+    let removed = lab.step(
+        "disk-loss: the lost node removed from the membership",
+        "member.sh",
+        &["remove", &old],
+        |_, _| not_member(specs, i, &old),
+    );
+    std::thread::sleep(hold);
+    let healed = lab.heal("disk-loss", "member.sh", &["rejoin", &arg], |_, _| {
+        rejoined(specs, i, &old)
+    });
+    if healed.is_ok() {
+        let (ok, detail) = caught_up(specs, i, l);
+        r.check(
+            "the node whose disks were wiped caught up after its re-join",
+            ok,
+            detail,
+        );
+    }
+    wl.resume(i);
+    removed.and(healed)?;
+    check_commits(
+        r,
+        wl,
+        "the faulted node's writes committed after the heal of disk-loss",
+        i,
+    );
+    Ok(())
+}
+
+/// The data dir (chunk store, Raft log, index) of node `i` full. The
+/// daemon may stop on it (a Raft storage error exits 1); the heal frees
+/// the space and starts it again if it stopped.
+fn data_full(
+    lab: &mut Lab,
+    specs: &[NodeSpec],
+    wl: &Workload,
+    hold: Duration,
+    rng: &mut Rng,
+    r: &mut Report,
+) -> Result<(), String> {
+    let i = rng.range(0, specs.len() as u64) as usize;
+    let arg = lab.arg(i);
+    lab.inject("data-full", "disk.sh", &["fill-data", &arg], |lab, _| {
+        full(lab, i, "data_ballast", "data_free")
+    })?;
+    std::thread::sleep(hold);
+    let state = lab.proc_state(i)?;
+    let answers = specs[i].status().is_ok();
+    lab.log(&format!(
+        "{} with a full data dir: {state}, API {}",
+        specs[i].name,
+        if answers {
+            "answers"
+        } else {
+            "does not answer"
+        }
+    ));
+    lab.heal("data-full", "disk.sh", &["heal", &arg], |lab, _| {
+        freed(lab, i, "data_ballast", "data_free")
+    })?;
+    if lab.proc_state(i)? == "down" {
+        r.notes.push(format!(
+            "{} exited with its data dir full (restarted by the heal)",
+            specs[i].name
+        ));
+        lab.heal("data-full", "proc.sh", &["restart", &arg], |lab, _| {
+            lab.expect_state(i, "running")
+        })?;
+    }
+    check_commits(
+        r,
+        wl,
+        "the faulted node's writes committed after the heal of data-full",
+        i,
+    );
+    Ok(())
+}
+
+/// The leader removed from the membership through another node's CLI; the
+/// others must keep committing. The removed node runs on with its state
+/// and its writer. A node with Raft state cannot join again (its --join is
+/// ignored): the heal kills it, wipes its data dir, keeps its synced dir,
+/// and starts it: it joins with a fresh token as a new node, with the files
+/// it holds, and its writes (of the time it was out) must commit.
+fn leader_removal(
+    lab: &mut Lab,
+    specs: &[NodeSpec],
+    wl: &Workload,
+    hold: Duration,
+    r: &mut Report,
+) -> Result<(), String> {
+    let n = specs.len();
+    let l = leader(specs).ok_or("no leader to find")?;
+    let old = specs[l].status()?.node_id;
+    let others: Vec<usize> = (0..n).filter(|&j| j != l).collect();
+    let via = lab.arg(others[0]);
+    let before = acked(wl, &others);
+    lab.inject(
+        "leader-removal",
+        "member.sh",
+        &["remove", &old, &via],
+        |_, _| {
+            let how = not_member(specs, l, &old)?;
+            let st = specs[others[0]].status()?;
+            match st.leader {
+                Some(x) if x != old => Ok(format!("{how}; new leader {x}")),
+                other => Err(format!("{how}; leader {other:?}")),
+            }
+        },
+    )?;
+    let (ok, detail) = wait_acked(wl, &others, before, 3);
+    r.check(
+        "the other nodes committed 3 writes after the leader was removed",
+        ok,
+        detail,
+    );
+    std::thread::sleep(hold);
+    let arg = lab.arg(l);
+    lab.step(
+        "leader-removal: the removed node's data dir wiped for its re-join",
+        "member.sh",
+        &["wipe", &arg, "data"],
+        |lab, _| wiped(lab, l, false),
+    )?;
+    lab.heal("leader-removal", "member.sh", &["rejoin", &arg], |_, _| {
+        rejoined(specs, l, &old)
+    })?;
+    let (ok, detail) = caught_up(specs, l, others[0]);
+    r.check("the removed leader caught up after its re-join", ok, detail);
+    check_commits(
+        r,
+        wl,
+        "the faulted node's writes committed after the heal of leader-removal",
+        l,
+    );
+    Ok(())
 }
 
 /// Files another node lists as committed (`None` if it does not answer).
@@ -360,22 +800,37 @@ fn committed_files(spec: &NodeSpec) -> Option<usize> {
 /// propagate no deletion: the workload never deletes, so the committed
 /// file count seen by another node must not drop (else a
 /// `deleted-from-empty-root` violation); a node that does not report
-/// `halted` is noted.
+/// `halted` fails a check.
 fn empty_root(
     lab: &mut Lab,
     specs: &[NodeSpec],
+    i: usize,
     hold: Duration,
     rng: &mut Rng,
     r: &mut Report,
 ) -> Result<(), String> {
     let n = specs.len();
-    let i = rng.range(0, n as u64) as usize;
     let j = other_than(n, &[i], rng);
+    let arg = lab.arg(i);
     let before = committed_files(&specs[j]);
-    lab.fault("empty-root", "disk.sh", &["empty-root", &lab.arg(i)])?;
+    let mounted = |lab: &Lab, want: &str| -> Result<String, String> {
+        let f = lab.fields("disk.sh", i)?;
+        match f.get("empty_root") {
+            Some(v) if v == want => Ok(format!("empty_root={v}")),
+            other => Err(format!("empty_root={other:?}, want {want}")),
+        }
+    };
+    lab.inject("empty-root", "disk.sh", &["empty-root", &arg], |lab, _| {
+        mounted(lab, "1")
+    })?;
     // A running daemon notices the swap only at its next full rescan
     // (minutes): restart it, as a NAS that booted without its disk.
-    let crashed = lab.script("proc.sh", &["crash", &lab.arg(i)]);
+    lab.step(
+        "empty-root: the node restarted on the empty root",
+        "proc.sh",
+        &["crash", &arg],
+        |lab, _| lab.expect_state(i, "running"),
+    )?;
     std::thread::sleep(hold);
     let halted = specs[i]
         .status()
@@ -383,18 +838,24 @@ fn empty_root(
         .and_then(|s| s.sync)
         .and_then(|y| y.halted);
     let after = committed_files(&specs[j]);
-    let mut healed = lab.script("disk.sh", &["heal", &lab.arg(i)]).map(drop);
-    if crashed.is_ok() {
+    r.check(
+        "a node restarted on an empty root halted its sync",
+        halted.is_some(),
+        match &halted {
+            Some(why) => format!("{} halted: {why}", specs[i].name),
+            None => format!("{} did not report halted", specs[i].name),
+        },
+    );
+    let healed = lab
+        .heal("empty-root", "disk.sh", &["heal", &arg], |lab, _| {
+            mounted(lab, "0")
+        })
         // Back on its real root: restart it again to leave the halt.
-        healed = healed.and(lab.script("proc.sh", &["crash", &lab.arg(i)]).map(drop));
-    }
-    match &halted {
-        Some(why) => lab.log(&format!("{} halted: {why}", specs[i].name)),
-        None => r.notes.push(format!(
-            "{} did not report halted while its root was empty",
-            specs[i].name
-        )),
-    }
+        .and_then(|()| {
+            lab.heal("empty-root", "proc.sh", &["crash", &arg], |lab, _| {
+                lab.expect_state(i, "running")
+            })
+        });
     if let (Some(b), Some(a)) = (before, after) {
         lab.log(&format!(
             "{} lists {b} committed files before, {a} during the empty root",

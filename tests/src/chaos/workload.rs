@@ -12,7 +12,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,18 @@ pub struct Workload {
     ledger: Arc<Ledger>,
     seqs: Arc<Vec<AtomicU64>>,
     stop: Arc<AtomicBool>,
+    /// Per node: its writer holds off (see [`Workload::pause`]).
+    paused: Arc<Vec<Pause>>,
     threads: Vec<JoinHandle<()>>,
     opts: Opts,
+}
+
+/// A writer's pause switch; the lock is held for each write, so that
+/// [`Workload::pause`] can wait for the write in flight.
+#[derive(Default)]
+struct Pause {
+    on: AtomicBool,
+    writing: Mutex<()>,
 }
 
 impl Workload {
@@ -69,24 +79,27 @@ impl Workload {
                 .map(|_| AtomicU64::new(1))
                 .collect::<Vec<_>>(),
         );
+        let paused = Arc::new((0..nodes.len()).map(|_| Pause::default()).collect());
         let mut w = Workload {
             nodes,
             ledger: Arc::new(Ledger::default()),
             seqs,
             stop: Arc::new(AtomicBool::new(false)),
+            paused,
             threads: Vec::new(),
             opts,
         };
         for i in 0..w.nodes.len() {
-            let (nodes, ledger, seqs, stop, opts) = (
+            let (nodes, ledger, seqs, stop, paused, opts) = (
                 w.nodes.clone(),
                 w.ledger.clone(),
                 w.seqs.clone(),
                 w.stop.clone(),
+                w.paused.clone(),
                 w.opts.clone(),
             );
             w.threads.push(std::thread::spawn(move || {
-                writer(i, &nodes, &ledger, &seqs, &stop, &opts)
+                writer(i, &nodes, &ledger, &seqs, &stop, &paused[i], &opts)
             }));
             let (nodes, ledger, stop, opts) = (
                 w.nodes.clone(),
@@ -107,6 +120,18 @@ impl Workload {
 
     pub fn nodes(&self) -> &[NodeSpec] {
         &self.nodes
+    }
+
+    /// Holds node `i`'s writer (e.g. while its disks are wiped); returns
+    /// once no write of it is in flight.
+    pub fn pause(&self, i: usize) {
+        let p = &self.paused[i];
+        p.on.store(true, Ordering::SeqCst);
+        drop(p.writing.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.paused[i].on.store(false, Ordering::SeqCst);
     }
 
     /// Stops writers and pollers and waits for them.
@@ -259,6 +284,7 @@ fn writer(
     ledger: &Ledger,
     seqs: &[AtomicU64],
     stop: &AtomicBool,
+    pause: &Pause,
     opts: &Opts,
 ) {
     let mut rng = Rng::new(opts.seed.wrapping_mul(1_000_003) ^ (i as u64 + 1));
@@ -271,6 +297,10 @@ fn writer(
             Duration::from_millis(rng.range(gap / 2, gap * 3 / 2 + 1)),
         ) {
             return;
+        }
+        let _writing = pause.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if pause.on.load(Ordering::SeqCst) {
+            continue;
         }
         let path = if own.len() < opts.paths_per_writer && (own.is_empty() || rng.chance(0.35)) {
             let p = format!("w{i}/d{}/f{created}.dat", created % 4);
