@@ -98,7 +98,11 @@ pub struct QuicTuning {
     /// other side advertises, so values above 1472 have no effect with this
     /// libp2p version even on loopback.
     pub mtu_upper_bound: u16,
-    /// QUIC idle timeout in milliseconds.
+    /// QUIC idle timeout in milliseconds: how long a connection to a peer
+    /// that died (kill -9, power cut) keeps taking requests. A restarted peer
+    /// comes back on a new connection, but requests still go to the old one
+    /// until it times out (30 s made a restarted leader's cluster wait up to
+    /// 30 s to sync again; issue 13 item 4).
     pub max_idle_timeout_ms: u32,
     /// QUIC keep-alive interval (below both sides' idle timeout).
     pub keep_alive: Duration,
@@ -112,8 +116,8 @@ impl Default for QuicTuning {
             stream_window: 8 * MIB as u32,
             connection_window: 48 * MIB as u32,
             mtu_upper_bound: 1452,
-            max_idle_timeout_ms: 30_000,
-            keep_alive: Duration::from_secs(5),
+            max_idle_timeout_ms: 5_000,
+            keep_alive: Duration::from_secs(1),
             max_concurrent_streams: 256,
         }
     }
