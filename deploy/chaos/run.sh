@@ -79,6 +79,8 @@ start_one() {
     env_pre=(LD_PRELOAD="$(faketime_lib)" FAKETIME_TIMESTAMP_FILE="$d/faketime"
              FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_CACHE_DURATION=1)
   fi
+  # proc.sh arm: crash points for this start.
+  if [[ -f $d/failpoints ]]; then env_pre+=(FAILPOINTS="$(cat "$d/failpoints")"); fi
   mkdir -p "$(fsd_data "$i")"
   echo "=== $(date -Is) start ${args[*]}" | sed 's/--token [^ ]*/--token <redacted>/' >>"$d/log"
   # setsid: own session, so signals to the chaos scripts' group never reach

@@ -4,7 +4,8 @@
 # under faults, always tears the lab down, exits with fsd-chaos's code.
 #
 #   suite.sh smoke [--nodes N] [--seed S]          (smoke.sh: CI, a few minutes)
-#   suite.sh long --minutes M [--nodes N] [--seed S]   (long.sh)
+#   suite.sh long --minutes M [--nodes N] [--seed S] [--kinds K1,K2]   (long.sh;
+#                   --kinds: only those fault kinds of the cycle, e.g. crash-point)
 #
 # Exit: 0 every invariant held, every planned fault was injected and
 # confirmed, every check passed and the cluster settled within 30 s of the
@@ -14,8 +15,11 @@
 #
 # Environment:
 #   FSD_BIN         the filesyncd binary the nodes run (smoke: FILESYNCD_BIN
-#                   or target/debug/filesyncd; long: the static release
-#                   build if present, else target/release, else debug)
+#                   or target/debug/filesyncd; long: target/debug/filesyncd,
+#                   which `cargo test --workspace` builds with the crash
+#                   points the long run's crash-point fault needs; for a
+#                   release build: cargo build --release -p filesyncd
+#                   --features failpoints, then FSD_BIN=target/release/filesyncd)
 #   FSD_CHAOS_BIN   a prebuilt fsd-chaos (default: built with cargo)
 #   FSD_CHAOS_OUT   where the report, logs and evidence go (default
 #                   target/chaos/<suite>-<time>)
@@ -38,6 +42,7 @@ while (($#)); do
     --nodes) nodes=${2:?}; shift 2 ;;
     --minutes) minutes=${2:?}; shift 2 ;;
     --seed) seed=${2:?}; shift 2 ;;
+    --kinds) kinds=${2:?}; shift 2 ;;
     *) echo "${0##*/}: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -82,10 +87,7 @@ if [[ -z ${FSD_BIN:-} ]]; then
   if [[ $suite == smoke ]]; then
     FSD_BIN=${FILESYNCD_BIN:-$target_dir/debug/filesyncd}
   else
-    for c in "$repo/target-static/x86_64-unknown-linux-gnu/release/filesyncd" \
-             "$target_dir/release/filesyncd" "$target_dir/debug/filesyncd"; do
-      [[ -x $c ]] && { FSD_BIN=$c; break; }
-    done
+    FSD_BIN=$target_dir/debug/filesyncd
   fi
 fi
 export FSD_BIN
@@ -164,6 +166,7 @@ fi
 args=("$suite" --seed "$seed")
 if [[ $suite == long ]]; then
   args+=(--minutes "$minutes")
+  if [[ -n ${kinds:-} ]]; then args+=(--kinds "$kinds"); fi
   limit=$((minutes * 60 + 1800))
 else
   limit=1500

@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! fsd-chaos smoke [--seed S] [--gap-ms MS]
-//! fsd-chaos long --minutes N [--seed S] [--gap-ms MS]
+//! fsd-chaos long --minutes N [--seed S] [--gap-ms MS] [--kinds K1,K2,...]
 //! ```
+//!
+//! `--kinds` runs the long run's cycle restricted to those fault kinds (in
+//! the cycle's order), e.g. `--kinds crash-point` to exercise one kind.
 //!
 //! The lab is read from `FSD_STATE`, `FSD_PREFIX`, `FSD_BIN` (as the
 //! scripts do); the scripts are found in `FSD_CHAOS_DIR`, else
@@ -22,7 +25,8 @@ use std::time::Duration;
 use chaos::lab::Lab;
 use chaos::workload::Opts;
 
-const USAGE: &str = "usage: fsd-chaos smoke|long [--minutes N] [--seed S] [--gap-ms MS]";
+const USAGE: &str =
+    "usage: fsd-chaos smoke|long [--minutes N] [--seed S] [--gap-ms MS] [--kinds K1,K2,...]";
 
 fn main() -> ExitCode {
     match run() {
@@ -40,7 +44,15 @@ fn run() -> Result<bool, String> {
     let what = args.next().ok_or(USAGE)?;
     let mut opts = Opts::default();
     let mut minutes = 30u64;
+    let mut kinds: Vec<&'static str> = chaos::scenario::CYCLE.to_vec();
     while let Some(a) = args.next() {
+        if a == "--kinds" {
+            let list = args
+                .next()
+                .ok_or(format!("--kinds needs a list; {USAGE}"))?;
+            kinds = chaos::scenario::kinds(&list)?;
+            continue;
+        }
         let mut value = |name: &str| -> Result<u64, String> {
             args.next()
                 .and_then(|v| v.parse().ok())
@@ -65,7 +77,7 @@ fn run() -> Result<bool, String> {
     ));
     let report = match what.as_str() {
         "smoke" => chaos::scenario::smoke(&mut lab, opts),
-        "long" => chaos::scenario::long(&mut lab, opts, minutes.max(1)),
+        "long" => chaos::scenario::long(&mut lab, opts, minutes.max(1), &kinds),
         _ => return Err(USAGE.into()),
     };
     print!("{}", report.render());

@@ -160,11 +160,27 @@ impl Lab {
     where
         F: Fn(&Lab, &str) -> Result<String, String>,
     {
+        self.inject_within(kind, script, args, CONFIRM, confirm)
+    }
+
+    /// [`Lab::inject`] with another confirmation deadline (a fault that
+    /// takes effect only when the daemon gets there, e.g. a crash point).
+    pub fn inject_within<F>(
+        &mut self,
+        kind: &str,
+        script: &str,
+        args: &[&str],
+        within: Duration,
+        confirm: F,
+    ) -> Result<String, String>
+    where
+        F: Fn(&Lab, &str) -> Result<String, String>,
+    {
         let out = match self.script(script, args) {
             Ok(out) => out,
             Err(e) => return Err(self.failed(format!("{kind}: injection failed: {e}"))),
         };
-        match self.confirmed(&out, confirm) {
+        match self.confirmed_within(&out, within, confirm) {
             Ok(how) => {
                 self.log(&format!("{kind} confirmed: {how}"));
                 *self.faults.entry(kind.to_string()).or_default() += 1;
@@ -226,7 +242,14 @@ impl Lab {
     where
         F: Fn(&Lab, &str) -> Result<String, String>,
     {
-        let end = Instant::now() + CONFIRM;
+        self.confirmed_within(out, CONFIRM, confirm)
+    }
+
+    fn confirmed_within<F>(&self, out: &str, within: Duration, confirm: F) -> Result<String, String>
+    where
+        F: Fn(&Lab, &str) -> Result<String, String>,
+    {
+        let end = Instant::now() + within;
         loop {
             match confirm(self, out) {
                 Ok(how) => return Ok(how),

@@ -7,7 +7,8 @@
 //! * **long** (`--minutes N`): the same writers under a cycle of faults
 //!   ([`CYCLE`]: partitions, kills, packet loss, a pause, an empty root, a
 //!   full synced dir and a full data dir, a disk loss, the leader removed
-//!   from the membership), each held a few seconds then healed, with a
+//!   from the membership, a crash at a random crash point: `FSD_BIN` needs
+//!   the failpoints feature), each held a few seconds then healed, with a
 //!   concurrent-edit round every third fault; then heal, settle, check.
 //!
 //! Nothing can pass by being skipped: every fault is planned, and the run
@@ -269,7 +270,7 @@ fn concurrent(r: &mut Report, wl: &Workload, round: usize, a: usize, b: usize, l
 }
 
 /// The fault cycle of the long run (the kinds as the report counts them).
-pub const CYCLE: [&str; 13] = [
+pub const CYCLE: [&str; 14] = [
     "partition-leader",
     "kill9-leader",
     "partition-isolate",
@@ -283,9 +284,61 @@ pub const CYCLE: [&str; 13] = [
     "kill9-follower",
     "leader-removal",
     "disk-full",
+    "crash-point",
 ];
 
-pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
+/// The crash points (`chunkstore/src/failpoint.rs`) any node passes within
+/// seconds under the workload: every node writes, so each also stores and
+/// places the others' versions, appends and applies entries, and commits
+/// its local index. (`raft::snapshot_installed` needs a node left far
+/// behind: the loopback crash suite covers it.)
+pub const CRASH_POINTS: [&str; 11] = [
+    "chunkstore::put_before_commit",
+    "offer::stored_before_ack",
+    "raft::log_appended",
+    "raft::apply_before_commit",
+    "raft::applied",
+    "materialize::staged",
+    "materialize::flushed",
+    "materialize::renamed",
+    "materialize::dirs_synced",
+    "materialize::indexed",
+    "local_index::committed",
+];
+
+/// How many times node `id`'s log says it aborted at `point`.
+fn crash_lines(lab: &Lab, id: usize, point: &str) -> usize {
+    let log = lab.state.join(format!("n{id}/log"));
+    let needle = format!("failpoint=\"{point}\"");
+    std::fs::read_to_string(log)
+        .map(|s| s.matches(&needle).count())
+        .unwrap_or(0)
+}
+
+/// The kinds of a comma-separated list, each checked against [`CYCLE`],
+/// in the cycle's order.
+pub fn kinds(list: &str) -> Result<Vec<&'static str>, String> {
+    let want: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    if let Some(bad) = want.iter().find(|k| !CYCLE.contains(k)) {
+        return Err(format!(
+            "unknown fault kind {bad} (known: {})",
+            CYCLE.join(", ")
+        ));
+    }
+    let mut out: Vec<&'static str> = CYCLE.iter().copied().filter(|k| want.contains(k)).collect();
+    out.dedup();
+    if out.is_empty() {
+        return Err("--kinds names no fault kind".into());
+    }
+    Ok(out)
+}
+
+/// The long run over `cycle` (a subsequence of [`CYCLE`]; see [`kinds`]).
+pub fn long(lab: &mut Lab, opts: Opts, minutes: u64, cycle: &[&'static str]) -> Report {
     let started = Instant::now();
     let specs = lab.specs();
     let n = specs.len();
@@ -296,7 +349,7 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
         ..Report::default()
     };
     // At least one fault is planned whatever happens next.
-    lab.plan(CYCLE[0]);
+    lab.plan(cycle[0]);
     if let Err(e) = wait_ready(&specs, STEP) {
         return aborted(lab, r, "the cluster is ready", e, started);
     }
@@ -313,7 +366,7 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
     let end = started + Duration::from_secs(minutes * 60);
     let mut step = 0usize;
     while Instant::now() < end {
-        let kind = CYCLE[step % CYCLE.len()];
+        let kind = cycle[step % cycle.len()];
         if step > 0 {
             lab.plan(kind);
         }
@@ -328,7 +381,7 @@ pub fn long(lab: &mut Lab, opts: Opts, minutes: u64) -> Report {
             concurrent(&mut r, &wl, step / 3, a, b, lab);
         }
         std::thread::sleep(Duration::from_secs(rng.range(2, 7)));
-        if step.is_multiple_of(CYCLE.len()) {
+        if step.is_multiple_of(cycle.len()) {
             let c = wl.ledger().counts();
             lab.log(&format!(
                 "progress: {} writes, {} acknowledged, faults {:?} of {:?}",
@@ -458,6 +511,35 @@ fn one_fault(
             })?;
             std::thread::sleep(hold.min(Duration::from_secs(8)));
             lab.heal(kind, "proc.sh", &["restart", &arg], |lab, _| {
+                lab.expect_state(i, "running")
+            })?;
+            check_commits(r, wl, &after, i);
+            Ok(())
+        }
+        "crash-point" => {
+            // Restarted with one crash point armed; confirmed once the
+            // process is gone and its log shows the abort at that point.
+            let i = rng.range(0, n as u64) as usize;
+            let point = CRASH_POINTS[rng.range(0, CRASH_POINTS.len() as u64) as usize];
+            let id = lab.ids[i];
+            let before = crash_lines(lab, id, point);
+            let spec = format!("{point}=return");
+            let arg = lab.arg(i);
+            let within = Duration::from_secs(60);
+            lab.inject_within(kind, "proc.sh", &["arm", &arg, &spec], within, |lab, _| {
+                let st = lab.proc_state(i)?;
+                let now = crash_lines(lab, id, point);
+                if st == "down" && now > before {
+                    Ok(format!("node {id} aborted at {point}"))
+                } else {
+                    Err(format!(
+                        "node {id} is {st}, its log shows {now} aborts at {point} ({before} before; \
+                         FSD_BIN needs the failpoints feature)"
+                    ))
+                }
+            })?;
+            std::thread::sleep(hold.min(Duration::from_secs(5)));
+            lab.heal(kind, "proc.sh", &["disarm", &arg], |lab, _| {
                 lab.expect_state(i, "running")
             })?;
             check_commits(r, wl, &after, i);
@@ -875,4 +957,35 @@ fn empty_root(
         }
     }
     healed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CRASH_POINTS;
+
+    #[test]
+    fn kinds_are_checked_and_kept_in_cycle_order() {
+        assert_eq!(
+            super::kinds("crash-point, loss").unwrap(),
+            vec!["loss", "crash-point"]
+        );
+        assert_eq!(
+            super::kinds("partition-leader").unwrap(),
+            vec!["partition-leader"]
+        );
+        assert!(super::kinds("lose")
+            .unwrap_err()
+            .contains("unknown fault kind"));
+        assert!(super::kinds(",").is_err());
+    }
+
+    #[test]
+    fn crash_points_of_the_cycle_are_points_of_the_daemon() {
+        for p in CRASH_POINTS {
+            assert!(
+                filesyncd_chunkstore::failpoint::NAMES.contains(&p),
+                "{p} is not a crash point"
+            );
+        }
+    }
 }
