@@ -176,18 +176,9 @@ impl Lab {
     where
         F: Fn(&Lab, &str) -> Result<String, String>,
     {
-        let out = match self.script(script, args) {
-            Ok(out) => out,
-            Err(e) => return Err(self.failed(format!("{kind}: injection failed: {e}"))),
-        };
-        match self.confirmed_within(&out, within, confirm) {
-            Ok(how) => {
-                self.log(&format!("{kind} confirmed: {how}"));
-                *self.faults.entry(kind.to_string()).or_default() += 1;
-                Ok(out)
-            }
-            Err(e) => Err(self.failed(format!("{kind}: not confirmed: {e}"))),
-        }
+        let out = self.run_confirmed(kind, "injection failed", script, args, within, confirm)?;
+        *self.faults.entry(kind.to_string()).or_default() += 1;
+        Ok(out)
     }
 
     /// A step of a fault after its injection (e.g. the removal of the
@@ -203,11 +194,29 @@ impl Lab {
     where
         F: Fn(&Lab, &str) -> Result<String, String>,
     {
+        self.run_confirmed(what, "failed", script, args, CONFIRM, confirm)
+    }
+
+    /// Runs `script ARGS`, then `confirm` on its output until it holds or
+    /// `within` passes; a failure of either is recorded ([`Lab::failed`])
+    /// as `<what>: <failed>: ...` or `<what>: not confirmed: ...`.
+    fn run_confirmed<F>(
+        &mut self,
+        what: &str,
+        failed: &str,
+        script: &str,
+        args: &[&str],
+        within: Duration,
+        confirm: F,
+    ) -> Result<String, String>
+    where
+        F: Fn(&Lab, &str) -> Result<String, String>,
+    {
         let out = match self.script(script, args) {
             Ok(out) => out,
-            Err(e) => return Err(self.failed(format!("{what}: failed: {e}"))),
+            Err(e) => return Err(self.failed(format!("{what}: {failed}: {e}"))),
         };
-        match self.confirmed(&out, confirm) {
+        match self.confirmed_within(&out, within, confirm) {
             Ok(how) => {
                 self.log(&format!("{what} confirmed: {how}"));
                 Ok(out)
@@ -236,13 +245,6 @@ impl Lab {
         self.log(&format!("FAULT FAILED: {why}"));
         self.failures.push(why.clone());
         why
-    }
-
-    fn confirmed<F>(&self, out: &str, confirm: F) -> Result<String, String>
-    where
-        F: Fn(&Lab, &str) -> Result<String, String>,
-    {
-        self.confirmed_within(out, CONFIRM, confirm)
     }
 
     fn confirmed_within<F>(&self, out: &str, within: Duration, confirm: F) -> Result<String, String>
