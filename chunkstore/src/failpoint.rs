@@ -20,7 +20,7 @@
 
 /// Every crash point, in the order data passes them on a peer.
 pub const NAMES: &[&str] = &[
-    // chunkstore: received content, before and after its one commit.
+    // chunkstore: received content, before its one commit.
     "chunkstore::put_before_commit",
     // node: a peer's stored copy is durable, its ack not yet sent.
     "offer::stored_before_ack",
