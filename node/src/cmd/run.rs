@@ -3,6 +3,7 @@
 //! control API (`api::serve_daemon`; the daemon never depends on the API).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use filesyncd::config::{Config, LogFormat, RunArgs};
 use tracing_subscriber::EnvFilter;
@@ -19,6 +20,13 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// How long a clean shutdown waits for blocking tasks (an index save, a
+/// flush) before the process exits anyway.
+const CLEAN_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// The same after a failure (Raft stopped on a storage error): the exit is
+/// what the supervisor waits for.
+const FAILED_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Exit codes: 0 after a clean shutdown, 2 on a bad configuration or a
 /// locked data directory, 1 on any other failure.
@@ -49,7 +57,17 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(filesyncd::daemon::run(config, filesyncd::api::serve_daemon)) {
+    let result = runtime.block_on(filesyncd::daemon::run(config, filesyncd::api::serve_daemon));
+    // Dropping the runtime waits for every blocking task, and one stuck on a
+    // dead disk (the very failure that stopped Raft) would keep the process
+    // alive with its API gone, so the supervisor never restarts it. Every
+    // durable write is crash-safe, so abandoning such a task loses nothing.
+    runtime.shutdown_timeout(if result.is_ok() {
+        CLEAN_SHUTDOWN_WAIT
+    } else {
+        FAILED_SHUTDOWN_WAIT
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "filesyncd stopped");

@@ -785,7 +785,9 @@ fn data_full(
     lab.heal("data-full", "disk.sh", &["heal", &arg], |lab, _| {
         freed(lab, i, "data_ballast", "data_free")
     })?;
-    if lab.proc_state(i)? == "down" {
+    // A node whose Raft stopped on the full disk is on its way out: wait
+    // until it has exited or answers steadily, as a supervisor would see it.
+    if settled_state(lab, &specs[i], i, SETTLE_LIMIT)? == "down" {
         r.notes.push(format!(
             "{} exited with its data dir full (restarted by the heal)",
             specs[i].name
@@ -801,6 +803,36 @@ fn data_full(
         i,
     );
     Ok(())
+}
+
+/// How long a node may take to exit or answer after a fault is healed.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Node `i`'s process state once it is settled: `down`, or `running` with
+/// its API answering twice a second apart. Fails when it is neither within
+/// `limit` (a process that lingers without its API is a daemon bug).
+fn settled_state(lab: &Lab, spec: &NodeSpec, i: usize, limit: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    let mut answered = false;
+    loop {
+        let state = lab.proc_state(i)?;
+        if state == "down" {
+            return Ok(state);
+        }
+        let answers = state == "running" && spec.status().is_ok();
+        if answers && answered {
+            return Ok(state);
+        }
+        answered = answers;
+        if start.elapsed() > limit {
+            return Err(format!(
+                "{} neither exited nor answered within {}s of the heal (state {state})",
+                spec.name,
+                limit.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// The leader removed from the membership through another node's CLI; the
