@@ -33,6 +33,7 @@ use axum::{Json, Router};
 use filesyncd_merkle::Hash;
 use filesyncd_p2p::Token;
 use filesyncd_raft::command::Outcome;
+use filesyncd_raft::NodeId;
 
 use crate::daemon::Node;
 use types::{node_hex, ApiErrorBody, Member, Status, TokenCreated, TokenRequest};
@@ -197,6 +198,16 @@ async fn read_state(node: &Node) -> Result<(Hash, Option<String>, u64), ApiError
     .map_err(internal)
 }
 
+/// The leader as this node knows it. openraft keeps naming a node that was
+/// removed while leading as the leader of its last vote (it runs on as a
+/// learner): only a node in the `Leader` state names itself.
+fn known_leader(leader: Option<NodeId>, leading: bool, me: NodeId) -> Option<NodeId> {
+    match leader {
+        Some(l) if l == me && !leading => None,
+        other => other,
+    }
+}
+
 async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let (root, cluster_id, _) = read_state(&s.node).await?;
     let m = s.node.metrics();
@@ -208,7 +219,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
         node_id: node_hex(s.node.id()),
         peer_id: s.peer_id.clone(),
         state: format!("{:?}", m.state),
-        leader: m.current_leader.map(node_hex),
+        leader: known_leader(m.current_leader, m.state.is_leader(), s.node.id()).map(node_hex),
         term: m.current_term,
         last_log_index: m.last_log_index,
         applied_index: m.last_applied.map(|l| l.index),
@@ -229,7 +240,8 @@ async fn members(State(s): State<ApiState>) -> Json<Vec<Member>> {
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let (root, _, live) = read_state(&s.node).await?;
     let m = s.node.metrics();
-    let is_leader = u8::from(m.current_leader == Some(s.node.id()));
+    let me = s.node.id();
+    let is_leader = u8::from(known_leader(m.current_leader, m.state.is_leader(), me) == Some(me));
     let voters = m.membership_config.membership().voter_ids().count();
     let body = format!(
         "# HELP filesyncd_raft_term Current Raft term.\n# TYPE filesyncd_raft_term gauge\nfilesyncd_raft_term {}\n\
@@ -299,4 +311,19 @@ async fn create_token(
         StatusCode::CONFLICT,
         format!("token not recorded: {outcome:?}"),
     ))
+}
+
+#[cfg(test)]
+mod leader_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_names_itself_leader_only_while_it_leads() {
+        assert_eq!(known_leader(Some(1), true, 1), Some(1));
+        // Removed while leading: openraft keeps its own id as the leader.
+        assert_eq!(known_leader(Some(1), false, 1), None);
+        // Another node's leadership is reported as openraft sees it.
+        assert_eq!(known_leader(Some(2), false, 1), Some(2));
+        assert_eq!(known_leader(None, false, 1), None);
+    }
 }
