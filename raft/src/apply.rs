@@ -22,7 +22,9 @@
 //!      the path is not live and the base is `None` or names its tombstone. A match writes a
 //!      new version (`Applied`). A stale base is not an error and not an overwrite: if the
 //!      content equals the live one (kind, root, size, mode) the op is `Unchanged` and its
-//!      holders are merged into the live record; otherwise it is committed as a new path, the
+//!      holders are merged into the live record; if it equals a retained version newer than
+//!      the base (any, without a base) it is `Unchanged` at that version (what the origin
+//!      holds was received, not edited); otherwise it is committed as a new path, the
 //!      conflict copy `<stem>.sync-conflict-<YYYYMMDD-HHMMSS>-<origin>.<ext>` (time from the
 //!      entry clock, origin from the op), disambiguated with `-2`, `-3`, ... while taken by a
 //!      live path (`Conflict`);
@@ -34,6 +36,9 @@
 //!      id are unique: a second token with either is `TokenExists`; a malformed id is
 //!      `InvalidValue`. Spent and expired tokens stay recorded (a later join with them is
 //!      told `TokenReused` / `TokenExpired`, not `UnknownToken`);
+//!    - **Holders.** A put of a non-empty file needs holders (`NoHolders`), and once a
+//!      membership is applied they must hold a majority of each voter set ([`Quorums`]),
+//!      else `TooFewHolders`: a committed version survives the loss of any minority;
 //!    - **AddHolders** merges holders into a retained version (and the live record if it is
 //!      the live version).
 //! 5. **Record** the outcomes under the request id.
@@ -50,6 +55,23 @@ use crate::command::{Batch, Op, Outcome, PutKind, RejectReason, Response, Retent
 use crate::history::{self, FileMeta, Hint, PathRecord, Settings, TokenRecord, TokenUse};
 use crate::paths;
 use crate::NodeId;
+
+/// The voter sets of the membership applied before an entry: one, or two
+/// during a joint change. Empty before any membership is applied (a state
+/// machine under test), when holders are not counted.
+pub type Quorums = [std::collections::BTreeSet<NodeId>];
+
+/// Whether `holders` (sorted, deduplicated) hold a majority of each voter
+/// set of `quorums`.
+pub fn holders_hold_quorum(holders: &[NodeId], quorums: &Quorums) -> bool {
+    quorums
+        .iter()
+        .all(|voters| 2 * count_in(holders, voters) > voters.len())
+}
+
+fn count_in(holders: &[NodeId], voters: &std::collections::BTreeSet<NodeId>) -> usize {
+    holders.iter().filter(|h| voters.contains(h)).count()
+}
 
 /// Request ids remembered per origin.
 pub const DEDUP_WINDOW: u64 = 64;
@@ -83,11 +105,13 @@ pub fn tree_value(meta: &FileMeta) -> PathValue {
     }
 }
 
-/// Applies `batch`, the payload of the entry at log `index`, to `view`.
+/// Applies `batch`, the payload of the entry at log `index`, to `view`,
+/// with `quorums` the voter sets of the membership applied before it.
 pub fn apply_batch<V: IndexView>(
     view: &V,
     index: u64,
     batch: &Batch,
+    quorums: &Quorums,
 ) -> Result<(Changes, Response), V::Error> {
     let mut ov = Overlay::new(view);
     if let Some(outcomes) = ov.dedup(batch.id)? {
@@ -110,7 +134,7 @@ pub fn apply_batch<V: IndexView>(
     let mut outcomes = Vec::with_capacity(batch.ops.len());
     for (pos, op) in batch.ops.iter().enumerate() {
         let version = Version::new(index, u32::try_from(pos).unwrap_or(u32::MAX));
-        let outcome = apply_op(&mut ov, batch, version, now, op)?;
+        let outcome = apply_op(&mut ov, batch, version, now, op, quorums)?;
         outcomes.push(outcome);
     }
 
@@ -137,6 +161,7 @@ fn apply_op<V: IndexView>(
     version: Version,
     now: u64,
     op: &Op,
+    quorums: &Quorums,
 ) -> Result<Outcome, V::Error> {
     let state = ov.state()?;
     if let Op::InitCluster {
@@ -185,6 +210,22 @@ fn apply_op<V: IndexView>(
             let mut holders = holders.clone();
             holders.sort_unstable();
             holders.dedup();
+            if *kind == PutKind::File
+                && *size > 0
+                && !holders.is_empty()
+                && !holders_hold_quorum(&holders, quorums)
+            {
+                let largest = quorums.iter().map(|q| q.len()).max().unwrap_or(0);
+                let held = quorums
+                    .iter()
+                    .map(|q| count_in(&holders, q))
+                    .min()
+                    .unwrap_or(0);
+                return Ok(rejected(RejectReason::TooFewHolders {
+                    holders: u32::try_from(held).unwrap_or(u32::MAX),
+                    voters: u32::try_from(largest).unwrap_or(u32::MAX),
+                }));
+            }
             let meta = FileMeta {
                 kind: kind.clone(),
                 root: *root,
@@ -356,6 +397,21 @@ fn put<V: IndexView>(
                 }
                 return Ok(Outcome::Unchanged { version: current });
             }
+        }
+    }
+    // Content a retained version newer than the base already holds is that
+    // version, not an edit: a node that placed it and crashed before
+    // recording it, or that comes back with an old synced dir, proposes
+    // what it received. It is `Unchanged` at that version (no conflict
+    // copy); the origin records it and places the live version over it.
+    for old in ov.versions(path)?.iter().rev() {
+        if base.is_some_and(|b| old.version <= b) {
+            break;
+        }
+        if old.state.as_ref().is_some_and(|m| m.same_content(&meta)) {
+            return Ok(Outcome::Unchanged {
+                version: old.version,
+            });
         }
     }
     for n in 1..=MAX_CONFLICT_CANDIDATES {

@@ -203,6 +203,14 @@ pub enum RejectReason {
     TokenReused,
     /// `AddHolders` names a version that is not retained for that path.
     UnknownVersion,
+    /// A non-empty file whose holders are not a majority of the voters (of
+    /// each voter set during a joint membership change) at the entry's
+    /// apply: its content could be lost with a minority. The origin offers
+    /// it again to the current voters and proposes again.
+    TooFewHolders {
+        holders: u32,
+        voters: u32,
+    },
 }
 
 /// The result of one op.

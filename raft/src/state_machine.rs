@@ -282,7 +282,12 @@ fn apply_entries_inner(
             let resp = match entry.payload {
                 EntryPayload::Blank => Response::Empty,
                 EntryPayload::Normal(Request::V1(batch)) => {
-                    let (changes, resp) = crate::apply::apply_batch(&t, index, &batch)?;
+                    let quorums = membership
+                        .as_ref()
+                        .unwrap_or(&inner.membership)
+                        .membership()
+                        .get_joint_config();
+                    let (changes, resp) = crate::apply::apply_batch(&t, index, &batch, quorums)?;
                     t.write(&changes)?;
                     inner.tree.apply(&changes)?;
                     resp

@@ -6,7 +6,7 @@ mod fixtures;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use filesyncd_raft::command::{Outcome, Response};
+use filesyncd_raft::command::{Op, Outcome, RejectReason, Response};
 use filesyncd_raft::network::{decode, encode, RemoteFailure, Reply};
 use filesyncd_raft::node::NodeError;
 use filesyncd_raft::transport::RpcKind;
@@ -57,6 +57,43 @@ async fn three_nodes_replicate_writes_from_any_node() {
     // 1 init + 3 puts (+ a blank leader entry) on each of 3 nodes.
     assert!(c.check_apply_order().unwrap() >= 12);
     assert!(c.leaders.violations().is_empty());
+}
+
+/// A put whose holders are not a quorum of the voters (here: the origin
+/// alone, as an origin that skipped or faked its offer would propose it) is
+/// refused by every node's apply: it never becomes a committed version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_held_by_a_minority_is_refused_on_every_node() {
+    init_tracing();
+    let c = Cluster::new(3, 11, test_config()).await;
+    let leader = c.wait_leader(T).await;
+    must_propose(c.node(leader), vec![init()]).await;
+    let mut minority = put("minority.txt", "m", None, leader);
+    if let Op::Put { holders, .. } = &mut minority {
+        *holders = vec![leader];
+    }
+    let mut quorum = put("quorum.txt", "q", None, leader);
+    let other = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    if let Op::Put { holders, .. } = &mut quorum {
+        *holders = vec![leader, other];
+    }
+    let p = must_propose(c.node(leader), vec![minority, quorum]).await;
+    assert_eq!(
+        p.response.outcomes()[0],
+        Outcome::Rejected {
+            reason: RejectReason::TooFewHolders {
+                holders: 1,
+                voters: 3
+            }
+        }
+    );
+    applied_version(&p.response, 1);
+    c.wait_converged(T).await;
+    for id in c.ids() {
+        let r = c.node(id).reader();
+        assert!(r.get("minority.txt").unwrap().is_none(), "node {id}");
+        assert!(r.get("quorum.txt").unwrap().is_some(), "node {id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

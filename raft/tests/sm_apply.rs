@@ -170,6 +170,37 @@ fn stale_put_with_same_content_is_unchanged_and_merges_holders() {
     assert_eq!(ix.live.len(), 1);
 }
 
+/// A stale put whose content an intermediate version holds (a node placed
+/// it, crashed before recording it, and proposes it at restart with its old
+/// base) is that version: `Unchanged` at it, no conflict copy, nothing new.
+/// Content older than the base, or never committed, still conflicts.
+#[test]
+fn stale_put_of_a_version_newer_than_its_base_is_that_version() {
+    let mut ix = fresh(Retention::default());
+    ix.apply(2, &batch(1, 2, T0, vec![put("a", 1, 1, None)]));
+    ix.apply(3, &batch(1, 3, T0, vec![put("a", 2, 1, Some(v(2, 0)))]));
+    ix.apply(4, &batch(1, 4, T0, vec![put("a", 3, 1, Some(v(3, 0)))]));
+    // Node 2 recorded version 2 and placed version 3.
+    let r = ix.apply(5, &batch(2, 1, T0, vec![put("a", 2, 2, Some(v(2, 0)))]));
+    assert_eq!(r.outcomes(), &[Outcome::Unchanged { version: v(3, 0) }]);
+    // A node without a base (its old synced dir, joining again).
+    let r = ix.apply(6, &batch(3, 1, T0, vec![put("a", 1, 3, None)]));
+    assert_eq!(r.outcomes(), &[Outcome::Unchanged { version: v(2, 0) }]);
+    assert_eq!(ix.live.len(), 1, "no conflict copy");
+    assert_eq!(ix.live["a"].version, v(4, 0), "the live version stays");
+    // The base's own content, proposed against the base, is an edit back
+    // to it that lost the race: a conflict copy, as before.
+    let r = ix.apply(7, &batch(2, 2, T0, vec![put("a", 1, 2, Some(v(2, 0)))]));
+    assert!(
+        matches!(&r.outcomes()[0], Outcome::Conflict { .. }),
+        "{:?}",
+        r.outcomes()
+    );
+    // New content with a stale base conflicts.
+    let r = ix.apply(8, &batch(2, 3, T0, vec![put("a", 9, 2, Some(v(3, 0)))]));
+    assert!(matches!(&r.outcomes()[0], Outcome::Conflict { .. }));
+}
+
 #[test]
 fn deletes_and_stale_deletes() {
     let mut ix = fresh(Retention::default());
@@ -669,4 +700,100 @@ fn retention_by_days_via_hints_and_tombstones() {
     // A leader with a late clock cannot roll time back.
     ix.apply(6, &batch(1, 6, T0, vec![]));
     assert_eq!(ix.state.clock_ms, T0 + DAY + 11);
+}
+
+fn held(path: &str, content: u8, holders: &[u64]) -> Op {
+    let mut op = put(path, content, holders[0], None);
+    if let Op::Put { holders: h, .. } = &mut op {
+        *h = holders.to_vec();
+    }
+    op
+}
+
+fn voters(ids: &[u64]) -> std::collections::BTreeSet<u64> {
+    ids.iter().copied().collect()
+}
+
+#[test]
+fn a_put_commits_only_when_its_holders_are_a_majority_of_every_voter_set() {
+    let mut ix = fresh(Retention::default());
+    let three = [voters(&[1, 2, 3])];
+    let r = ix.apply_with(
+        2,
+        &batch(
+            1,
+            2,
+            T0,
+            vec![
+                // The origin alone, or with a node that is not a voter: a
+                // minority of {1, 2, 3}.
+                held("alone", 1, &[1]),
+                held("learner", 1, &[1, 7]),
+                // Two of three, duplicates not counted twice.
+                held("two", 1, &[2, 1, 2]),
+                held("dup", 1, &[1, 1, 1]),
+                // An empty file carries no content: no holders needed.
+                {
+                    let mut e = held("empty", 1, &[1]);
+                    if let Op::Put { size, holders, .. } = &mut e {
+                        *size = 0;
+                        holders.clear();
+                    }
+                    e
+                },
+                dir("d", None),
+            ],
+        ),
+        &three,
+    );
+    let o = r.outcomes();
+    let too_few = |holders, voters| rejected(RejectReason::TooFewHolders { holders, voters });
+    assert_eq!(o[0], too_few(1, 3));
+    assert_eq!(o[1], too_few(1, 3));
+    assert_eq!(o[2], applied(v(2, 2)));
+    assert_eq!(o[3], too_few(1, 3));
+    assert_eq!(o[4], applied(v(2, 4)));
+    assert_eq!(o[5], applied(v(2, 5)));
+    assert_eq!(
+        ix.live.keys().collect::<Vec<_>>(),
+        vec!["d", "empty", "two"],
+        "a refused put leaves nothing"
+    );
+
+    // A joint change {1, 2, 3} -> {3, 4, 5}: a majority of each set.
+    let joint = [voters(&[1, 2, 3]), voters(&[3, 4, 5])];
+    let r = ix.apply_with(
+        3,
+        &batch(
+            1,
+            3,
+            T0,
+            vec![
+                held("old-only", 2, &[1, 2]),
+                held("new-only", 2, &[4, 5]),
+                held("both", 2, &[1, 3, 4]),
+            ],
+        ),
+        &joint,
+    );
+    let o = r.outcomes();
+    assert_eq!(o[0], too_few(0, 3));
+    assert_eq!(o[1], too_few(0, 3));
+    assert_eq!(o[2], applied(v(3, 2)));
+
+    // The same ops, replayed on another index, refuse the same way: the rule
+    // reads only the entry and the applied membership.
+    let mut other = fresh(Retention::default());
+    let again = other.apply_with(
+        3,
+        &batch(
+            1,
+            3,
+            T0,
+            vec![held("old-only", 2, &[1, 2]), held("both", 2, &[1, 3, 4])],
+        ),
+        &joint,
+    );
+    assert_eq!(again.outcomes()[0], too_few(0, 3));
+    assert_eq!(again.outcomes()[1], applied(v(3, 1)));
 }

@@ -345,6 +345,21 @@ impl Node {
         }
     }
 
+    /// Sends `signal` (a `kill -<signal>` name: STOP, CONT...) to the process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let Some(c) = &self.child else {
+            return err(format!("{} is not running", self.name));
+        };
+        let pid = c.id().to_string();
+        match Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+        {
+            Ok(s) if s.success() => Ok(()),
+            other => err(format!("kill -{signal} {}: {other:?}", self.name)),
+        }
+    }
+
     /// SIGTERM, then wait for the exit.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let Some(c) = &self.child else {

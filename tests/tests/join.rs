@@ -211,3 +211,103 @@ fn a_fourth_node_becomes_a_voter_unless_max_voters_is_reached() {
     assert_eq!(role(&m).as_deref(), Some("learner"));
     assert_eq!(voters(&m), 3);
 }
+
+/// Reproducible bytes of `n` (incompressible enough to be chunked and
+/// pulled, not sent inline).
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Offers in flight while a member is removed. A slow follower (paused)
+/// leaves the victim as the only other node acking the leader's offers;
+/// the removal of the victim then waits for the slow one (the new voter
+/// set must agree), and the writes made meanwhile are proposed with the
+/// victim as their holder. None of them may commit held by the leader and
+/// the removed node alone: each must name the slow follower too (the apply
+/// refuses the others, the origin offers them again), and every file
+/// reaches the survivors whole.
+#[test]
+fn a_member_removed_while_offers_wait_leaves_no_version_held_by_a_minority() {
+    use std::time::Duration;
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    let s = c.wait_converged(3, 3).unwrap();
+    let leader_id = s.leader.clone().unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| c.node(i).status().unwrap().node_id)
+        .collect();
+    let l = ids.iter().position(|id| *id == leader_id).unwrap();
+    let slow = (0..3).find(|i| *i != l).unwrap();
+    let victim = (0..3).find(|i| *i != l && *i != slow).unwrap();
+    let dir = c.node(l).dir();
+    let write = |k: usize| {
+        std::fs::write(
+            dir.join(format!("f{k:02}")),
+            noise(200_000 + k, k as u64 + 7),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    c.node(slow).signal("STOP").unwrap();
+    let during = 5..15;
+    std::thread::scope(|sc| {
+        (0..during.start).for_each(write);
+        let removal = sc.spawn(|| c.node(l).cli_json(&["remove", &ids[victim]]));
+        // The removal is pending (its joint configuration needs the slow
+        // follower) before these are written.
+        std::thread::sleep(Duration::from_millis(700));
+        during.clone().for_each(write);
+        c.node(slow).signal("CONT").unwrap();
+        (during.end..20).for_each(write);
+        let r = removal.join().unwrap().unwrap();
+        assert_eq!(r["id"], ids[victim].as_str());
+    });
+    let survivors = [l, slow];
+    for i in survivors {
+        let n = c.node(i);
+        wait_for("2 voters", DEADLINE, || {
+            let m = n.members()?;
+            Ok((m.len() == 2 && voters(&m) == 2).then_some(()))
+        })
+        .unwrap();
+    }
+    for k in 0..20 {
+        let name = format!("f{k:02}");
+        let want = noise(200_000 + k, k as u64 + 7);
+        wait_for(&format!("{name} on the slow follower"), DEADLINE, || {
+            Ok(
+                (std::fs::read(c.node(slow).dir().join(&name)).ok() == Some(want.clone()))
+                    .then_some(()),
+            )
+        })
+        .unwrap();
+        if !during.contains(&k) {
+            continue;
+        }
+        let h = c.node(slow).cli_json(&["history", &name]).unwrap();
+        let versions = h["versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 1, "{name}: {h}");
+        let holders: Vec<&str> = versions[0]["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for must in survivors {
+            assert!(
+                holders.contains(&ids[must].as_str()),
+                "{name}, written while the removal was pending, is held by {holders:?}: \
+                 not a majority of the voters left {:?}",
+                survivors.map(|i| &ids[i])
+            );
+        }
+    }
+}

@@ -74,6 +74,10 @@ pub enum ProposeOutcome {
     },
     AlreadyAbsent,
     Rejected(String),
+    /// Not committed for a reason that passes: the holders were no longer a
+    /// quorum of the voters when it applied (the membership changed after
+    /// the offer). Offered and proposed again by a later step.
+    Retry(String),
 }
 
 /// The committed state at one applied index, as one step reads it: the
@@ -338,7 +342,9 @@ impl MemCommitted {
             time_ms: s.now_ms,
             ops: ops.into_iter().map(convert::raft_op).collect(),
         };
-        let (changes, resp) = match apply_batch(&s.index, index, &batch) {
+        // No membership here: the quorum of holders is the acks port's
+        // (MemAcks) to reach, and Raft's apply counts it (raft/tests/sm_apply.rs).
+        let (changes, resp) = match apply_batch(&s.index, index, &batch, &[]) {
             Ok(r) => r,
             Err(never) => match never {},
         };

@@ -42,7 +42,7 @@ use super::plan::{
 };
 use super::ports::{ChunkFetcher, Committed, CommittedView, PortError, ProposeOp, ProposeOutcome};
 use super::scan::{load_ignore, ScanError, Scanner};
-use super::types::{LocalEntry, NodeId, Stat, VersionRecord};
+use super::types::{LocalEntry, NodeId, Stat, VersionId, VersionRecord};
 
 mod fetch;
 pub use fetch::{fetch_tree, pull, pull_many, ZeroChunks};
@@ -769,14 +769,20 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             tracing::debug!(path = p.path(), outcome = ?o, "proposal outcome");
         }
         rep.proposed += batch.len();
+        // Puts found to hold a committed version (`Unchanged`): when that is
+        // not the live one, the live one is placed by the next step.
+        let mut unchanged: Vec<(String, VersionId)> = Vec::new();
         for (p, o) in batch.into_iter().zip(outcomes) {
             match (p, o) {
                 (
                     Proposal::Put {
                         path, meta, stat, ..
                     },
-                    ProposeOutcome::Applied(v) | ProposeOutcome::Unchanged(v),
+                    o @ (ProposeOutcome::Applied(v) | ProposeOutcome::Unchanged(v)),
                 ) => {
+                    if matches!(o, ProposeOutcome::Unchanged(_)) {
+                        unchanged.push((path.clone(), v));
+                    }
                     let stat = moved.get(&path).copied().unwrap_or(stat);
                     self.rejected.remove(&path);
                     self.set_local(path, LocalEntry::committed(meta, stat, v));
@@ -803,6 +809,10 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                         Err(e) => rep.errors.push(e.to_string()),
                     }
                 }
+                (Proposal::Put { path, .. }, ProposeOutcome::Retry(why)) => {
+                    tracing::info!(path, why, "proposal not committed: offered again");
+                    rep.dirty.push(path);
+                }
                 (Proposal::Put { path, stat, .. }, ProposeOutcome::Rejected(why)) => {
                     tracing::warn!(path, why, "proposal rejected");
                     rep.errors.push(format!("{path}: rejected: {why}"));
@@ -814,6 +824,14 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 (p, o) => rep
                     .errors
                     .push(format!("{}: unexpected outcome {o:?}", p.path())),
+            }
+        }
+        if !unchanged.is_empty() {
+            let snap = self.committed.snapshot()?;
+            for (path, v) in unchanged {
+                if snap.view.get(&path).is_none_or(|r| r.version != v) {
+                    rep.deferred.push(path);
+                }
             }
         }
         Ok(())

@@ -76,8 +76,19 @@ impl MemIndex {
     }
 
     /// Applies a batch at `index` and commits it; returns the response.
+    /// No membership: holders are not counted (see [`super::Quorums`]).
     pub fn apply(&mut self, index: u64, batch: &crate::command::Batch) -> Response {
-        let (changes, resp) = match super::apply_batch(self, index, batch) {
+        self.apply_with(index, batch, &[])
+    }
+
+    /// [`MemIndex::apply`] under the voter sets `quorums`.
+    pub fn apply_with(
+        &mut self,
+        index: u64,
+        batch: &crate::command::Batch,
+        quorums: &super::Quorums,
+    ) -> Response {
+        let (changes, resp) = match super::apply_batch(self, index, batch, quorums) {
             Ok(r) => r,
             Err(never) => match never {},
         };

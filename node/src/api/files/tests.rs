@@ -254,7 +254,10 @@ impl Fixture {
                 mtime_ns: 1_700_000_000_000_000_000,
                 origin: self.node.id(),
                 base,
-                holders: vec![PEER],
+                // The content is the remote's alone (this node's store lacks
+                // it); this single voter is named too, as the apply wants a
+                // majority of the voters among the holders.
+                holders: vec![PEER, self.node.id()],
             }])
             .await
             .unwrap();

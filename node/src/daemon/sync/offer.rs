@@ -28,7 +28,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Notify, Semaphore};
 
 use super::ctl::{self, CtlRequest, CtlResponse, InlineItem, OfferItem, OfferState};
-use super::ports::{members, P2pFetcher};
+use super::ports::{members, voter_sets, P2pFetcher};
 use super::servable::Servable;
 use crate::daemon::Node;
 use crate::engine::acks::{Acks, Content, Quorum};
@@ -147,8 +147,14 @@ impl Offerer {
         loop {
             let (peers, voters) = members(&self.node);
             // This node's copy is durable: its scan stored the content in
-            // the chunk store before the engine proposes it.
-            let quorum = Quorum::count(&voters, me, true, &acked);
+            // the chunk store before the engine proposes it. During a joint
+            // membership change a majority of each voter set is needed, as
+            // the apply counts the holders (`filesyncd_raft::apply`).
+            let quorum = voter_sets(&self.node)
+                .iter()
+                .map(|set| Quorum::count(set, me, true, &acked))
+                .min_by_key(|q| q.got as isize - q.need as isize)
+                .unwrap_or_else(|| Quorum::count(&voters, me, true, &acked));
             if quorum.reached() {
                 return Ok(acked.into_iter().collect());
             }

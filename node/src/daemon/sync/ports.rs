@@ -101,6 +101,16 @@ pub fn members(node: &Node) -> (HashMap<NodeId, PeerId>, BTreeSet<NodeId>) {
     (peers, mem.voter_ids().collect())
 }
 
+/// The voter sets of `node`'s membership: one, or two during a joint
+/// change (a quorum of holders needs a majority of each).
+pub fn voter_sets(node: &Node) -> Vec<BTreeSet<NodeId>> {
+    node.metrics()
+        .membership_config
+        .membership()
+        .get_joint_config()
+        .clone()
+}
+
 /// [`Committed`] over Raft (the offer before a put is
 /// [`crate::engine::acks::OfferFirst`]'s).
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 //! ([`super::MemCommitted`]) both go through it, so the twin applies exactly
 //! the commands the daemon would propose.
 
-use filesyncd_raft::command::{Op, Outcome, PutKind, Version};
+use filesyncd_raft::command::{Op, Outcome, PutKind, RejectReason, Version};
 use filesyncd_raft::history::PathRecord;
 
 use super::{ProposeOp, ProposeOutcome};
@@ -69,6 +69,9 @@ pub fn propose_outcome(o: &Outcome) -> ProposeOutcome {
             current: version_id(*current),
         },
         Outcome::AlreadyAbsent => ProposeOutcome::AlreadyAbsent,
+        Outcome::Rejected {
+            reason: reason @ RejectReason::TooFewHolders { .. },
+        } => ProposeOutcome::Retry(format!("{reason:?}")),
         Outcome::Rejected { reason } => ProposeOutcome::Rejected(format!("{reason:?}")),
     }
 }
