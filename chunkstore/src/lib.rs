@@ -6,6 +6,7 @@
 
 pub mod chunker;
 pub mod failpoint;
+pub mod poison;
 pub mod store;
 
 pub use filesyncd_merkle::{ChunkEntry, Hash};

@@ -61,7 +61,9 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(Box::new(redb::Error::from(e)))
+                let e = redb::Error::from(e);
+                crate::poison::note("chunk index", &e);
+                StoreError::Db(Box::new(e))
             }
         }
     )*};

@@ -97,6 +97,11 @@ pub enum DaemonError {
     /// a process that looks alive and replicates nothing.
     #[error("raft stopped: {0}")]
     RaftStopped(String),
+    /// A database of the sync service (chunk index, local index) failed a
+    /// write and refuses all work until reopened
+    /// (`filesyncd_chunkstore::poison`): exit 1, and the restart reopens it.
+    #[error("storage failed: {0}")]
+    StorageFailed(String),
     #[error(transparent)]
     Join(#[from] join::JoinFailure),
 }
@@ -238,13 +243,14 @@ where
         });
         let failed = tokio::select! {
             _ = wait_for_signal() => None,
-            why = raft_failed(node.metrics_watch()) => Some(why),
+            why = raft_failed(node.metrics_watch()) => Some(DaemonError::RaftStopped(why)),
+            why = storage_poisoned() => Some(DaemonError::StorageFailed(why.to_string())),
         };
         match &failed {
             None => tracing::info!("shutting down"),
             Some(why) => tracing::error!(
                 reason = %why,
-                "raft stopped on its own: shutting down (exit 1, for the supervisor to restart)"
+                "stopped by a storage failure: shutting down (exit 1, for the supervisor to restart)"
             ),
         }
         let _ = stop_tx.send(true);
@@ -252,7 +258,7 @@ where
         let _ = members_task.await;
         match failed {
             None => Ok::<(), DaemonError>(()),
-            Some(why) => Err(DaemonError::RaftStopped(why)),
+            Some(e) => Err(e),
         }
     }
     .await;
@@ -405,6 +411,19 @@ async fn raft_failed(mut metrics: watch::Receiver<filesyncd_raft::node::Metrics>
         if metrics.changed().await.is_err() {
             return "its metrics channel closed".into();
         }
+    }
+}
+
+/// How often [`storage_poisoned`] looks.
+const POISON_POLL: Duration = Duration::from_millis(500);
+
+/// Resolves once a database of this process must be reopened.
+async fn storage_poisoned() -> &'static str {
+    loop {
+        if let Some(why) = filesyncd_chunkstore::poison::poisoned() {
+            return why;
+        }
+        tokio::time::sleep(POISON_POLL).await;
     }
 }
 

@@ -47,7 +47,9 @@ pub enum LocalDbError {
     },
 }
 
-fn db_err(e: impl std::fmt::Display) -> LocalDbError {
+fn db_err(e: impl Into<redb::Error>) -> LocalDbError {
+    let e = e.into();
+    filesyncd_chunkstore::poison::note("local index", &e);
     LocalDbError::Db(e.to_string())
 }
 
@@ -222,7 +224,8 @@ impl LocalDb {
             for p in touched {
                 match local.get(p) {
                     Some(e) => {
-                        let bytes = postcard::to_allocvec(e).map_err(db_err)?;
+                        let bytes = postcard::to_allocvec(e)
+                            .map_err(|e| LocalDbError::Db(format!("encoding a record: {e}")))?;
                         table.insert(p.as_str(), bytes.as_slice()).map_err(db_err)?;
                     }
                     None => {
