@@ -253,6 +253,9 @@ where
                 "stopped by a storage failure: shutting down (exit 1, for the supervisor to restart)"
             ),
         }
+        if failed.is_some() {
+            exit_after(FAILED_EXIT_DEADLINE);
+        }
         let _ = stop_tx.send(true);
         let _ = api_task.await;
         let _ = members_task.await;
@@ -411,6 +414,33 @@ async fn raft_failed(mut metrics: watch::Receiver<filesyncd_raft::node::Metrics>
         if metrics.changed().await.is_err() {
             return "its metrics channel closed".into();
         }
+    }
+}
+
+/// How long the shutdown after a failure may take before the process exits
+/// 1 regardless.
+const FAILED_EXIT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Exits the process with 1 after `deadline` unless it ended before. After
+/// a storage failure the orderly shutdown can wait forever (a sync step
+/// blocked on the failed disk, a peer's request held open), and a process
+/// that lingers with its API gone is never restarted by its supervisor
+/// (CHAOS finding 12). Every durable write is crash-safe: the exit loses
+/// nothing.
+fn exit_after(deadline: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("filesyncd-exit".into())
+        .spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::error!(
+                seconds = deadline.as_secs(),
+                "shutdown after a failure did not finish in time: exiting 1 now"
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "no exit watchdog: exiting 1 now");
+        std::process::exit(1);
     }
 }
 

@@ -341,6 +341,13 @@ impl Loop {
     /// One engine step plus bookkeeping; how it ended decides what runs next
     /// ([`Schedule::after_step`]).
     async fn step(&mut self, engine: &mut SyncEngine, scope: Scope) -> Outcome {
+        if let Some(why) = filesyncd_chunkstore::poison::poisoned() {
+            // The daemon exits for the restart that reopens the database. A
+            // step now would act on a half-recorded batch (placed files the
+            // indexes do not know), e.g. take them for local changes.
+            tracing::debug!(why, "step skipped: storage must be reopened");
+            return Outcome::Retry;
+        }
         // A step may take long (an offer waits for a quorum, a pull for its
         // bytes): meanwhile this node does not claim to be in sync.
         self.status.not_in_sync();
