@@ -189,6 +189,20 @@ impl CliOutput {
     }
 }
 
+/// Reproducible bytes of length `n` for `seed` (xorshift): incompressible
+/// enough to be chunked and pulled rather than sent inline.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// One daemon (running or not).
 pub struct Node {
     pub name: String,

@@ -1,6 +1,8 @@
 //! Joining with tokens, refusals, removal, voter cap: real processes.
 
-use filesyncd_systests::{serial, unused_p2p_addr, wait_for, Cluster, Node, DEADLINE};
+use filesyncd_systests::{
+    random_bytes, serial, unused_p2p_addr, wait_for, Cluster, Node, DEADLINE,
+};
 
 fn voters(members: &[filesyncd_systests::Member]) -> usize {
     members.iter().filter(|m| m.role == "voter").count()
@@ -212,20 +214,6 @@ fn a_fourth_node_becomes_a_voter_unless_max_voters_is_reached() {
     assert_eq!(voters(&m), 3);
 }
 
-/// Reproducible bytes of `n` (incompressible enough to be chunked and
-/// pulled, not sent inline).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Offers in flight while a member is removed. A slow follower (paused)
 /// leaves the victim as the only other node acking the leader's offers;
 /// the removal of the victim then waits for the slow one (the new voter
@@ -251,7 +239,7 @@ fn a_member_removed_while_offers_wait_leaves_no_version_held_by_a_minority() {
     let write = |k: usize| {
         std::fs::write(
             dir.join(format!("f{k:02}")),
-            noise(200_000 + k, k as u64 + 7),
+            random_bytes(200_000 + k, k as u64 + 7),
         )
         .unwrap();
         std::thread::sleep(Duration::from_millis(200));
@@ -281,7 +269,7 @@ fn a_member_removed_while_offers_wait_leaves_no_version_held_by_a_minority() {
     }
     for k in 0..20 {
         let name = format!("f{k:02}");
-        let want = noise(200_000 + k, k as u64 + 7);
+        let want = random_bytes(200_000 + k, k as u64 + 7);
         wait_for(&format!("{name} on the slow follower"), DEADLINE, || {
             Ok(
                 (std::fs::read(c.node(slow).dir().join(&name)).ok() == Some(want.clone()))

@@ -11,20 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use filesyncd_systests::tree::{converge, converge_within, in_sync, short, status_json, Entry};
-use filesyncd_systests::{serial, wait_for, Cluster, Node, DEADLINE};
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    // xorshift: reproducible, incompressible enough for chunking.
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use filesyncd_systests::{random_bytes, serial, wait_for, Cluster, Node, DEADLINE};
 
 #[test]
 fn t10_create_modify_delete_rename_across_three_nodes() {
