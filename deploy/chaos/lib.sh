@@ -101,7 +101,7 @@ fsd_cli() {
   if [[ $FSD_TARGET == compose ]]; then
     docker exec "$(fsd_cid "$i")" /filesyncd "$@"
   else
-    ip netns exec "$(fsd_ns "$i")" "$(fsd_bin)" "$@" --api "$FSD_API"
+    ip netns exec "$(fsd_ns "$i")" env FILESYNCD_DATA="$(fsd_data "$i")" "$(fsd_bin)" "$@" --api "$FSD_API"
   fi
 }
 

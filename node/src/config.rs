@@ -68,15 +68,32 @@ pub struct RunArgs {
     /// Allow a non-loopback control API address (requires --api-token).
     #[arg(long, env = "FILESYNCD_API_ALLOW_REMOTE")]
     pub api_allow_remote: bool,
-    /// Bearer token the control API requires (required with --api-allow-remote).
-    #[arg(long, env = "FILESYNCD_API_TOKEN", value_name = "SECRET")]
+    /// Bearer token the control API requires (required with --api-allow-remote)
+    /// [default: a secret kept in DATA/api-token, for the CLI of the same user].
+    #[arg(
+        long,
+        env = "FILESYNCD_API_TOKEN",
+        value_name = "SECRET",
+        conflicts_with = "api_token_file"
+    )]
     pub api_token: Option<String>,
+    /// File whose first line is --api-token (keeps the secret out of the process list).
+    #[arg(long, env = "FILESYNCD_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// Join the cluster of the member at this address (HOST:PORT or multiaddr).
     #[arg(long, env = "FILESYNCD_JOIN", value_name = "ADDR")]
     pub join: Option<String>,
     /// Join token (from `filesyncd token create` on a member).
-    #[arg(long, env = "FILESYNCD_TOKEN", value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "FILESYNCD_TOKEN",
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
+    /// File whose first line is --token (keeps the secret out of the process list).
+    #[arg(long, env = "FILESYNCD_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// When leading, promote learners to voters while there are fewer voters than this [default: 5].
     #[arg(long, env = "FILESYNCD_MAX_VOTERS", value_name = "N")]
     pub max_voters: Option<usize>,
@@ -119,8 +136,10 @@ pub struct FileConfig {
     pub api: Option<String>,
     pub api_allow_remote: Option<bool>,
     pub api_token: Option<String>,
+    pub api_token_file: Option<PathBuf>,
     pub join: Option<String>,
     pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
     pub max_voters: Option<usize>,
     pub join_timeout: Option<u64>,
     pub keep_versions: Option<u32>,
@@ -191,6 +210,14 @@ pub enum ConfigError {
     TokenWithoutJoin,
     #[error("--token: {0}")]
     BadToken(String),
+    #[error("--{flag} and --{flag}-file both given: pass one")]
+    SecretTwice { flag: &'static str },
+    #[error("--{flag}-file: {source}")]
+    SecretFile {
+        flag: &'static str,
+        #[source]
+        source: crate::credential::CredentialError,
+    },
     #[error("--max-voters must be at least 1")]
     MaxVoters,
     #[error("--join-timeout must be at least 1 second")]
@@ -233,7 +260,7 @@ pub fn parse_api_addr(s: &str) -> Option<SocketAddr> {
     (host == "localhost").then(|| SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-fn default_data() -> Result<PathBuf, ConfigError> {
+pub fn default_data() -> Result<PathBuf, ConfigError> {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(x).join("filesyncd"));
     }
@@ -260,6 +287,31 @@ fn nonzero<T: Default + PartialEq>(v: T, zero: ConfigError) -> Result<T, ConfigE
         Err(zero)
     } else {
         Ok(v)
+    }
+}
+
+/// A secret given as a value or as a file (the file's first line), by the
+/// flags (and env) or else by the config file; one source gives at most
+/// one of the two. An empty value is unset.
+fn secret(
+    flag: &'static str,
+    args: (Option<String>, Option<PathBuf>),
+    file: (Option<String>, Option<PathBuf>),
+) -> Result<Option<String>, ConfigError> {
+    let pick = |(value, path): (Option<String>, Option<PathBuf>)| match (
+        value.filter(|t| !t.trim().is_empty()),
+        path,
+    ) {
+        (Some(_), Some(_)) => Err(ConfigError::SecretTwice { flag }),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(p)) => crate::credential::read_secret(&p)
+            .map(Some)
+            .map_err(|source| ConfigError::SecretFile { flag, source }),
+        (None, None) => Ok(None),
+    };
+    match pick(args)? {
+        Some(v) => Ok(Some(v)),
+        None => pick(file),
     }
 }
 
@@ -297,7 +349,11 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         .unwrap_or_else(|| DEFAULT_API.to_string());
     let api = parse_api_addr(&api_s).ok_or(ConfigError::Api(api_s))?;
     let allow_remote = args.api_allow_remote || file.api_allow_remote.unwrap_or(false);
-    let api_token = args.api_token.or(file.api_token).filter(|t| !t.is_empty());
+    let api_token = secret(
+        "api-token",
+        (args.api_token, args.api_token_file),
+        (file.api_token, file.api_token_file),
+    )?;
     if allow_remote && api_token.is_none() {
         return Err(ConfigError::RemoteWithoutToken);
     }
@@ -306,10 +362,12 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
     }
     // An empty value (`FILESYNCD_JOIN=` in a compose file) means unset.
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let join = match (
-        nonempty(args.join).or(nonempty(file.join)),
-        nonempty(args.token).or(nonempty(file.token)),
-    ) {
+    let token = secret(
+        "token",
+        (args.token, args.token_file),
+        (file.token, file.token_file),
+    )?;
+    let join = match (nonempty(args.join).or(nonempty(file.join)), token) {
         (None, None) => None,
         (Some(_), None) => return Err(ConfigError::JoinWithoutToken),
         (None, Some(_)) => return Err(ConfigError::TokenWithoutJoin),
@@ -489,6 +547,51 @@ mod tests {
         let mut a = args(&dir, &data);
         a.snapshot_logs = Some(0);
         assert!(matches!(run(a), ConfigError::SnapshotLogs));
+    }
+
+    #[test]
+    fn secrets_come_from_files_too() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let data = t.path().join("data");
+        let (api_f, join_f) = (t.path().join("api"), t.path().join("join"));
+        std::fs::write(&api_f, "s3cret\n").unwrap();
+        std::fs::write(&join_f, "abcdef.0123456789abcdef\n").unwrap();
+        let mut a = args(&dir, &data);
+        a.api_token_file = Some(api_f.clone());
+        a.join = Some("127.0.0.1:7400".into());
+        a.token_file = Some(join_f.clone());
+        let c = validate(a.clone(), FileConfig::default()).unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.join.unwrap().token.id(), "abcdef");
+        // Flags over the config file, even when the file names a file.
+        let file = FileConfig::parse("api_token = \"other\"\n").unwrap();
+        let c = validate(a.clone(), file).unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("s3cret"));
+        let file = FileConfig::parse(&format!("api_token_file = {:?}\n", api_f)).unwrap();
+        let c = validate(args(&dir, &data), file).unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("s3cret"));
+        // Both forms from one source, a missing or empty file: refused.
+        let mut b = a.clone();
+        b.api_token = Some("x".into());
+        assert!(matches!(
+            validate(b, FileConfig::default()),
+            Err(ConfigError::SecretTwice { flag: "api-token" })
+        ));
+        let mut b = a.clone();
+        b.token_file = Some(t.path().join("missing"));
+        let e = validate(b, FileConfig::default()).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::SecretFile { flag: "token", .. }),
+            "{e}"
+        );
+        std::fs::write(&api_f, "\n").unwrap();
+        let e = validate(a, FileConfig::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("--api-token-file") && e.to_string().contains("empty"),
+            "{e}"
+        );
     }
 
     #[test]

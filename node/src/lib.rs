@@ -10,8 +10,10 @@
 //! - [`engine`]: the sync engine; sees Raft and the network only through
 //!   its ports.
 //! - [`config`]: flags → a validated configuration.
+//! - [`credential`]: the control API's secret on disk (daemon and CLI).
 
 pub mod api;
 pub mod config;
+pub mod credential;
 pub mod daemon;
 pub mod engine;

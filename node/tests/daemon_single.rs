@@ -35,7 +35,9 @@ impl Drop for Daemon {
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_filesyncd"));
     c.env_remove("FILESYNCD_API")
-        .env_remove("FILESYNCD_API_TOKEN");
+        .env_remove("FILESYNCD_API_TOKEN")
+        .env_remove("FILESYNCD_API_TOKEN_FILE")
+        .env_remove("FILESYNCD_DATA");
     c
 }
 
@@ -246,5 +248,123 @@ fn api_token_is_required_when_configured() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(sigterm(&mut d).code(), Some(0));
+}
+
+/// One raw HTTP/1.1 request with the given `Host` and bearer secret: the
+/// status code.
+fn raw_status(api: &str, host: &str, secret: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {secret}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_api_answers_only_to_holders_of_the_nodes_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("sync");
+    std::fs::create_dir(&dir).unwrap();
+    let data = t.path().join("data");
+    let api = format!("127.0.0.1:{}", free_tcp_port());
+    let mut d = start(&dir, &data, free_udp_port(), &api);
+    wait_ready(&mut d, &api);
+
+    // The node drew its own secret, private to its user.
+    let file = data.join(filesyncd::credential::DATA_FILE);
+    let secret = filesyncd::credential::read_secret(&file).unwrap();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Without it: 401 with a hint. The CLI of the same user finds it with no
+    // flag (the published copy), and with --data.
+    let e = filesyncd::api::client::call(&api, "GET", "/status", None, None).unwrap_err();
+    assert!(
+        e.to_string().contains("401") && e.to_string().contains("--data"),
+        "{e}"
+    );
+    let out = ctl(&["members", "--data", data.to_str().unwrap()], &api);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published = filesyncd::credential::runtime_file(&api.parse().unwrap());
+    assert_eq!(
+        filesyncd::credential::read_secret(&published).unwrap(),
+        secret
+    );
+    // A wrong secret file is refused, not skipped.
+    let wrong = t.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let out = ctl(
+        &["status", "--api-token-file", wrong.to_str().unwrap()],
+        &api,
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    // DNS rebinding: the right secret under a DNS name is refused.
+    assert_eq!(raw_status(&api, &api, &secret), 200);
+    assert_eq!(raw_status(&api, "localhost", &secret), 200);
+    assert_eq!(raw_status(&api, "attacker.example:80", &secret), 403);
+
+    // Another local user has no way to the secret.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg("env")
+            .arg("-i")
+            .arg("HOME=/nonexistent")
+            .arg(env!("CARGO_BIN_EXE_filesyncd"))
+            .args(["status", "--api", &api])
+            .output()
+            .expect("setpriv");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("401"), "{err}");
+        // Even pointed at the data dir it cannot read it.
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(env!("CARGO_BIN_EXE_filesyncd"))
+            .args(["status", "--api", &api, "--data", data.to_str().unwrap()])
+            .env_clear()
+            .output()
+            .expect("setpriv");
+        assert_eq!(out.status.code(), Some(1));
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: the other-user check must run"
+        );
+        eprintln!("not root: the check with another uid did not run");
+    }
+
+    // The same secret after a restart; the published copy goes at shutdown.
+    assert_eq!(sigterm(&mut d).code(), Some(0));
+    assert!(!published.exists());
+    let mut d = start(&dir, &data, free_udp_port(), &api);
+    wait_ready(&mut d, &api);
+    assert_eq!(filesyncd::credential::read_secret(&file).unwrap(), secret);
     assert_eq!(sigterm(&mut d).code(), Some(0));
 }

@@ -4,7 +4,7 @@
 //! member); once committed, every member's p2p allow-list drops the peer,
 //! which disconnects it and refuses it from then on.
 //!
-//! Answers [`Removed`]; 404 for an unknown node, 409 when Raft refuses the
+//! Served by voters only (403 on a learner). Answers [`Removed`]; 404 for an unknown node, 409 when Raft refuses the
 //! change (e.g. removing the last voter), 503 when no leader commits it.
 
 use axum::extract::{Path, State};
@@ -44,6 +44,7 @@ pub(super) async fn remove(
     State(s): State<ApiState>,
     Path(key): Path<String>,
 ) -> Result<Json<Removed>, ApiError> {
+    super::require_voter(&s)?;
     let found = {
         let m = s.node.metrics();
         resolve(

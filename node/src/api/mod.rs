@@ -10,8 +10,14 @@
 //! | `DELETE /members/{node}` | remove a member: [`members::Removed`]           |
 //! | `/ls`, `/history`, `/restore`, `/verify`, `/adopt` | see [`files`]        |
 //!
-//! With an API token configured every route but `/healthz` requires
-//! `Authorization: Bearer <token>` (401 otherwise). Errors are JSON
+//! The daemon's API requires `Authorization: Bearer <secret>` on every route
+//! but `/healthz` (401 otherwise): `--api-token`, or the node's own secret
+//! that the CLI of the same user finds by itself ([`crate::credential`]).
+//! On a loopback address it also refuses a `Host` header that is not an IP
+//! address or `localhost` (403): a web page that rebinds its own DNS name
+//! to 127.0.0.1 reaches the port, but its requests carry that name.
+//! Admin calls (`POST /token`, `DELETE /members/..`) are served only by a
+//! voter (403 on a learner). Errors are JSON
 //! [`types::ApiErrorBody`] with a 4xx/5xx status. State reads run on the
 //! blocking pool (redb reads touch the disk).
 
@@ -47,6 +53,8 @@ pub struct ApiState {
     node: Node,
     peer_id: String,
     token: Option<Arc<str>>,
+    /// Refuse `Host` names other than IP addresses and `localhost`.
+    host_check: bool,
     /// The sync service: file routes and sync status (`None`: not running).
     sync: Option<crate::daemon::sync::SyncHandle>,
     /// The p2p client: which members are connected.
@@ -61,6 +69,7 @@ impl ApiState {
             node,
             peer_id,
             token: token.map(Arc::from),
+            host_check: false,
             sync: None,
             p2p: None,
             verifying: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -70,6 +79,13 @@ impl ApiState {
     /// Enables the file routes and the sync fields of `/status` and `/metrics`.
     pub fn with_sync(mut self, sync: crate::daemon::sync::SyncHandle) -> Self {
         self.sync = Some(sync);
+        self
+    }
+
+    /// Refuses requests whose `Host` is a name other than `localhost` (for
+    /// an API on a loopback address).
+    pub fn with_host_check(mut self, on: bool) -> Self {
+        self.host_check = on;
         self
     }
 
@@ -106,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(guarded)
+        .layer(middleware::from_fn_with_state(state.clone(), host_guard))
         .with_state(state)
 }
 
@@ -115,7 +132,13 @@ pub async fn serve_daemon(
     parts: crate::daemon::ApiParts,
     shutdown: crate::daemon::Shutdown,
 ) -> std::io::Result<()> {
-    let state = ApiState::new(parts.node, parts.peer_id, parts.token)
+    let loopback = parts
+        .listener
+        .local_addr()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(true);
+    let state = ApiState::new(parts.node, parts.peer_id, Some(parts.token))
+        .with_host_check(loopback)
         .with_sync(parts.sync)
         .with_p2p(parts.p2p);
     serve(parts.listener, state, shutdown).await
@@ -143,12 +166,74 @@ async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
         if !ok {
             return ApiError(
                 StatusCode::UNAUTHORIZED,
-                "missing or wrong API token".into(),
+                "missing or wrong API token: run the CLI as the daemon's user, or pass \
+                 --data DIR (the node's data directory), --api-token-file FILE or --api-token"
+                    .into(),
             )
             .into_response();
         }
     }
     next.run(req).await
+}
+
+async fn host_guard(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    if s.host_check {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        if let Some(h) = host.filter(|h| !host_is_local(h)) {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!("Host {h:?} refused: this API answers to IP addresses and localhost only"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// A `Host` value naming an IP address or `localhost`, with or without a
+/// port: what a local client sends. A DNS name (which a rebinding attacker
+/// controls) is not.
+fn host_is_local(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port));
+            }
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.parse::<u16>().is_ok()
+}
+
+/// Admin calls change who can reach the data: only a voter serves them.
+fn require_voter(s: &ApiState) -> Result<(), ApiError> {
+    let m = s.node.metrics();
+    if m.membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == s.node.id())
+    {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "this node is not a voter: admin calls (token create, remove) go to a voter's API"
+                .into(),
+        ))
+    }
 }
 
 /// Equality whose time does not depend on where the inputs first differ.
@@ -270,6 +355,7 @@ async fn create_token(
     State(s): State<ApiState>,
     Json(req): Json<TokenRequest>,
 ) -> Result<Json<TokenCreated>, ApiError> {
+    require_voter(&s)?;
     let ttl = Duration::from_secs(req.ttl_secs);
     if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
         return Err(ApiError(
@@ -316,6 +402,34 @@ async fn create_token(
 #[cfg(test)]
 mod leader_tests {
     use super::*;
+
+    #[test]
+    fn only_ip_and_localhost_hosts_are_local() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:7401",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]",
+            "[::1]:7401",
+            "10.0.0.5:1",
+        ] {
+            assert!(host_is_local(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7401",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:7401",
+            "[::1",
+            "[zz]:1",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            "",
+        ] {
+            assert!(!host_is_local(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn a_node_names_itself_leader_only_while_it_leads() {

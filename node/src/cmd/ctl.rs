@@ -2,6 +2,7 @@
 //! `token create` (`status` is in `status.rs`). Output goes to stdout
 //! (tables, or JSON with `--json`); errors to stderr with exit code 1.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,6 +10,7 @@ use clap::{Args, Subcommand};
 use filesyncd::api::client;
 use filesyncd::api::types::{Member, TokenCreated, TokenRequest};
 use filesyncd::config::DEFAULT_API;
+use filesyncd::credential;
 
 /// How to reach the daemon.
 #[derive(Args, Debug, Clone)]
@@ -16,9 +18,44 @@ pub struct ApiArgs {
     /// Control API address of the daemon.
     #[arg(long, env = "FILESYNCD_API", default_value = DEFAULT_API, value_name = "HOST:PORT")]
     pub api: String,
-    /// Bearer token, if the daemon requires one.
-    #[arg(long, env = "FILESYNCD_API_TOKEN", value_name = "SECRET")]
+    /// The daemon's --api-token [default: the node's own secret, found as
+    /// the daemon's user: see --data].
+    #[arg(
+        long,
+        env = "FILESYNCD_API_TOKEN",
+        value_name = "SECRET",
+        conflicts_with = "api_token_file"
+    )]
     pub api_token: Option<String>,
+    /// File whose first line is the API token.
+    #[arg(long, env = "FILESYNCD_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// The node's data directory, where its own API secret is kept (without
+    /// it: the secret the daemon published for --api in this user's runtime
+    /// directory, then the default data directory's).
+    #[arg(long, env = "FILESYNCD_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The secret to send (see [`filesyncd::credential`]); `None` when none
+    /// is found (the API answers 401 with a hint).
+    pub fn secret(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = self.api_token.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(t.clone()));
+        }
+        if let Some(p) = &self.api_token_file {
+            return Ok(Some(
+                credential::read_secret(p).context("--api-token-file")?,
+            ));
+        }
+        let default = filesyncd::config::default_data().ok();
+        Ok(credential::lookup(
+            &self.api,
+            self.data.as_deref(),
+            default.as_deref(),
+        ))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -78,7 +115,7 @@ fn get(api: &ApiArgs, path: &str) -> anyhow::Result<String> {
         "GET",
         path,
         None,
-        api.api_token.as_deref(),
+        api.secret()?.as_deref(),
     )?)
 }
 
@@ -119,7 +156,7 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
                 "POST",
                 "/token",
                 Some(&req),
-                api.api_token.as_deref(),
+                api.secret()?.as_deref(),
             )?;
             let t: TokenCreated =
                 serde_json::from_str(&body).context("unexpected /token answer")?;

@@ -67,6 +67,10 @@ pub struct RestoreArgs {
     /// one anywhere the daemon may write.
     #[arg(long, value_name = "DEST")]
     pub to: Option<String>,
+    /// Allow an absolute --to outside the synced directory (the daemon
+    /// writes it with its own rights).
+    #[arg(long, requires = "to")]
+    pub allow_outside: bool,
     #[command(flatten)]
     pub out: Output,
 }
@@ -111,7 +115,7 @@ fn call(out: &Output, method: &str, path: &str, body: Option<&str>) -> anyhow::R
         method,
         path,
         body,
-        out.api.api_token.as_deref(),
+        out.api.secret()?.as_deref(),
     )?)
 }
 
@@ -122,7 +126,7 @@ fn call_long(out: &Output, path: &str, body: &str) -> anyhow::Result<String> {
         "POST",
         path,
         Some(body),
-        out.api.api_token.as_deref(),
+        out.api.secret()?.as_deref(),
         None,
     )?)
 }
@@ -306,6 +310,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         version: args.version.map(|v| v.0),
         pos: args.version.and_then(|v| v.1),
         to: args.to.clone(),
+        allow_outside: args.allow_outside,
     };
     let body = call_long(&args.out, "/restore", &serde_json::to_string(&req)?)?;
     if args.out.json {

@@ -35,7 +35,7 @@ pub fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         "DELETE",
         &format!("/members/{}", args.node),
         None,
-        args.api.api_token.as_deref(),
+        args.api.secret()?.as_deref(),
     )?;
     if args.json {
         println!("{}", body.trim());

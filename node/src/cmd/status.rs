@@ -192,7 +192,7 @@ fn fetch(api: &ApiArgs) -> anyhow::Result<String> {
         "GET",
         "/status",
         None,
-        api.api_token.as_deref(),
+        api.secret()?.as_deref(),
     )?)
 }
 

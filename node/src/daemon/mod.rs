@@ -104,6 +104,8 @@ pub enum DaemonError {
     StorageFailed(String),
     #[error(transparent)]
     Join(#[from] join::JoinFailure),
+    #[error("control API credential: {0}")]
+    Credential(#[from] crate::credential::CredentialError),
 }
 
 impl DaemonError {
@@ -125,8 +127,9 @@ pub struct ApiParts {
     pub listener: tokio::net::TcpListener,
     pub node: Node,
     pub peer_id: String,
-    /// `--api-token`, if any.
-    pub token: Option<String>,
+    /// The secret every route but `/healthz` requires: `--api-token`, or
+    /// the one kept in the data directory ([`crate::credential`]).
+    pub token: String,
     pub sync: sync::SyncHandle,
     pub p2p: P2pClient,
 }
@@ -143,6 +146,11 @@ where
 {
     let _lock = DataLock::acquire(&config.data)?;
     let data = config.data.clone();
+    // `None`: the secret is the node's own, published for the CLI.
+    let (api_secret, generated) = match &config.api_token {
+        Some(t) => (t.clone(), false),
+        None => (crate::credential::load_or_create(&data)?, true),
+    };
     let (node_id, _) = filesyncd_raft::node_id::load_or_create(&data)?;
     let identity = filesyncd_p2p::load_or_create(&data)?;
     let peer_id = identity.peer_id;
@@ -223,11 +231,18 @@ where
                 source,
             })?;
         tracing::info!(api = %config.api, "control API listening");
+        let publisher = generated.then(|| {
+            tokio::spawn(publish_credential(
+                config.api,
+                api_secret.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let parts = ApiParts {
             listener,
             node: node.clone(),
             peer_id: peer_id.to_string(),
-            token: config.api_token.clone(),
+            token: api_secret.clone(),
             sync: sync_handle,
             p2p: client.clone(),
         };
@@ -259,6 +274,9 @@ where
         let _ = stop_tx.send(true);
         let _ = api_task.await;
         let _ = members_task.await;
+        if let Some(p) = publisher {
+            let _ = p.await;
+        }
         match failed {
             None => Ok::<(), DaemonError>(()),
             Some(e) => Err(e),
@@ -280,6 +298,40 @@ where
     shut?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps the node's own API secret published for the CLI of its user
+/// ([`crate::credential::publish`]) while the API serves: written at start,
+/// written again if it goes (a `/tmp` cleaner, another daemon that used the
+/// same address), removed at shutdown. A runtime directory that cannot be
+/// used is logged once; the CLI then needs `--data` or `--api-token-file`.
+async fn publish_credential(
+    api: std::net::SocketAddr,
+    secret: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    const EVERY: Duration = Duration::from_secs(30);
+    let mut warned = false;
+    loop {
+        let s = secret.clone();
+        match tokio::task::spawn_blocking(move || crate::credential::publish(&api, &s)).await {
+            Ok(Ok(path)) if !warned => {
+                tracing::debug!(path = %path.display(), "control API credential published")
+            }
+            Ok(Err(e)) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, "control API credential not published: the CLI needs --data DIR or --api-token-file");
+            }
+            _ => {}
+        }
+        if tokio::time::timeout(EVERY, stop.wait_for(|s| *s))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || crate::credential::unpublish(&api, &secret)).await;
 }
 
 /// Forms the single-node cluster on a pristine node and makes sure the

@@ -17,7 +17,9 @@
 //!      directory is never replaced by a file. The engine then sees a local
 //!      change and commits the restored content as a new version;
 //!    - relative `to`: a path inside the synced directory;
-//!    - absolute `to`: anywhere the daemon may write. If it lies inside
+//!    - absolute `to`: anywhere the daemon may write, with `allow_outside`
+//!      (403 without it, so that the API does not write where its caller
+//!      could not, by accident or by a script's mistake). If it lies inside
 //!      the synced directory (as given, or once its parent is resolved) it
 //!      is treated as the relative path there.
 //!
@@ -285,6 +287,14 @@ impl Job {
             return Err(internal("picked a deletion"));
         };
         let target = resolve(dest, &self.sync.root)?;
+        if matches!(target, Target::Outside { .. }) && !self.req.allow_outside {
+            return Err(ApiError(
+                axum::http::StatusCode::FORBIDDEN,
+                "--to lies outside the synced directory: pass --allow-outside to write there \
+                 (the daemon writes with its own rights)"
+                    .into(),
+            ));
+        }
         let (fs, rel, in_root, shown) = match &target {
             Target::Root { rel, .. } => (
                 RootFs::open(&self.sync.root)

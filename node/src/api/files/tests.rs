@@ -477,9 +477,19 @@ async fn ls_history_and_restore() {
     let out_dir = fx.tmp.join("out");
     std::fs::create_dir(&out_dir).unwrap();
     let out = out_dir.join("a.txt");
+    let refused = fx
+        .restore(RestoreRequest {
+            to: Some(out.to_str().unwrap().into()),
+            ..req("docs/a.txt")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert!(!out.exists());
     let r = fx
         .restore(RestoreRequest {
             to: Some(out.to_str().unwrap().into()),
+            allow_outside: true,
             ..req("docs/a.txt")
         })
         .await

@@ -99,6 +99,10 @@ pub struct RestoreRequest {
     /// anywhere the daemon may write. Default: `path` itself, in place.
     #[serde(default)]
     pub to: Option<String>,
+    /// An absolute `to` outside the synced directory is refused (403)
+    /// unless this is set: the daemon writes there with its own rights.
+    #[serde(default)]
+    pub allow_outside: bool,
 }
 
 /// The answer of `POST /restore`.
