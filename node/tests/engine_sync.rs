@@ -41,6 +41,7 @@ fn bytes(seed: u8, n: usize) -> Vec<u8> {
 struct Node {
     dir: tempfile::TempDir,
     engine: Engine<MemCommitted, MemFetcher>,
+    store: Arc<MemChunkStore>,
 }
 
 impl Node {
@@ -48,7 +49,8 @@ impl Node {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(".filesyncd-marker"), b"c1\n").expect("marker");
         let fs = Arc::new(RootFs::open(dir.path()).expect("root"));
-        let store: Arc<dyn ChunkStore> = Arc::new(MemChunkStore::new(dir.path()));
+        let mem = Arc::new(MemChunkStore::new(dir.path()));
+        let store: Arc<dyn ChunkStore> = mem.clone();
         let engine = Engine::new(
             fs,
             store.clone(),
@@ -60,7 +62,11 @@ impl Node {
         net.add(id, store, engine.nodes.clone());
         std::fs::write(dir.path().join(".filesyncd-tmp-crashed"), b"x").expect("temp");
         assert_eq!(engine.startup().expect("startup"), 1, "stale temp removed");
-        Node { dir, engine }
+        Node {
+            dir,
+            engine,
+            store: mem,
+        }
     }
 
     fn path(&self, rel: &str) -> std::path::PathBuf {
@@ -158,6 +164,41 @@ async fn changes_flow_between_two_nodes_without_echo() {
     assert_eq!(a.step().await.proposed, 1);
     assert_eq!(b.step().await.deleted, 1);
     assert!(!b.path("empty").exists());
+    assert_eq!(tree(a.dir.path()), tree(b.dir.path()));
+}
+
+#[tokio::test]
+async fn a_full_chunk_store_fetches_nothing_and_says_so() {
+    let committed = MemCommitted::new();
+    let net = MemFetcher::default();
+    let mut a = Node::new(1, &committed, &net);
+    let mut b = Node::new(2, &committed, &net);
+    a.write("big.bin", &bytes(3, 100_000));
+    a.step().await;
+    // B's disk has 1 MiB free: under the reserve, so the pull is refused
+    // before any chunk moves; nothing is written.
+    b.store.set_free_bytes(Some(1 << 20));
+    let served = net.served();
+    let r = b.engine.step(Scope::Full, NOW).await.expect("step");
+    assert_eq!(r.written, 0);
+    // The tree nodes (a few; they give the sizes), none of the ~200 chunks.
+    assert!(
+        net.served() - served < 10,
+        "{} served",
+        net.served() - served
+    );
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains("not enough free space") && e.contains("100000 bytes to fetch")),
+        "{:?}",
+        r.errors
+    );
+    assert!(!b.path("big.bin").exists());
+    // Space freed: the next step syncs.
+    b.store.set_free_bytes(Some(1 << 30));
+    let r = b.step().await;
+    assert_eq!(r.written, 1);
     assert_eq!(tree(a.dir.path()), tree(b.dir.path()));
 }
 

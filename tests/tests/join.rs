@@ -1,4 +1,4 @@
-//! Joining with tokens, refusals, removal, voter cap: real processes.
+//! Joining with tokens, refusals, removal, voter cap, admin calls on voters only: real processes.
 
 use filesyncd_systests::{
     random_bytes, serial, unused_p2p_addr, wait_for, Cluster, Node, DEADLINE,
@@ -212,6 +212,20 @@ fn a_fourth_node_becomes_a_voter_unless_max_voters_is_reached() {
     let m = c.node(0).members().unwrap();
     assert_eq!(role(&m).as_deref(), Some("learner"));
     assert_eq!(voters(&m), 3);
+    // A learner's API serves no admin call: no token, no removal.
+    let t = c.node(i).cli(&["token", "create"]);
+    assert_eq!(t.code, Some(1), "{}", t.stdout);
+    assert!(
+        t.stderr.contains("403") && t.stderr.contains("not a voter"),
+        "{}",
+        t.stderr
+    );
+    let r = c
+        .node(i)
+        .cli(&["remove", &c.node(1).status().unwrap().node_id]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(r.stderr.contains("not a voter"), "{}", r.stderr);
+    assert_eq!(voters(&c.node(0).members().unwrap()), 3);
 }
 
 /// Offers in flight while a member is removed. A slow follower (paused)

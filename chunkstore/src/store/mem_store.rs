@@ -29,6 +29,8 @@ struct MemState {
     paths: HashMap<String, u64>,
     next_file: u64,
     blobs: HashMap<Hash, Vec<u8>>,
+    /// What [`ChunkStore::free_bytes`] answers (tests set it).
+    free_bytes: Option<u64>,
 }
 
 impl MemState {
@@ -96,6 +98,11 @@ impl MemChunkStore {
                 ..MemState::default()
             }),
         }
+    }
+
+    /// Sets what [`ChunkStore::free_bytes`] answers (default `None`).
+    pub fn set_free_bytes(&self, free: Option<u64>) {
+        self.lock().free_bytes = free;
     }
 
     fn lock(&self) -> MutexGuard<'_, MemState> {
@@ -200,6 +207,10 @@ impl GcEnv for MemGcEnv<'_> {
 impl ChunkStore for MemChunkStore {
     fn put(&self, hash: Hash, data: &[u8]) -> Result<()> {
         self.put_many(&[(hash, data)])
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        self.lock().free_bytes
     }
 
     fn put_many(&self, items: &[(Hash, &[u8])]) -> Result<()> {

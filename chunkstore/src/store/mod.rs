@@ -326,6 +326,14 @@ pub trait ChunkStore: Send + Sync {
     /// notice; `gc` removes the own copy once the live copy is verified.)
     fn put(&self, hash: Hash, data: &[u8]) -> Result<()>;
 
+    /// Bytes free for an unprivileged writer on the file system that holds
+    /// the store (`None`: unknown, e.g. not a file system). A pull checks it
+    /// before it fetches, so that a full disk is a clear error before any
+    /// byte moves, not a failed write halfway.
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Like `put` for many chunks, with one index commit (which also holds
     /// the inline values) and one fsync per blob directory. All hashes are
     /// verified before anything is written; all or nothing.

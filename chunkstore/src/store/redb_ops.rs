@@ -19,6 +19,11 @@ impl ChunkStore for RedbChunkStore {
         self.put_many(&[(hash, data)])
     }
 
+    fn free_bytes(&self) -> Option<u64> {
+        let s = rustix::fs::statvfs(&self.root).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
     fn put_many(&self, items: &[(Hash, &[u8])]) -> Result<()> {
         for (h, data) in items {
             let actual = Hash::of_chunk(data);

@@ -308,6 +308,12 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         std::mem::take(&mut self.touched)
     }
 
+    /// Puts back paths a failed save did not persist: the next
+    /// [`Engine::take_touched`] returns them again.
+    pub fn retouch(&mut self, paths: BTreeSet<String>) {
+        self.touched.extend(paths);
+    }
+
     /// File contents (root, size) that entered the committed view since the
     /// last call (the daemon serves their chunks).
     pub fn take_committed_files(&mut self) -> Vec<(Hash, u64)> {

@@ -369,18 +369,23 @@ impl Loop {
         // What the step changed, and only that: persisted, re-hashed into
         // the local root, served.
         let touched = engine.take_touched();
-        if let Err(e) = self.parts.db.save(
+        let saved = self.parts.db.save(
             &touched,
             &engine.local,
             &self.parts.nodes,
             &mut self.local_root,
-        ) {
-            tracing::error!(error = %e, "cannot save the local index");
+        );
+        if let Err(e) = &saved {
+            // Kept for the next step, which saves them again (a database
+            // that failed a write stops the daemon instead: see `poison`).
+            tracing::error!(error = %e, paths = touched.len(), "cannot save the local index; retried");
+            engine.retouch(touched);
         }
         for (root, size) in engine.take_committed_files() {
             self.parts.servable.add_committed(root, size);
         }
         let outcome = match &res {
+            _ if saved.is_err() => Outcome::Retry,
             Ok(rep) if !rep.errors.is_empty() => Outcome::Retry,
             // Paths the step itself changed (a conflict copy it moved aside):
             // they are scanned and proposed by the next step, right away.

@@ -106,7 +106,35 @@ pub async fn pull<F: ChunkFetcher>(
     let lens: HashMap<Hash, u64> = list
         .map(|l| l.iter().map(|c| (c.hash, u64::from(c.len))).collect())
         .unwrap_or_default();
+    check_space(
+        store,
+        hashes.iter().filter_map(|h| lens.get(h)).sum(),
+        label,
+    )?;
     fetch_rounds(store, fetcher, holders, &hashes, &lens, label).await
+}
+
+/// Free bytes a pull leaves on the chunk store's file system, for the index,
+/// the Raft log and the file written from the chunks.
+pub const SPACE_RESERVE: u64 = 64 << 20;
+
+/// Refuses a pull of `need` bytes that would leave less than
+/// [`SPACE_RESERVE`] free on the chunk store's file system: nothing is
+/// fetched, the error says what is missing, and a later step retries (a
+/// peer in that state does not acknowledge offers, so the content counts
+/// on the others).
+pub fn check_space(store: &dyn ChunkStore, need: u64, label: &str) -> Result<(), String> {
+    let Some(free) = store.free_bytes() else {
+        return Ok(());
+    };
+    if free >= need.saturating_add(SPACE_RESERVE) {
+        return Ok(());
+    }
+    Err(format!(
+        "{label}: not enough free space for the chunk store: {need} bytes to fetch, {free} free \
+         ({} MiB kept in reserve); nothing fetched, retried once space is freed",
+        SPACE_RESERVE >> 20
+    ))
 }
 
 /// Fetches `hashes` in rounds of [`FETCH_ROUND`], storing each round's
@@ -252,8 +280,13 @@ pub async fn pull_many<F: ChunkFetcher>(
             &trees[0].0.to_hex()[..12]
         );
         // A partial result is fine here: the answer per tree says what is
-        // complete, and the origin offers the rest again.
-        if let Err(e) = fetch_rounds(store, fetcher, holders, &missing, &lens, &label).await {
+        // complete, and the origin offers the rest again. With too little
+        // space nothing is fetched, so nothing is acknowledged.
+        let need = missing.iter().filter_map(|h| lens.get(h)).sum();
+        if let Err(e) = check_space(store, need, &label) {
+            tracing::warn!(error = %e, "offer not pulled");
+        } else if let Err(e) = fetch_rounds(store, fetcher, holders, &missing, &lens, &label).await
+        {
             tracing::debug!(error = %e, "offered versions pulled in part");
         }
     }
