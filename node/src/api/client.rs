@@ -1,16 +1,22 @@
-//! A minimal blocking HTTP/1.1 client for the CLI subcommands: one request
-//! per connection (`Connection: close`), body read to EOF, plain TCP to a
-//! loopback (or explicitly given) API address. Enough for our own API; not
-//! a general client (no TLS, no redirects, no chunked encoding).
+//! The CLI's blocking client of the control API: one request per
+//! connection over plain TCP to the API address, on hyper's HTTP/1
+//! connection API (the same hyper that serves the API), driven by a
+//! current-thread runtime of its own. Bounded: connect and write deadlines,
+//! an optional read deadline, and a cap on the response body.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// Deadline of connect, each read and each write.
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// Deadline of connect and of sending the request; the default deadline of
+/// the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response accepted.
-const MAX_RESPONSE: u64 = 16 << 20;
+/// Largest response body accepted.
+const MAX_RESPONSE: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -26,8 +32,8 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("control API at {addr}: malformed response")]
-    Malformed { addr: String },
+    #[error("control API at {addr}: {detail}")]
+    Malformed { addr: String, detail: String },
     #[error("control API answered {status}: {message}")]
     Status { status: u16, message: String },
 }
@@ -50,8 +56,8 @@ pub fn request(
     request_with(addr, method, path, body, token, Some(IO_TIMEOUT))
 }
 
-/// [`request`] with another read deadline (`None`: wait as long as the
-/// daemon works, for long operations such as `verify`).
+/// [`request`] with another deadline for the answer (`None`: wait as long
+/// as the daemon works, for long operations such as `verify`).
 pub fn request_with(
     addr: &str,
     method: &str,
@@ -60,66 +66,86 @@ pub fn request_with(
     token: Option<&str>,
     read_timeout: Option<Duration>,
 ) -> Result<HttpResponse, ClientError> {
-    let io = |source| ClientError::Io {
-        addr: addr.to_string(),
-        source,
-    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ClientError::Io {
+            addr: addr.to_string(),
+            source,
+        })?;
+    rt.block_on(send(addr, method, path, body, token, read_timeout))
+}
+
+async fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Option<Duration>,
+) -> Result<HttpResponse, ClientError> {
+    use tokio::time::timeout;
+    let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
     let connect = |source| ClientError::Connect {
         addr: addr.to_string(),
         source,
     };
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(connect)?
-        .next()
-        .ok_or_else(|| connect(std::io::Error::other("no address")))?;
-    let mut stream = TcpStream::connect_timeout(&sock, IO_TIMEOUT).map_err(connect)?;
-    stream.set_read_timeout(read_timeout).map_err(io)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if method != "GET" {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    head.push_str(body);
-    stream.write_all(head.as_bytes()).map_err(io)?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    parse_response(&raw).ok_or(ClientError::Malformed {
+    let io = |source| ClientError::Io {
         addr: addr.to_string(),
-    })
-}
-
-/// Parses a `Connection: close` response (status line, headers, body).
-pub fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
+        source,
+    };
+    let malformed = |detail: String| ClientError::Malformed {
+        addr: addr.to_string(),
+        detail,
+    };
+    let stream = timeout(IO_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| connect(timed_out()))?
+        .map_err(connect)?;
+    let (mut sender, conn) = timeout(
+        IO_TIMEOUT,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| io(timed_out()))?
+    .map_err(|e| io(std::io::Error::other(e)))?;
+    // The connection is driven beside the request on this runtime.
+    let driver = tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, addr)
+        .header(CONNECTION, "close");
+    if let Some(t) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
     }
-    let status: u16 = parts.next()?.parse().ok()?;
-    let chunked = lines
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    if chunked {
-        return None;
+    if method != "GET" {
+        req = req.header(CONTENT_TYPE, "application/json");
     }
-    Some(HttpResponse {
-        status,
-        body: body.to_string(),
-    })
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .map_err(|e| malformed(format!("bad request: {e}")))?;
+    let answer = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        let status = resp.status().as_u16();
+        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| malformed(format!("response body: {e}")))?
+            .to_bytes();
+        let body = String::from_utf8(bytes.to_vec())
+            .map_err(|_| malformed("response body is not UTF-8".into()))?;
+        Ok(HttpResponse { status, body })
+    };
+    let out = match read_timeout {
+        Some(d) => timeout(d, answer).await.map_err(|_| io(timed_out()))?,
+        None => answer.await,
+    };
+    driver.abort();
+    out
 }
 
 /// GET/POST and turn a non-2xx answer into [`ClientError::Status`] with the
@@ -134,7 +160,7 @@ pub fn call(
     call_with(addr, method, path, body, token, Some(IO_TIMEOUT))
 }
 
-/// [`call`] with another read deadline (see [`request_with`]).
+/// [`call`] with another deadline for the answer (see [`request_with`]).
 pub fn call_with(
     addr: &str,
     method: &str,
@@ -159,17 +185,62 @@ pub fn call_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-shot server answering `raw` to the first request; returns its
+    /// address and what it received.
+    fn serve_once(raw: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = vec![0u8; 4096];
+            let n = s.read(&mut got).unwrap();
+            s.write_all(raw).unwrap();
+            String::from_utf8_lossy(&got[..n]).into_owned()
+        });
+        (addr, h)
+    }
 
     #[test]
-    fn parses_responses() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").unwrap();
+    fn answers_plain_and_chunked_with_the_secret_sent() {
+        let (addr, h) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+        let r = request(&addr, "GET", "/status", None, Some("s3")).unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
-        let r = parse_response(b"HTTP/1.1 401 Unauthorized\r\n\r\n{}").unwrap();
-        assert_eq!(r.status, 401);
-        assert!(parse_response(b"garbage").is_none());
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc")
-                .is_none()
+        let sent = h.join().unwrap().to_ascii_lowercase();
+        assert!(sent.starts_with("get /status http/1.1\r\n"), "{sent}");
+        assert!(sent.contains("authorization: bearer s3"), "{sent}");
+        assert!(sent.contains(&format!("host: {addr}")), "{sent}");
+
+        let (addr, _h) = serve_once(
+            b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n\
+              11\r\n{\"error\":\"nope\"}\n\r\n0\r\n\r\n",
         );
+        match call(&addr, "GET", "/x", None, None) {
+            Err(ClientError::Status { status, message }) => {
+                assert_eq!((status, message.as_str()), (401, "nope"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_and_silence_are_errors() {
+        let (addr, _h) = serve_once(b"garbage\r\n\r\n");
+        assert!(request(&addr, "GET", "/", None, None).is_err());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let r = request_with(
+            &addr,
+            "GET",
+            "/",
+            None,
+            None,
+            Some(Duration::from_millis(200)),
+        );
+        assert!(matches!(r, Err(ClientError::Io { .. })), "{r:?}");
+        drop(l);
+        let r = request(&addr, "GET", "/", None, None);
+        assert!(matches!(r, Err(ClientError::Connect { .. })), "{r:?}");
     }
 }
