@@ -83,6 +83,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     }
 }
 
+/// The node an openraft request claims to come from: the node its vote
+/// names (AppendEntries and InstallSnapshot: the leader; Vote: the
+/// candidate). A transport binds it to the peer the request came from
+/// (a member that claims another member's id is lying). Read from the vote
+/// alone, which leads each of those requests on the wire, so the entries
+/// are not decoded twice (`tests` checks that prefix for each kind). `None`
+/// for the other kinds and for a payload that does not start with a vote.
+pub fn claimed_sender(kind: RpcKind, payload: &[u8]) -> Option<NodeId> {
+    match kind {
+        RpcKind::AppendEntries | RpcKind::Vote | RpcKind::InstallSnapshot => {}
+        RpcKind::ClientWrite | RpcKind::Admin => return None,
+    }
+    match payload.split_first() {
+        Some((&WIRE_VERSION, body)) => {
+            let (vote, _) = postcard::take_from_bytes::<openraft::Vote<NodeId>>(body).ok()?;
+            vote.leader_id().voted_for()
+        }
+        _ => None,
+    }
+}
+
 /// Why a node could not run an RPC at all.
 #[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RemoteFailure {

@@ -191,7 +191,16 @@ where
         }
     };
     let ctl_slot: transport::CtlSlot = Arc::default();
-    let serve_task = tokio::spawn(transport::serve(node.clone(), events, ctl_slot.clone()));
+    let senders = joined
+        .as_ref()
+        .map(transport::Senders::from_payload)
+        .unwrap_or_default();
+    let serve_task = tokio::spawn(transport::serve(
+        node.clone(),
+        events,
+        ctl_slot.clone(),
+        senders,
+    ));
     let mut sync_running: Option<sync::Running> = None;
 
     let result = async {

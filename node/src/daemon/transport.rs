@@ -5,7 +5,10 @@
 //! payload and sent with [`P2pClient::raft_request`] to the target's PeerId
 //! (from its [`NodeInfo`]); the response bytes are raft's, untouched.
 //! Inbound: [`serve`] drains the p2p event channel and answers each raft
-//! request with [`RaftNode::handle_rpc`] on its own task.
+//! request with [`RaftNode::handle_rpc`] on its own task, after binding the
+//! node the request claims to come from to the peer it came from
+//! ([`Senders`]): a member that sends a vote or entries in another known
+//! member's name is dropped.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -101,11 +104,66 @@ impl RaftTransport for P2pTransport {
 /// before that are refused (the remote retries).
 pub type CtlSlot = Arc<OnceLock<Arc<crate::daemon::sync::CtlService>>>;
 
+/// Who may speak for which node id in raft requests.
+///
+/// The membership this node knows names each member's PeerId: a request
+/// claiming a member's id ([`filesyncd_raft::network::claimed_sender`])
+/// must come from that PeerId. Before this node knows any membership (a
+/// joiner catching up), only the members its join payload named may speak,
+/// each for its own id: a peer that answered an earlier join attempt is not
+/// one of them. A claimed id the membership does not know is left to the p2p
+/// gate (only members reach the raft protocol), so a node that lags behind a
+/// membership change still hears the new leader.
+#[derive(Clone, Debug, Default)]
+pub struct Senders {
+    /// From the join payload: node id → PeerId (text).
+    seeds: std::collections::HashMap<NodeId, String>,
+}
+
+impl Senders {
+    /// Seeds from the members a join payload named.
+    pub fn from_payload(payload: &crate::daemon::join::JoinPayload) -> Senders {
+        let seeds = payload
+            .members
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    crate::daemon::join::parse_node_id(&m.id)?,
+                    m.peer_id.clone(),
+                ))
+            })
+            .collect();
+        Senders { seeds }
+    }
+
+    /// Whether `peer` may send a request that claims `claimed`, given the
+    /// member ids and PeerIds of the membership this node knows.
+    pub fn allows<'a>(
+        &self,
+        claimed: NodeId,
+        peer: &str,
+        members: impl IntoIterator<Item = (NodeId, &'a str)>,
+    ) -> bool {
+        let mut known_any = false;
+        for (id, p) in members {
+            if id == claimed {
+                return p == peer;
+            }
+            known_any = true;
+        }
+        match self.seeds.get(&claimed) {
+            Some(p) => p == peer,
+            None => known_any,
+        }
+    }
+}
+
 /// Answers inbound raft and ctl requests until the event channel closes.
 pub async fn serve(
     node: RaftNode<P2pTransport>,
     mut events: mpsc::Receiver<P2pEvent>,
     ctl: CtlSlot,
+    senders: Senders,
 ) {
     while let Some(event) = events.recv().await {
         match event {
@@ -114,6 +172,22 @@ pub async fn serve(
                     tracing::debug!(%peer, "undecodable raft request dropped");
                     continue;
                 };
+                if let Some(claimed) = filesyncd_raft::network::claimed_sender(kind, &payload) {
+                    let peer_s = peer.to_string();
+                    let m = node.metrics();
+                    let ok = senders.allows(
+                        claimed,
+                        &peer_s,
+                        m.membership_config
+                            .membership()
+                            .nodes()
+                            .map(|(id, info)| (*id, info.peer_id.as_str())),
+                    );
+                    if !ok {
+                        tracing::warn!(%peer, claimed = format!("{claimed:016x}"), ?kind, "raft request in another node's name dropped");
+                        continue;
+                    }
+                }
                 let node = node.clone();
                 tokio::spawn(async move {
                     let out = node.handle_rpc(kind, payload).await;
@@ -145,6 +219,28 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_speaks_only_for_its_own_member() {
+        let members = [(1, "peer-a"), (2, "peer-b")];
+        let none = Senders::default();
+        assert!(none.allows(1, "peer-a", members));
+        assert!(!none.allows(1, "peer-b", members), "b in a's name");
+        // An id the membership does not know: left to the gate.
+        assert!(none.allows(9, "peer-x", members));
+        // A joiner with no membership yet: only the payload's members, each
+        // for itself.
+        let seeded = Senders {
+            seeds: [(1, "peer-a".to_string())].into_iter().collect(),
+        };
+        assert!(seeded.allows(1, "peer-a", []));
+        assert!(!seeded.allows(1, "peer-spoof", []));
+        assert!(!seeded.allows(7, "peer-spoof", []));
+        assert!(!none.allows(7, "peer-spoof", []));
+        // Once the membership is known, it decides over the seeds.
+        assert!(seeded.allows(1, "peer-a", members));
+        assert!(!seeded.allows(2, "peer-a", members));
+    }
 
     #[test]
     fn framing_round_trips() {

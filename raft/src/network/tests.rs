@@ -221,3 +221,40 @@ async fn oversized_append_entries_asks_openraft_to_split() {
     // Nothing was sent.
     assert!(seen.lock().unwrap().is_empty());
 }
+
+#[test]
+fn the_claimed_sender_is_read_from_the_vote_of_each_kind() {
+    use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+    let vote = Vote::new(9, 7);
+    let append = AppendEntriesRequest::<TypeConfig> {
+        vote,
+        prev_log_id: Some(LogId::new(CommittedLeaderId::new(9, 7), 41)),
+        entries: vec![entry(42, 3)],
+        leader_commit: None,
+    };
+    let vote_req = VoteRequest::<NodeId>::new(Vote::new(10, 3), None);
+    let snap = InstallSnapshotRequest::<TypeConfig> {
+        vote: Vote::new_committed(9, 5),
+        meta: Default::default(),
+        offset: 0,
+        data: vec![1, 2, 3],
+        done: false,
+    };
+    let cases = [
+        (RpcKind::AppendEntries, encode(&append).unwrap(), Some(7)),
+        (RpcKind::Vote, encode(&vote_req).unwrap(), Some(3)),
+        (RpcKind::InstallSnapshot, encode(&snap).unwrap(), Some(5)),
+        (RpcKind::ClientWrite, encode(&append).unwrap(), None),
+        (RpcKind::AppendEntries, vec![], None),
+        (RpcKind::AppendEntries, vec![WIRE_VERSION + 1, 0, 7], None),
+        (RpcKind::AppendEntries, vec![WIRE_VERSION, 0xff], None),
+    ];
+    for (kind, payload, want) in cases {
+        assert_eq!(
+            claimed_sender(kind, &payload),
+            want,
+            "{kind:?} {:?}",
+            &payload[..payload.len().min(12)]
+        );
+    }
+}

@@ -2,8 +2,11 @@
 //! [`wait_caught_up`] (after).
 //!
 //! Each attempt dials the address, puts the answering PeerId on the
-//! allow-list (so the leader's first Raft messages after admitting us find
-//! a member connection), and runs the handshake. What happens next is
+//! allow-list for that handshake only (so the leader's first Raft messages
+//! after admitting us find a member connection; a failed attempt takes it
+//! off again), and runs the handshake. Once admitted, the allow-list is
+//! exactly the members the (member-proven) payload names: no peer that
+//! answered an earlier attempt stays on it. What happens next is
 //! decided by [`next_step`] from the error alone: follow a `NotLeader`
 //! hint, retry after a backoff (unreachable, undecided, timed out), or stop
 //! with a [`JoinFailure`]. Everything is bounded by the join timeout.
@@ -178,29 +181,31 @@ pub async fn join(
         addr: target.addr.clone(),
         detail: e.to_string(),
     })?;
-    let mut allowed: HashSet<PeerId> = HashSet::new();
     let mut addr = target.addr.clone();
     let mut redirects = 0;
     let mut backoff = BACKOFF_MIN;
     let mut last = String::from("no attempt finished");
     loop {
-        let attempt = tokio::time::timeout_at(
-            deadline,
-            attempt(client, &addr, target, &info, &mut allowed),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout_at(deadline, attempt(client, &addr, target, &info)).await;
         let err = match attempt {
             Err(_) => {
+                let _ = client.set_members(HashSet::new()).await;
                 return Err(JoinFailure::Unreachable {
                     addr,
                     waited: start.elapsed(),
                     last,
-                })
+                });
             }
-            Ok(Ok((member, payload))) => {
-                return accepted(client, &addr, member, &payload, &mut allowed).await
+            Ok(Ok((member, payload))) => return accepted(client, &addr, member, &payload).await,
+            Ok(Err(e)) => {
+                // Whoever answered is not a proven member: off the list.
+                client
+                    .set_members(HashSet::new())
+                    .await
+                    .map_err(|_| JoinFailure::Shutdown)?;
+                e
             }
-            Ok(Err(e)) => e,
         };
         match next_step(&addr, err) {
             Step::Stop(f) => return Err(f),
@@ -238,30 +243,28 @@ async fn attempt(
     addr: &str,
     target: &JoinTarget,
     info: &[u8],
-    allowed: &mut HashSet<PeerId>,
 ) -> Result<(PeerId, Vec<u8>), JoinError> {
     let member = client
         .dial(addr)
         .await
         .map_err(|e| JoinError::Dial(e.to_string()))?;
-    if allowed.insert(member) {
-        client
-            .set_members(allowed.clone())
-            .await
-            .map_err(|_| JoinError::Shutdown)?;
-    }
+    client
+        .set_members(HashSet::from([member]))
+        .await
+        .map_err(|_| JoinError::Shutdown)?;
     let joined = client.join_with(addr, &target.token, info.to_vec()).await?;
     Ok((joined.member, joined.payload))
 }
 
-/// Decodes the payload and puts every member on the allow-list.
+/// Decodes the payload and makes the allow-list exactly the member that
+/// admitted us and the members the payload names.
 async fn accepted(
     client: &P2pClient,
     addr: &str,
     member: PeerId,
     payload: &[u8],
-    allowed: &mut HashSet<PeerId>,
 ) -> Result<JoinPayload, JoinFailure> {
+    let mut allowed = HashSet::new();
     let bad = |detail: String| JoinFailure::BadPayload {
         addr: addr.to_string(),
         detail,
