@@ -67,6 +67,9 @@ pub enum JoinError {
     Rejected { reason: RejectReason, hint: Vec<u8> },
     #[error("the member could not prove it knows the token: not our cluster")]
     MemberProofInvalid,
+    /// A leader redirect (proven) to this address.
+    #[error("not the leader; the leader is at {0}")]
+    Redirect(String),
     #[error("unexpected join message: {0}")]
     Protocol(&'static str),
     #[error("join exchange failed: {0}")]

@@ -242,6 +242,17 @@ async fn verify(
     // dials from its listening port, so that one is usually dialable).
     let addrs: Vec<Multiaddr> = addrs.into_iter().chain(observed_addr).collect();
     match verifier.admit(application).await {
+        Err(r) if r.reason == RejectReason::NotLeader && !r.hint.is_empty() => {
+            let member_mac =
+                token::redirect_mac(&hash, &token_id, &local, &challenge.joiner_nonce, &r.hint);
+            (
+                JoinResponse::Redirect {
+                    target: r.hint,
+                    member_mac,
+                },
+                JoinOutcome::Refused,
+            )
+        }
         Ok(payload) => {
             let member_mac =
                 token::member_mac(&hash, &token_id, &local, &challenge.joiner_nonce, &payload);
@@ -283,6 +294,7 @@ where
             return Err(JoinError::Rejected { reason, hint })
         }
         JoinResponse::Accepted { .. } => return Err(JoinError::Protocol("Accepted before Proof")),
+        JoinResponse::Redirect { .. } => return Err(JoinError::Protocol("Redirect before Proof")),
     };
     let hash = token.hash();
     let proof = JoinRequest::Proof {
@@ -307,6 +319,24 @@ where
                 Err(JoinError::MemberProofInvalid)
             }
         }
+        JoinResponse::Redirect { target, member_mac } => {
+            let expected = token::redirect_mac(&hash, token.id(), &member, &joiner_nonce, &target);
+            if !token::mac_eq(&expected, &member_mac) {
+                return Err(JoinError::MemberProofInvalid);
+            }
+            String::from_utf8(target)
+                .map(JoinError::Redirect)
+                .map(Err)
+                .unwrap_or(Err(JoinError::Protocol("redirect target is not UTF-8")))
+        }
+        // A redirect without a proof is not followed.
+        JoinResponse::Rejected {
+            reason: RejectReason::NotLeader,
+            ..
+        } => Err(JoinError::Rejected {
+            reason: RejectReason::Unavailable,
+            hint: b"named a leader without proving it knows the token".to_vec(),
+        }),
         JoinResponse::Rejected { reason, hint } => Err(JoinError::Rejected { reason, hint }),
         JoinResponse::Challenge { .. } => Err(JoinError::Protocol("Challenge in reply to Proof")),
     }
@@ -346,6 +376,65 @@ mod tests {
                 async move { Ok(resp) }
             },
         ))
+    }
+
+    #[test]
+    fn joiner_follows_only_proven_redirects() {
+        let token = Token::generate();
+        let joiner = PeerId::random();
+        let member = PeerId::random();
+        let hash = token.hash();
+        let leader = b"/ip4/10.0.0.9/udp/7400/quic-v1".to_vec();
+        let target = leader.clone();
+        let honest = move |req: &JoinRequest, jn: [u8; 32]| {
+            let JoinRequest::Proof { token_id, .. } = req else {
+                unreachable!()
+            };
+            JoinResponse::Redirect {
+                member_mac: token::redirect_mac(&hash, token_id, &member, &jn, &target),
+                target: target.clone(),
+            }
+        };
+        assert!(matches!(
+            fake_member(honest, &token, joiner, member),
+            Err(JoinError::Redirect(t)) if t.as_bytes() == leader
+        ));
+        // A spoofer at the --join address, without the token: a redirect with
+        // a made-up proof, or the old unproven form, is not followed.
+        let spoofed = |_: &JoinRequest, _: [u8; 32]| JoinResponse::Redirect {
+            target: b"/ip4/6.6.6.6/udp/7400/quic-v1".to_vec(),
+            member_mac: [7u8; 32],
+        };
+        assert!(matches!(
+            fake_member(spoofed, &token, joiner, member),
+            Err(JoinError::MemberProofInvalid)
+        ));
+        let unproven = |_: &JoinRequest, _: [u8; 32]| JoinResponse::Rejected {
+            reason: RejectReason::NotLeader,
+            hint: b"/ip4/6.6.6.6/udp/7400/quic-v1".to_vec(),
+        };
+        assert!(matches!(
+            fake_member(unproven, &token, joiner, member),
+            Err(JoinError::Rejected {
+                reason: RejectReason::Unavailable,
+                ..
+            })
+        ));
+        // An accepted MAC does not pass as a redirect MAC (separate domains).
+        let mixed = move |req: &JoinRequest, jn: [u8; 32]| {
+            let JoinRequest::Proof { token_id, .. } = req else {
+                unreachable!()
+            };
+            let t = b"/ip4/6.6.6.6/udp/7400/quic-v1".to_vec();
+            JoinResponse::Redirect {
+                member_mac: token::member_mac(&hash, token_id, &member, &jn, &t),
+                target: t,
+            }
+        };
+        assert!(matches!(
+            fake_member(mixed, &token, joiner, member),
+            Err(JoinError::MemberProofInvalid)
+        ));
     }
 
     #[test]

@@ -53,13 +53,17 @@
 //!   Proof{token_id, mac, listen_addrs, info} ─▶ hash = verifier.token_hash(token_id)
 //!                                               check mac = joiner_mac(hash, id, joiner, nonce)
 //!                                               verifier.admit(..) (expiry, single use, Raft)
-//!                                         ◀──  Accepted{payload, member_mac} | Rejected{reason, hint}
+//!                                         ◀──  Accepted{payload, member_mac}
+//!                                                | Redirect{target, member_mac} | Rejected{reason, hint}
 //! ```
 //! The token's secret never crosses the wire; see [`crate::token`].
 //! Unknown token ids and wrong proofs both answer `BadToken` (no oracle).
-//! A member that cannot admit (e.g. it does not lead the cluster) answers
-//! `Rejected{NotLeader, hint}` with where to go; the joiner starts over
-//! there with `Hello`.
+//! A member that cannot admit because it does not lead the cluster answers
+//! `Redirect{target, member_mac}` with the leader's address and a proof that
+//! it knows the token (as `Accepted` carries one); the joiner checks the
+//! proof and starts over there with `Hello`. It follows no redirect without
+//! a valid proof: a peer that answers at a spoofed address cannot send it
+//! anywhere.
 //!
 //! # Chunk flow (`/filesyncd/chunks/1`)
 //! See [`crate::chunks::wire`] for the byte layout: one request (a batch of
@@ -89,7 +93,7 @@ pub const IDENTIFY_VERSION: &str = "/filesyncd/1";
 /// Cap of one join message, either direction.
 pub const MAX_JOIN_MESSAGE: usize = 64 * 1024;
 /// Version carried in `Hello` (2: `Proof` carries `info`).
-pub const JOIN_VERSION: u16 = 2;
+pub const JOIN_VERSION: u16 = 3;
 /// Most listen addresses a joiner may announce.
 pub const MAX_JOIN_ADDRS: usize = 16;
 /// Largest `info` a joiner may present in `Proof`.
@@ -129,8 +133,16 @@ pub enum JoinResponse {
     },
     Rejected {
         reason: RejectReason,
-        /// Opaque app detail, e.g. the leader's address for `NotLeader`.
+        /// Opaque app detail (why it cannot decide now, ...).
         hint: Vec<u8>,
+    },
+    /// Not the leader: go to `target` (the leader's address), proven with
+    /// [`crate::token::redirect_mac`], so that a peer that does not know the
+    /// token (one that answers at a spoofed `--join` address) cannot send
+    /// the joiner elsewhere. Since join version 3.
+    Redirect {
+        target: Vec<u8>,
+        member_mac: [u8; 32],
     },
 }
 

@@ -161,6 +161,25 @@ pub fn member_mac(
     *h.finalize().as_bytes()
 }
 
+/// The MAC a member puts on a leader redirect (`JoinResponse::Redirect`):
+/// keyed like [`member_mac`] (so only a holder of the token's hash can make
+/// it) but in its own domain, over the redirect's target.
+pub fn redirect_mac(
+    hash: &TokenHash,
+    token_id: &str,
+    member: &PeerId,
+    joiner_nonce: &[u8; 32],
+    target: &[u8],
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(&proof_key(hash));
+    put_field(&mut h, b"redirect");
+    put_field(&mut h, token_id.as_bytes());
+    put_field(&mut h, &member.to_bytes());
+    put_field(&mut h, joiner_nonce);
+    put_field(&mut h, target);
+    *h.finalize().as_bytes()
+}
+
 /// Constant-time equality of two MACs.
 pub fn mac_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     blake3::Hash::from_bytes(*a) == blake3::Hash::from_bytes(*b)

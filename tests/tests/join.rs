@@ -181,6 +181,24 @@ fn a_removed_node_is_gone_and_cannot_come_back() {
 }
 
 #[test]
+fn a_join_through_a_follower_follows_its_proven_redirect_to_the_leader() {
+    let _g = serial();
+    let mut c = Cluster::start(2).unwrap();
+    let s = c.wait_converged(2, 2).unwrap();
+    let leader = s.leader.clone().unwrap();
+    let follower = (0..2)
+        .find(|i| c.node(*i).status().unwrap().node_id != leader)
+        .unwrap();
+    let token = c.node(follower).create_token("5m").unwrap();
+    let addr = c.node(follower).p2p_addr();
+    let i = c.spawn(Some((&addr, &token))).unwrap();
+    c.node_mut(i).wait_healthy().unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let log = c.node(i).log();
+    assert!(log.contains("not the leader: trying the leader"), "{log}");
+}
+
+#[test]
 fn a_fourth_node_becomes_a_voter_unless_max_voters_is_reached() {
     let _g = serial();
     // Default cap (5): the 4th node ends up a voter.

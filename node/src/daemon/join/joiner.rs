@@ -98,14 +98,10 @@ pub fn next_step(addr: &str, err: JoinError) -> Step {
             RejectReason::BadToken => Step::Stop(JoinFailure::BadToken { addr: addr_s }),
             RejectReason::Expired => Step::Stop(JoinFailure::Expired { addr: addr_s }),
             RejectReason::Used => Step::Stop(JoinFailure::Used { addr: addr_s }),
-            RejectReason::NotLeader => {
-                let to = hint_text(&hint);
-                if filesyncd_p2p::parse_addr(&to).is_ok() && to != addr {
-                    Step::Redirect(to)
-                } else {
-                    Step::Retry(format!("{addr} is not the leader and named none"))
-                }
-            }
+            // Only a proven redirect is followed (`JoinError::Redirect`).
+            RejectReason::NotLeader => Step::Retry(format!(
+                "{addr} is not the leader and named none with a proof"
+            )),
             RejectReason::Unavailable => {
                 let detail = hint_text(&hint);
                 Step::Retry(if detail.is_empty() {
@@ -127,6 +123,13 @@ pub fn next_step(addr: &str, err: JoinError) -> Step {
             }
         },
         JoinError::MemberProofInvalid => Step::Stop(JoinFailure::NotOurCluster { addr: addr_s }),
+        JoinError::Redirect(to) => {
+            if filesyncd_p2p::parse_addr(&to).is_ok() && to != addr {
+                Step::Redirect(to)
+            } else {
+                Step::Retry(format!("{addr} is not the leader and named none"))
+            }
+        }
         JoinError::Address(e) => Step::Stop(JoinFailure::Refused {
             addr: addr_s,
             detail: e.to_string(),
@@ -371,13 +374,18 @@ mod tests {
     fn leader_hints_are_followed_and_transient_errors_retried() {
         let leader = "/ip4/127.0.0.2/udp/4000/quic-v1";
         assert!(matches!(
-            next_step("127.0.0.3:1", rejected(RejectReason::NotLeader, leader)),
+            next_step("127.0.0.3:1", JoinError::Redirect(leader.into())),
             Step::Redirect(a) if a == leader
         ));
-        // No usable hint, or a hint back to the same address: retry there.
+        // An unproven hint is not followed.
+        assert!(matches!(
+            next_step("127.0.0.3:1", rejected(RejectReason::NotLeader, leader)),
+            Step::Retry(_)
+        ));
+        // No usable target, or one back to the same address: retry there.
         for hint in ["", "not an address", "127.0.0.3:1"] {
             assert!(matches!(
-                next_step("127.0.0.3:1", rejected(RejectReason::NotLeader, hint)),
+                next_step("127.0.0.3:1", JoinError::Redirect(hint.into())),
                 Step::Retry(_)
             ));
         }
