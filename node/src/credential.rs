@@ -10,8 +10,8 @@
 //!   secret in its user's runtime directory, one file per API address
 //!   ([`runtime_file`]), so `filesyncd status --api ADDR` works for the
 //!   daemon's user with no other flag, as it did before the API required a
-//!   credential. The runtime directory is `$XDG_RUNTIME_DIR/filesyncd`, or
-//!   `/tmp/filesyncd-<uid>`; it must be a directory owned by the user with
+//!   credential. The runtime directory is `$XDG_RUNTIME_DIR/filesyncd`, else
+//!   (unset, or not usable) `/tmp/filesyncd-<uid>`; it must be a directory owned by the user with
 //!   no group or other permission, else it is not used (another user could
 //!   have planted it to read or choose the secret).
 //!
@@ -147,13 +147,18 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The runtime directory of this user's daemons (see the module doc); not
-/// created or checked here.
-pub fn runtime_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x).join("filesyncd"),
-        None => std::env::temp_dir().join(format!("filesyncd-{}", euid())),
+/// The runtime directories of this user's daemons, in order of preference
+/// (see the module doc): `$XDG_RUNTIME_DIR/filesyncd` when that variable is
+/// set, then `/tmp/filesyncd-<uid>` (used when the first is missing or not
+/// this user's: an `XDG_RUNTIME_DIR` inherited through `sudo -u`, say).
+/// Not created or checked here.
+pub fn runtime_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::with_capacity(2);
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        dirs.push(PathBuf::from(x).join("filesyncd"));
     }
+    dirs.push(std::env::temp_dir().join(format!("filesyncd-{}", euid())));
+    dirs
 }
 
 /// Checks that `dir` is a real directory of this user with no group or
@@ -184,35 +189,63 @@ pub fn runtime_file_in(dir: &Path, api: &SocketAddr) -> PathBuf {
     dir.join(format!("api-{host}-{}", api.port()))
 }
 
-/// [`runtime_file_in`] the [`runtime_dir`].
+/// Where [`publish`] puts the secret of `api`: in the first of the
+/// [`runtime_dirs`] that is usable (or would be once created).
 pub fn runtime_file(api: &SocketAddr) -> PathBuf {
-    runtime_file_in(&runtime_dir(), api)
+    let dirs = runtime_dirs();
+    let dir = dirs
+        .iter()
+        .find(|d| check_private_dir(d).is_ok())
+        .unwrap_or(&dirs[dirs.len() - 1]);
+    runtime_file_in(dir, api)
 }
 
-/// Publishes the daemon's generated secret for the CLI of the same user
-/// (creates the runtime directory 0700 if missing). Returns the file.
-pub fn publish(api: &SocketAddr, secret: &str) -> Result<PathBuf, CredentialError> {
-    let dir = runtime_dir();
-    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&dir) {
+/// Creates `dir` 0700 if missing, then checks it is private to this user.
+fn private_dir(dir: &Path) -> Result<(), CredentialError> {
+    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(dir) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(io(&dir)(e));
+            return Err(io(dir)(e));
         }
     }
-    check_private_dir(&dir)?;
-    let path = runtime_file_in(&dir, api);
-    if read_secret(&path).is_ok_and(|s| s == secret) {
-        return Ok(path);
+    check_private_dir(dir)
+}
+
+/// Publishes the daemon's generated secret for the CLI of the same user in
+/// the first usable runtime directory (created 0700 if missing). Returns the
+/// file, or the last directory's error.
+pub fn publish(api: &SocketAddr, secret: &str) -> Result<PathBuf, CredentialError> {
+    publish_in(&runtime_dirs(), api, secret)
+}
+
+fn publish_in(
+    dirs: &[PathBuf],
+    api: &SocketAddr,
+    secret: &str,
+) -> Result<PathBuf, CredentialError> {
+    let mut last = None;
+    for dir in dirs {
+        match private_dir(dir) {
+            Ok(()) => {
+                let path = runtime_file_in(dir, api);
+                if !read_secret(&path).is_ok_and(|s| s == secret) {
+                    write_private(&path, secret)?;
+                }
+                return Ok(path);
+            }
+            Err(e) => last = Some(e),
+        }
     }
-    write_private(&path, secret)?;
-    Ok(path)
+    Err(last.expect("at least one runtime directory"))
 }
 
 /// Removes the published file if it still holds `secret` (another daemon
 /// may have published its own at the same address since).
 pub fn unpublish(api: &SocketAddr, secret: &str) {
-    let path = runtime_file(api);
-    if read_secret(&path).is_ok_and(|s| s == secret) {
-        let _ = fs::remove_file(path);
+    for dir in runtime_dirs() {
+        let path = runtime_file_in(&dir, api);
+        if read_secret(&path).is_ok_and(|s| s == secret) {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
@@ -227,10 +260,11 @@ pub fn lookup(api: &str, data: Option<&Path>, default_data: Option<&Path>) -> Op
         }
     }
     if let Some(addr) = crate::config::parse_api_addr(api) {
-        let dir = runtime_dir();
-        if check_private_dir(&dir).is_ok() {
-            if let Ok(s) = read_secret(&runtime_file_in(&dir, &addr)) {
-                return Some(s);
+        for dir in runtime_dirs() {
+            if check_private_dir(&dir).is_ok() {
+                if let Ok(s) = read_secret(&runtime_file_in(&dir, &addr)) {
+                    return Some(s);
+                }
             }
         }
     }
@@ -322,6 +356,26 @@ mod tests {
         assert_eq!(read_secret(&path).unwrap(), "second");
         unpublish(&api, "second");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_runtime_dir_that_is_not_private_is_passed_over() {
+        let t = tempfile::tempdir().unwrap();
+        let open = t.path().join("open");
+        fs::DirBuilder::new().mode(0o755).create(&open).unwrap();
+        let missing_parent = t.path().join("gone/filesyncd");
+        let good = t.path().join("good");
+        let api: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let dirs = [open.clone(), missing_parent, good.clone()];
+        let path = publish_in(&dirs, &api, "s").unwrap();
+        assert_eq!(path, runtime_file_in(&good, &api));
+        assert_eq!(fs::metadata(&good).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::read_dir(&open).unwrap().count(),
+            0,
+            "nothing in the open one"
+        );
+        assert!(publish_in(&dirs[..2], &api, "s").is_err());
     }
 
     #[test]

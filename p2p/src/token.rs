@@ -152,13 +152,14 @@ pub fn member_mac(
     joiner_nonce: &[u8; 32],
     payload: &[u8],
 ) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_keyed(&proof_key(hash));
-    put_field(&mut h, b"member");
-    put_field(&mut h, token_id.as_bytes());
-    put_field(&mut h, &member.to_bytes());
-    put_field(&mut h, joiner_nonce);
-    put_field(&mut h, blake3::hash(payload).as_bytes());
-    *h.finalize().as_bytes()
+    member_side(
+        b"member",
+        hash,
+        token_id,
+        member,
+        joiner_nonce,
+        blake3::hash(payload).as_bytes(),
+    )
 }
 
 /// The MAC a member puts on a leader redirect (`JoinResponse::Redirect`):
@@ -171,12 +172,25 @@ pub fn redirect_mac(
     joiner_nonce: &[u8; 32],
     target: &[u8],
 ) -> [u8; 32] {
+    member_side(b"redirect", hash, token_id, member, joiner_nonce, target)
+}
+
+/// A member's MAC in `domain` over its identity, the joiner's nonce and
+/// `last`.
+fn member_side(
+    domain: &[u8],
+    hash: &TokenHash,
+    token_id: &str,
+    member: &PeerId,
+    joiner_nonce: &[u8; 32],
+    last: &[u8],
+) -> [u8; 32] {
     let mut h = blake3::Hasher::new_keyed(&proof_key(hash));
-    put_field(&mut h, b"redirect");
+    put_field(&mut h, domain);
     put_field(&mut h, token_id.as_bytes());
     put_field(&mut h, &member.to_bytes());
     put_field(&mut h, joiner_nonce);
-    put_field(&mut h, target);
+    put_field(&mut h, last);
     *h.finalize().as_bytes()
 }
 
