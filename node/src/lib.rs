@@ -17,3 +17,11 @@ pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod engine;
+
+/// Wall-clock milliseconds since the Unix epoch (0 before it, saturating
+/// far after it): the time the daemon stamps entries and compares with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -250,11 +250,13 @@ fn apply_op<V: IndexView>(
             let Some(mut rec) = ov.token(token_hash)? else {
                 return Ok(rejected(RejectReason::UnknownToken));
             };
-            if rec.consumed.is_some() {
-                return Ok(rejected(RejectReason::TokenReused));
-            }
+            // Expiry first: an expired token is refused as such, spent
+            // or not, so a spender's retry window never outlives it.
             if rec.expires_ms <= now {
                 return Ok(rejected(RejectReason::TokenExpired));
+            }
+            if rec.consumed.is_some() {
+                return Ok(rejected(RejectReason::TokenReused));
             }
             rec.consumed = Some(TokenUse {
                 node: *node,

@@ -419,6 +419,10 @@ fn tokens_are_single_use_and_expire_on_entry_time() {
     // Expiry compares with the entry clock, which never runs backwards.
     let r = ix.apply(4, &batch(1, 4, T0 + 1000, vec![consume(b, 7)]));
     assert_eq!(r.outcomes(), &[rejected(RejectReason::TokenExpired)]);
+    // Expiry is checked first: a spent token past its expiry is expired,
+    // even for the node that spent it.
+    let r = ix.apply(5, &batch(1, 5, T0 + 1000, vec![consume(a, 7)]));
+    assert_eq!(r.outcomes(), &[rejected(RejectReason::TokenExpired)]);
 }
 
 #[test]

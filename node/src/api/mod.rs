@@ -28,7 +28,7 @@ pub mod types;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -42,6 +42,7 @@ use filesyncd_raft::command::Outcome;
 use filesyncd_raft::NodeId;
 
 use crate::daemon::Node;
+use crate::now_ms;
 use types::{node_hex, ApiErrorBody, Member, Status, TokenCreated, TokenRequest};
 
 /// Longest join token lifetime accepted (30 days).
@@ -342,13 +343,6 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let sv = files::status::sync_view(&s, &root.to_hex());
     let body = body + &files::status::metrics_text(sv.sync.as_ref(), sv.in_sync);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 async fn create_token(

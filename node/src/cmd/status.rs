@@ -8,7 +8,7 @@
 //! retried. Exit 1 if the daemon cannot be reached at the start.
 
 use std::io::IsTerminal;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -17,6 +17,7 @@ use filesyncd::daemon::sync::Transfer;
 
 use super::ctl::ApiArgs;
 use super::format::{bytes, duration};
+use filesyncd::now_ms;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -178,12 +179,6 @@ pub fn render(s: &Status, now_ms: u64) -> Vec<String> {
         }
     }
     l
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn fetch(api: &ApiArgs) -> anyhow::Result<String> {

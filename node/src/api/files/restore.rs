@@ -37,7 +37,6 @@
 //! interleaves with a step's scan or writes of the same paths.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -62,6 +61,7 @@ use crate::engine::materialize::{MaterializeError, Materializer};
 use crate::engine::plan::{Expect, Missing};
 use crate::engine::ports::{ChunkFetcher, PortError, PortResult};
 use crate::engine::types::{FileKind, Kind, Meta, NodeId, Stat};
+use crate::now_ms;
 
 /// The version to restore, from the path's records (oldest first).
 pub(in crate::api) fn pick(
@@ -261,12 +261,6 @@ fn decide_in_place(
     } else {
         Expect::Absent
     }))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The restore, on the sync task's blocking pool (async parts through `rt`).

@@ -53,14 +53,22 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Rejection {
     rejection(RejectReason::Unavailable, format!("{what}: {e}"))
 }
 
+/// How long after spending a token its spender may be admitted with it
+/// again (a retry after a lost `Accepted`); past this, a spent token
+/// admits nobody.
+pub const SPENT_RETRY_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+/// Who spent a token, and when (ms since the epoch, the entry clock).
+type Spender = (NodeId, u64);
+
 /// The token registered under `id` on this member: (hash, spender).
-async fn lookup(node: &Node, id: &str) -> Result<Option<(Hash, Option<NodeId>)>, Rejection> {
+async fn lookup(node: &Node, id: &str) -> Result<Option<(Hash, Option<Spender>)>, Rejection> {
     let reader = node.reader().clone();
     let id = id.to_owned();
     tokio::task::spawn_blocking(move || reader.token_by_id(&id))
         .await
         .map_err(|e| unavailable("state read failed", e))?
-        .map(|found| found.map(|(h, rec)| (h, rec.consumed.map(|u| u.node))))
+        .map(|found| found.map(|(h, rec)| (h, rec.consumed.map(|u| (u.node, u.at_ms)))))
         .map_err(|e| unavailable("state read failed", e))
 }
 
@@ -87,17 +95,25 @@ pub fn check_membership<'a>(
     Ok(())
 }
 
-/// What a `ConsumeToken` outcome means for the joiner `node`. `spender`
-/// is who spent the token, read after a `TokenReused`.
+/// What a `ConsumeToken` outcome means for the joiner `node` at `now_ms`.
+/// `spender` is who spent the token and when, read after a `TokenReused`:
+/// the same node within [`SPENT_RETRY_WINDOW_MS`] is admitted again.
 pub fn consume_verdict(
     outcome: Option<&Outcome>,
-    spender: Option<NodeId>,
+    spender: Option<Spender>,
     node: NodeId,
+    now_ms: u64,
 ) -> Result<(), Rejection> {
     match outcome {
         Some(Outcome::Applied { .. }) => Ok(()),
         Some(Outcome::Rejected { reason }) => match reason {
-            OpReject::TokenReused if spender == Some(node) => Ok(()),
+            OpReject::TokenReused
+                if spender.is_some_and(|(who, at)| {
+                    who == node && now_ms.saturating_sub(at) <= SPENT_RETRY_WINDOW_MS
+                }) =>
+            {
+                Ok(())
+            }
             OpReject::TokenReused => Err(rejection(
                 RejectReason::Used,
                 "the token was already used (tokens are single-use)",
@@ -182,7 +198,7 @@ impl Admission {
             }) => lookup(&node, &joiner.token_id).await?.and_then(|(_, s)| s),
             _ => None,
         };
-        consume_verdict(outcome, spender, id)?;
+        consume_verdict(outcome, spender, id, crate::now_ms())?;
 
         let learner = NodeInfo {
             peer_id: peer.clone(),
@@ -283,13 +299,28 @@ mod tests {
             version: Version::new(5, 0),
         };
         let rej = |reason| Outcome::Rejected { reason };
-        assert!(consume_verdict(Some(&applied), None, 7).is_ok());
-        // Spent by this same joiner (a retry after a lost answer): admitted again.
-        assert!(consume_verdict(Some(&rej(OpReject::TokenReused)), Some(7), 7).is_ok());
-        let reason =
-            |o: Outcome, spender| consume_verdict(Some(&o), spender, 7).unwrap_err().reason;
+        const NOW: u64 = 1_000_000_000;
+        assert!(consume_verdict(Some(&applied), None, 7, NOW).is_ok());
+        // Spent by this same joiner (a retry after a lost answer): admitted
+        // again, within the window only.
+        let spent = |at| Some((7, at));
+        assert!(
+            consume_verdict(Some(&rej(OpReject::TokenReused)), spent(NOW - 1000), 7, NOW).is_ok()
+        );
+        let late = consume_verdict(
+            Some(&rej(OpReject::TokenReused)),
+            spent(NOW - SPENT_RETRY_WINDOW_MS - 1),
+            7,
+            NOW,
+        );
+        assert_eq!(late.unwrap_err().reason, RejectReason::Used);
+        let reason = |o: Outcome, spender| {
+            consume_verdict(Some(&o), spender, 7, NOW)
+                .unwrap_err()
+                .reason
+        };
         assert_eq!(
-            reason(rej(OpReject::TokenReused), Some(8)),
+            reason(rej(OpReject::TokenReused), Some((8, NOW))),
             RejectReason::Used
         );
         assert_eq!(reason(rej(OpReject::TokenReused), None), RejectReason::Used);
@@ -306,7 +337,7 @@ mod tests {
             RejectReason::Unavailable
         );
         assert_eq!(
-            consume_verdict(None, None, 7).unwrap_err().reason,
+            consume_verdict(None, None, 7, NOW).unwrap_err().reason,
             RejectReason::Unavailable
         );
     }

@@ -28,7 +28,7 @@
 //! become servable, and a fresh [`SyncStatus`] is published.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use filesyncd_p2p::P2pClient;
 use tokio::sync::{mpsc, watch};
@@ -49,6 +49,7 @@ use crate::engine::plan::{PlanConfig, Scope};
 use crate::engine::ports::Committed;
 use crate::engine::sync::Engine;
 use crate::engine::watch::{Dirty, WatchConfig};
+use crate::now_ms;
 
 /// Raft, with every put's content offered to the voters first.
 type SyncCommitted = OfferFirst<RaftCommitted, P2pAcks>;
@@ -168,12 +169,6 @@ struct Loop {
     stop: watch::Receiver<bool>,
     gc_interval: Duration,
     local_root: LocalRoot,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 enum Event {
