@@ -39,10 +39,11 @@
 //!   `Unavailable`). A token's hash is found by its id
 //!   (`SmReader::token_by_id`); the token is spent with `ConsumeToken`
 //!   through Raft; a spent token whose spender is this same joiner node id
-//!   admits again (the joiner retried after a lost `Accepted`).
+//!   admits again within `admit::SPENT_RETRY_WINDOW_MS` (the joiner retried
+//!   after a lost `Accepted`), then nobody.
 //! * [`joiner::join`] is the new node's side: retries unreachable or
 //!   undecided members with backoff until `--join-timeout`, follows
-//!   `NotLeader` hints, and stops at once on a token or identity problem.
+//!   proven leader redirects, and stops at once on a token or identity problem.
 //! * [`promote::promote_learners`] runs on every member; it acts only while
 //!   this node leads.
 //!
