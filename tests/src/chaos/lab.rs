@@ -83,11 +83,20 @@ impl Lab {
                     stage: fs.join(STAGE),
                     outside: Some(fs),
                     outside_allowed: Vec::new(),
+                    // Every node's API is 127.0.0.1:7401 in its own
+                    // namespace: the CLI finds the node's secret in its data
+                    // dir (deploy/chaos/lib.sh `fsd_data`), not by address.
                     cli: vec![
                         "ip".into(),
                         "netns".into(),
                         "exec".into(),
                         format!("{}{i}", self.prefix).into(),
+                        "env".into(),
+                        format!(
+                            "FILESYNCD_DATA={}",
+                            self.state.join(format!("n{i}/dfs/data")).display()
+                        )
+                        .into(),
                         self.bin.clone().into(),
                     ],
                     api: API.to_string(),
