@@ -174,7 +174,11 @@ pub async fn serve(
                 };
                 if let Some(claimed) = filesyncd_raft::network::claimed_sender(kind, &payload) {
                     let peer_s = peer.to_string();
-                    let m = node.metrics();
+                    // Read in place (no clone of the metrics per request);
+                    // the watch's read guard ends with this block, before
+                    // any await.
+                    let watch = node.metrics_watch();
+                    let m = watch.borrow();
                     let ok = senders.allows(
                         claimed,
                         &peer_s,
@@ -183,6 +187,7 @@ pub async fn serve(
                             .nodes()
                             .map(|(id, info)| (*id, info.peer_id.as_str())),
                     );
+                    drop(m);
                     if !ok {
                         tracing::warn!(%peer, claimed = format!("{claimed:016x}"), ?kind, "raft request in another node's name dropped");
                         continue;
