@@ -31,17 +31,26 @@
 //!    - **Delete.** Not live → `AlreadyAbsent`. Stale base → the delete LOSES: the newer
 //!      content stays (`DeleteLost`), as the deleting node had not seen it. Otherwise a
 //!      tombstone is written (`Applied`);
-//!    - **Tokens** are single use: consuming needs a known, unconsumed token whose
-//!      `expires_ms` is after the entry clock. A token's hash and (for `AddNamedToken`) its
-//!      id are unique: a second token with either is `TokenExists`; a malformed id is
-//!      `InvalidValue`. Spent and expired tokens stay recorded (a later join with them is
-//!      told `TokenReused` / `TokenExpired`, not `UnknownToken`);
+//!    - **Tokens** are single use: consuming needs a known, unconsumed, unrevoked token
+//!      whose `expires_ms` is after the entry clock. A token's hash and (for
+//!      `AddNamedToken`) its id are unique: a second token with either is `TokenExists`; a
+//!      malformed id is `InvalidValue`. Spent, revoked and expired tokens stay recorded for
+//!      [`TOKEN_KEEP_MS`] after their end (a join with them is told `TokenReused` /
+//!      `TokenRevoked` / `TokenExpired`, not `UnknownToken`), then every token op prunes
+//!      them; at most [`MAX_TOKENS`] are recorded (`TooManyTokens`);
+//!    - **SetClusterKey** applies once (after that: `AlreadyInitialized`);
 //!    - **Holders.** A put of a non-empty file needs holders (`NoHolders`), and once a
 //!      membership is applied they must hold a majority of each voter set ([`Quorums`]),
 //!      else `TooFewHolders`: a committed version survives the loss of any minority;
 //!    - **AddHolders** merges holders into a retained version (and the live record if it is
 //!      the live version).
 //! 5. **Record** the outcomes under the request id.
+//!
+//! # Membership entries ([`apply_removal`])
+//! A membership entry that drops nodes (voters or learners) records each as revoked, by
+//! node id and PeerId, for good; and revokes every token not yet spent (a removed member
+//! kept the hashes of outstanding tokens in its copy of this state, enough to prove
+//! possession of one). A revoked token is recorded as spent by [`REVOKED_BY_REMOVAL`].
 
 mod mem;
 mod overlay;
@@ -52,7 +61,9 @@ pub use overlay::{Changes, IndexView, Overlay};
 use filesyncd_merkle::{EntryKind, Hash, PathValue};
 
 use crate::command::{Batch, Op, Outcome, PutKind, RejectReason, Response, Retention, Version};
-use crate::history::{self, FileMeta, Hint, PathRecord, Settings, TokenRecord, TokenUse};
+use crate::history::{
+    self, FileMeta, Hint, PathRecord, RevokedRecord, Settings, TokenRecord, TokenUse,
+};
 use crate::paths;
 use crate::NodeId;
 
@@ -81,6 +92,15 @@ pub const MAX_CONFLICT_CANDIDATES: u32 = 1000;
 pub const MAX_CLUSTER_ID_BYTES: usize = 128;
 /// Longest join token id accepted.
 pub const MAX_TOKEN_ID_BYTES: usize = 32;
+/// Most token records kept (outstanding, and spent/expired/revoked within
+/// [`TOKEN_KEEP_MS`]); `AddNamedToken` beyond it is `TooManyTokens`.
+pub const MAX_TOKENS: usize = 1024;
+/// How long a spent, revoked or expired token stays recorded after its end
+/// (so a late join with it gets a precise answer), before it is pruned.
+pub const TOKEN_KEEP_MS: u64 = 24 * 3600 * 1000;
+/// The spender recorded for a token revoked by a member's removal (node ids
+/// are never 0).
+pub const REVOKED_BY_REMOVAL: NodeId = 0;
 
 /// Whether `id` is acceptable as a join token id: 1..=[`MAX_TOKEN_ID_BYTES`] ASCII letters
 /// or digits.
@@ -247,10 +267,18 @@ fn apply_op<V: IndexView>(
             expires_ms,
         } => add_token(ov, version, now, Some(token_id), token_hash, *expires_ms),
         Op::ConsumeToken { token_hash, node } => {
+            tidy_tokens(ov, now)?;
             let Some(mut rec) = ov.token(token_hash)? else {
                 return Ok(rejected(RejectReason::UnknownToken));
             };
-            // Expiry first: an expired token is refused as such, spent
+            if rec
+                .consumed
+                .as_ref()
+                .is_some_and(|u| u.node == REVOKED_BY_REMOVAL)
+            {
+                return Ok(rejected(RejectReason::TokenRevoked));
+            }
+            // Expiry next: an expired token is refused as such, spent
             // or not, so a spender's retry window never outlives it.
             if rec.expires_ms <= now {
                 return Ok(rejected(RejectReason::TokenExpired));
@@ -263,7 +291,14 @@ fn apply_op<V: IndexView>(
                 at_ms: now,
                 version,
             });
-            ov.changes.tokens.insert(*token_hash, rec);
+            ov.changes.tokens.insert(*token_hash, Some(rec));
+            Ok(Outcome::Applied { version })
+        }
+        Op::SetClusterKey { seed } => {
+            if ov.cluster_key()?.is_some() {
+                return Ok(rejected(RejectReason::AlreadyInitialized));
+            }
+            ov.changes.cluster_key = Some(*seed);
             Ok(Outcome::Applied { version })
         }
         Op::AddHolders {
@@ -299,16 +334,88 @@ fn add_token<V: IndexView>(
     if expires_ms <= now {
         return Ok(rejected(RejectReason::TokenExpired));
     }
+    tidy_tokens(ov, now)?;
+    if ov.tokens(MAX_TOKENS)?.len() >= MAX_TOKENS {
+        return Ok(rejected(RejectReason::TooManyTokens));
+    }
     let rec = TokenRecord {
         expires_ms,
         created: version,
         consumed: None,
     };
-    ov.changes.tokens.insert(*token_hash, rec);
+    ov.changes.tokens.insert(*token_hash, Some(rec));
     if let Some(id) = token_id {
-        ov.changes.token_ids.insert(id.clone(), *token_hash);
+        ov.changes.token_ids.insert(id.clone(), Some(*token_hash));
     }
     Ok(Outcome::Applied { version })
+}
+
+/// When a token stopped admitting: its expiry, or its spending (revocation
+/// included) if earlier.
+fn token_end(t: &TokenRecord) -> u64 {
+    t.consumed
+        .as_ref()
+        .map_or(t.expires_ms, |u| u.at_ms.min(t.expires_ms))
+}
+
+/// Prunes the tokens that ended more than [`TOKEN_KEEP_MS`] before `now`,
+/// with their ids. Costs at most [`MAX_TOKENS`] records.
+fn tidy_tokens<V: IndexView>(ov: &mut Overlay<'_, V>, now: u64) -> Result<(), V::Error> {
+    let stale: std::collections::BTreeSet<Hash> = ov
+        .tokens(MAX_TOKENS)?
+        .into_iter()
+        .filter(|(_, t)| token_end(t).saturating_add(TOKEN_KEEP_MS) <= now)
+        .map(|(h, _)| h)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for (id, h) in ov.token_ids(MAX_TOKENS)? {
+        if stale.contains(&h) {
+            ov.changes.token_ids.insert(id, None);
+        }
+    }
+    for h in stale {
+        ov.changes.tokens.insert(h, None);
+    }
+    Ok(())
+}
+
+/// The changes of the membership entry at log `index` that drops `removed`
+/// (node id, PeerId) from the membership: see the module doc. Reads the
+/// entry clock; never moves it.
+pub fn apply_removal<V: IndexView>(
+    view: &V,
+    index: u64,
+    removed: &[(NodeId, String)],
+) -> Result<Changes, V::Error> {
+    let mut ov = Overlay::new(view);
+    if removed.is_empty() {
+        return Ok(ov.changes);
+    }
+    let now = ov.state()?.clock_ms;
+    for (node, peer_id) in removed {
+        if ov.revoked(*node)?.is_none() {
+            let rec = RevokedRecord {
+                peer_id: peer_id.clone(),
+                index,
+                at_ms: now,
+            };
+            ov.changes.revoked.insert(*node, rec);
+        }
+    }
+    tidy_tokens(&mut ov, now)?;
+    for (h, mut t) in ov.tokens(MAX_TOKENS)? {
+        if t.consumed.is_none() && t.expires_ms > now {
+            t.consumed = Some(TokenUse {
+                node: REVOKED_BY_REMOVAL,
+                at_ms: now,
+                version: Version::new(index, 0),
+            });
+            ov.changes.tokens.insert(h, Some(t));
+        }
+    }
+    Ok(ov.changes)
 }
 
 /// Problems that reject a put or delete of `path` before looking at versions.

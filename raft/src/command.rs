@@ -129,6 +129,22 @@ pub enum Op {
         token_hash: Hash,
         expires_ms: u64,
     },
+    /// Sets the cluster key's secret seed (an ed25519 signing key; its
+    /// public half's fingerprint pins the cluster for joiners). Only the
+    /// first one ever applies; later ones are `AlreadyInitialized`.
+    SetClusterKey { seed: ClusterSeed },
+}
+
+/// The secret seed of the cluster key. Replicated to every member (it is how
+/// any leader proves to a joiner that it speaks for the pinned cluster);
+/// never printed: its `Debug` is redacted.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSeed(pub [u8; 32]);
+
+impl std::fmt::Debug for ClusterSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSeed(..)")
+    }
 }
 
 /// A batch: the payload of one log entry.
@@ -211,6 +227,12 @@ pub enum RejectReason {
         holders: u32,
         voters: u32,
     },
+    /// The token was outstanding when a member was removed: a removal
+    /// revokes every token that was not spent yet.
+    TokenRevoked,
+    /// The cluster already records [`crate::apply::MAX_TOKENS`] tokens
+    /// (spent and expired ones are pruned a day after their end).
+    TooManyTokens,
 }
 
 /// The result of one op.

@@ -119,6 +119,18 @@ pub struct TokenUse {
     pub version: Version,
 }
 
+/// A member removed from the membership: refused for good, under its node
+/// id and its PeerId, on every member and across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedRecord {
+    /// The libp2p PeerId it had as a member (text form).
+    pub peer_id: String,
+    /// Log index of the membership entry that dropped it.
+    pub index: u64,
+    /// The entry clock when it was dropped.
+    pub at_ms: u64,
+}
+
 /// A retention wake-up: re-examine `path` once the clock passes `at_ms + D`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Hint {

@@ -216,17 +216,22 @@ fn upgrade(db: &Database) -> Result<(), SmError> {
             .get(tables::META_CHANGED_AT)?
             .map(|v| dec(v.value()))
             .transpose()?;
-        if format == Some(tables::SM_FORMAT) && changed_at == Some(applied) {
+        // Format 3 only adds tables (created above, empty): the `changed`
+        // index of a format-2 file maintained at the applied id is good.
+        let changed_ok = format.is_some_and(|f| f >= 2) && changed_at == Some(applied);
+        if format == Some(tables::SM_FORMAT) && changed_ok {
             drop(meta);
             txn.commit()?;
             return Ok(());
         }
-        let paths = tables::rebuild_changed(&txn)?;
-        tracing::info!(
-            from_format = format.unwrap_or(1),
-            paths,
-            "state machine: rebuilt the changed-paths index"
-        );
+        if !changed_ok {
+            let paths = tables::rebuild_changed(&txn)?;
+            tracing::info!(
+                from_format = format.unwrap_or(1),
+                paths,
+                "state machine: rebuilt the changed-paths index"
+            );
+        }
         meta.insert(tables::META_FORMAT, enc(&tables::SM_FORMAT)?.as_slice())?;
         meta.insert(tables::META_CHANGED_AT, enc(&applied)?.as_slice())?;
     }
@@ -293,6 +298,17 @@ fn apply_entries_inner(
                     resp
                 }
                 EntryPayload::Membership(m) => {
+                    let before = membership.as_ref().unwrap_or(&inner.membership);
+                    let removed = removed_nodes(before.membership(), &m);
+                    if !removed.is_empty() {
+                        let changes = crate::apply::apply_removal(&t, index, &removed)?;
+                        t.write(&changes)?;
+                        tracing::info!(
+                            removed = ?removed.iter().map(|(id, _)| format!("{id:016x}")).collect::<Vec<_>>(),
+                            index,
+                            "members removed: revoked for good, outstanding join tokens revoked"
+                        );
+                    }
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
                     Response::Empty
                 }
@@ -316,6 +332,19 @@ fn apply_entries_inner(
         inner.membership = m;
     }
     Ok(responses)
+}
+
+/// The nodes (voters and learners) of `before` that `after` no longer has,
+/// with their PeerIds.
+fn removed_nodes(
+    before: &openraft::Membership<NodeId, NodeInfo>,
+    after: &openraft::Membership<NodeId, NodeInfo>,
+) -> Vec<(NodeId, String)> {
+    before
+        .nodes()
+        .filter(|(id, _)| after.get_node(id).is_none())
+        .map(|(id, info)| (*id, info.peer_id.clone()))
+        .collect()
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

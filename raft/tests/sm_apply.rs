@@ -801,3 +801,161 @@ fn a_put_commits_only_when_its_holders_are_a_majority_of_every_voter_set() {
     assert_eq!(again.outcomes()[0], too_few(0, 3));
     assert_eq!(again.outcomes()[1], applied(v(3, 1)));
 }
+
+#[test]
+fn a_removal_revokes_the_member_and_every_outstanding_token() {
+    use filesyncd_raft::apply::{apply_removal, REVOKED_BY_REMOVAL};
+    let mut ix = fresh(Retention::default());
+    let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
+    let add = |id: &str, h| Op::AddNamedToken {
+        token_id: id.into(),
+        token_hash: h,
+        expires_ms: T0 + 60_000,
+    };
+    let consume = |h, node| Op::ConsumeToken {
+        token_hash: h,
+        node,
+    };
+    let r = ix.apply(
+        2,
+        &batch(1, 2, T0, vec![add("aaa", a), add("bbb", b), consume(a, 7)]),
+    );
+    assert!(r
+        .outcomes()
+        .iter()
+        .all(|o| matches!(o, Outcome::Applied { .. })));
+    // Node 9 (PeerId "p9") is dropped by the membership entry at index 3.
+    let changes = apply_removal(&ix, 3, &[(9, "p9".into())]).expect("pure");
+    ix.commit(changes);
+    let rec = ix.revoked.get(&9).expect("revoked");
+    assert_eq!((rec.peer_id.as_str(), rec.index, rec.at_ms), ("p9", 3, T0));
+    // The outstanding token b is revoked; the spent one a keeps its spender.
+    assert_eq!(
+        ix.tokens[&b].consumed.as_ref().map(|u| u.node),
+        Some(REVOKED_BY_REMOVAL)
+    );
+    assert_eq!(ix.tokens[&a].consumed.as_ref().map(|u| u.node), Some(7));
+    let r = ix.apply(4, &batch(1, 4, T0 + 1, vec![consume(b, 8), add("ccc", c)]));
+    assert_eq!(
+        r.outcomes(),
+        &[rejected(RejectReason::TokenRevoked), applied(v(4, 1))]
+    );
+    // A token created after the removal is good; a second removal of the
+    // same node keeps the first record.
+    let changes = apply_removal(&ix, 5, &[(9, "p9-other".into())]).expect("pure");
+    assert!(changes.revoked.is_empty(), "{changes:?}");
+    ix.commit(changes);
+    let r = ix.apply(6, &batch(1, 6, T0 + 2, vec![consume(c, 10)]));
+    assert_eq!(
+        r.outcomes(),
+        &[rejected(RejectReason::TokenRevoked)],
+        "the removal at 5 revoked c too"
+    );
+}
+
+#[test]
+fn ended_tokens_are_pruned_a_day_later_and_tokens_are_bounded() {
+    use filesyncd_raft::apply::{MAX_TOKENS, TOKEN_KEEP_MS};
+    let mut ix = fresh(Retention::default());
+    let named = |id: String, n: u32, expires_ms| Op::AddNamedToken {
+        token_id: id,
+        token_hash: Hash(*blake3::hash(&n.to_le_bytes()).as_bytes()),
+        expires_ms,
+    };
+    // A token spent at T0, one expired at T0 + 10, one outstanding for long.
+    let spent = Hash(*blake3::hash(&0u32.to_le_bytes()).as_bytes());
+    let r = ix.apply(
+        2,
+        &batch(
+            1,
+            2,
+            T0,
+            vec![
+                named("spent".into(), 0, T0 + 1000),
+                named("short".into(), 1, T0 + 10),
+                named("long".into(), 2, T0 + 10 * TOKEN_KEEP_MS),
+                Op::ConsumeToken {
+                    token_hash: spent,
+                    node: 7,
+                },
+            ],
+        ),
+    );
+    assert!(r
+        .outcomes()
+        .iter()
+        .all(|o| matches!(o, Outcome::Applied { .. })));
+    // Just before a day has passed since their end, both are still known.
+    let r = ix.apply(
+        3,
+        &batch(
+            1,
+            3,
+            T0 + TOKEN_KEEP_MS - 1,
+            vec![named("x1".into(), 3, u64::MAX)],
+        ),
+    );
+    assert!(matches!(r.outcomes(), [Outcome::Applied { .. }]));
+    assert_eq!(ix.tokens.len(), 4);
+    // A day after the spend: the spent one goes, with its id; then the
+    // expired one.
+    let r = ix.apply(
+        4,
+        &batch(
+            1,
+            4,
+            T0 + TOKEN_KEEP_MS,
+            vec![named("x2".into(), 4, u64::MAX)],
+        ),
+    );
+    assert!(matches!(r.outcomes(), [Outcome::Applied { .. }]));
+    assert!(!ix.tokens.contains_key(&spent));
+    assert!(!ix.token_ids.contains_key("spent"));
+    assert!(ix.token_ids.contains_key("short"));
+    let r = ix.apply(
+        5,
+        &batch(
+            1,
+            5,
+            T0 + TOKEN_KEEP_MS + 10,
+            vec![named("x3".into(), 5, u64::MAX)],
+        ),
+    );
+    assert!(matches!(r.outcomes(), [Outcome::Applied { .. }]));
+    let mut ids: Vec<_> = ix.token_ids.keys().cloned().collect();
+    ids.sort();
+    assert_eq!(ids, vec!["long", "x1", "x2", "x3"]);
+    assert_eq!(ix.tokens.len(), 4);
+    // At most MAX_TOKENS are recorded.
+    let ops: Vec<Op> = (0..MAX_TOKENS as u32)
+        .map(|n| named(format!("n{n}"), 100 + n, u64::MAX))
+        .collect();
+    let r = ix.apply(6, &batch(1, 6, T0 + TOKEN_KEEP_MS + 11, ops));
+    let o = r.outcomes();
+    assert!(o[..MAX_TOKENS - 4]
+        .iter()
+        .all(|o| matches!(o, Outcome::Applied { .. })));
+    assert!(o[MAX_TOKENS - 4..]
+        .iter()
+        .all(|o| *o == rejected(RejectReason::TooManyTokens)));
+    assert_eq!(ix.tokens.len(), MAX_TOKENS);
+}
+
+#[test]
+fn the_cluster_key_is_set_once() {
+    use filesyncd_raft::command::ClusterSeed;
+    let mut ix = fresh(Retention::default());
+    let set = |b| Op::SetClusterKey {
+        seed: ClusterSeed([b; 32]),
+    };
+    let r = ix.apply(2, &batch(1, 2, T0, vec![set(1), set(2)]));
+    assert_eq!(
+        r.outcomes(),
+        &[applied(v(2, 0)), rejected(RejectReason::AlreadyInitialized)]
+    );
+    assert_eq!(ix.cluster_key, Some(ClusterSeed([1; 32])));
+    assert_eq!(
+        format!("{:?}", set(3)).matches("ClusterSeed(..)").count(),
+        1
+    );
+}

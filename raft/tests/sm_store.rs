@@ -465,3 +465,81 @@ async fn an_installed_snapshot_whose_file_was_lost_is_rebuilt_at_open() {
     let _b = StateMachine::open(db.path()).expect("reopen");
     assert_eq!(snap_files(db.path()), files);
 }
+
+fn membership_of(index: u64, ids: &[u64]) -> Entry<TypeConfig> {
+    let nodes: BTreeMap<u64, NodeInfo> = ids
+        .iter()
+        .map(|id| {
+            let info = NodeInfo {
+                peer_id: format!("p{id}"),
+                addr: format!("a{id}"),
+            };
+            (*id, info)
+        })
+        .collect();
+    let voters = BTreeSet::from_iter(ids.iter().copied());
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
+    }
+}
+
+#[tokio::test]
+async fn removed_members_stay_revoked_across_reopen_and_snapshots() {
+    use filesyncd_raft::command::ClusterSeed;
+    let (da, db) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    {
+        let sm = StateMachine::open(da.path()).expect("open");
+        let out = sm
+            .apply_blocking(vec![
+                membership_of(1, &[1, 2, 3]),
+                normal(
+                    2,
+                    1,
+                    vec![
+                        init(Retention::default()),
+                        Op::SetClusterKey {
+                            seed: ClusterSeed([4; 32]),
+                        },
+                        Op::AddNamedToken {
+                            token_id: "tok001".into(),
+                            token_hash: Hash([1; 32]),
+                            expires_ms: T0 + 60_000,
+                        },
+                    ],
+                ),
+                // 3 is dropped (a learner or a voter alike).
+                membership_of(3, &[1, 2]),
+            ])
+            .expect("apply");
+        assert!(out[1]
+            .outcomes()
+            .iter()
+            .all(|o| matches!(o, Outcome::Applied { .. })));
+        let r = sm.reader();
+        assert_eq!(r.revoked(3).expect("read").map(|x| x.index), Some(3));
+        assert_eq!(r.revoked(2).expect("read"), None);
+    }
+    let mut a = StateMachine::open(da.path()).expect("reopen");
+    let ra = a.reader();
+    assert_eq!(ra.revoked_peer("p3").expect("read"), Some(3));
+    assert_eq!(ra.revoked_peer("p2").expect("read"), None);
+    assert_eq!(ra.revoked_peers(10).expect("read"), vec!["p3".to_string()]);
+    assert_eq!(ra.cluster_key().expect("read"), Some(ClusterSeed([4; 32])));
+    let (_, tok) = ra.token_by_id("tok001").expect("read").expect("known");
+    assert_eq!(
+        tok.consumed.map(|u| u.node),
+        Some(filesyncd_raft::apply::REVOKED_BY_REMOVAL),
+        "the removal revoked the outstanding token"
+    );
+
+    let mut b = StateMachine::open(db.path()).expect("open");
+    transfer(&mut a, &mut b).await.expect("transfer");
+    let rb = b.reader();
+    assert_eq!(rb.revoked_peer("p3").expect("read"), Some(3));
+    assert_eq!(rb.revoked(3).expect("read"), ra.revoked(3).expect("read"));
+    assert_eq!(rb.cluster_key().expect("read"), Some(ClusterSeed([4; 32])));
+}

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use filesyncd_merkle::Hash;
 
 use super::overlay::{Changes, IndexView};
-use crate::command::{Outcome, RequestId, Response, Version};
-use crate::history::{ClusterState, Hint, PathRecord, TokenRecord};
+use crate::command::{ClusterSeed, Outcome, RequestId, Response, Version};
+use crate::history::{ClusterState, Hint, PathRecord, RevokedRecord, TokenRecord};
 use crate::NodeId;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub struct MemIndex {
     pub tokens: BTreeMap<Hash, TokenRecord>,
     pub token_ids: BTreeMap<String, Hash>,
     pub dedup: BTreeMap<(NodeId, u64), Vec<Outcome>>,
+    pub revoked: BTreeMap<NodeId, RevokedRecord>,
+    pub cluster_key: Option<ClusterSeed>,
 }
 
 impl MemIndex {
@@ -51,8 +53,22 @@ impl MemIndex {
                 self.hints.remove(&h);
             }
         }
-        self.tokens.extend(changes.tokens);
-        self.token_ids.extend(changes.token_ids);
+        for (h, t) in changes.tokens {
+            match t {
+                Some(t) => self.tokens.insert(h, t),
+                None => self.tokens.remove(&h),
+            };
+        }
+        for (id, h) in changes.token_ids {
+            match h {
+                Some(h) => self.token_ids.insert(id, h),
+                None => self.token_ids.remove(&id),
+            };
+        }
+        self.revoked.extend(changes.revoked);
+        if changes.cluster_key.is_some() {
+            self.cluster_key = changes.cluster_key;
+        }
         for (k, v) in changes.dedup {
             match v {
                 Some(o) => self.dedup.insert(k, o),
@@ -139,6 +155,32 @@ impl IndexView for MemIndex {
 
     fn token_by_id(&self, id: &str) -> Result<Option<Hash>, Infallible> {
         Ok(self.token_ids.get(id).copied())
+    }
+
+    fn tokens(&self, limit: usize) -> Result<Vec<(Hash, TokenRecord)>, Infallible> {
+        Ok(self
+            .tokens
+            .iter()
+            .take(limit)
+            .map(|(h, t)| (*h, t.clone()))
+            .collect())
+    }
+
+    fn token_ids(&self, limit: usize) -> Result<Vec<(String, Hash)>, Infallible> {
+        Ok(self
+            .token_ids
+            .iter()
+            .take(limit)
+            .map(|(id, h)| (id.clone(), *h))
+            .collect())
+    }
+
+    fn cluster_key(&self) -> Result<Option<ClusterSeed>, Infallible> {
+        Ok(self.cluster_key)
+    }
+
+    fn revoked(&self, node: NodeId) -> Result<Option<RevokedRecord>, Infallible> {
+        Ok(self.revoked.get(&node).cloned())
     }
 
     fn dedup(&self, id: RequestId) -> Result<Option<Vec<Outcome>>, Infallible> {

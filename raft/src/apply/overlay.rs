@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use filesyncd_merkle::Hash;
 
-use crate::command::{Outcome, RequestId, Version};
-use crate::history::{ClusterState, Hint, PathRecord, TokenRecord};
+use crate::command::{ClusterSeed, Outcome, RequestId, Version};
+use crate::history::{ClusterState, Hint, PathRecord, RevokedRecord, TokenRecord};
 use crate::NodeId;
 
 /// A read-only view of the index, as of the start of an entry.
@@ -31,6 +31,14 @@ pub trait IndexView {
     fn dedup_seqs(&self, origin: NodeId) -> Result<Vec<u64>, Self::Error>;
     /// Up to `limit` hints with `at_ms <= until_ms`, oldest first.
     fn hints_due(&self, until_ms: u64, limit: usize) -> Result<Vec<Hint>, Self::Error>;
+    /// Up to `limit` token records, by hash.
+    fn tokens(&self, limit: usize) -> Result<Vec<(Hash, TokenRecord)>, Self::Error>;
+    /// Up to `limit` (token id, hash) pairs, by id.
+    fn token_ids(&self, limit: usize) -> Result<Vec<(String, Hash)>, Self::Error>;
+    /// The cluster key's seed (`SetClusterKey`).
+    fn cluster_key(&self) -> Result<Option<ClusterSeed>, Self::Error>;
+    /// Whether `node` was removed from the membership (and when).
+    fn revoked(&self, node: NodeId) -> Result<Option<RevokedRecord>, Self::Error>;
 }
 
 /// The mutations of one entry, final value per key (`None`/`false` = delete). Iteration
@@ -41,9 +49,13 @@ pub struct Changes {
     pub live: BTreeMap<String, Option<PathRecord>>,
     pub history: BTreeMap<(String, Version), Option<PathRecord>>,
     pub hints: BTreeMap<Hint, bool>,
-    pub tokens: BTreeMap<Hash, TokenRecord>,
-    /// Token id → token hash (ids are only ever added).
-    pub token_ids: BTreeMap<String, Hash>,
+    pub tokens: BTreeMap<Hash, Option<TokenRecord>>,
+    /// Token id → token hash (`None`: the id is pruned with its token).
+    pub token_ids: BTreeMap<String, Option<Hash>>,
+    /// Removed members (only ever added).
+    pub revoked: BTreeMap<NodeId, RevokedRecord>,
+    /// Set once, by the first `SetClusterKey`.
+    pub cluster_key: Option<ClusterSeed>,
     pub dedup: BTreeMap<(NodeId, u64), Option<Vec<Outcome>>>,
     /// For every path this entry writes a record of or drops records from: the version of
     /// its newest record before the entry (`None`: it had none). Not state: it lets the
@@ -128,15 +140,55 @@ impl<'a, V: IndexView> Overlay<'a, V> {
 
     pub fn token(&self, hash: &Hash) -> Result<Option<TokenRecord>, V::Error> {
         match self.changes.tokens.get(hash) {
-            Some(t) => Ok(Some(t.clone())),
+            Some(t) => Ok(t.clone()),
             None => self.base.token(hash),
         }
     }
 
     pub fn token_by_id(&self, id: &str) -> Result<Option<Hash>, V::Error> {
         match self.changes.token_ids.get(id) {
-            Some(h) => Ok(Some(*h)),
+            Some(h) => Ok(*h),
             None => self.base.token_by_id(id),
+        }
+    }
+
+    /// Every token record (at most `limit` from the base), this entry's
+    /// changes included, by hash.
+    pub fn tokens(&self, limit: usize) -> Result<Vec<(Hash, TokenRecord)>, V::Error> {
+        let mut all: BTreeMap<Hash, TokenRecord> = self.base.tokens(limit)?.into_iter().collect();
+        for (h, t) in &self.changes.tokens {
+            match t {
+                Some(t) => all.insert(*h, t.clone()),
+                None => all.remove(h),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Every (token id, hash) pair (at most `limit` from the base), this
+    /// entry's changes included.
+    pub fn token_ids(&self, limit: usize) -> Result<Vec<(String, Hash)>, V::Error> {
+        let mut all: BTreeMap<String, Hash> = self.base.token_ids(limit)?.into_iter().collect();
+        for (id, h) in &self.changes.token_ids {
+            match h {
+                Some(h) => all.insert(id.clone(), *h),
+                None => all.remove(id),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    pub fn cluster_key(&self) -> Result<Option<ClusterSeed>, V::Error> {
+        match self.changes.cluster_key {
+            Some(k) => Ok(Some(k)),
+            None => self.base.cluster_key(),
+        }
+    }
+
+    pub fn revoked(&self, node: NodeId) -> Result<Option<RevokedRecord>, V::Error> {
+        match self.changes.revoked.get(&node) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.base.revoked(node),
         }
     }
 

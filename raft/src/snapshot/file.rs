@@ -65,6 +65,13 @@ pub enum SnapRecord {
         id: String,
         hash: Hash,
     },
+    /// A removed member (appended variant).
+    Revoked {
+        node: NodeId,
+        rec: crate::history::RevokedRecord,
+    },
+    /// The cluster key's seed (appended variant).
+    ClusterKey(crate::command::ClusterSeed),
 }
 
 struct HashWriter<W: Write> {
@@ -281,6 +288,18 @@ pub fn build(db: &Database, dir: &Path) -> Result<(SnapHeader, PathBuf), SmError
             path: path.to_string(),
             version: crate::command::Version::new(index, pos),
         }))?;
+        records += 1;
+    }
+    for item in txn.open_table(tables::REVOKED)?.iter()? {
+        let (k, v) = item?;
+        w.frame(&SnapRecord::Revoked {
+            node: k.value(),
+            rec: dec(v.value())?,
+        })?;
+        records += 1;
+    }
+    if let Some(seed) = tables::read_cluster_key(&txn.open_table(tables::STATE)?)? {
+        w.frame(&SnapRecord::ClusterKey(seed))?;
         records += 1;
     }
     w.frame(&SnapRecord::End { records })?;

@@ -117,6 +117,8 @@ fn copy_and_load(
     txn.delete_table(tables::TOKENS)?;
     txn.delete_table(tables::TOKEN_IDS)?;
     txn.delete_table(tables::DEDUP)?;
+    txn.delete_table(tables::REVOKED)?;
+    txn.delete_table(tables::REVOKED_PEERS)?;
     tables::create_all(&txn)?;
     let tree;
     {
@@ -167,6 +169,14 @@ fn copy_and_load(
                 SnapRecord::Hint(h) => {
                     let key = (h.at_ms, h.path.as_str(), h.version.index, h.version.pos);
                     t.hints.insert(key, ())?;
+                }
+                SnapRecord::Revoked { node, rec } => {
+                    t.revoked.insert(node, enc(&rec)?.as_slice())?;
+                    t.revoked_peers.insert(rec.peer_id.as_str(), node)?;
+                }
+                SnapRecord::ClusterKey(seed) => {
+                    t.state
+                        .insert(tables::CLUSTER_KEY, enc(&seed)?.as_slice())?;
                 }
                 SnapRecord::End { records } => {
                     if records != count {

@@ -294,6 +294,36 @@ impl SmReader {
         Ok(Some((hash, rec)))
     }
 
+    /// The cluster key's seed, once `SetClusterKey` applied.
+    pub fn cluster_key(&self) -> Result<Option<crate::command::ClusterSeed>, SmError> {
+        tables::read_cluster_key(&self.txn()?.open_table(tables::STATE)?)
+    }
+
+    /// Whether `node` was removed from the membership (revoked for good).
+    pub fn revoked(&self, node: NodeId) -> Result<Option<crate::history::RevokedRecord>, SmError> {
+        tables::read_revoked(&self.txn()?.open_table(tables::REVOKED)?, node)
+    }
+
+    /// The node id that had PeerId `peer` when it was removed, if it was.
+    pub fn revoked_peer(&self, peer: &str) -> Result<Option<NodeId>, SmError> {
+        let txn = self.txn()?;
+        let t = txn.open_table(tables::REVOKED_PEERS)?;
+        let found = t.get(peer)?.map(|v| v.value());
+        Ok(found)
+    }
+
+    /// Up to `limit` PeerIds of removed members (text form), in order.
+    pub fn revoked_peers(&self, limit: usize) -> Result<Vec<String>, SmError> {
+        let txn = self.txn()?;
+        let t = txn.open_table(tables::REVOKED_PEERS)?;
+        let mut out = Vec::new();
+        for item in t.iter()?.take(limit) {
+            let (k, _) = item?;
+            out.push(k.value().to_string());
+        }
+        Ok(out)
+    }
+
     /// Number of live paths.
     pub fn live_count(&self) -> Result<u64, SmError> {
         Ok(self.txn()?.open_table(tables::LIVE)?.len()?)

@@ -10,7 +10,9 @@
 //! | `tokens`  | token hash                   | `TokenRecord`                    |
 //! | `token_ids` | token id                   | token hash (32 bytes)            |
 //! | `dedup`   | (origin, seq)                | `Vec<Outcome>`                   |
-//! | `state`   | `"cluster"`                  | `ClusterState`                   |
+//! | `revoked` | node id                      | `RevokedRecord`                  |
+//! | `revoked_peers` | PeerId (text)          | node id                          |
+//! | `state`   | `"cluster"`, `"cluster_key"` | `ClusterState`, `ClusterSeed`    |
 //! | `meta`    | `"applied"`, `"membership"`, `"root"` | `Option<LogId>`, `StoredMembership`, `Hash` |
 //! |           | `"format"`, `"changed_at"`   | `u32`, `Option<LogId>`           |
 //!
@@ -33,7 +35,8 @@
 //! `changed` table). `meta["changed_at"]` is the applied log id the `changed` index was last
 //! maintained at: every apply and install writes it beside `"applied"`, so a file that a
 //! format-1 binary applied to after a format-2 one (a downgrade) is caught on open by
-//! `changed_at != applied` and its index rebuilt.
+//! `changed_at != applied` and its index rebuilt. Format 3 adds `revoked` and
+//! `revoked_peers` (created empty on open) and the `"cluster_key"` state key.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -41,8 +44,8 @@ use filesyncd_merkle::Hash;
 
 use super::error::SmError;
 use crate::apply::{Changes, IndexView};
-use crate::command::{Outcome, RequestId, Version};
-use crate::history::{ClusterState, Hint, PathRecord, TokenRecord};
+use crate::command::{ClusterSeed, Outcome, RequestId, Version};
+use crate::history::{ClusterState, Hint, PathRecord, RevokedRecord, TokenRecord};
 use crate::NodeId;
 
 pub type HistKey = (&'static str, u64, u32);
@@ -58,9 +61,12 @@ pub const TOKENS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("token
 pub const TOKEN_IDS: TableDefinition<&str, [u8; 32]> = TableDefinition::new("token_ids");
 pub const DEDUP: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("dedup");
 pub const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+pub const REVOKED: TableDefinition<u64, &[u8]> = TableDefinition::new("revoked");
+pub const REVOKED_PEERS: TableDefinition<&str, u64> = TableDefinition::new("revoked_peers");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub const STATE_KEY: &str = "cluster";
+pub const CLUSTER_KEY: &str = "cluster_key";
 pub const META_APPLIED: &str = "applied";
 pub const META_MEMBERSHIP: &str = "membership";
 pub const META_ROOT: &str = "root";
@@ -71,8 +77,9 @@ pub const META_CHANGED_AT: &str = "changed_at";
 pub const META_INSTALLED: &str = "installed";
 
 /// Version of the state machine's table layout, in `meta["format"]`; bumped on any change of
-/// the tables. 1 (implicit: no marker): without `changed`. 2: with `changed`.
-pub const SM_FORMAT: u32 = 2;
+/// the tables. 1 (implicit: no marker): without `changed`. 2: with `changed`. 3: with
+/// `revoked`, `revoked_peers` and the cluster key.
+pub const SM_FORMAT: u32 = 3;
 
 pub fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, SmError> {
     Ok(postcard::to_allocvec(v)?)
@@ -92,6 +99,8 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), SmError> {
     txn.open_table(TOKEN_IDS)?;
     txn.open_table(DEDUP)?;
     txn.open_table(STATE)?;
+    txn.open_table(REVOKED)?;
+    txn.open_table(REVOKED_PEERS)?;
     txn.open_table(META)?;
     Ok(())
 }
@@ -218,6 +227,19 @@ pub fn read_token(
     t.get(hash.0)?.map(|v| dec(v.value())).transpose()
 }
 
+pub fn read_cluster_key(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<ClusterSeed>, SmError> {
+    t.get(CLUSTER_KEY)?.map(|v| dec(v.value())).transpose()
+}
+
+pub fn read_revoked(
+    t: &impl ReadableTable<u64, &'static [u8]>,
+    node: NodeId,
+) -> Result<Option<RevokedRecord>, SmError> {
+    t.get(node)?.map(|v| dec(v.value())).transpose()
+}
+
 pub fn read_token_id(
     t: &impl ReadableTable<&'static str, [u8; 32]>,
     id: &str,
@@ -235,6 +257,8 @@ pub struct WriteTables<'txn> {
     pub token_ids: redb::Table<'txn, &'static str, [u8; 32]>,
     pub dedup: redb::Table<'txn, (u64, u64), &'static [u8]>,
     pub state: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub revoked: redb::Table<'txn, u64, &'static [u8]>,
+    pub revoked_peers: redb::Table<'txn, &'static str, u64>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -248,6 +272,8 @@ impl<'txn> WriteTables<'txn> {
             token_ids: txn.open_table(TOKEN_IDS)?,
             dedup: txn.open_table(DEDUP)?,
             state: txn.open_table(STATE)?,
+            revoked: txn.open_table(REVOKED)?,
+            revoked_peers: txn.open_table(REVOKED_PEERS)?,
         })
     }
 
@@ -316,10 +342,23 @@ impl<'txn> WriteTables<'txn> {
             }
         }
         for (hash, t) in &c.tokens {
-            self.tokens.insert(hash.0, enc(t)?.as_slice())?;
+            match t {
+                Some(t) => self.tokens.insert(hash.0, enc(t)?.as_slice())?,
+                None => self.tokens.remove(hash.0)?,
+            };
         }
         for (id, hash) in &c.token_ids {
-            self.token_ids.insert(id.as_str(), hash.0)?;
+            match hash {
+                Some(h) => self.token_ids.insert(id.as_str(), h.0)?,
+                None => self.token_ids.remove(id.as_str())?,
+            };
+        }
+        for (node, r) in &c.revoked {
+            self.revoked.insert(*node, enc(r)?.as_slice())?;
+            self.revoked_peers.insert(r.peer_id.as_str(), *node)?;
+        }
+        if let Some(k) = &c.cluster_key {
+            self.state.insert(CLUSTER_KEY, enc(k)?.as_slice())?;
         }
         for ((origin, seq), o) in &c.dedup {
             match o {
@@ -367,6 +406,32 @@ impl IndexView for WriteTables<'_> {
 
     fn token_by_id(&self, id: &str) -> Result<Option<Hash>, SmError> {
         read_token_id(&self.token_ids, id)
+    }
+
+    fn tokens(&self, limit: usize) -> Result<Vec<(Hash, TokenRecord)>, SmError> {
+        let mut out = Vec::new();
+        for item in self.tokens.iter()?.take(limit) {
+            let (k, v) = item?;
+            out.push((Hash(k.value()), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn token_ids(&self, limit: usize) -> Result<Vec<(String, Hash)>, SmError> {
+        let mut out = Vec::new();
+        for item in self.token_ids.iter()?.take(limit) {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), Hash(v.value())));
+        }
+        Ok(out)
+    }
+
+    fn cluster_key(&self) -> Result<Option<ClusterSeed>, SmError> {
+        read_cluster_key(&self.state)
+    }
+
+    fn revoked(&self, node: NodeId) -> Result<Option<RevokedRecord>, SmError> {
+        read_revoked(&self.revoked, node)
     }
 
     fn dedup(&self, id: RequestId) -> Result<Option<Vec<Outcome>>, SmError> {
