@@ -80,6 +80,10 @@ pub(crate) enum Command {
     Unrefuse {
         peer: PeerId,
     },
+    SetRevoked {
+        peers: HashSet<PeerId>,
+        reply: Reply<()>,
+    },
     ListenAddrs {
         reply: Reply<Vec<Multiaddr>>,
     },
@@ -260,6 +264,13 @@ impl P2pClient {
     /// until re-added (or [`P2pClient::unrefuse`]d).
     pub async fn set_members(&self, members: HashSet<PeerId>) -> Result<(), P2pError> {
         self.call(|reply| Command::SetMembers { members, reply })
+            .await
+    }
+
+    /// Replaces the revoked PeerIds (removed members, from the replicated
+    /// state): refused for good and disconnected now. Bounded by the caller.
+    pub async fn set_revoked(&self, peers: HashSet<PeerId>) -> Result<(), P2pError> {
+        self.call(|reply| Command::SetRevoked { peers, reply })
             .await
     }
 

@@ -51,6 +51,11 @@ pub struct Limits {
     pub stranger_window: Duration,
     /// Failed join proofs from one peer before it is refused for `ban_duration`.
     pub max_join_failures: u32,
+    /// Join requests one IP address may send at once (each handshake is
+    /// two requests), before `join_requests_per_sec` paces it.
+    pub join_burst: u32,
+    /// Join requests per second one IP address earns back.
+    pub join_requests_per_sec: f64,
 }
 
 impl Default for Limits {
@@ -75,6 +80,8 @@ impl Default for Limits {
             max_stranger_connections: 32,
             stranger_window: Duration::from_secs(60),
             max_join_failures: 5,
+            join_burst: 64,
+            join_requests_per_sec: 1.0,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::gate::Membership;
 use crate::hooks::{JoinVerifier, P2pEvent, Reply};
 use crate::join::{Action, JoinDone, JoinOutcome, JoinServer};
 use crate::join_failures::{JoinFailures, MAX_TRACKED};
+use crate::join_rate::{ip_of, JoinRate, MAX_TRACKED_IPS};
 use crate::protocol::JoinResponse;
 use crate::swarm::{Behaviour, BehaviourEvent};
 use futures::future::BoxFuture;
@@ -44,6 +45,7 @@ pub(crate) struct EventLoop {
     join: JoinServer,
     join_done: mpsc::Receiver<JoinDone>,
     join_failures: JoinFailures,
+    join_rate: JoinRate,
     /// Outbound raft and ctl requests by protocol and id: each
     /// request-response behaviour numbers its requests from 1, so an id
     /// alone names one request of each (a raft reply once went to the ctl
@@ -68,6 +70,11 @@ impl EventLoop {
         let (done_tx, done_rx) = mpsc::channel(64);
         let local = *swarm.local_peer_id();
         let join_failures = JoinFailures::new(MAX_TRACKED, limits.ban_duration);
+        let join_rate = JoinRate::new(
+            MAX_TRACKED_IPS,
+            limits.join_burst,
+            limits.join_requests_per_sec,
+        );
         EventLoop {
             swarm,
             cmds,
@@ -77,6 +84,7 @@ impl EventLoop {
             join: JoinServer::new(local, verifier, done_tx),
             join_done: done_rx,
             join_failures,
+            join_rate,
             pending: HashMap::new(),
             pending_join: HashMap::new(),
             pending_dials: HashMap::new(),
@@ -203,6 +211,16 @@ impl EventLoop {
                 let _ = reply.send(());
             }
             Command::Unrefuse { peer } => self.membership.unrefuse(&peer),
+            Command::SetRevoked { peers, reply } => {
+                for peer in self.membership.set_revoked(peers) {
+                    if self.swarm.is_connected(&peer) {
+                        tracing::info!(%peer, "revoked peer: disconnecting");
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                    self.swarm.behaviour_mut().gate.forget_addresses(&peer);
+                }
+                let _ = reply.send(());
+            }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.listen_addrs.clone());
             }
@@ -416,6 +434,16 @@ impl EventLoop {
                         .gate
                         .connection(&connection_id)
                         .map(|c| c.remote_addr.clone());
+                    let ip = observed.as_ref().and_then(ip_of);
+                    if ip.is_some_and(|ip| !self.join_rate.allow(ip, Instant::now())) {
+                        tracing::debug!(%peer, ?ip, "join request over the per-address rate");
+                        let resp = JoinResponse::Rejected {
+                            reason: crate::protocol::RejectReason::Unavailable,
+                            hint: b"too many join attempts from this address: retry later".to_vec(),
+                        };
+                        let _ = self.swarm.behaviour_mut().join.send_response(channel, resp);
+                        return;
+                    }
                     if let Action::Respond(channel, resp) =
                         self.join.on_request(peer, request, channel, observed)
                     {

@@ -1,8 +1,9 @@
 //! Membership gating.
 //!
 //! * [`Membership`]: the allow-list fed by the app (`set_members`), the set
-//!   of removed members (refused outright until re-added), and temporary
-//!   bans (join abuse). Shared by the swarm and the chunk server; written
+//!   of removed members (refused outright until re-added), the revoked
+//!   PeerIds the app reads from its replicated state (`set_revoked`: refused
+//!   for good, member or not), and temporary bans (join abuse). Shared by the swarm and the chunk server; written
 //!   only by the event loop. The lock is never held across `.await`.
 //! * [`Gate`]: a behaviour placed first in the swarm. It refuses connections
 //!   of removed / banned peers and of strangers beyond
@@ -42,6 +43,7 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 struct MemberState {
     members: HashSet<PeerId>,
     removed: HashSet<PeerId>,
+    revoked: HashSet<PeerId>,
     banned_until: HashMap<PeerId, Instant>,
 }
 
@@ -85,7 +87,10 @@ impl Membership {
 
     pub fn standing(&self, peer: &PeerId, now: Instant) -> Standing {
         self.read(|s| {
-            if s.removed.contains(peer) || s.banned_until.get(peer).is_some_and(|t| *t > now) {
+            if s.revoked.contains(peer)
+                || s.removed.contains(peer)
+                || s.banned_until.get(peer).is_some_and(|t| *t > now)
+            {
                 Standing::Refused
             } else if s.members.contains(peer) {
                 Standing::Member
@@ -117,6 +122,16 @@ impl Membership {
             }
             s.members = new;
             diff
+        })
+    }
+
+    /// Replaces the set of revoked peers (removed members, as recorded by the
+    /// replicated state); returns those not revoked before.
+    pub fn set_revoked(&self, revoked: HashSet<PeerId>) -> Vec<PeerId> {
+        self.write(|s| {
+            let new: Vec<PeerId> = revoked.difference(&s.revoked).copied().collect();
+            s.revoked = revoked;
+            new
         })
     }
 
@@ -346,5 +361,22 @@ mod tests {
         m.set([local, a].into_iter().collect(), local);
         m.ban(a, now + std::time::Duration::from_secs(10));
         assert_eq!(m.standing(&a, now), Standing::Member);
+    }
+
+    #[test]
+    fn revoked_peers_are_refused_for_good_even_unrefused() {
+        let m = Membership::default();
+        let local = PeerId::random();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let now = Instant::now();
+        assert_eq!(m.set_revoked([a].into_iter().collect()), vec![a]);
+        assert_eq!(m.standing(&a, now), Standing::Refused);
+        m.unrefuse(&a);
+        assert_eq!(m.standing(&a, now), Standing::Refused);
+        m.set([local, a].into_iter().collect(), local);
+        assert_eq!(m.standing(&a, now), Standing::Refused, "revocation wins");
+        // Only newly revoked peers are reported.
+        assert_eq!(m.set_revoked([a, b].into_iter().collect()), vec![b]);
+        assert_eq!(m.standing(&b, now), Standing::Refused);
     }
 }

@@ -183,3 +183,63 @@ async fn unreachable_member_is_a_dial_error() {
         .unwrap_err();
     assert!(matches!(err, JoinError::Address(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn join_requests_are_rate_limited_per_source_address_whatever_the_peer_id() {
+    let verifier = Arc::new(TestVerifier::new(b"info"));
+    let limits = filesyncd_p2p::Limits {
+        join_burst: 4,
+        join_requests_per_sec: 0.0,
+        ..test_limits()
+    };
+    let a = node(
+        limits,
+        Arc::new(MapProvider::default()),
+        Some(verifier.clone()),
+    )
+    .await;
+    a.client
+        .set_members([a.peer].into_iter().collect())
+        .await
+        .unwrap();
+    let bad = Token::generate(); // unknown: each attempt is Hello + Proof
+    let mut answers = Vec::new();
+    // Fresh identities from the same address: the PeerId ban does not see them.
+    for _ in 0..6 {
+        let j = plain_node().await;
+        let err = j
+            .client
+            .join_with(&host_port(&a), &bad, b"x".to_vec())
+            .await
+            .unwrap_err();
+        answers.push(err);
+    }
+    let limited = |e: &JoinError| {
+        matches!(e, JoinError::Rejected { reason: RejectReason::Unavailable, hint }
+            if String::from_utf8_lossy(hint).contains("too many join attempts"))
+    };
+    // Each attempt is two requests (Hello, then a Proof refused as
+    // BadToken): two answers about the token, then the budget is spent.
+    assert!(
+        answers[..2].iter().all(|e| matches!(
+            e,
+            JoinError::Rejected {
+                reason: RejectReason::BadToken,
+                ..
+            }
+        )),
+        "{answers:?}"
+    );
+    assert!(answers[2..].iter().all(limited), "{answers:?}");
+    // A good token does not help once the budget is spent.
+    let good = Token::generate();
+    verifier.add(&good, Duration::from_secs(60));
+    let j = plain_node().await;
+    let err = j
+        .client
+        .join_with(&host_port(&a), &good, b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(limited(&err), "{err:?}");
+    assert!(verifier.admitted.lock().unwrap().is_empty());
+}
