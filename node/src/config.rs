@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use filesyncd_p2p::{parse_addr, Multiaddr, Token};
+use filesyncd_p2p::{parse_addr, Fingerprint, Multiaddr, Token};
 use filesyncd_raft::command::Retention;
 use serde::Deserialize;
 
@@ -94,6 +94,14 @@ pub struct RunArgs {
     /// File whose first line is --token (keeps the secret out of the process list).
     #[arg(long, env = "FILESYNCD_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// With --join: the fingerprint `token create` printed (blake3:...);
+    /// the join is refused unless the admitting cluster proves it holds that key.
+    #[arg(
+        long,
+        env = "FILESYNCD_CLUSTER_FINGERPRINT",
+        value_name = "FINGERPRINT"
+    )]
+    pub cluster_fingerprint: Option<String>,
     /// When leading, promote learners to voters while there are fewer voters than this [default: 5].
     #[arg(long, env = "FILESYNCD_MAX_VOTERS", value_name = "N")]
     pub max_voters: Option<usize>,
@@ -140,6 +148,7 @@ pub struct FileConfig {
     pub join: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub cluster_fingerprint: Option<String>,
     pub max_voters: Option<usize>,
     pub join_timeout: Option<u64>,
     pub keep_versions: Option<u32>,
@@ -155,6 +164,8 @@ pub struct JoinTarget {
     /// As typed (HOST:PORT or multiaddr), already checked to parse.
     pub addr: String,
     pub token: Token,
+    /// `--cluster-fingerprint`: the cluster the joiner means to join.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// A validated daemon configuration.
@@ -208,6 +219,10 @@ pub enum ConfigError {
     JoinWithoutToken,
     #[error("--token given without --join")]
     TokenWithoutJoin,
+    #[error("--cluster-fingerprint {0:?}: {1}")]
+    BadFingerprint(String, filesyncd_p2p::FingerprintParseError),
+    #[error("--cluster-fingerprint needs --join")]
+    FingerprintWithoutJoin,
     #[error("--token: {0}")]
     BadToken(String),
     #[error("--{flag} and --{flag}-file both given: pass one")]
@@ -367,7 +382,15 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         (args.token, args.token_file),
         (file.token, file.token_file),
     )?;
+    let fingerprint = nonempty(args.cluster_fingerprint)
+        .or(nonempty(file.cluster_fingerprint))
+        .map(|f| {
+            f.parse::<Fingerprint>()
+                .map_err(|e| ConfigError::BadFingerprint(f.clone(), e))
+        })
+        .transpose()?;
     let join = match (nonempty(args.join).or(nonempty(file.join)), token) {
+        (None, None) if fingerprint.is_some() => return Err(ConfigError::FingerprintWithoutJoin),
         (None, None) => None,
         (Some(_), None) => return Err(ConfigError::JoinWithoutToken),
         (None, Some(_)) => return Err(ConfigError::TokenWithoutJoin),
@@ -377,7 +400,11 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
                 reason: e.to_string(),
             })?;
             let token = Token::parse(&t).map_err(|e| ConfigError::BadToken(e.to_string()))?;
-            Some(JoinTarget { addr, token })
+            Some(JoinTarget {
+                addr,
+                token,
+                fingerprint,
+            })
         }
     };
     let max_voters = nonzero(
@@ -527,8 +554,27 @@ mod tests {
         a.token = Some("short".into());
         assert!(matches!(run(a.clone()), ConfigError::BadToken(_)));
         a.token = Some("abcdef.0123456789abcdef".into());
-        let c = validate(a, none()).unwrap();
+        let c = validate(a.clone(), none()).unwrap();
         assert_eq!(c.join.unwrap().token.id(), "abcdef");
+        a.cluster_fingerprint = Some("blake3:12".into());
+        assert!(matches!(run(a.clone()), ConfigError::BadFingerprint(..)));
+        let pin = format!("blake3:{}", "ab".repeat(32));
+        a.cluster_fingerprint = Some(pin.clone());
+        let c = validate(a.clone(), none()).unwrap();
+        assert_eq!(
+            c.join.unwrap().fingerprint.map(|f| f.to_string()),
+            Some(pin.clone())
+        );
+        let file = FileConfig::parse(&format!("cluster_fingerprint = {pin:?}\n")).unwrap();
+        a.cluster_fingerprint = None;
+        let c = validate(a.clone(), file).unwrap();
+        assert_eq!(
+            c.join.unwrap().fingerprint.map(|f| f.to_string()),
+            Some(pin.clone())
+        );
+        let mut b = args(&dir, &data);
+        b.cluster_fingerprint = Some(pin);
+        assert!(matches!(run(b), ConfigError::FingerprintWithoutJoin));
         let mut a = args(&dir, &data);
         a.token = Some("abcdef.0123456789abcdef".into());
         assert!(matches!(run(a), ConfigError::TokenWithoutJoin));

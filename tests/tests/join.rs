@@ -331,3 +331,190 @@ fn a_member_removed_while_offers_wait_leaves_no_version_held_by_a_minority() {
         }
     }
 }
+
+/// Restarts node `i` with `--join addr --token token --join-timeout 5`
+/// (after `prepare` edits its data dir); returns its exit code and log.
+fn rejoin_as(
+    c: &mut Cluster,
+    i: usize,
+    addr: &str,
+    token: &str,
+    prepare: impl FnOnce(&std::path::Path),
+) -> (Option<i32>, String) {
+    let n = c.node_mut(i);
+    n.kill9();
+    prepare(&n.data());
+    n.set_args(vec![
+        "--join".into(),
+        addr.into(),
+        "--token".into(),
+        token.into(),
+        "--join-timeout".into(),
+        "5".into(),
+    ]);
+    n.start().unwrap();
+    let st = n
+        .wait_exit()
+        .unwrap_or_else(|e| panic!("{e}; its log:\n{}", n.log()));
+    (st.code(), n.log())
+}
+
+#[test]
+fn removal_is_recorded_in_raft_revokes_tokens_and_holds_across_restarts() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    let s = c.wait_converged(3, 3).unwrap();
+    let leader = s.leader.clone().unwrap();
+    let victim = (0..3)
+        .find(|i| c.node(*i).status().unwrap().node_id != leader)
+        .unwrap();
+    let via = (0..3).find(|i| *i != victim).unwrap();
+    let victim_id = c.node(victim).status().unwrap().node_id;
+    // A token outstanding when the member is removed: the removed node had
+    // its hash in its copy of the state.
+    let outstanding = c.node(via).create_token("1h").unwrap();
+    c.node(via).cli_json(&["remove", &victim_id]).unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    for i in &survivors {
+        let n = c.node(*i);
+        wait_for("2 members", DEADLINE, || {
+            Ok((n.members()?.len() == 2).then_some(()))
+        })
+        .unwrap();
+    }
+    // Every member restarts: nothing of the refusal may live only in memory.
+    c.node_mut(victim).kill9();
+    for i in &survivors {
+        c.node_mut(*i).restart().unwrap();
+    }
+    c.wait_converged(2, 2).unwrap();
+    let addr = c.node(via).p2p_addr();
+
+    // 1. Its node id with a fresh PeerId (new key, no Raft state).
+    let victim_key = c.root().join("removed-node.key");
+    std::fs::copy(c.node(victim).data().join("node.key"), &victim_key).unwrap();
+    let token = c.node(via).create_token("1h").unwrap();
+    let (code, log) = rejoin_as(&mut c, victim, &addr, &token, |data| {
+        std::fs::remove_dir_all(data.join("raft")).unwrap();
+        std::fs::remove_file(data.join("node.key")).unwrap();
+    });
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains(&format!("node id {victim_id} was removed")),
+        "{log}"
+    );
+    // 2. Its old PeerId under a fresh node id: refused at the connection.
+    let i = c.spawn(None).unwrap();
+    c.node_mut(i).wait_healthy().unwrap();
+    let (code, log) = rejoin_as(&mut c, i, &addr, &token, |data| {
+        // Keep this node's own fresh id; take the removed node's key.
+        std::fs::remove_dir_all(data.join("raft")).unwrap();
+        std::fs::copy(&victim_key, data.join("node.key")).unwrap();
+    });
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("could not join"), "{log}");
+    // 3. The token outstanding at the removal admits nobody.
+    let (code, log) = failed_join(&mut c, &addr, &outstanding);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("revoked"), "{log}");
+    // None of them got in; the unspent token still admits a new machine.
+    for i in &survivors {
+        assert_eq!(c.node(*i).members().unwrap().len(), 2);
+    }
+    let i = c.spawn(Some((&addr, &token))).unwrap();
+    c.node_mut(i).wait_healthy().unwrap();
+    c.wait_converged(3, 3).unwrap();
+}
+
+/// `token create` on node `i`: (token, cluster fingerprint from stderr).
+fn token_and_fingerprint(n: &Node) -> (String, String) {
+    let out = n.cli(&["token", "create", "--ttl", "1h"]);
+    assert!(out.ok(), "{}", out.stderr);
+    let fp = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster fingerprint: "))
+        .unwrap_or_else(|| panic!("no fingerprint in {:?}", out.stderr))
+        .trim()
+        .to_string();
+    assert!(fp.starts_with("blake3:"), "{fp}");
+    (out.stdout.trim().to_string(), fp)
+}
+
+#[test]
+fn a_pinned_join_refuses_a_cluster_that_is_not_the_pinned_one() {
+    let _g = serial();
+    // Two clusters of one node: the one the user means (x) and another
+    // that answers at the address the joiner was given (y), with a token it
+    // made (as one who knows the token would).
+    let mut c = Cluster::start(1).unwrap();
+    let y = c.spawn(None).unwrap();
+    c.node_mut(y).wait_healthy().unwrap();
+    let (tx, fx) = token_and_fingerprint(c.node(0));
+    let (ty, fy) = token_and_fingerprint(c.node(y));
+    assert_ne!(fx, fy, "two clusters, two keys");
+    let (tx2, fx2) = token_and_fingerprint(c.node(0));
+    assert_eq!(fx, fx2, "one cluster, one key");
+    let y_before = c.node(y).members().unwrap().len();
+
+    // The joiner holds a file that must not reach y.
+    let j = c.spawn(None).unwrap();
+    c.node_mut(j).kill9();
+    std::fs::write(c.node(j).dir().join("secret.txt"), b"for x only").unwrap();
+    let y_addr = c.node(y).p2p_addr();
+    let n = c.node_mut(j);
+    std::fs::remove_dir_all(n.data()).unwrap();
+    std::fs::create_dir_all(n.data()).unwrap();
+    n.set_args(vec![
+        "--join".into(),
+        y_addr,
+        "--token".into(),
+        ty,
+        "--cluster-fingerprint".into(),
+        fx.clone(),
+        "--join-timeout".into(),
+        "10".into(),
+    ]);
+    n.start().unwrap();
+    let st = n.wait_exit().unwrap();
+    let log = n.log();
+    assert_eq!(st.code(), Some(2), "{log}");
+    assert!(log.contains("not the pinned"), "{log}");
+    assert!(!c.node(y).dir().join("secret.txt").exists());
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(!c.node(y).dir().join("secret.txt").exists());
+    // y may list the learner it admitted; it never got a byte of the file.
+    assert!(c.node(y).members().unwrap().len() <= y_before + 1);
+
+    // A malformed pin is refused at start; the right pin joins x.
+    let x_addr = c.node(0).p2p_addr();
+    let n = c.node_mut(j);
+    std::fs::remove_dir_all(n.data()).unwrap();
+    std::fs::create_dir_all(n.data()).unwrap();
+    n.set_args(vec![
+        "--join".into(),
+        x_addr.clone(),
+        "--token".into(),
+        tx,
+        "--cluster-fingerprint".into(),
+        "blake3:1234".into(),
+    ]);
+    n.start().unwrap();
+    assert_eq!(n.wait_exit().unwrap().code(), Some(2), "{}", n.log());
+    n.set_args(vec![
+        "--join".into(),
+        x_addr,
+        "--token".into(),
+        tx2,
+        "--cluster-fingerprint".into(),
+        fx,
+    ]);
+    n.start().unwrap();
+    n.wait_healthy().unwrap();
+    assert!(n.log().contains("pinned=true"), "{}", n.log());
+    let x = c.node(0);
+    wait_for("secret.txt on x", DEADLINE, || {
+        Ok(x.dir().join("secret.txt").exists().then_some(()))
+    })
+    .unwrap();
+}

@@ -358,6 +358,7 @@ async fn create_token(
         ));
     }
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let fingerprint = ensure_cluster_key(&s.node).await?;
     // A fresh id collides with a recorded one about once in 2^31 tokens:
     // then draw again.
     let mut outcome = None;
@@ -379,6 +380,7 @@ async fn create_token(
                 return Ok(Json(TokenCreated {
                     token: token.expose_secret(),
                     expires_ms,
+                    cluster_fingerprint: Some(fingerprint.to_string()),
                 }))
             }
             Some(Outcome::Rejected {
@@ -391,6 +393,48 @@ async fn create_token(
         StatusCode::CONFLICT,
         format!("token not recorded: {outcome:?}"),
     ))
+}
+
+/// The cluster key's fingerprint, after setting the key if the cluster has
+/// none yet (a cluster made before keys existed gets it at its first
+/// `token create`; two racing creators agree, as only the first
+/// `SetClusterKey` applies).
+async fn ensure_cluster_key(node: &Node) -> Result<filesyncd_p2p::Fingerprint, ApiError> {
+    let unavailable = |e: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, e);
+    let read = |node: &Node| {
+        let reader = node.reader().clone();
+        async move {
+            tokio::task::spawn_blocking(move || reader.cluster_key())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }
+    };
+    if let Some(seed) = read(node).await.map_err(unavailable)? {
+        return Ok(filesyncd_p2p::ClusterKey::from_seed(seed.0).fingerprint());
+    }
+    let seed = filesyncd_raft::command::ClusterSeed(rand::random());
+    let proposed = node
+        .propose(vec![filesyncd_raft::command::Op::SetClusterKey { seed }])
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    // Another creator's key may have won: read what applied here.
+    let mut metrics = node.metrics_watch();
+    let index = proposed.log_id.index;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index)),
+    )
+    .await
+    .map_err(|_| unavailable("the cluster key did not apply here in time".into()))?
+    .map_err(|_| unavailable("raft stopped".into()))?;
+    match read(node).await.map_err(unavailable)? {
+        Some(seed) => Ok(filesyncd_p2p::ClusterKey::from_seed(seed.0).fingerprint()),
+        None => Err(unavailable(format!(
+            "the cluster key was not recorded: {:?}",
+            proposed.response
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub struct TokenCreated {
     pub token: String,
     /// Expiry by the leader's clock, ms since the Unix epoch.
     pub expires_ms: u64,
+    /// The cluster key's fingerprint, for `--cluster-fingerprint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_fingerprint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -160,7 +160,15 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
             )?;
             let t: TokenCreated =
                 serde_json::from_str(&body).context("unexpected /token answer")?;
+            // stdout is the token alone (scripts capture it); the pin goes
+            // to stderr with the command to paste on the new node.
             println!("{}", t.token);
+            if let Some(f) = &t.cluster_fingerprint {
+                eprintln!("cluster fingerprint: {f}");
+                eprintln!(
+                    "join a new node with: filesyncd --dir DIR --join <this node's p2p address> --token <the token above> --cluster-fingerprint {f}"
+                );
+            }
             Ok(())
         }
     }

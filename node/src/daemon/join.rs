@@ -29,6 +29,7 @@
 //!                                                             ConsumeToken{hash, node id} (Raft)
 //!                                                             add_learner(node id, addr)
 //!                              ◀─ Accepted{payload: cluster id, leader, members, index}
+//!   check the cluster key proof (and the --cluster-fingerprint pin)
 //!   allow-list += members; serve Raft; wait until applied ≥ index
 //!                                                             promoter: learner caught up and
 //!                                                             voters < max_voters → voter
@@ -95,6 +96,13 @@ pub struct JoinPayload {
     /// Log index of the membership entry that added the joiner: it has
     /// caught up once it applied this far.
     pub index: u64,
+    /// The cluster key's public half, hex (absent while the cluster has no
+    /// key: a cluster made before keys existed, before its first `token create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_key: Option<String>,
+    /// The admitting member's proof (`filesyncd_p2p::ClusterKey::prove`), hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_proof: Option<String>,
 }
 
 /// Parses a node id as the API prints it (16 hex digits; shorter accepted).

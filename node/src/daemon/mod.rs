@@ -406,7 +406,13 @@ async fn bootstrap(
     }
 }
 
-/// Keeps the p2p allow-list (and address book) equal to the Raft membership.
+/// Most revoked PeerIds handed to the p2p gate (each removal adds one; a
+/// cluster that removed more refuses the oldest ones at the Raft and join
+/// checks only, which read the state itself).
+const MAX_REVOKED_PEERS: usize = 65_536;
+
+/// Keeps the p2p allow-list (and address book) equal to the Raft membership,
+/// and the refused list equal to the revoked members of the replicated state.
 async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Receiver<bool>) {
     let mut metrics = node.metrics_watch();
     let mut last: Option<HashSet<PeerId>> = None;
@@ -425,6 +431,21 @@ async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Recei
                 if let Ok(a) = filesyncd_p2p::parse_addr(addr) {
                     let _ = client.add_addresses(*peer, vec![a]).await;
                 }
+            }
+            // Removals are what add revocations: read them with the
+            // membership they came with (and once at start, across restarts).
+            let reader = node.reader().clone();
+            match tokio::task::spawn_blocking(move || reader.revoked_peers(MAX_REVOKED_PEERS)).await
+            {
+                Ok(Ok(peers)) => {
+                    let revoked: HashSet<PeerId> =
+                        peers.iter().filter_map(|p| p.parse().ok()).collect();
+                    if client.set_revoked(revoked).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the revoked members"),
+                Err(e) => tracing::warn!(error = %e, "cannot read the revoked members"),
             }
             if client.set_members(set.clone()).await.is_err() {
                 return;

@@ -10,7 +10,9 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use filesyncd_merkle::Hash;
-use filesyncd_p2p::{JoinApplication, JoinVerifier, RejectReason, Rejection, TokenHash};
+use filesyncd_p2p::{
+    ClusterKey, JoinApplication, JoinVerifier, PeerId, RejectReason, Rejection, TokenHash,
+};
 use filesyncd_raft::command::{Op, Outcome, RejectReason as OpReject};
 use filesyncd_raft::{NodeId, NodeInfo};
 
@@ -119,6 +121,10 @@ pub fn consume_verdict(
                 "the token was already used (tokens are single-use)",
             )),
             OpReject::TokenExpired => Err(rejection(RejectReason::Expired, "the token expired")),
+            OpReject::TokenRevoked => Err(rejection(
+                RejectReason::Expired,
+                "the token was revoked: a member was removed after it was created",
+            )),
             OpReject::UnknownToken => Err(rejection(RejectReason::BadToken, "unknown token")),
             OpReject::NotInitialized => Err(rejection(
                 RejectReason::Unavailable,
@@ -162,6 +168,7 @@ impl Admission {
             return Err(not_leader(&node));
         }
         let peer = joiner.peer.to_string();
+        check_revoked(&node, id, &peer).await?;
         {
             let m = node.metrics();
             check_membership(
@@ -209,19 +216,73 @@ impl Admission {
             .await
             .map_err(|e| unavailable("cannot add the learner", e))?;
         tracing::info!(node = format!("{id:016x}"), %peer, %addr, index = log_id.index, "joiner admitted as learner");
-        let payload = payload(&node, log_id.index).await?;
+        let payload = payload(&node, log_id.index, &joiner.peer).await?;
         serde_json::to_vec(&payload).map_err(|e| unavailable("cannot encode the answer", e))
     }
 }
 
-async fn payload(node: &Node, index: u64) -> Result<JoinPayload, Rejection> {
+/// Refuses a joiner whose node id or PeerId was removed from the cluster:
+/// removal is for good (a machine comes back with a wiped data directory,
+/// that is a new id and PeerId).
+async fn check_revoked(node: &Node, id: NodeId, peer: &str) -> Result<(), Rejection> {
     let reader = node.reader().clone();
-    let settings = tokio::task::spawn_blocking(move || reader.settings())
-        .await
-        .map_err(|e| unavailable("state read failed", e))?
-        .map_err(|e| unavailable("state read failed", e))?
+    let p = peer.to_owned();
+    let (by_id, by_peer) = tokio::task::spawn_blocking(move || {
+        Ok::<_, filesyncd_raft::state_machine::SmError>((
+            reader.revoked(id)?.is_some(),
+            reader.revoked_peer(&p)?,
+        ))
+    })
+    .await
+    .map_err(|e| unavailable("state read failed", e))?
+    .map_err(|e| unavailable("state read failed", e))?;
+    revoked_verdict(id, peer, by_id, by_peer)
+}
+
+/// The refusal of [`check_revoked`], from what the state says.
+pub fn revoked_verdict(
+    id: NodeId,
+    peer: &str,
+    id_revoked: bool,
+    peer_revoked_as: Option<NodeId>,
+) -> Result<(), Rejection> {
+    let why = match (id_revoked, peer_revoked_as) {
+        (true, _) => format!("node id {id:016x} was removed from this cluster"),
+        (false, Some(old)) => {
+            format!("peer {peer} was member {old:016x}, removed from this cluster")
+        }
+        (false, None) => return Ok(()),
+    };
+    Err(rejection(
+        RejectReason::Protocol,
+        format!("{why}; a removed node joins again only as a new node: stop it, wipe its data directory, and join with a new token"),
+    ))
+}
+
+async fn payload(node: &Node, index: u64, joiner: &PeerId) -> Result<JoinPayload, Rejection> {
+    let reader = node.reader().clone();
+    let (settings, seed) = tokio::task::spawn_blocking(move || {
+        Ok::<_, filesyncd_raft::state_machine::SmError>((reader.settings()?, reader.cluster_key()?))
+    })
+    .await
+    .map_err(|e| unavailable("state read failed", e))?
+    .map_err(|e| unavailable("state read failed", e))?;
+    let settings = settings
         .ok_or_else(|| rejection(RejectReason::Unavailable, "the cluster is not initialized"))?;
     let m = node.metrics();
+    let me: Option<PeerId> = m
+        .membership_config
+        .membership()
+        .get_node(&node.id())
+        .and_then(|info| info.peer_id.parse().ok());
+    let (cluster_key, cluster_proof) = match (seed, me) {
+        (Some(seed), Some(me)) => {
+            let key = ClusterKey::from_seed(seed.0);
+            let proof = key.prove(&settings.cluster_id, joiner, &me);
+            (Some(hex::encode(key.public())), Some(hex::encode(proof)))
+        }
+        _ => (None, None),
+    };
     let members = m
         .membership_config
         .membership()
@@ -238,6 +299,8 @@ async fn payload(node: &Node, index: u64) -> Result<JoinPayload, Rejection> {
         leader: format!("{:016x}", node.id()),
         members,
         index,
+        cluster_key,
+        cluster_proof,
     })
 }
 
@@ -294,6 +357,17 @@ mod tests {
     }
 
     #[test]
+    fn removed_ids_and_peers_are_refused() {
+        assert!(revoked_verdict(7, "p", false, None).is_ok());
+        for (by_id, by_peer) in [(true, None), (false, Some(9)), (true, Some(7))] {
+            let r = revoked_verdict(7, "p", by_id, by_peer).unwrap_err();
+            assert_eq!(r.reason, RejectReason::Protocol);
+            let hint = String::from_utf8(r.hint).unwrap();
+            assert!(hint.contains("removed") && hint.contains("wipe"), "{hint}");
+        }
+    }
+
+    #[test]
     fn consume_outcomes_map_to_join_answers() {
         let applied = Outcome::Applied {
             version: Version::new(5, 0),
@@ -327,6 +401,11 @@ mod tests {
         assert_eq!(
             reason(rej(OpReject::TokenExpired), None),
             RejectReason::Expired
+        );
+        assert_eq!(
+            reason(rej(OpReject::TokenRevoked), Some((7, NOW))),
+            RejectReason::Expired,
+            "a revoked token admits nobody, its spender included"
         );
         assert_eq!(
             reason(rej(OpReject::UnknownToken), None),

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use filesyncd_p2p::{JoinError, P2pClient, PeerId, RejectReason};
+use filesyncd_p2p::{Fingerprint, JoinError, P2pClient, PeerId, RejectReason};
 use filesyncd_raft::NodeId;
 use tokio::time::Instant;
 
@@ -36,7 +36,7 @@ pub const CATCH_UP_WAIT: Duration = Duration::from_secs(300);
 pub enum JoinFailure {
     #[error("join token refused by {addr}: the token is not valid for this cluster (unknown id or wrong secret)")]
     BadToken { addr: String },
-    #[error("join token refused by {addr}: the token has expired; create a new one with `filesyncd token create` on a member")]
+    #[error("join token refused by {addr}: the token has expired (or was revoked by the removal of a member); create a new one with `filesyncd token create` on a member")]
     Expired { addr: String },
     #[error("join token refused by {addr}: the token was already used (tokens are single-use); create a new one with `filesyncd token create`")]
     Used { addr: String },
@@ -52,6 +52,8 @@ pub enum JoinFailure {
     },
     #[error("more than {MAX_REDIRECTS} leader redirects starting from {addr}")]
     Redirects { addr: String },
+    #[error("{addr} admitted this node but did not prove it is the pinned cluster: {detail}")]
+    WrongCluster { addr: String, detail: String },
     #[error("admitted, but the answer of {addr} is malformed: {detail}")]
     BadPayload { addr: String, detail: String },
     #[error("admitted, but did not catch up with the cluster within {}s (applied {applied:?} of {index})", .waited.as_secs())]
@@ -73,7 +75,8 @@ impl JoinFailure {
             | JoinFailure::Expired { .. }
             | JoinFailure::Used { .. }
             | JoinFailure::Refused { .. }
-            | JoinFailure::NotOurCluster { .. } => 2,
+            | JoinFailure::NotOurCluster { .. }
+            | JoinFailure::WrongCluster { .. } => 2,
             _ => 1,
         }
     }
@@ -200,7 +203,13 @@ pub async fn join(
                     last,
                 });
             }
-            Ok(Ok((member, payload))) => return accepted(client, &addr, member, &payload).await,
+            Ok(Ok((member, payload))) => {
+                let r = accepted(client, &addr, member, &payload, target.fingerprint).await;
+                if r.is_err() {
+                    let _ = client.set_members(HashSet::new()).await;
+                }
+                return r;
+            }
             Ok(Err(e)) => {
                 // Whoever answered is not a proven member: off the list.
                 client
@@ -259,6 +268,34 @@ async fn attempt(
     Ok((joined.member, joined.payload))
 }
 
+/// Checks the cluster key proof of `payload`, which `member` gave
+/// `joiner` (see `filesyncd_p2p::cluster_key`): a proof that is there must
+/// verify; with a pin it must be there and name the pinned key. Returns the
+/// cluster's fingerprint, when it sent a proof.
+pub fn check_cluster(
+    payload: &JoinPayload,
+    joiner: &PeerId,
+    member: &PeerId,
+    pinned: Option<Fingerprint>,
+) -> Result<Option<Fingerprint>, String> {
+    let unhex = |v: &Option<String>| -> Result<Option<Vec<u8>>, String> {
+        v.as_deref()
+            .map(|h| hex::decode(h).map_err(|_| "the cluster key proof is not hex".to_string()))
+            .transpose()
+    };
+    let key = unhex(&payload.cluster_key)?;
+    let proof = unhex(&payload.cluster_proof)?;
+    filesyncd_p2p::cluster_key::check_proof(
+        key.as_deref(),
+        proof.as_deref(),
+        &payload.cluster_id,
+        joiner,
+        member,
+        pinned,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Decodes the payload and makes the allow-list exactly the member that
 /// admitted us and the members the payload names.
 async fn accepted(
@@ -266,6 +303,7 @@ async fn accepted(
     addr: &str,
     member: PeerId,
     payload: &[u8],
+    pinned: Option<Fingerprint>,
 ) -> Result<JoinPayload, JoinFailure> {
     let mut allowed = HashSet::new();
     let bad = |detail: String| JoinFailure::BadPayload {
@@ -273,6 +311,13 @@ async fn accepted(
         detail,
     };
     let payload: JoinPayload = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
+    let fingerprint =
+        check_cluster(&payload, &client.local_peer_id(), &member, pinned).map_err(|detail| {
+            JoinFailure::WrongCluster {
+                addr: addr.to_string(),
+                detail,
+            }
+        })?;
     allowed.insert(member);
     for m in &payload.members {
         let peer: PeerId = m
@@ -293,6 +338,8 @@ async fn accepted(
         .map_err(|_| JoinFailure::Shutdown)?;
     tracing::info!(
         cluster = %payload.cluster_id,
+        fingerprint = fingerprint.map(|f| f.to_string()).unwrap_or_else(|| "none (the cluster has no key yet)".into()),
+        pinned = pinned.is_some(),
         leader = %payload.leader,
         members = payload.members.len(),
         index = payload.index,
