@@ -429,46 +429,22 @@ async fn fetch_from(
         return;
     }
     for (i, want) in hashes.iter().enumerate() {
-        let mut head = [0u8; HEADER_LEN];
-        if !matches!(
-            tokio::time::timeout(t, stream.read_exact(&mut head)).await,
-            Ok(Ok(()))
-        ) {
-            outcomes[i..].fill(Outcome::Io);
-            return;
-        }
-        let header = match FrameHeader::decode(&head, limits.max_chunk_len) {
-            Ok(h) if h.hash == *want => h,
-            Ok(h) => {
-                shared.charge_fault(
-                    peer,
-                    &wire::WireError::WrongHash {
-                        want: *want,
-                        got: h.hash,
-                    },
-                );
-                outcomes[i] = Outcome::Fault;
+        let (header, body) = match read_frame(&mut stream, want, limits.max_chunk_len, t).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                outcomes[i] = Outcome::Absent;
+                continue;
+            }
+            Err(FrameError::Io) => {
+                outcomes[i..].fill(Outcome::Io);
                 return;
             }
-            Err(e) => {
+            Err(FrameError::Fault(e)) => {
                 shared.charge_fault(peer, &e);
                 outcomes[i] = Outcome::Fault;
                 return;
             }
         };
-        if header.kind == Kind::Absent {
-            outcomes[i] = Outcome::Absent;
-            continue;
-        }
-        // Bounded by max_chunk_len: checked by FrameHeader::decode.
-        let mut body = vec![0u8; header.wire_len as usize];
-        if !matches!(
-            tokio::time::timeout(t, stream.read_exact(&mut body)).await,
-            Ok(Ok(()))
-        ) {
-            outcomes[i..].fill(Outcome::Io);
-            return;
-        }
         let opened = if header.raw_len <= INLINE_VERIFY_MAX {
             wire::open_body(&header, body)
         } else {
@@ -493,5 +469,121 @@ async fn fetch_from(
                 return;
             }
         }
+    }
+}
+
+/// Why [`read_frame`] read no frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The stream failed, ended or stalled for the timeout: not the
+    /// sender's fault as such (retried).
+    Io,
+    /// The sender broke the protocol: a bad header, or a frame for another
+    /// hash than the one asked for at this position (a fault).
+    Fault(wire::WireError),
+}
+
+/// Reads the response frame for `want`, the next hash of the request, off
+/// a chunk stream: the header, checked before anything is allocated (the
+/// length rules of [`FrameHeader::decode`], then that it answers `want`),
+/// then the body, at most `max_chunk_len` bytes. `Ok(None)`: the server
+/// does not hold it (absent). The body is not opened here (decompressed,
+/// verified): that is [`wire::open_body`], which the fetcher runs next.
+/// Each read waits at most `t`.
+pub async fn read_frame<R: futures::AsyncRead + Unpin>(
+    stream: &mut R,
+    want: &Hash,
+    max_chunk_len: usize,
+    t: Duration,
+) -> Result<Option<(FrameHeader, Vec<u8>)>, FrameError> {
+    let mut head = [0u8; HEADER_LEN];
+    if !matches!(
+        tokio::time::timeout(t, stream.read_exact(&mut head)).await,
+        Ok(Ok(()))
+    ) {
+        return Err(FrameError::Io);
+    }
+    let header = match FrameHeader::decode(&head, max_chunk_len) {
+        Ok(h) if h.hash == *want => h,
+        Ok(h) => {
+            return Err(FrameError::Fault(wire::WireError::WrongHash {
+                want: *want,
+                got: h.hash,
+            }))
+        }
+        Err(e) => return Err(FrameError::Fault(e)),
+    };
+    if header.kind == Kind::Absent {
+        return Ok(None);
+    }
+    // Bounded by max_chunk_len: checked by FrameHeader::decode.
+    let mut body = vec![0u8; header.wire_len as usize];
+    if !matches!(
+        tokio::time::timeout(t, stream.read_exact(&mut body)).await,
+        Ok(Ok(()))
+    ) {
+        return Err(FrameError::Io);
+    }
+    Ok(Some((header, body)))
+}
+
+#[cfg(test)]
+mod read_frame_tests {
+    use super::*;
+    use futures::io::Cursor;
+    use wire::{Frame, WireError};
+
+    const T: Duration = Duration::from_secs(5);
+
+    fn stream(frames: Vec<Frame>) -> Cursor<Vec<u8>> {
+        let mut bytes = Vec::new();
+        for f in frames {
+            bytes.extend_from_slice(&f.header.encode());
+            bytes.extend_from_slice(&f.body);
+        }
+        Cursor::new(bytes)
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_in_order_and_checked() {
+        let data = b"some chunk ".repeat(100);
+        let h = Hash::of_chunk(&data);
+        let other = Hash::of_chunk(b"other");
+        let mut io = stream(vec![
+            Frame::encode(h, data.clone(), true),
+            Frame::absent(other),
+            Frame::encode(h, data.clone(), false),
+        ]);
+        let (header, body) = read_frame(&mut io, &h, 1 << 20, T).await.unwrap().unwrap();
+        assert_eq!(wire::open_body(&header, body).unwrap(), data);
+        assert_eq!(read_frame(&mut io, &other, 1 << 20, T).await, Ok(None));
+        // A frame for another hash than the one asked at this position.
+        assert!(matches!(
+            read_frame(&mut io, &other, 1 << 20, T).await,
+            Err(FrameError::Fault(WireError::WrongHash { .. }))
+        ));
+        // The stream ended.
+        assert_eq!(
+            read_frame(&mut io, &h, 1 << 20, T).await,
+            Err(FrameError::Io)
+        );
+    }
+
+    #[tokio::test]
+    async fn over_cap_and_cut_frames_are_refused() {
+        let data = vec![7u8; 2000];
+        let h = Hash::of_chunk(&data);
+        let mut io = stream(vec![Frame::encode(h, data.clone(), false)]);
+        assert!(matches!(
+            read_frame(&mut io, &h, 1000, T).await,
+            Err(FrameError::Fault(WireError::Lengths { .. }))
+        ));
+        let mut cut = stream(vec![Frame::encode(h, data, false)]).into_inner();
+        cut.truncate(cut.len() - 1);
+        let mut io = Cursor::new(cut);
+        assert_eq!(
+            read_frame(&mut io, &h, 1 << 20, T).await,
+            Err(FrameError::Io)
+        );
     }
 }

@@ -116,8 +116,11 @@ async fn serve_stream(shared: &ServeShared, peer: PeerId, mut stream: Stream) ->
     written
 }
 
-async fn read_request(
-    stream: &mut Stream,
+/// Reads a chunk request off `stream` (the server's side of the protocol):
+/// the 4-byte head, checked against `limits` before the hashes are read,
+/// then the hashes. Returns (accepts zstd, hashes).
+pub async fn read_request<R: futures::AsyncRead + Unpin>(
+    stream: &mut R,
     limits: &Limits,
 ) -> io::Result<(bool, Vec<filesyncd_merkle::Hash>)> {
     let mut head = [0u8; wire::REQUEST_HEAD_LEN];
