@@ -50,6 +50,8 @@ use tokio::sync::{watch, Semaphore};
 
 pub use admin::AdminRequest;
 pub use forward::Proposed;
+#[doc(hidden)]
+pub use forward::{decode_admin_reply, decode_write_reply};
 pub use split::{op_bytes, split_ops, SplitError, MAX_ENTRY_BYTES};
 
 use crate::command::RequestId;

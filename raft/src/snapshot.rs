@@ -30,8 +30,38 @@
 mod file;
 mod install;
 
+use crate::state_machine::error::SmError;
+
 pub use file::{
     build, current, open_for_read, read_header, verify, SnapHeader, SnapRecord, FORMAT_VERSION,
     MAGIC,
 };
 pub use install::{install, repair_current};
+
+/// Reads a snapshot stream with the frame reader `install` uses: the magic
+/// and version, the header, then records up to `End` (included), at most
+/// `max_records`. Returns the header, the records read, and the error that
+/// stopped the reading, if any. What a leader streams in InstallSnapshot
+/// chunks is read by this code; exposed for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn read_stream<R: std::io::Read>(
+    r: R,
+    max_records: usize,
+) -> Result<(SnapHeader, Vec<SnapRecord>, Option<SmError>), SmError> {
+    let mut frames = file::FrameReader::new(r)?;
+    let header: SnapHeader = frames.next()?;
+    let mut records = Vec::new();
+    while records.len() < max_records {
+        match frames.next::<SnapRecord>() {
+            Ok(rec) => {
+                let end = matches!(rec, SnapRecord::End { .. });
+                records.push(rec);
+                if end {
+                    break;
+                }
+            }
+            Err(e) => return Ok((header, records, Some(e))),
+        }
+    }
+    Ok((header, records, None))
+}

@@ -43,6 +43,20 @@ pub(crate) struct WriteOk {
 
 pub(crate) type WriteError = RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>;
 
+/// Decodes the reply to a forwarded write as the forwarding node does, and
+/// drops it: the fuzz targets (`fuzz/`) reach this decoder of peer bytes
+/// through it, since the reply types are private.
+#[doc(hidden)]
+pub fn decode_write_reply(payload: &[u8]) -> Result<(), crate::network::WireError> {
+    decode::<Reply<WriteOk, WriteError>>(payload).map(drop)
+}
+
+/// [`decode_write_reply`] for the reply to a forwarded membership change.
+#[doc(hidden)]
+pub fn decode_admin_reply(payload: &[u8]) -> Result<(), crate::network::WireError> {
+    decode::<Reply<LogId<NodeId>, WriteError>>(payload).map(drop)
+}
+
 /// Why one attempt did not succeed.
 pub(crate) enum Attempt {
     /// Try again (at `hint` if given, else at whoever leads then).
