@@ -46,13 +46,29 @@ impl DataLock {
             .open(data.join(LOCK_FILE))
             .map_err(io)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(DataLock { _file: file }),
+            Ok(()) => {
+                private(data).map_err(io)?;
+                Ok(DataLock { _file: file })
+            }
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                 Err(LockError::Locked(data.to_path_buf()))
             }
             Err(e) => Err(io(e.into())),
         }
     }
+}
+
+/// Closes the data directory to other local users (mode 0700): it holds
+/// the API secret, the Raft state (token hashes, the cluster key's seed)
+/// and a copy of every synced file's content, whatever the umask was.
+fn private(data: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(mode & 0o700 | 0o700))?;
+        tracing::info!(data = %data.display(), was = format!("{:o}", mode & 0o7777), "data directory closed to other users (mode 0700)");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -67,5 +83,17 @@ mod tests {
         assert!(matches!(DataLock::acquire(&d), Err(LockError::Locked(_))));
         drop(first);
         DataLock::acquire(&d).unwrap();
+    }
+
+    #[test]
+    fn the_data_dir_is_closed_to_other_users() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("data");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _l = DataLock::acquire(&d).unwrap();
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
     }
 }

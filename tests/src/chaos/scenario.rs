@@ -3,7 +3,8 @@
 //! * **smoke** (a few minutes, CI): writers on every node; the leader
 //!   partitioned into the minority (until the majority commits again);
 //!   a follower killed with SIGKILL and restarted while its writer goes on;
-//!   one concurrent-edit round; heal; settle; check.
+//!   a node's data dir full for 5 s; one concurrent-edit round; heal;
+//!   settle; check.
 //! * **long** (`--minutes N`): the same writers under a cycle of faults
 //!   ([`CYCLE`]: partitions, kills, packet loss, a pause, an empty root, a
 //!   full synced dir and a full data dir, a disk loss, the leader removed
@@ -165,6 +166,7 @@ pub fn smoke(lab: &mut Lab, opts: Opts) -> Report {
     // The smoke's plan, fixed: each must be injected and confirmed.
     lab.plan("partition-leader");
     lab.plan("kill9");
+    lab.plan("data-full");
     let mut r = Report {
         scenario: "smoke".into(),
         nodes: n,
@@ -236,6 +238,12 @@ pub fn smoke(lab: &mut Lab, opts: Opts) -> Report {
         let before = acked(&wl, &[f]);
         let (ok, detail) = wait_acked(&wl, &[f], before, 2);
         r.check("the restarted follower's writes committed", ok, detail);
+    }
+
+    // A node's data dir (chunk store, Raft log, index) full for a few
+    // seconds: it says so or exits, loses nothing, and catches up after.
+    if let Err(e) = data_full(lab, &specs, &wl, Duration::from_secs(5), &mut rng, &mut r) {
+        lab.log(&format!("data-full: {e}"));
     }
 
     // One concurrent-edit round: the restarted follower and another node.
