@@ -455,6 +455,8 @@ fn a_pinned_join_refuses_a_cluster_that_is_not_the_pinned_one() {
     assert_ne!(fx, fy, "two clusters, two keys");
     let (tx2, fx2) = token_and_fingerprint(c.node(0));
     assert_eq!(fx, fx2, "one cluster, one key");
+    let shown = c.node(0).status().unwrap().cluster_fingerprint;
+    assert_eq!(shown.as_deref(), Some(fx.as_str()), "status shows the pin");
     let y_before = c.node(y).members().unwrap().len();
 
     // The joiner holds a file that must not reach y.

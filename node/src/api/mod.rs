@@ -296,6 +296,16 @@ fn known_leader(leader: Option<NodeId>, leading: bool, me: NodeId) -> Option<Nod
 
 async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let (root, cluster_id, _) = read_state(&s.node).await?;
+    let reader = s.node.reader().clone();
+    let cluster_fingerprint = tokio::task::spawn_blocking(move || reader.cluster_key())
+        .await
+        .map_err(internal)?
+        .map_err(internal)?
+        .map(|seed| {
+            filesyncd_p2p::ClusterKey::from_seed(seed.0)
+                .fingerprint()
+                .to_string()
+        });
     let m = s.node.metrics();
     let cluster_root = root.to_hex();
     let sv = files::status::sync_view(&s, &cluster_root);
@@ -310,6 +320,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
         last_log_index: m.last_log_index,
         applied_index: m.last_applied.map(|l| l.index),
         cluster_id,
+        cluster_fingerprint,
         cluster_root,
         members,
         dir: sv.dir,

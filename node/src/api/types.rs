@@ -27,6 +27,10 @@ pub struct Status {
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub cluster_id: Option<String>,
+    /// The cluster key's fingerprint, what `--cluster-fingerprint` pins
+    /// (`None` until the cluster has a key: its first `token create`).
+    #[serde(default)]
+    pub cluster_fingerprint: Option<String>,
     /// Root of the cluster Merkle tree, hex.
     pub cluster_root: String,
     pub members: Vec<Member>,

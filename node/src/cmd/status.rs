@@ -107,6 +107,7 @@ pub fn render(s: &Status, now_ms: u64) -> Vec<String> {
             s.last_log_index.map_or("-".into(), |i| i.to_string())
         ),
         format!("cluster     {}", or_dash(s.cluster_id.as_deref())),
+        format!("fingerprint {}", or_dash(s.cluster_fingerprint.as_deref())),
         format!("dir         {}", or_dash(s.dir.as_deref())),
         format!("root        cluster {}", s.cluster_root),
         format!("            local   {}", or_dash(s.local_root.as_deref())),
@@ -276,6 +277,7 @@ mod tests {
             last_log_index: Some(12),
             applied_index: Some(12),
             cluster_id: Some("c1".into()),
+            cluster_fingerprint: None,
             cluster_root: "ab".repeat(32),
             members: vec![
                 Member {

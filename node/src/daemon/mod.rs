@@ -239,12 +239,19 @@ where
                 addr: config.api,
                 source,
             })?;
+        // Published before the first request is served: a CLI that saw
+        // `/healthz` answer finds the secret (no 401 race at start).
+        let mut warned = false;
+        if generated {
+            publish_once(config.api, api_secret.clone(), &mut warned).await;
+        }
         tracing::info!(api = %config.api, "control API listening");
         let publisher = generated.then(|| {
             tokio::spawn(publish_credential(
                 config.api,
                 api_secret.clone(),
                 stop_rx.clone(),
+                warned,
             ))
         });
         let parts = ApiParts {
@@ -314,31 +321,37 @@ where
 /// written again if it goes (a `/tmp` cleaner, another daemon that used the
 /// same address), removed at shutdown. A runtime directory that cannot be
 /// used is logged once; the CLI then needs `--data` or `--api-token-file`.
+/// One publication of the API secret (see [`publish_credential`]); a
+/// failure is logged once (`warned`).
+async fn publish_once(api: std::net::SocketAddr, secret: String, warned: &mut bool) {
+    match tokio::task::spawn_blocking(move || crate::credential::publish(&api, &secret)).await {
+        Ok(Ok(path)) if !*warned => {
+            tracing::debug!(path = %path.display(), "control API credential published")
+        }
+        Ok(Err(e)) if !*warned => {
+            *warned = true;
+            tracing::warn!(error = %e, "control API credential not published: the CLI needs --data DIR or --api-token-file");
+        }
+        _ => {}
+    }
+}
+
 async fn publish_credential(
     api: std::net::SocketAddr,
     secret: String,
     mut stop: watch::Receiver<bool>,
+    mut warned: bool,
 ) {
     const EVERY: Duration = Duration::from_secs(30);
-    let mut warned = false;
+    // The first publication was done before the API served (`run`).
     loop {
-        let s = secret.clone();
-        match tokio::task::spawn_blocking(move || crate::credential::publish(&api, &s)).await {
-            Ok(Ok(path)) if !warned => {
-                tracing::debug!(path = %path.display(), "control API credential published")
-            }
-            Ok(Err(e)) if !warned => {
-                warned = true;
-                tracing::warn!(error = %e, "control API credential not published: the CLI needs --data DIR or --api-token-file");
-            }
-            _ => {}
-        }
         if tokio::time::timeout(EVERY, stop.wait_for(|s| *s))
             .await
             .is_ok()
         {
             break;
         }
+        publish_once(api, secret.clone(), &mut warned).await;
     }
     let _ = tokio::task::spawn_blocking(move || crate::credential::unpublish(&api, &secret)).await;
 }
