@@ -557,12 +557,15 @@ mod read_frame_tests {
         let (header, body) = read_frame(&mut io, &h, 1 << 20, T).await.unwrap().unwrap();
         assert_eq!(wire::open_body(&header, body).unwrap(), data);
         assert_eq!(read_frame(&mut io, &other, 1 << 20, T).await, Ok(None));
-        // A frame for another hash than the one asked at this position.
+        // A frame for another hash than the one asked at this position
+        // (the fetcher drops the stream after it).
         assert!(matches!(
             read_frame(&mut io, &other, 1 << 20, T).await,
             Err(FrameError::Fault(WireError::WrongHash { .. }))
         ));
-        // The stream ended.
+        // A stream that ends where a frame should start.
+        let mut io = stream(vec![Frame::absent(other)]);
+        assert_eq!(read_frame(&mut io, &other, 1 << 20, T).await, Ok(None));
         assert_eq!(
             read_frame(&mut io, &h, 1 << 20, T).await,
             Err(FrameError::Io)
