@@ -29,12 +29,6 @@ use filesyncd_p2p::{parse_addr, Multiaddr, PeerId, Token};
 use futures::io::Cursor;
 use libp2p::request_response::Codec;
 
-/// Whether to check the properties of open findings (docs/FUZZING.md).
-fn known_findings() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("FILESYNCD_FUZZ_KNOWN").is_some())
-}
-
 fn member_reads(req: &JoinRequest) {
     match req {
         JoinRequest::Hello { token_id, .. } => {
@@ -56,14 +50,10 @@ fn member_reads(req: &JoinRequest) {
             if let Some(picked) = pick_addr(&addrs, observed) {
                 assert!(addrs.contains(&picked) || Some(&picked) == observed);
                 // The member stores the picked address as text (the learner's
-                // `NodeInfo.addr`) and every member parses it back to dial.
-                // Open finding 1 (docs/FUZZING.md): a joiner can announce an
-                // address whose text does not parse back; checked only with
-                // FILESYNCD_FUZZ_KNOWN=1 until `pick_addr` refuses those.
-                if known_findings() {
-                    let text = picked.to_string();
-                    assert_eq!(Multiaddr::from_str(&text).ok(), Some(picked));
-                }
+                // `NodeInfo.addr`) and every member parses it back to dial
+                // (finding 1, docs/FUZZING.md: fixed in `pick_addr`).
+                let text = picked.to_string();
+                assert_eq!(Multiaddr::from_str(&text).ok(), Some(picked));
             }
             if let Ok(i) = serde_json::from_slice::<JoinInfo>(info) {
                 let _ = parse_node_id(&i.node_id);

@@ -140,10 +140,12 @@ fn ip_port(a: &Multiaddr) -> Option<(std::net::IpAddr, Option<u16>)> {
 /// address on the IP its connection came from (its own view and ours
 /// agree), else the first announced non-loopback one, else the first
 /// announced one, else the observed address (its port may be ephemeral).
-/// Unspecified addresses (0.0.0.0) never.
+/// Unspecified addresses (0.0.0.0) never, nor one whose text does not
+/// parse back to it.
 pub fn pick_addr(listen: &[Multiaddr], observed: Option<&Multiaddr>) -> Option<Multiaddr> {
     let usable: Vec<(&Multiaddr, std::net::IpAddr, Option<u16>)> = listen
         .iter()
+        .filter(|a| round_trips(a))
         .filter_map(|a| ip_port(a).map(|(ip, port)| (a, ip, port)))
         .filter(|(_, ip, _)| !ip.is_unspecified())
         .collect();
@@ -164,8 +166,15 @@ pub fn pick_addr(listen: &[Multiaddr], observed: Option<&Multiaddr>) -> Option<M
         return Some((*a).clone());
     }
     observed
-        .filter(|o| ip_port(o).is_some_and(|(ip, _)| !ip.is_unspecified()))
+        .filter(|o| round_trips(o) && ip_port(o).is_some_and(|(ip, _)| !ip.is_unspecified()))
         .cloned()
+}
+
+/// Whether `a`'s text form parses back to `a`: the member stores the picked
+/// address as text and every member parses it to dial. Some decodable
+/// multiaddrs print text that does not (fuzz finding 1, docs/FUZZING.md).
+fn round_trips(a: &Multiaddr) -> bool {
+    a.to_string().parse::<Multiaddr>().ok().as_ref() == Some(a)
 }
 
 #[cfg(test)]
@@ -229,5 +238,29 @@ mod tests {
         assert_eq!(pick_addr(&[any.clone(), lo.clone()], None), Some(lo));
         assert_eq!(pick_addr(std::slice::from_ref(&any), None), None);
         assert_eq!(pick_addr(&[], Some(&any)), None);
+    }
+
+    #[test]
+    fn an_address_whose_text_does_not_parse_back_is_never_picked() {
+        use filesyncd_p2p::Multiaddr as M;
+        // Fuzz finding 1: a garlic64 component prints text that does not
+        // parse back to the same address. Binary form: ip4 (0x04) 192.0.2.1,
+        // udp (0x0111) 7400, garlic64 (0x01be) of one byte 0xff.
+        let bytes = vec![
+            0x04, 192, 0, 2, 1, 0x91, 0x02, 0x1c, 0xe8, 0xbe, 0x03, 0x01, 0xff,
+        ];
+        let odd = M::try_from(bytes).expect("a decodable multiaddr");
+        assert_ne!(
+            odd.to_string().parse::<M>().ok(),
+            Some(odd.clone()),
+            "{odd}"
+        );
+        let good = ma("/ip4/192.0.2.2/udp/7400/quic-v1");
+        assert_eq!(
+            pick_addr(&[odd.clone(), good.clone()], Some(&odd)),
+            Some(good)
+        );
+        assert_eq!(pick_addr(std::slice::from_ref(&odd), None), None);
+        assert_eq!(pick_addr(&[], Some(&odd)), None);
     }
 }

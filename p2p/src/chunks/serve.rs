@@ -5,8 +5,9 @@
 //! since it may have changed since the connection was established, and a
 //! stranger's stream is dropped (reset) unread.
 //!
-//! Each stream waits for a global and a per-peer permit
-//! (`serve_streams_global`, `serve_streams_per_peer`), reads the request
+//! Each stream waits for a per-peer, then a global permit
+//! (`serve_streams_per_peer`, `serve_streams_global`: a peer's queued
+//! streams hold no global permit while they wait), reads the request
 //! (bounded count, checked before the hashes are read), then a blocking
 //! thread asks the [`ChunkProvider`] for each chunk and compresses it
 //! ([`wire::Frame::encode`]) while the async side writes the previous frame
@@ -59,15 +60,17 @@ async fn serve_stream(shared: &ServeShared, peer: PeerId, mut stream: Stream) ->
     let limits = &shared.limits;
     let t = limits.chunk_io_timeout;
     let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "semaphore closed");
-    let _global = shared
-        .global
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| closed())?;
+    // The peer's own permit first: its queued streams wait on it without
+    // holding global permits, so one peer cannot starve the others.
     let _local = shared
         .per_peer
         .get(peer)
+        .acquire_owned()
+        .await
+        .map_err(|_| closed())?;
+    let _global = shared
+        .global
+        .clone()
         .acquire_owned()
         .await
         .map_err(|_| closed())?;
