@@ -25,6 +25,14 @@
 //!   Unset: every version is kept. The version store of every node drops the
 //!   chunks of versions outside retention at its next sweep.
 //! - `--gc-interval 3600` (seconds): how often that sweep runs.
+//! - `--max-file-size 64GiB`: a larger file is not synced. On disk here it
+//!   is held back (never read, proposed or taken as deleted); a committed
+//!   version of it is not fetched. Both are listed on `status`. At most
+//!   192 GiB (what the in-memory chunk list of one file is sized for).
+//! - `--safe-links` off: symlinks are synced whatever their target (never
+//!   followed by filesyncd). On, a link whose target is absolute or climbs
+//!   above the synced directory is neither proposed nor made, as rsync's
+//!   `--safe-links`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +40,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use filesyncd_p2p::{parse_addr, Fingerprint, Multiaddr, Token};
 use filesyncd_raft::command::Retention;
+
+use crate::engine::plan::{DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE};
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
@@ -126,6 +136,16 @@ pub struct RunArgs {
     /// followers a little behind [default: 10000].
     #[arg(long, env = "FILESYNCD_SNAPSHOT_LOGS", value_name = "N")]
     pub snapshot_logs: Option<u64>,
+    /// Largest file synced, in bytes or with a unit (K, M, G, T = KiB..TiB;
+    /// KB, MB, GB, TB = powers of 1000); a larger file is held back and
+    /// listed on `status` [default: 64GiB; at most 192GiB].
+    #[arg(long, env = "FILESYNCD_MAX_FILE_SIZE", value_name = "SIZE")]
+    pub max_file_size: Option<String>,
+    /// Ignore symlinks that can lead outside the synced directory (an
+    /// absolute target, or `..` climbing above it), as rsync's
+    /// --safe-links: not synced from here, not made here.
+    #[arg(long, env = "FILESYNCD_SAFE_LINKS")]
+    pub safe_links: bool,
     /// TOML file with any of the settings above (flags and env win).
     #[arg(long, env = "FILESYNCD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -155,7 +175,18 @@ pub struct FileConfig {
     pub keep_days: Option<u32>,
     pub gc_interval: Option<u64>,
     pub snapshot_logs: Option<u64>,
+    /// A number of bytes or a string with a unit, as the flag.
+    pub max_file_size: Option<SizeSetting>,
+    pub safe_links: Option<bool>,
     pub log_format: Option<LogFormat>,
+}
+
+/// `max_file_size` in the TOML file: `1048576` or `"64GiB"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Bytes(u64),
+    Text(String),
 }
 
 /// Where to join and with what.
@@ -187,6 +218,10 @@ pub struct Config {
     pub gc_interval: std::time::Duration,
     /// At least 1: Raft entries between snapshots.
     pub snapshot_logs: u64,
+    /// 1 ..= [`MAX_MAX_FILE_SIZE`] bytes.
+    pub max_file_size: u64,
+    /// `--safe-links`.
+    pub safe_links: bool,
     pub log_format: LogFormat,
 }
 
@@ -243,6 +278,8 @@ pub enum ConfigError {
     GcInterval,
     #[error("--snapshot-logs must be at least 1")]
     SnapshotLogs,
+    #[error("--max-file-size {0:?}: {1}")]
+    MaxFileSize(String, String),
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -297,6 +334,56 @@ impl RunArgs {
 }
 
 /// `v`, unless it is zero.
+fn check_max_file_size(typed: &str, n: u64) -> Result<u64, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::MaxFileSize(
+            typed.to_owned(),
+            "must be at least 1 byte".into(),
+        ));
+    }
+    if n > MAX_MAX_FILE_SIZE {
+        return Err(ConfigError::MaxFileSize(
+            typed.to_owned(),
+            format!("at most {MAX_MAX_FILE_SIZE} bytes (192GiB) is supported"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses a size: digits, then optionally a unit, case-insensitive, with
+/// or without a space: `B`; `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`
+/// (powers of 1024); `KB`, `MB`, `GB`, `TB` (powers of 1000, as rsync's
+/// `--max-size` reads them).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    if digits == 0 {
+        return Err("expected a number of bytes, optionally with a unit (e.g. 64GiB)".into());
+    }
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| "the number is too large".to_string())?;
+    let unit = t[digits..].trim().to_ascii_lowercase();
+    let mult: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use B, K, M, G, T, KiB..TiB or KB..TB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "the size is too large".to_string())
+}
+
 fn nonzero<T: Default + PartialEq>(v: T, zero: ConfigError) -> Result<T, ConfigError> {
     if v == T::default() {
         Err(zero)
@@ -439,7 +526,21 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
             .unwrap_or(DEFAULT_SNAPSHOT_LOGS),
         ConfigError::SnapshotLogs,
     )?;
+    let max_file_size = match args
+        .max_file_size
+        .map(SizeSetting::Text)
+        .or(file.max_file_size)
+    {
+        None => DEFAULT_MAX_FILE_SIZE,
+        Some(SizeSetting::Bytes(n)) => check_max_file_size(&n.to_string(), n)?,
+        Some(SizeSetting::Text(t)) => {
+            let n = parse_size(&t).map_err(|e| ConfigError::MaxFileSize(t.clone(), e))?;
+            check_max_file_size(&t, n)?
+        }
+    };
     Ok(Config {
+        max_file_size,
+        safe_links: args.safe_links || file.safe_links.unwrap_or(false),
         dir,
         data,
         listen,
@@ -593,6 +694,75 @@ mod tests {
         let mut a = args(&dir, &data);
         a.snapshot_logs = Some(0);
         assert!(matches!(run(a), ConfigError::SnapshotLogs));
+    }
+
+    #[test]
+    fn max_file_size_parses_units_and_is_bounded() {
+        for (text, n) in [
+            ("1", 1),
+            ("4096", 4096),
+            ("1K", 1024),
+            ("1 kib", 1024),
+            ("3MiB", 3 << 20),
+            ("64GiB", 64 << 30),
+            ("64g", 64 << 30),
+            ("1TiB", 1 << 40),
+            ("5KB", 5_000),
+            ("2 MB", 2_000_000),
+            ("1gb", 1_000_000_000),
+            ("7b", 7),
+        ] {
+            assert_eq!(parse_size(text), Ok(n), "{text}");
+        }
+        for bad in [
+            "",
+            "GiB",
+            "-1",
+            "1.5G",
+            "1 PB",
+            "12 parsecs",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(parse_size("20000000T").is_err(), "overflow");
+
+        let t = tempfile::tempdir().unwrap();
+        let (dir, data) = (t.path().join("d"), t.path().join("data"));
+        std::fs::create_dir(&dir).unwrap();
+        let c = validate(args(&dir, &data), FileConfig::default()).unwrap();
+        assert_eq!(c.max_file_size, DEFAULT_MAX_FILE_SIZE);
+        let with = |flag: Option<&str>, file: &str| {
+            let mut a = args(&dir, &data);
+            a.max_file_size = flag.map(str::to_owned);
+            validate(a, FileConfig::parse(file).unwrap())
+        };
+        assert_eq!(with(Some("1M"), "").unwrap().max_file_size, 1 << 20);
+        assert_eq!(
+            with(None, "max_file_size = 4096\n").unwrap().max_file_size,
+            4096
+        );
+        assert_eq!(
+            with(None, "max_file_size = \"2GiB\"\n")
+                .unwrap()
+                .max_file_size,
+            2 << 30
+        );
+        // The flag wins over the file.
+        let c = with(Some("10K"), "max_file_size = \"2GiB\"\n").unwrap();
+        assert_eq!(c.max_file_size, 10 << 10);
+        for bad in [Some("0"), Some("1TiB"), Some("lots")] {
+            let e = with(bad, "").unwrap_err();
+            assert!(matches!(e, ConfigError::MaxFileSize(..)), "{bad:?}: {e}");
+        }
+        assert!(matches!(
+            with(None, "max_file_size = 0\n").unwrap_err(),
+            ConfigError::MaxFileSize(..)
+        ));
+        assert_eq!(
+            with(Some("192GiB"), "").unwrap().max_file_size,
+            MAX_MAX_FILE_SIZE
+        );
     }
 
     #[test]

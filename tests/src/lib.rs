@@ -315,6 +315,11 @@ impl Node {
         Ok(())
     }
 
+    /// The process id, while started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is alive (reaps it if it exited).
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

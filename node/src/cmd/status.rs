@@ -139,6 +139,28 @@ pub fn render(s: &Status, now_ms: u64) -> Vec<String> {
             if let Some(e) = &y.last_error {
                 l.push(format!("last error  {e}"));
             }
+            if y.held_back > 0 {
+                l.push(format!(
+                    "HELD BACK   {} file(s) larger than --max-file-size, not synced:",
+                    y.held_back
+                ));
+                for f in &y.held_back_files {
+                    let side = if f.local {
+                        "here, not proposed"
+                    } else {
+                        "committed, not fetched"
+                    };
+                    l.push(format!(
+                        "            {} ({}, {side})",
+                        f.path,
+                        bytes(f.size)
+                    ));
+                }
+                let unlisted = y.held_back.saturating_sub(y.held_back_files.len() as u64);
+                if unlisted > 0 {
+                    l.push(format!("            ... and {unlisted} more"));
+                }
+            }
             l.push(format!(
                 "totals      {} committed, {} written, {} deleted, {} conflicts, {} received in {} chunks, {} chunks reused",
                 y.versions_proposed,

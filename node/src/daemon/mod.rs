@@ -222,7 +222,11 @@ where
             node.clone(),
             client.clone(),
             crate::engine::watch::WatchConfig::default(),
-            config.gc_interval,
+            sync::SyncOptions {
+                gc_interval: config.gc_interval,
+                max_file_size: config.max_file_size,
+                safe_links: config.safe_links,
+            },
         )?;
         let _ = ctl_slot.set(running.ctl.clone());
         let sync_handle = running.handle.clone();

@@ -81,6 +81,31 @@ pub fn valid_target(target: &str) -> bool {
     !target.is_empty() && target.len() <= MAX_TARGET_BYTES && !target.contains('\0')
 }
 
+/// Whether a symlink at `link` (a relative path under the root) pointing
+/// to `target` can lead outside the synced root, as rsync's `--safe-links`
+/// reads it: an absolute target, or one whose `..` components climb above
+/// the root from the link's directory. (Where the components it names are
+/// themselves links is not looked at: each link is judged on its own.)
+pub fn link_escapes_root(link: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return true;
+    }
+    let mut depth = depth(parent(link)) as i64 - i64::from(parent(link).is_empty());
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 /// The parent of a relative path (`""` for a top-level name).
 pub fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
@@ -161,5 +186,33 @@ mod tests {
         assert_eq!(file_name("a/b/c"), "c");
         assert_eq!(depth("a/b/c"), 3);
         assert!(valid_target("../x") && !valid_target("") && !valid_target("a\0"));
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::link_escapes_root;
+
+    #[test]
+    fn links_that_climb_out_of_the_root_or_are_absolute_escape() {
+        for (link, target, out) in [
+            ("a", "b", false),
+            ("a", "b/c", false),
+            ("a", "x/..", false),
+            ("a", ".", false),
+            ("a", "..", true),
+            ("a", "../x", true),
+            ("a", "x/../../y", true),
+            ("a", "/etc/passwd", true),
+            ("a", "/", true),
+            ("d/a", "../x", false),
+            ("d/a", "./../x", false),
+            ("d/a", "../../x", true),
+            ("d/e/a", "../../x", false),
+            ("d/e/a", "../../../x", true),
+            ("d/e/a", "..//..//x", false),
+        ] {
+            assert_eq!(link_escapes_root(link, target), out, "{link} -> {target}");
+        }
     }
 }

@@ -31,7 +31,14 @@
 //!
 //! # Rules (`b` = the base the local content derives from, [`LocalEntry::derived_from`])
 //! - ignored or unsyncable path → nothing (`Skip` for unsyncable committed paths);
-//! - `d` unstable → `Skip(RetryLater)`;
+//! - `d` unstable → `Skip(RetryLater)`; `d` a file over the max file size
+//!   (never hashed) → `Skip(TooLarge)`: nothing proposed, written or
+//!   deleted there;
+//! - a write of a committed file over the max file size → `Skip(TooLarge)`
+//!   instead (nothing fetched);
+//! - with `safe_links`, a symlink that can lead outside the root, on disk
+//!   or committed → `Skip(UnsafeLink)`: nothing proposed, made or deleted
+//!   at the path;
 //! - `d` absent: `t` live at `b` → propose Delete(base `b`); `t` live, older
 //!   than `b` → `Skip(Lagging)`; `t` live otherwise → write `t` (a local
 //!   delete loses against newer content); `t` dead or none → `Forget`.
@@ -288,6 +295,8 @@ fn marker_problem(cfg: &PlanConfig, marker: &Marker) -> Option<HaltReason> {
 enum Disk<'a> {
     Absent,
     Unstable,
+    /// A file over the max file size, never hashed: held back.
+    TooLarge(u64),
     Present(&'a Stat, &'a Meta),
 }
 
@@ -305,6 +314,11 @@ impl<'a> Ctx<'a, '_> {
         if self.coverage.covers(path) {
             match input.disk.entries.get(path) {
                 None => Disk::Absent,
+                Some(DiskEntry { meta: None, stat })
+                    if stat.kind == FileKind::File && stat.size > self.cfg.max_file_size =>
+                {
+                    Disk::TooLarge(stat.size)
+                }
                 Some(DiskEntry { meta: None, .. }) => Disk::Unstable,
                 Some(DiskEntry {
                     stat,
@@ -340,10 +354,29 @@ impl<'a> Ctx<'a, '_> {
         if (self.input.ignored)(path, is_dir) {
             return;
         }
+        if self.cfg.safe_links {
+            if let Disk::Present(_, m) = &d {
+                if let Kind::Symlink { target } = &m.kind {
+                    if names::link_escapes_root(path, target) {
+                        out.push(Action::Skip {
+                            path: path.to_owned(),
+                            reason: SkipReason::UnsafeLink,
+                        });
+                        return;
+                    }
+                }
+            }
+        }
         match d {
             Disk::Unstable => out.push(Action::Skip {
                 path: path.to_owned(),
                 reason: SkipReason::RetryLater,
+            }),
+            // Neither proposed nor replaced nor taken as deleted: what is
+            // committed at the path stays, the file stays as it is.
+            Disk::TooLarge(size) => out.push(Action::Skip {
+                path: path.to_owned(),
+                reason: SkipReason::TooLarge { size, local: true },
             }),
             Disk::Absent => self.absent(path, t, l, out),
             Disk::Present(stat, m) => match l {
@@ -523,10 +556,25 @@ impl<'a> Ctx<'a, '_> {
                 path,
                 reason: SkipReason::Invalid,
             }),
+            Kind::Symlink { target }
+                if self.cfg.safe_links && names::link_escapes_root(&path, target) =>
+            {
+                out.push(Action::Skip {
+                    path,
+                    reason: SkipReason::UnsafeLink,
+                })
+            }
             Kind::Symlink { .. } => out.push(Action::Symlink {
                 path,
                 record,
                 expect,
+            }),
+            Kind::File if t.meta.size > self.cfg.max_file_size => out.push(Action::Skip {
+                path,
+                reason: SkipReason::TooLarge {
+                    size: t.meta.size,
+                    local: false,
+                },
             }),
             Kind::File => {
                 let missing = match self.input.chunks.chunk_list(&t.meta.root, t.meta.size) {

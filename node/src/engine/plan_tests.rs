@@ -614,3 +614,135 @@ mod join {
         }
     }
 }
+
+#[test]
+fn files_over_the_max_size_are_held_back_never_deleted_or_fetched() {
+    // A max of 10 bytes: a(), b(), c() (10 bytes) are in bounds.
+    let cfg = PlanConfig {
+        max_file_size: 10,
+        ..PlanConfig::new("c1", 9)
+    };
+    let big_st = Stat { size: 11, ..S2() };
+    // The scanner never reads a file over the max: no content (`meta`).
+    let big_on_disk = DiskEntry {
+        stat: big_st,
+        meta: None,
+    };
+    let big = Meta::file(h(1), 11, 0o644);
+    let held_here = "skip f TooLarge { size: 11, local: true }".to_string();
+    let not_fetched = "skip f TooLarge { size: 11, local: false }".to_string();
+    let cases: Vec<(&str, World, Vec<String>)> = vec![
+        (
+            "a new file over the max: held back, not proposed",
+            World::one(Some(big_on_disk.clone()), None, None),
+            vec![held_here.clone()],
+        ),
+        (
+            "a synced file grown over the max: held back, the committed version stays",
+            World::one(
+                Some(big_on_disk.clone()),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", a(), 5)),
+            ),
+            vec![held_here.clone()],
+        ),
+        (
+            "grown over the max while a newer version was committed: neither written nor proposed",
+            World::one(
+                Some(big_on_disk.clone()),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", b(), 7)),
+            ),
+            vec![held_here.clone()],
+        ),
+        (
+            "a committed version over the max is not fetched",
+            World::one(None, None, Some(rec("f", big.clone(), 7))),
+            vec![not_fetched.clone()],
+        ),
+        (
+            "a committed version over the max does not replace the file here",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", big.clone(), 7)),
+            ),
+            vec![not_fetched.clone()],
+        ),
+        (
+            "a file at the max exactly syncs",
+            World::one(None, None, Some(rec("f", b(), 7))),
+            vec!["fetch f 1".into(), "write f v7 absent".into()],
+        ),
+    ];
+    for (name, w, want) in cases {
+        assert_eq!(summary(&w.plan_with(&cfg)), want, "{name}");
+    }
+    // With the default max, an unread file is unstable (retried), as before.
+    let w = World::one(Some(big_on_disk), None, None);
+    assert_eq!(summary(&w.plan()), vec!["skip f RetryLater".to_string()]);
+}
+
+#[test]
+fn with_safe_links_links_out_of_the_root_are_neither_proposed_nor_made() {
+    let cfg = PlanConfig {
+        safe_links: true,
+        ..PlanConfig::new("c1", 9)
+    };
+    let link_st = Stat {
+        kind: FileKind::Symlink,
+        ..S1()
+    };
+    let out = Meta::symlink("/etc/passwd");
+    let up = Meta::symlink("../outside");
+    let inside = Meta::symlink("sibling");
+    let skip = "skip f UnsafeLink".to_string();
+    let cases: Vec<(&str, World, Vec<String>)> = vec![
+        (
+            "an absolute link made here is not proposed",
+            World::one(Some(on_disk(link_st, out.clone())), None, None),
+            vec![skip.clone()],
+        ),
+        (
+            "a link climbing out of the root made here is not proposed",
+            World::one(Some(on_disk(link_st, up.clone())), None, None),
+            vec![skip.clone()],
+        ),
+        (
+            "a link replacing a synced file is not proposed, the file is not rewritten",
+            World::one(
+                Some(on_disk(link_st, out.clone())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", a(), 5)),
+            ),
+            vec![skip.clone()],
+        ),
+        (
+            "a committed absolute link is not made here",
+            World::one(None, None, Some(rec("f", out.clone(), 7))),
+            vec![skip.clone()],
+        ),
+        (
+            "a committed absolute link does not replace the file here",
+            World::one(
+                Some(on_disk(S1(), a())),
+                Some(at(a(), S1(), 5)),
+                Some(rec("f", out.clone(), 7)),
+            ),
+            vec![skip.clone()],
+        ),
+        (
+            "a link inside the root syncs",
+            World::one(Some(on_disk(link_st, inside.clone())), None, None),
+            vec!["put f base0".into()],
+        ),
+    ];
+    for (name, w, want) in cases {
+        assert_eq!(summary(&w.plan_with(&cfg)), want, "{name}");
+    }
+    // Without the option, links are synced whatever their target.
+    let w = World::one(None, None, Some(rec("f", out, 7)));
+    assert_eq!(summary(&w.plan()), vec!["symlink f".to_string()]);
+    let w = World::one(Some(on_disk(link_st, up)), None, None);
+    assert_eq!(summary(&w.plan()), vec!["put f base0".to_string()]);
+}

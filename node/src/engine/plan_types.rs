@@ -22,11 +22,32 @@ pub struct PlanConfig {
     pub min_vanished: usize,
     /// The user confirmed: an empty root or a mass delete proceeds.
     pub deletes_confirmed: bool,
+    /// Largest file this node syncs (`--max-file-size`): a larger file on
+    /// disk is held back (not hashed, never proposed, never taken as
+    /// deleted), a larger committed version is not fetched
+    /// ([`SkipReason::TooLarge`]).
+    pub max_file_size: u64,
+    /// `--safe-links`: a symlink whose target is absolute or climbs above
+    /// the root ([`names::link_escapes_root`](super::names::link_escapes_root))
+    /// is neither proposed from here nor made here
+    /// ([`SkipReason::UnsafeLink`]).
+    pub safe_links: bool,
 }
+
+/// Default of `--max-file-size`: 64 GiB. A file's chunk list is held in
+/// memory by a write or a pull (48 bytes a chunk: about 100 MiB for 64 GiB
+/// at the chunker's ~40 KiB average).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
+
+/// Largest `--max-file-size` allowed: a file of it has at most
+/// [`MAX_EXPANDED_CHUNKS`](filesyncd_merkle::file_tree::MAX_EXPANDED_CHUNKS)
+/// chunks even if every chunk is of the chunker's minimum 24 KiB (8 Mi
+/// chunks of 24 KiB), so every file the setting admits can be expanded.
+pub const MAX_MAX_FILE_SIZE: u64 = 192 << 30;
 
 impl PlanConfig {
     /// Defaults: pause when more than half of the known entries, and at
-    /// least 10, vanished at once.
+    /// least 10, vanished at once; files up to [`DEFAULT_MAX_FILE_SIZE`].
     pub fn new(cluster_id: impl Into<String>, node: NodeId) -> PlanConfig {
         PlanConfig {
             cluster_id: cluster_id.into(),
@@ -34,6 +55,8 @@ impl PlanConfig {
             max_vanished_share: 0.5,
             min_vanished: 10,
             deletes_confirmed: false,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            safe_links: false,
         }
     }
 }
@@ -166,9 +189,21 @@ impl Plan {
     /// Every path an action of this plan names (a conflict copy's new name
     /// included): what the next incremental plan must decide again
     /// ([`PlanInput::only`](super::plan::PlanInput::only)).
+    ///
+    /// A path held back as too large (or an unsafe link) is not: it is
+    /// settled until its file
+    /// or its record changes (the watcher or the view reports it), so that
+    /// a later plan that does not scan it never mistakes it for absent.
     pub fn acted_on(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for a in &self.actions {
+            if let Action::Skip {
+                reason: SkipReason::TooLarge { .. } | SkipReason::UnsafeLink,
+                ..
+            } = a
+            {
+                continue;
+            }
             out.insert(a.path().to_owned());
             if let Action::MakeConflictCopy { conflict_path, .. } = a {
                 out.insert(conflict_path.clone());
@@ -270,6 +305,13 @@ pub enum SkipReason {
     Lagging,
     /// A committed path or symlink target this node cannot materialize.
     Invalid,
+    /// A file larger than [`PlanConfig::max_file_size`]: on disk here
+    /// (`local`: held back, not proposed) or a committed version (not
+    /// fetched). Reported on status until the path changes.
+    TooLarge { size: u64, local: bool },
+    /// A symlink that can lead outside the root, with `--safe-links`: on
+    /// disk here (not proposed) or committed (not made here).
+    UnsafeLink,
 }
 
 /// One step of a plan.

@@ -20,7 +20,9 @@
 //!    pipeline, then `lstat`ed again: if the stat moved since the open (or
 //!    the file could not be read), it is reported *unstable* (`meta: None`:
 //!    "still being written, retry later") and nothing is indexed. Otherwise
-//!    it joins the pending batch (6).
+//!    it joins the pending batch (6). A file larger than
+//!    [`Scanner::max_file_size`] is never read: reported with `meta: None`,
+//!    which the plan holds back (`Skip(TooLarge)`), never a delete.
 //! 6. **Flush, then index, a batch at a time** ([`INDEX_BATCH`]): when the
 //!    pending batch is full, and at the end of the scan, the files of the
 //!    batch are made durable with one [`Fs::sync_files`] call (they are the
@@ -159,6 +161,9 @@ pub struct Scanner<'a> {
     pub store: &'a dyn ChunkStore,
     pub chunker: &'a Chunker,
     pub ignore: &'a Ignore,
+    /// A regular file larger than this is not read: it is reported with
+    /// `meta: None`, and the plan holds it back (`--max-file-size`).
+    pub max_file_size: u64,
 }
 
 /// Reads and compiles the root's ignore file (absent: no rules).
@@ -415,6 +420,8 @@ impl Walk<'_, '_> {
             FileKind::Other => return Ok(false),
             FileKind::File => match self.local.get(rel) {
                 Some(l) if l.meta.is_file() && l.stat.unchanged(&st) => Some(l.meta.clone()),
+                // Held back by the plan, never read (no budget spent).
+                _ if st.size > self.s.max_file_size => None,
                 _ if self.exhausted() => {
                     // Unstable for this plan; hashed by the next scan.
                     self.out.deferred.push(rel.to_owned());

@@ -89,6 +89,7 @@ impl Real {
             store: &self.store,
             chunker: &self.chunker,
             ignore: &ignore,
+            max_file_size: u64::MAX,
         }
         .scan(scope, local)
         .expect("scan")
@@ -218,6 +219,7 @@ fn fake_scan(fs: &FakeFs, scope: Scope) -> ScanOutput {
         store: &store,
         chunker: &c,
         ignore: &Ignore::none(),
+        max_file_size: u64::MAX,
     }
     .scan(scope, &BTreeMap::new())
     .expect("scan")
@@ -363,6 +365,7 @@ fn more_files_than_the_batch_bound_are_all_indexed_in_batched_commits() {
         store: &store,
         chunker: &r.chunker,
         ignore: &ignore,
+        max_file_size: u64::MAX,
     }
     .scan(Scope::Full, &BTreeMap::new())
     .expect("scan");
@@ -408,6 +411,7 @@ fn fake_scan_with(fs: &FakeFs, store: &dyn ChunkStore, batch: IndexBatch) -> Sca
         store,
         chunker: &c,
         ignore: &Ignore::none(),
+        max_file_size: u64::MAX,
     }
     .scan_batched(Scope::Full, &BTreeMap::new(), batch)
     .expect("scan")
@@ -512,6 +516,7 @@ fn scan_until_done(fs: &FakeFs, budget: HashBudget) -> Vec<Vec<String>> {
         store: &store,
         chunker: &c,
         ignore: &Ignore::none(),
+        max_file_size: u64::MAX,
     };
     let mut local: BTreeMap<String, LocalEntry> = BTreeMap::new();
     let mut scope = Scope::Full;
@@ -620,4 +625,28 @@ fn a_scan_over_its_hash_budget_defers_the_rest_to_the_next_scans() {
         .len(),
         1
     );
+}
+
+#[test]
+fn a_file_over_the_max_size_is_listed_but_never_read() {
+    let r = Real::new();
+    r.write("small", b"12345");
+    r.write("big", b"123456");
+    let ignore = Ignore::none();
+    let out = Scanner {
+        fs: &r.fs,
+        store: &r.store,
+        chunker: &r.chunker,
+        ignore: &ignore,
+        max_file_size: 5,
+    }
+    .scan(Scope::Full, &BTreeMap::new())
+    .expect("scan");
+    assert_eq!((out.files_hashed, out.bytes_hashed), (1, 5));
+    assert!(out.view.entries["small"].meta.is_some());
+    let big = &out.view.entries["big"];
+    assert_eq!((big.meta.as_ref(), big.stat.size), (None, 6));
+    // Not deferred either: nothing of it is left for a next scan.
+    assert!(out.deferred.is_empty(), "{:?}", out.deferred);
+    assert_eq!(out.trees.len(), 1);
 }

@@ -38,7 +38,7 @@ use filesyncd_merkle::{ChunkEntry, Hash, MemNodeStore, MerkleError};
 use super::fs::Fs;
 use super::materialize::{Deleted, Materializer, WriteJob};
 use super::plan::{
-    plan, Action, ChunkView, Expect, PlanConfig, PlanInput, Proposal, Scope, Verdict,
+    plan, Action, ChunkView, Expect, PlanConfig, PlanInput, Proposal, Scope, SkipReason, Verdict,
 };
 use super::ports::{ChunkFetcher, Committed, CommittedView, PortError, ProposeOp, ProposeOutcome};
 use super::scan::{load_ignore, ScanError, Scanner};
@@ -87,6 +87,19 @@ pub const WRITE_BATCH_BYTES: u64 = 256 << 20;
 /// a peer tracks, and what one failure sets back, stay bounded), and the
 /// port splits a group into log entries of bounded bytes.
 pub const PROPOSE_GROUP: usize = 1024;
+
+/// Files held back as larger than the max file size that status lists at
+/// most (one more is not listed, nor counted: the count reads "at least").
+pub const MAX_HELD_BACK: usize = 1024;
+
+/// A file held back as larger than the max file size
+/// ([`SkipReason::TooLarge`](super::plan::SkipReason::TooLarge)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldBack {
+    pub size: u64,
+    /// On disk here (not proposed), else a committed version (not fetched).
+    pub local: bool,
+}
 
 /// A write whose chunk list is known, waiting for its batch.
 struct PendingWrite {
@@ -149,6 +162,10 @@ pub struct Engine<C, F> {
     /// What status reports, kept per path as entries and records change
     /// (see [`Engine::pending`]).
     pending: Pending,
+    /// Files over the max file size, by path (at most [`MAX_HELD_BACK`]):
+    /// added by the plan's `Skip(TooLarge)`, dropped after any step once
+    /// the path no longer is one (see [`Engine::held_back`]).
+    held_back: BTreeMap<String, HeldBack>,
 }
 
 /// Paths not in sync, maintained for the paths a step changed.
@@ -266,6 +283,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 all: true,
                 ..Pending::default()
             },
+            held_back: BTreeMap::new(),
         }
     }
 
@@ -284,6 +302,62 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             self.pending.local.len() as u64,
             self.pending.remote.len() as u64,
         )
+    }
+
+    /// The files held back as larger than the max file size (at most
+    /// [`MAX_HELD_BACK`]), by path: a file on disk here that is not
+    /// proposed, or a committed version that is not fetched. Kept from step
+    /// to step while the path still is one.
+    pub fn held_back(&self) -> &BTreeMap<String, HeldBack> {
+        &self.held_back
+    }
+
+    fn hold_back(&mut self, path: String, held: HeldBack) {
+        if self.held_back.get(&path) == Some(&held) {
+            return;
+        }
+        let max = self.cfg.max_file_size;
+        if held.local {
+            tracing::warn!(
+                path,
+                size = held.size,
+                max,
+                "held back: the file is larger than --max-file-size (not synced; nothing deleted)"
+            );
+        } else {
+            tracing::warn!(
+                path,
+                size = held.size,
+                max,
+                "not fetched: the committed version is larger than --max-file-size"
+            );
+        }
+        if self.held_back.len() < MAX_HELD_BACK || self.held_back.contains_key(&path) {
+            self.held_back.insert(path, held);
+        }
+    }
+
+    /// Drops the held-back paths that no longer are over the max file size
+    /// (changed on disk, a new version committed, the file removed): a
+    /// `lstat` or a record lookup per held path, at most [`MAX_HELD_BACK`].
+    fn recheck_held_back(&mut self, view: &dyn CommittedView) {
+        let max = self.cfg.max_file_size;
+        let (fs, local) = (&self.fs, &self.local);
+        self.held_back.retain(|path, h| {
+            if h.local {
+                matches!(fs.lstat(path), Ok(Some(st))
+                    if st.kind == super::types::FileKind::File
+                        && st.size > max
+                        && !local.get(path).is_some_and(|l| l.stat.unchanged(&st)))
+            } else {
+                view.get(path).is_some_and(|r| {
+                    !r.deleted
+                        && r.meta.is_file()
+                        && r.meta.size > max
+                        && local.get(path).map(|l| &l.meta) != Some(&r.meta)
+                })
+            }
+        });
     }
 
     /// Start-up work before the first step: removes the temp files of
@@ -344,6 +418,9 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         match self.committed.snapshot() {
             Ok(snap) => {
                 self.pending.refresh(snap.view.as_ref(), &self.local);
+                if !self.held_back.is_empty() {
+                    self.recheck_held_back(snap.view.as_ref());
+                }
                 if snap.view.failed().is_some() {
                     self.pending.all = true;
                 }
@@ -392,6 +469,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             store: self.store.as_ref(),
             chunker: &self.chunker,
             ignore: &ignore,
+            max_file_size: self.cfg.max_file_size,
         };
         let mut out = scanner.scan(scope, &self.local)?;
         let deferred = std::mem::take(&mut out.deferred);
@@ -662,6 +740,20 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             }
             Action::Forget { path } => {
                 self.unset_local(&path);
+                Ok(())
+            }
+            Action::Skip {
+                path,
+                reason: SkipReason::TooLarge { size, local },
+            } => {
+                self.hold_back(path, HeldBack { size, local });
+                Ok(())
+            }
+            Action::Skip {
+                path,
+                reason: SkipReason::UnsafeLink,
+            } => {
+                tracing::warn!(path, "symlink not synced: its target can lead outside the synced directory (--safe-links)");
                 Ok(())
             }
             Action::Skip { path, reason } => {

@@ -90,6 +90,12 @@ pub fn metrics_text(st: Option<&SyncStatus>, in_sync: bool) -> String {
         u64::from(st.paused.is_some()),
     );
     metric(
+        "filesyncd_sync_held_back_files",
+        "gauge",
+        "Files larger than --max-file-size: held back here or not fetched.",
+        st.held_back,
+    );
+    metric(
         "filesyncd_sync_applied_index",
         "gauge",
         "Log index the sync engine's view reflects.",

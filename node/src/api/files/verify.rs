@@ -152,6 +152,7 @@ pub(in crate::api) fn run(reader: &SmReader, root: &Path) -> Result<VerifyAnswer
         store: &store,
         chunker: &chunker,
         ignore: &ignore,
+        max_file_size: u64::MAX,
     };
     let out = scanner
         .scan(Scope::Full, &BTreeMap::new())

@@ -29,6 +29,8 @@ pub mod offer;
 pub mod parts;
 pub mod ports;
 mod publish;
+#[cfg(feature = "failpoints")]
+mod rogue;
 mod root_guard;
 pub mod schedule;
 pub mod servable;
@@ -37,7 +39,7 @@ pub mod status;
 
 pub use ctl_service::CtlService;
 pub use parts::{Parts, SyncError};
-pub use service::{start, Running};
+pub use service::{start, Running, SyncOptions};
 pub use status::{
     Effect, EffectError, RemoteChunks, SyncCommand, SyncHandle, SyncStatus, Transfer, Transfers,
 };

@@ -123,6 +123,8 @@ impl Offerer {
             // Bounded: each of its questions has a timeout.
             let _ = tokio::time::timeout(ASK_TIMEOUT + Duration::from_secs(1), task).await;
         }
+        #[cfg(feature = "failpoints")]
+        super::rogue::offer_bombs(self).await;
         let mut seen = HashSet::new();
         let items: Vec<OfferItem> = items.into_iter().filter(|i| seen.insert(*i)).collect();
         for i in &items {
@@ -324,7 +326,11 @@ impl Offerer {
     /// [`Offerer::inline_items`]) in requests of at most
     /// [`ctl::INLINE_REQUEST_BYTES`], the others in requests of at most
     /// `MAX_HASHES` items; all sent together. The states in item order.
-    async fn ask(&self, peer: PeerId, items: &[OfferItem]) -> Result<Vec<OfferState>, String> {
+    pub(super) async fn ask(
+        &self,
+        peer: PeerId,
+        items: &[OfferItem],
+    ) -> Result<Vec<OfferState>, String> {
         let (inline, plain) = self.inline_items(items).await;
         let mut parts: Vec<(Vec<usize>, CtlRequest)> = Vec::new();
         for part in plain.chunks(ctl::MAX_HASHES) {
@@ -520,6 +526,8 @@ pub struct Offers {
     pub servable: Arc<Servable>,
     /// Where pulls run (the sync runtime, off the network's threads).
     pub runtime: tokio::runtime::Handle,
+    /// `--max-file-size`: a larger offered version is refused, not pulled.
+    pub max_file_size: u64,
 }
 
 impl Offers {
@@ -529,8 +537,10 @@ impl Offers {
         fetcher: P2pFetcher,
         servable: Arc<Servable>,
         runtime: tokio::runtime::Handle,
+        max_file_size: u64,
     ) -> Arc<Offers> {
         Arc::new(Offers {
+            max_file_size,
             tracked: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             pulls: Arc::new(Semaphore::new(MAX_PULLS)),
@@ -569,6 +579,10 @@ impl Offers {
         {
             let mut map = self.lock();
             for item in items {
+                if let Some(refused) = self.too_large(item.size) {
+                    out.push(refused);
+                    continue;
+                }
                 let restart = match map.get(&item) {
                     Some(t) => matches!(t.state, OfferState::Failed(_)),
                     None => true,
@@ -644,6 +658,17 @@ impl Offers {
         }
     }
 
+    /// The answer to an offered version larger than this node's max file
+    /// size: refused at once (nothing fetched, nothing tracked).
+    fn too_large(&self, size: u64) -> Option<OfferState> {
+        (size > self.max_file_size).then(|| {
+            OfferState::Failed(format!(
+                "a file of {size} bytes is larger than this node's --max-file-size ({} bytes)",
+                self.max_file_size
+            ))
+        })
+    }
+
     /// Answers an offer whose content came with it: each item is checked
     /// (its node hashes to its root and is one file leaf whose chunks, cut
     /// from the content by their lengths, hash to their entries and add up
@@ -653,10 +678,16 @@ impl Offers {
     /// it again, plainly if it must).
     pub async fn on_offer_inline(&self, items: Vec<InlineItem>) -> Vec<OfferState> {
         let keys: Vec<OfferItem> = items.iter().map(InlineItem::item).collect();
+        // Refused items are neither stored (passed as held) nor tracked.
+        let refused: Vec<Option<OfferState>> =
+            keys.iter().map(|k| self.too_large(k.size)).collect();
         let held: Vec<bool> = {
             let map = self.lock();
             keys.iter()
-                .map(|k| map.get(k).is_some_and(|t| t.state == OfferState::Durable))
+                .zip(&refused)
+                .map(|(k, r)| {
+                    r.is_some() || map.get(k).is_some_and(|t| t.state == OfferState::Durable)
+                })
                 .collect()
         };
         let generation = self.servable.sweep_generation();
@@ -687,9 +718,17 @@ impl Offers {
                 Some(Err(e)) => OfferState::Failed(e),
             })
             .collect();
+        let out: Vec<OfferState> = out
+            .into_iter()
+            .zip(&refused)
+            .map(|(state, refused)| refused.clone().unwrap_or(state))
+            .collect();
         {
             let mut map = self.lock();
-            for (item, state) in keys.iter().zip(&out) {
+            for ((item, state), refused) in keys.iter().zip(&out).zip(&refused) {
+                if refused.is_some() {
+                    continue;
+                }
                 map.insert(
                     *item,
                     Tracked {
@@ -710,7 +749,11 @@ impl Offers {
         let map = self.lock();
         items
             .iter()
-            .map(|i| map.get(i).map_or(OfferState::Pending, |t| t.state.clone()))
+            .map(|i| match map.get(i) {
+                Some(t) => t.state.clone(),
+                // Refused items are not tracked: refused again.
+                None => self.too_large(i.size).unwrap_or(OfferState::Pending),
+            })
             .collect()
     }
 
@@ -732,13 +775,16 @@ impl Offers {
         .await
         {
             Ok(done) => {
-                crate::engine::crash_point("offer::stored_before_ack", done.contains(&true));
+                crate::engine::crash_point(
+                    "offer::stored_before_ack",
+                    done.iter().any(Result::is_ok),
+                );
                 items
                     .iter()
                     .zip(done)
                     .map(|(item, ok)| {
-                        if !ok {
-                            OfferState::Failed("chunks missing after the pull".into())
+                        if let Err(why) = ok {
+                            OfferState::Failed(why)
                         } else if self
                             .servable
                             .add_pulled_offer(item.root, item.size, generation)

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use filesyncd_merkle::Hash;
 use tokio::sync::watch;
 
-use super::status::SyncStatus;
+use std::collections::BTreeMap;
+
+use super::status::{HeldBackFile, SyncStatus, HELD_BACK_LISTED};
 use crate::engine::plan::Verdict;
-use crate::engine::sync::{StepError, StepReport};
+use crate::engine::sync::{HeldBack, StepError, StepReport};
 
 /// Where the engine stands after a step, next to the cluster.
-pub struct Standing {
+pub struct Standing<'a> {
     /// Local changes not yet committed, committed versions not yet here.
     pub pending: (u64, u64),
     /// The log index the engine's committed view reflects.
@@ -23,6 +25,8 @@ pub struct Standing {
     /// The cluster's path-tree root and the index it reflects.
     pub cluster_root: Option<Hash>,
     pub raft_applied: u64,
+    /// Files over the max file size (see `Engine::held_back`).
+    pub held_back: &'a BTreeMap<String, HeldBack>,
 }
 
 /// The sending side of the status channel, with the counters.
@@ -79,7 +83,7 @@ impl Publisher {
     }
 
     /// Publishes the status after a step that ended with `res`.
-    pub fn publish(&mut self, res: &Result<StepReport, StepError>, at: Standing) {
+    pub fn publish(&mut self, res: &Result<StepReport, StepError>, at: Standing<'_>) {
         // A step that left part of its scope for the next one (its hash
         // budget ran out) is not in sync, whatever the roots say.
         let deferred = res.as_ref().is_ok_and(|r| !r.deferred.is_empty());
@@ -112,6 +116,17 @@ impl Publisher {
         c.pending_local = pending_local;
         c.pending_remote = pending_remote;
         c.local_root = at.local_root.map(|h| h.to_hex());
+        c.held_back = at.held_back.len() as u64;
+        c.held_back_files = at
+            .held_back
+            .iter()
+            .take(HELD_BACK_LISTED)
+            .map(|(path, h)| HeldBackFile {
+                path: path.clone(),
+                size: h.size,
+                local: h.local,
+            })
+            .collect();
         c.in_sync = c.halted.is_none()
             && !deferred
             && pending_local == 0

@@ -74,14 +74,30 @@ impl Running {
     }
 }
 
+/// Settings of the sync service (from the daemon's flags).
+#[derive(Clone, Copy, Debug)]
+pub struct SyncOptions {
+    /// How often the version store is swept (`--gc-interval`).
+    pub gc_interval: Duration,
+    /// `--max-file-size`.
+    pub max_file_size: u64,
+    /// `--safe-links`.
+    pub safe_links: bool,
+}
+
 /// Starts the sync service.
 pub fn start(
     parts: Parts,
     node: Node,
     client: P2pClient,
     watch_cfg: WatchConfig,
-    gc_interval: Duration,
+    opts: SyncOptions,
 ) -> Result<Running, SyncError> {
+    let SyncOptions {
+        gc_interval,
+        max_file_size,
+        safe_links,
+    } = opts;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("filesyncd-sync")
@@ -100,6 +116,7 @@ pub fn start(
         fetcher.clone(),
         parts.servable.clone(),
         rt.handle().clone(),
+        max_file_size,
     );
     let ctl = Arc::new(CtlService {
         offers,
@@ -143,6 +160,8 @@ pub fn start(
                     commands: cmd_rx,
                     stop: stop_rx,
                     gc_interval,
+                    max_file_size,
+                    safe_links,
                     local_root,
                 };
                 if let Err(e) = l.run(committed, fetcher, watch_cfg).await {
@@ -168,6 +187,10 @@ struct Loop {
     commands: mpsc::Receiver<SyncCommand>,
     stop: watch::Receiver<bool>,
     gc_interval: Duration,
+    /// `--max-file-size` (the plan's and the scan's bound).
+    max_file_size: u64,
+    /// `--safe-links`.
+    safe_links: bool,
     local_root: LocalRoot,
 }
 
@@ -212,7 +235,11 @@ impl Loop {
             chunker,
             committed,
             fetcher,
-            PlanConfig::new(cluster_id.clone(), self.node.id()),
+            PlanConfig {
+                max_file_size: self.max_file_size,
+                safe_links: self.safe_links,
+                ..PlanConfig::new(cluster_id.clone(), self.node.id())
+            },
         );
         engine.nodes = self.parts.nodes.clone();
         engine.local = std::mem::take(&mut self.parts.local);
@@ -422,6 +449,7 @@ impl Loop {
             local_root: self.local_root.root,
             cluster_root,
             raft_applied,
+            held_back: engine.held_back(),
         };
         self.status.publish(&res, standing);
         outcome

@@ -65,6 +65,26 @@ pub struct SyncStatus {
     pub sweeps: u64,
     pub blob_bytes_freed: u64,
     pub last_error: Option<String>,
+    /// Files held back as larger than `--max-file-size` (at most
+    /// `MAX_HELD_BACK` counted): on disk here and not synced, or committed
+    /// and not fetched.
+    #[serde(default)]
+    pub held_back: u64,
+    /// The first [`HELD_BACK_LISTED`] of them, by path.
+    #[serde(default)]
+    pub held_back_files: Vec<HeldBackFile>,
+}
+
+/// How many held-back files status lists by name.
+pub const HELD_BACK_LISTED: usize = 16;
+
+/// A file held back as larger than `--max-file-size`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBackFile {
+    pub path: String,
+    pub size: u64,
+    /// On disk here (not proposed); else a committed version not fetched.
+    pub local: bool,
 }
 
 /// Work on the synced directory or the chunk store that must not

@@ -233,27 +233,34 @@ pub async fn fetch_tree<F: ChunkFetcher>(
 
 /// [`pull`] for many file trees at once (an offer of many small files):
 /// one tree fetch over all roots, one chunk fetch for everything missing.
-/// Returns, per `(root, size)`, whether every chunk is now local.
+/// Returns, per `(root, size)`, `Ok` once every chunk is local, else why
+/// not (a tree refused as invalid or too large, chunks still missing).
 pub async fn pull_many<F: ChunkFetcher>(
     store: &dyn ChunkStore,
     nodes: &Mutex<MemNodeStore>,
     fetcher: &F,
     trees: &[(Hash, u64)],
     holders: &[NodeId],
-) -> Result<Vec<bool>, String> {
+) -> Result<Vec<Result<(), String>>, String> {
     let roots: Vec<Hash> = trees.iter().map(|t| t.0).collect();
     fetch_tree(nodes, fetcher, &roots, holders).await?;
+    let mut refused: Vec<Option<String>> = vec![None; trees.len()];
     let lists: Vec<Option<Vec<ChunkEntry>>> = {
         let nodes = nodes.lock().unwrap_or_else(|p| p.into_inner());
         trees
             .iter()
-            .map(|(root, size)| {
-                FileTree {
+            .zip(refused.iter_mut())
+            .map(|((root, size), refused)| {
+                let tree = FileTree {
                     root: *root,
                     size: *size,
-                }
-                .chunks(&*nodes)
-                .ok()
+                };
+                tree.chunks(&*nodes)
+                    .inspect_err(|e| {
+                        tracing::warn!(root = %root, size, error = %e, "offered version refused: its tree is invalid or too large");
+                        *refused = Some(format!("tree refused: {e}"));
+                    })
+                    .ok()
             })
             .collect()
     };
@@ -292,11 +299,19 @@ pub async fn pull_many<F: ChunkFetcher>(
     }
     Ok(lists
         .iter()
-        .map(|l| {
-            l.as_ref().is_some_and(|l| {
-                l.iter()
+        .zip(refused)
+        .map(|(l, refused)| match (l, refused) {
+            (_, Some(why)) => Err(why),
+            (None, None) => Err("tree not available".to_string()),
+            (Some(l), None) => {
+                if l.iter()
                     .all(|c| zeros.is_zero(c) || store.has(&c.hash).unwrap_or(false))
-            })
+                {
+                    Ok(())
+                } else {
+                    Err("chunks missing after the pull".to_string())
+                }
+            }
         })
         .collect())
 }
