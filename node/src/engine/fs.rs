@@ -68,7 +68,21 @@ pub trait Fs: Send + Sync {
     fn remove_dir(&self, rel: &str) -> io::Result<()>;
     /// Sets the permission bits of a directory or file (never through a symlink).
     fn set_mode(&self, rel: &str, mode: u32) -> io::Result<()>;
+    /// How far apart two writes can be and still leave the same mtime and
+    /// ctime (the file system's timestamp tick), in ns: what makes a file
+    /// racily clean (`scan::RacySet`). Unknown: [`COARSE_TICK_NS`].
+    fn timestamp_tick_ns(&self) -> i64 {
+        COARSE_TICK_NS
+    }
 }
+
+/// The timestamp tick of local Linux file systems with ns timestamps
+/// (ext4, xfs, btrfs, ...): they stamp with the kernel's coarse clock, one
+/// jiffy (at most 10 ms) apart; taken twice that.
+pub const FINE_TICK_NS: i64 = 20_000_000;
+/// The tick assumed elsewhere (FAT's mtime has 2 s; network and FUSE file
+/// systems stamp as their server does).
+pub const COARSE_TICK_NS: i64 = 2_000_000_000;
 
 /// Joins a directory and a name into a relative path.
 pub fn join(dir: &str, name: &str) -> String {

@@ -110,6 +110,24 @@ impl FakeFs {
         self.lock().write_file(rel, data);
     }
 
+    /// Replaces a file's bytes keeping its whole stat (size included, so
+    /// `data` must be as long): a rewrite within one timestamp tick, as a
+    /// file system with coarse timestamps shows it (test setup).
+    pub fn rewrite_within_tick(&self, rel: &str, data: &[u8]) {
+        let mut s = self.lock();
+        let ino = *s.entries.get(rel).expect("a file");
+        let n = s.inodes.get_mut(&ino).expect("an inode");
+        match &mut n.body {
+            Body::File(d) => {
+                assert_eq!(d.len(), data.len(), "same size");
+                *d = data.to_vec();
+            }
+            _ => panic!("not a file"),
+        }
+        let n = n.clone();
+        s.durable_inodes.insert(ino, n);
+    }
+
     /// A file's bytes, `None` if absent or not a file.
     pub fn read_file(&self, rel: &str) -> Option<Vec<u8>> {
         let s = self.lock();

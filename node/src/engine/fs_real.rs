@@ -50,7 +50,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::fs::{kind_of_mode, ns, split, FileRead, FileWrite, Fs};
+use super::fs::{kind_of_mode, ns, split, FileRead, FileWrite, Fs, COARSE_TICK_NS, FINE_TICK_NS};
 use super::types::{FileKind, Stat};
 
 /// The real file system, confined to one root directory.
@@ -62,6 +62,8 @@ pub struct RootFs {
     /// file on that device durable (module doc).
     root_dev: u64,
     flush: Flush,
+    /// [`Fs::timestamp_tick_ns`].
+    tick_ns: i64,
     /// Whether `openat2` is usable here (cleared at its first `ENOSYS` or
     /// `EPERM`).
     openat2: AtomicBool,
@@ -98,6 +100,13 @@ impl RootFs {
         )?;
         let root_dev = dev_of(&rfs::fstat(&root_fd)?);
         let fs_type = flush::fs_type(&root_fd)?;
+        // The file systems known to flush on syncfs are the local ones with
+        // ns timestamps from the kernel's coarse clock.
+        let tick_ns = if flush::SYNCFS_DURABLE.contains(&fs_type) {
+            FINE_TICK_NS
+        } else {
+            COARSE_TICK_NS
+        };
         let flush = if flush::SYNCFS_DURABLE.contains(&fs_type) {
             Flush::SyncFs
         } else {
@@ -113,6 +122,7 @@ impl RootFs {
             path: root.to_path_buf(),
             root_dev,
             flush,
+            tick_ns,
             openat2: AtomicBool::new(true),
         })
     }
@@ -468,6 +478,10 @@ impl Fs for RootFs {
             self.open_nofollow(rel)?
         };
         Ok(rfs::fchmod(f.as_fd(), Mode::from_raw_mode(mode & 0o7777))?)
+    }
+
+    fn timestamp_tick_ns(&self) -> i64 {
+        self.tick_ns
     }
 }
 

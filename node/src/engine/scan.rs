@@ -20,7 +20,9 @@
 //!    pipeline, then `lstat`ed again: if the stat moved since the open (or
 //!    the file could not be read), it is reported *unstable* (`meta: None`:
 //!    "still being written, retry later") and nothing is indexed. Otherwise
-//!    it joins the pending batch (6). A file larger than
+//!    it joins the pending batch (6). A file the caller lists as racy
+//!    ([`Scanner::racy`], see [`RacySet`]) is read again even when
+//!    its stat is unchanged. A file larger than
 //!    [`Scanner::max_file_size`] is never read: reported with `meta: None`,
 //!    which the plan holds back (`Skip(TooLarge)`), never a delete.
 //! 6. **Flush, then index, a batch at a time** ([`INDEX_BATCH`]): when the
@@ -51,7 +53,7 @@
 //! The marker is read on every scan, and whether the root holds anything but
 //! the daemon's names (`root_empty`), for the plan's guards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use filesyncd_chunkstore::chunker::{chunk_and_hash_with, Chunker, PipelineError};
 use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileStamp, StoreError};
@@ -153,6 +155,13 @@ pub struct ScanOutput {
     /// doc, 7): files not hashed, directories not read, scope paths not
     /// begun. Empty when the scan covered its whole scope.
     pub deferred: Vec<String>,
+    /// Files hashed (and indexed) by this scan that may be racily clean
+    /// ([`Scanner::racy_after_ns`]): the caller passes them in
+    /// [`Scanner::racy`] until a scan hashes them again and they are not.
+    pub racy: Vec<String>,
+    /// Paths of [`Scanner::racy`] that this scan hashed again and found
+    /// settled (mtime older than the tick): no longer racy.
+    pub settled: Vec<String>,
 }
 
 /// What a scan uses.
@@ -164,6 +173,87 @@ pub struct Scanner<'a> {
     /// A regular file larger than this is not read: it is reported with
     /// `meta: None`, and the plan holds it back (`--max-file-size`).
     pub max_file_size: u64,
+    /// Paths whose recorded content may be racily clean (see [`RacySet`]):
+    /// re-read even when their stat is unchanged.
+    pub racy: &'a RacySet,
+    /// A file hashed by this scan whose mtime is not older than this (ns
+    /// since the epoch: the scan's start less the tick) is reported
+    /// in [`ScanOutput::racy`].
+    pub racy_after_ns: i64,
+}
+
+/// The paths a scan must re-read although their stat is unchanged, bounded
+/// (git's "racily clean" entries): a file rewritten within one timestamp
+/// tick ([`Fs::timestamp_tick_ns`]) of being hashed, with the same size,
+/// keeps its whole stat (mtime and ctime included), so a scan that finds
+/// the stat unchanged cannot tell it from the hashed content. A file whose
+/// mtime is not older than the scan's start by a tick is listed here by
+/// the caller and re-read by the next scan that covers it, whatever its
+/// stat says. Bounded: at most [`RacySet::MAX`] paths, each kept
+/// at most [`RacySet::KEEP_MS`] (a rewrite within the tick sends the
+/// watcher an event at once, so the scan it causes comes long before),
+/// the oldest dropped first.
+#[derive(Debug, Default)]
+pub struct RacySet {
+    pub(super) at: HashMap<String, u64>,
+    pub(super) order: VecDeque<(u64, String)>,
+}
+
+impl RacySet {
+    /// Paths kept at most (about 150 bytes each).
+    pub const MAX: usize = 65_536;
+    /// How long a path is kept, in ms.
+    pub const KEEP_MS: u64 = 10 * 60 * 1000;
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.at.contains_key(path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Adds (or renews) `path` at `now_ms`, dropping the oldest past the
+    /// bound.
+    pub fn insert(&mut self, path: String, now_ms: u64) {
+        self.at.insert(path.clone(), now_ms);
+        self.order.push_back((now_ms, path));
+        while self.at.len() > Self::MAX {
+            self.pop_oldest();
+        }
+        // Renewed paths leave stale places in the queue: keep it bounded.
+        if self.order.len() > 2 * Self::MAX {
+            let at = &self.at;
+            self.order.retain(|(t, p)| at.get(p) == Some(t));
+        }
+    }
+
+    pub fn remove(&mut self, path: &str) {
+        self.at.remove(path);
+    }
+
+    /// Drops the paths added more than [`RacySet::KEEP_MS`] before `now_ms`.
+    pub fn expire(&mut self, now_ms: u64) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(t, _)| t.saturating_add(Self::KEEP_MS) < now_ms)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((t, p)) = self.order.pop_front() {
+            if self.at.get(&p) == Some(&t) {
+                self.at.remove(&p);
+            }
+        }
+    }
 }
 
 /// Reads and compiles the root's ignore file (absent: no rules).
@@ -236,6 +326,8 @@ impl Scanner<'_> {
                 files_hashed: 0,
                 bytes_hashed: 0,
                 deferred: Vec::new(),
+                racy: Vec::new(),
+                settled: Vec::new(),
             },
             batch,
             pending: Vec::new(),
@@ -419,7 +511,11 @@ impl Walk<'_, '_> {
             },
             FileKind::Other => return Ok(false),
             FileKind::File => match self.local.get(rel) {
-                Some(l) if l.meta.is_file() && l.stat.unchanged(&st) => Some(l.meta.clone()),
+                Some(l)
+                    if l.meta.is_file() && l.stat.unchanged(&st) && !self.s.racy.contains(rel) =>
+                {
+                    Some(l.meta.clone())
+                }
                 // Held back by the plan, never read (no budget spent).
                 _ if st.size > self.s.max_file_size => None,
                 _ if self.exhausted() => {
@@ -496,6 +592,11 @@ impl Walk<'_, '_> {
         for p in durable {
             if let Some(e) = self.out.view.entries.get_mut(&p.rel) {
                 e.meta = Some(p.meta);
+            }
+            if p.hashed.mtime_ns >= self.s.racy_after_ns {
+                self.out.racy.push(p.rel.clone());
+            } else if self.s.racy.contains(&p.rel) {
+                self.out.settled.push(p.rel.clone());
             }
             self.out.files_hashed += 1;
             self.out.bytes_hashed += p.tree.size;

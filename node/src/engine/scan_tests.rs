@@ -17,7 +17,7 @@ use super::fs_fake::FakeFs;
 use super::fs_real::RootFs;
 use super::ignore::Ignore;
 use super::plan::{Marker, Scope};
-use super::scan::{load_ignore, HashBudget, IndexBatch, ScanOutput, Scanner, INDEX_BATCH};
+use super::scan::{load_ignore, HashBudget, IndexBatch, RacySet, ScanOutput, Scanner, INDEX_BATCH};
 use super::types::{FileKind, Kind, LocalEntry, VersionId};
 
 fn chunker() -> Chunker {
@@ -90,6 +90,8 @@ impl Real {
             chunker: &self.chunker,
             ignore: &ignore,
             max_file_size: u64::MAX,
+            racy: &RacySet::default(),
+            racy_after_ns: i64::MAX,
         }
         .scan(scope, local)
         .expect("scan")
@@ -220,6 +222,8 @@ fn fake_scan(fs: &FakeFs, scope: Scope) -> ScanOutput {
         chunker: &c,
         ignore: &Ignore::none(),
         max_file_size: u64::MAX,
+        racy: &RacySet::default(),
+        racy_after_ns: i64::MAX,
     }
     .scan(scope, &BTreeMap::new())
     .expect("scan")
@@ -366,6 +370,8 @@ fn more_files_than_the_batch_bound_are_all_indexed_in_batched_commits() {
         chunker: &r.chunker,
         ignore: &ignore,
         max_file_size: u64::MAX,
+        racy: &RacySet::default(),
+        racy_after_ns: i64::MAX,
     }
     .scan(Scope::Full, &BTreeMap::new())
     .expect("scan");
@@ -412,6 +418,8 @@ fn fake_scan_with(fs: &FakeFs, store: &dyn ChunkStore, batch: IndexBatch) -> Sca
         chunker: &c,
         ignore: &Ignore::none(),
         max_file_size: u64::MAX,
+        racy: &RacySet::default(),
+        racy_after_ns: i64::MAX,
     }
     .scan_batched(Scope::Full, &BTreeMap::new(), batch)
     .expect("scan")
@@ -517,6 +525,8 @@ fn scan_until_done(fs: &FakeFs, budget: HashBudget) -> Vec<Vec<String>> {
         chunker: &c,
         ignore: &Ignore::none(),
         max_file_size: u64::MAX,
+        racy: &RacySet::default(),
+        racy_after_ns: i64::MAX,
     };
     let mut local: BTreeMap<String, LocalEntry> = BTreeMap::new();
     let mut scope = Scope::Full;
@@ -639,6 +649,8 @@ fn a_file_over_the_max_size_is_listed_but_never_read() {
         chunker: &r.chunker,
         ignore: &ignore,
         max_file_size: 5,
+        racy: &RacySet::default(),
+        racy_after_ns: i64::MAX,
     }
     .scan(Scope::Full, &BTreeMap::new())
     .expect("scan");
@@ -649,4 +661,82 @@ fn a_file_over_the_max_size_is_listed_but_never_read() {
     // Not deferred either: nothing of it is left for a next scan.
     assert!(out.deferred.is_empty(), "{:?}", out.deferred);
     assert_eq!(out.trees.len(), 1);
+}
+
+#[test]
+fn a_file_rewritten_within_its_timestamp_tick_is_read_again() {
+    let fs = FakeFs::new();
+    fs.write_file("f", b"first content");
+    let store = MemChunkStore::new("/nonexistent");
+    let c = chunker();
+    let scan = |racy: &RacySet, racy_after_ns: i64, local: &BTreeMap<String, LocalEntry>| {
+        Scanner {
+            fs: &fs,
+            store: &store,
+            chunker: &c,
+            ignore: &Ignore::none(),
+            max_file_size: u64::MAX,
+            racy,
+            racy_after_ns,
+        }
+        .scan(Scope::Full, local)
+        .expect("scan")
+    };
+    // Hashed within a tick of its mtime (every fake mtime is recent here):
+    // reported racy.
+    let out = scan(&RacySet::default(), 0, &BTreeMap::new());
+    assert_eq!(out.racy, vec!["f".to_string()]);
+    let e = &out.view.entries["f"];
+    let first = e.meta.clone().expect("hashed");
+    let local: BTreeMap<String, LocalEntry> = [(
+        "f".to_string(),
+        LocalEntry::committed(first.clone(), e.stat, VersionId::new(1, 0)),
+    )]
+    .into();
+    // Rewritten within the same tick: same size, same stat.
+    fs.rewrite_within_tick("f", b"other content");
+    assert!(fs.lstat("f").unwrap().unwrap().unchanged(&e.stat));
+    // Without the racy mark, the stat alone says "unchanged": the old
+    // content is reused (the race this guards against).
+    let stale = scan(&RacySet::default(), i64::MAX, &local);
+    assert_eq!(stale.view.entries["f"].meta.as_ref(), Some(&first));
+    assert_eq!(stale.files_hashed, 0);
+    // Marked racy, it is read again and the new content is seen; read now
+    // more than a tick after its mtime, it is settled.
+    let mut racy = RacySet::default();
+    racy.insert("f".into(), 0);
+    let fresh = scan(&racy, i64::MAX, &local);
+    assert_eq!(fresh.files_hashed, 1);
+    let now = fresh.view.entries["f"].meta.clone().expect("hashed");
+    assert_ne!(now, first);
+    assert_eq!(now.size, 13);
+    assert!(fresh.racy.is_empty());
+    assert_eq!(fresh.settled, vec!["f".to_string()]);
+}
+
+#[test]
+fn the_racy_set_is_bounded_and_expires() {
+    let mut r = RacySet::default();
+    for i in 0..RacySet::MAX + 10 {
+        r.insert(format!("p{i}"), 1_000);
+    }
+    assert_eq!(r.len(), RacySet::MAX);
+    assert!(
+        !r.contains("p0") && !r.contains("p9"),
+        "the oldest go first"
+    );
+    assert!(r.contains("p10") && r.contains(&format!("p{}", RacySet::MAX + 9)));
+    // Renewing keeps a path past the expiry of its first insertion.
+    r.insert("p10".into(), 1_000 + RacySet::KEEP_MS);
+    r.expire(1_001 + RacySet::KEEP_MS);
+    assert_eq!(r.len(), 1);
+    assert!(r.contains("p10"));
+    r.remove("p10");
+    assert!(r.is_empty());
+    // Renewals alone never grow the queue without bound.
+    for t in 0..(3 * RacySet::MAX as u64) {
+        r.insert("same".into(), t);
+    }
+    assert_eq!(r.len(), 1);
+    assert!(r.order.len() <= 2 * RacySet::MAX);
 }

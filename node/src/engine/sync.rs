@@ -41,7 +41,7 @@ use super::plan::{
     plan, Action, ChunkView, Expect, PlanConfig, PlanInput, Proposal, Scope, SkipReason, Verdict,
 };
 use super::ports::{ChunkFetcher, Committed, CommittedView, PortError, ProposeOp, ProposeOutcome};
-use super::scan::{load_ignore, ScanError, Scanner};
+use super::scan::{load_ignore, RacySet, ScanError, Scanner};
 use super::types::{LocalEntry, NodeId, Stat, VersionId, VersionRecord};
 
 mod fetch;
@@ -166,6 +166,11 @@ pub struct Engine<C, F> {
     /// added by the plan's `Skip(TooLarge)`, dropped after any step once
     /// the path no longer is one (see [`Engine::held_back`]).
     held_back: BTreeMap<String, HeldBack>,
+    /// Files whose recorded content may be racily clean (hashed within a
+    /// timestamp tick of their mtime, [`Fs::timestamp_tick_ns`]): the scan re-reads
+    /// them even when their stat is unchanged, until a read finds them
+    /// settled (bounded: [`RacySet`]).
+    racy: RacySet,
 }
 
 /// Paths not in sync, maintained for the paths a step changed.
@@ -284,6 +289,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 ..Pending::default()
             },
             held_back: BTreeMap::new(),
+            racy: RacySet::default(),
         }
     }
 
@@ -470,9 +476,21 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             chunker: &self.chunker,
             ignore: &ignore,
             max_file_size: self.cfg.max_file_size,
+            racy: &self.racy,
+            racy_after_ns: i64::try_from(now_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000)
+                .saturating_sub(self.fs.timestamp_tick_ns()),
         };
         let mut out = scanner.scan(scope, &self.local)?;
         let deferred = std::mem::take(&mut out.deferred);
+        for p in std::mem::take(&mut out.settled) {
+            self.racy.remove(&p);
+        }
+        self.racy.expire(now_ms);
+        for p in std::mem::take(&mut out.racy) {
+            self.racy.insert(p, now_ms);
+        }
         {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
             for t in &out.trees {

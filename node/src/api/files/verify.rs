@@ -36,7 +36,7 @@ use crate::daemon::sync::ports::record_of;
 use crate::engine::fs_real::RootFs;
 use crate::engine::ignore::Ignore;
 use crate::engine::plan::Scope;
-use crate::engine::scan::{load_ignore, Scanner};
+use crate::engine::scan::{load_ignore, RacySet, Scanner};
 use crate::engine::types::{DiskEntry, Kind, Meta};
 
 fn desc(m: &Meta) -> EntryDesc {
@@ -153,6 +153,8 @@ pub(in crate::api) fn run(reader: &SmReader, root: &Path) -> Result<VerifyAnswer
         chunker: &chunker,
         ignore: &ignore,
         max_file_size: u64::MAX,
+        racy: &RacySet::default(),
+        racy_after_ns: i64::MAX,
     };
     let out = scanner
         .scan(Scope::Full, &BTreeMap::new())
