@@ -17,6 +17,7 @@ use filesyncd::daemon::transport::unframe;
 use filesyncd_raft::apply::MemIndex;
 use filesyncd_raft::command::Request;
 use filesyncd_raft::network::{claimed_sender, decode, encode, Reply};
+use filesyncd_raft::node::prevote::{PreVoteRequest, PreVoteResponse};
 use filesyncd_raft::node::{decode_admin_reply, decode_write_reply, AdminRequest};
 use filesyncd_raft::transport::RpcKind;
 use filesyncd_raft::{NodeId, TypeConfig};
@@ -166,6 +167,24 @@ fn seeds() -> Vec<Vec<u8>> {
         >::Ok((log_id(1, 3), Response::Empty)))
         .unwrap(),
     );
+    push(
+        RpcKind::PreVote,
+        encode(&PreVoteRequest {
+            vote: openraft::Vote::new(4, 2),
+            last_log_id: Some(log_id(3, 9)),
+        })
+        .unwrap(),
+    );
+    push(
+        RpcKind::PreVote,
+        encode(&Reply::<PreVoteResponse, openraft::error::Infallible>::Ok(
+            PreVoteResponse {
+                granted: true,
+                vote: openraft::Vote::new(3, 1),
+            },
+        ))
+        .unwrap(),
+    );
     out
 }
 
@@ -208,6 +227,12 @@ libfuzzer_sys::fuzz_target!(init: filesyncd_fuzz::write_seeds_if_asked(seeds), |
             assert_eq!(claimed, None);
             let _ = round_trip::<AdminRequest>(&payload);
             let _ = decode_admin_reply(&payload);
+        }
+        RpcKind::PreVote => {
+            if let Some(req) = round_trip::<PreVoteRequest>(&payload) {
+                assert_eq!(claimed, req.vote.leader_id().voted_for());
+            }
+            let _ = round_trip::<Reply<PreVoteResponse, openraft::error::Infallible>>(&payload);
         }
     }
 });

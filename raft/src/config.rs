@@ -75,6 +75,9 @@ pub struct RaftConfig {
     pub retry_backoff_max: Duration,
     /// Delay between retries to an unreachable peer (openraft backoff).
     pub unreachable_backoff: Duration,
+    /// Ask a quorum before starting an election (`node::prevote`): a voter
+    /// that cannot win does not raise the term.
+    pub pre_vote: bool,
 }
 
 impl Default for RaftConfig {
@@ -96,6 +99,7 @@ impl Default for RaftConfig {
             retry_backoff_min: Duration::from_millis(50),
             retry_backoff_max: Duration::from_millis(1000),
             unreachable_backoff: Duration::from_millis(500),
+            pre_vote: true,
         }
     }
 }
@@ -144,6 +148,7 @@ impl RaftConfig {
             retry_backoff_min: Duration::from_millis(20),
             retry_backoff_max: Duration::from_millis(200),
             unreachable_backoff: Duration::from_millis(100),
+            pre_vote: true,
         }
     }
 

@@ -92,7 +92,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 /// for the other kinds and for a payload that does not start with a vote.
 pub fn claimed_sender(kind: RpcKind, payload: &[u8]) -> Option<NodeId> {
     match kind {
-        RpcKind::AppendEntries | RpcKind::Vote | RpcKind::InstallSnapshot => {}
+        RpcKind::AppendEntries | RpcKind::Vote | RpcKind::InstallSnapshot | RpcKind::PreVote => {}
         RpcKind::ClientWrite | RpcKind::Admin => return None,
     }
     match payload.split_first() {
@@ -164,34 +164,43 @@ pub async fn serve_raft_rpc(
     raft: &Raft<TypeConfig>,
     kind: RpcKind,
     payload: &[u8],
+    leader_contact: &(dyn Fn() + Sync),
 ) -> Option<Vec<u8>> {
-    let out = match kind {
-        RpcKind::AppendEntries => {
-            reply_of(
+    let out =
+        match kind {
+            RpcKind::AppendEntries => reply_of(
                 payload,
                 |req: AppendEntriesRequest<TypeConfig>| async move {
-                    raft_reply(raft.append_entries(req).await)
+                    let res = raft.append_entries(req).await;
+                    if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                        leader_contact();
+                    }
+                    raft_reply(res)
                 },
             )
-            .await
-        }
-        RpcKind::Vote => {
-            reply_of(payload, |req: VoteRequest<NodeId>| async move {
-                raft_reply(raft.vote(req).await)
-            })
-            .await
-        }
-        RpcKind::InstallSnapshot => {
-            reply_of(
-                payload,
-                |req: InstallSnapshotRequest<TypeConfig>| async move {
-                    raft_reply(raft.install_snapshot(req).await)
-                },
-            )
-            .await
-        }
-        RpcKind::ClientWrite | RpcKind::Admin => return None,
-    };
+            .await,
+            RpcKind::Vote => {
+                reply_of(payload, |req: VoteRequest<NodeId>| async move {
+                    raft_reply(raft.vote(req).await)
+                })
+                .await
+            }
+            RpcKind::InstallSnapshot => {
+                reply_of(
+                    payload,
+                    |req: InstallSnapshotRequest<TypeConfig>| async move {
+                        let sent = req.vote;
+                        let res = raft.install_snapshot(req).await;
+                        if matches!(&res, Ok(r) if r.vote <= sent) {
+                            leader_contact();
+                        }
+                        raft_reply(res)
+                    },
+                )
+                .await
+            }
+            RpcKind::ClientWrite | RpcKind::Admin | RpcKind::PreVote => return None,
+        };
     Some(out)
 }
 
@@ -256,7 +265,7 @@ where
 fn rpc_types(kind: RpcKind) -> RPCTypes {
     match kind {
         RpcKind::AppendEntries | RpcKind::ClientWrite | RpcKind::Admin => RPCTypes::AppendEntries,
-        RpcKind::Vote => RPCTypes::Vote,
+        RpcKind::Vote | RpcKind::PreVote => RPCTypes::Vote,
         RpcKind::InstallSnapshot => RPCTypes::InstallSnapshot,
     }
 }

@@ -30,6 +30,7 @@
 
 mod admin;
 mod forward;
+pub mod prevote;
 mod split;
 
 use std::collections::BTreeMap;
@@ -127,6 +128,13 @@ pub(crate) struct Inner<T> {
     next_seq: AtomicU64,
     pub(crate) in_flight: Semaphore,
     running: AtomicBool,
+    /// When the node started (the pre-vote's clock).
+    epoch: std::time::Instant,
+    /// ms since `epoch` of the last request accepted from a leader
+    /// ([`prevote`]).
+    contact_ms: AtomicU64,
+    /// This node's last log id, for the pre-vote's log check.
+    last_log: Option<prevote::LastLogFn>,
 }
 
 /// A running Raft member. Cheap to clone (all clones are the same node).
@@ -195,10 +203,14 @@ impl<T: RaftTransport> RaftNode<T> {
         reader: SmReader,
     ) -> Result<Self, NodeError>
     where
-        LS: RaftLogStorage<TypeConfig>,
+        LS: RaftLogStorage<TypeConfig> + prevote::LastLogSource,
         SM: RaftStateMachine<TypeConfig>,
     {
-        let raft_config = Arc::new(config.to_openraft()?);
+        let mut openraft_config = config.to_openraft()?;
+        // With pre-vote, the driver starts elections (see `prevote`).
+        openraft_config.enable_elect = !config.pre_vote;
+        let raft_config = Arc::new(openraft_config);
+        let last_log = log_store.last_log_fn();
         let network = NetworkFactory::new(
             id,
             Arc::clone(&transport),
@@ -208,19 +220,25 @@ impl<T: RaftTransport> RaftNode<T> {
         let raft = Raft::new(id, raft_config, network, log_store, state_machine)
             .await
             .map_err(NodeError::from_fatal)?;
-        tracing::info!(node = id, "raft node started");
-        Ok(RaftNode {
-            inner: Arc::new(Inner {
-                id,
-                raft,
-                transport,
-                config,
-                reader,
-                next_seq: AtomicU64::new(now_us()),
-                in_flight: Semaphore::new(MAX_IN_FLIGHT),
-                running: AtomicBool::new(true),
-            }),
-        })
+        tracing::info!(node = id, pre_vote = config.pre_vote, "raft node started");
+        let pre_vote = config.pre_vote;
+        let inner = Arc::new(Inner {
+            id,
+            raft,
+            transport,
+            config,
+            reader,
+            next_seq: AtomicU64::new(now_us()),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            running: AtomicBool::new(true),
+            epoch: std::time::Instant::now(),
+            contact_ms: AtomicU64::new(0),
+            last_log,
+        });
+        if pre_vote {
+            prevote::spawn(Arc::downgrade(&inner));
+        }
+        Ok(RaftNode { inner })
     }
 
     /// This node's id.
@@ -265,6 +283,24 @@ impl<T: RaftTransport> RaftNode<T> {
             .cloned()
             .unwrap_or_default();
         Some((id, info))
+    }
+
+    /// Whether this node hears from a live leader: it leads and a quorum
+    /// acknowledged it within twice the leader lease (alone: always), or it
+    /// follows and accepted a leader's request within that time. (openraft
+    /// keeps naming the last leader until the next election: with pre-vote a
+    /// follower cut off from the cluster starts none, so its metrics would
+    /// name a leader it no longer hears.)
+    pub fn leader_is_live(&self) -> bool {
+        let m = self.metrics();
+        let lease = self.inner.config.election_timeout_max * 2;
+        if m.state.is_leader() {
+            let alone = m.membership_config.membership().voter_ids().count() <= 1;
+            return alone
+                || m.millis_since_quorum_ack
+                    .is_some_and(|ms| Duration::from_millis(ms) < lease);
+        }
+        m.current_leader.is_some() && self.inner.silent_for() < lease
     }
 
     /// Whether this node believes it is the leader (from metrics; may be stale).
@@ -318,11 +354,14 @@ impl<T: RaftTransport> RaftNode<T> {
         match kind {
             RpcKind::ClientWrite => forward::serve(self, &payload).await,
             RpcKind::Admin => admin::serve(self, &payload).await,
-            _ => serve_raft_rpc(&self.inner.raft, kind, &payload)
-                .await
-                .unwrap_or_else(|| {
-                    failure_reply(RemoteFailure::BadRequest(format!("unroutable kind {kind}")))
-                }),
+            RpcKind::PreVote => prevote::serve(self, &payload).await,
+            _ => serve_raft_rpc(&self.inner.raft, kind, &payload, &|| {
+                self.inner.leader_contact()
+            })
+            .await
+            .unwrap_or_else(|| {
+                failure_reply(RemoteFailure::BadRequest(format!("unroutable kind {kind}")))
+            }),
         }
     }
 

@@ -57,16 +57,20 @@ pub enum RpcKind {
     ClientWrite = 4,
     /// A membership change forwarded to the leader.
     Admin = 5,
+    /// "Would you vote for me?", asked before an election
+    /// (`node::prevote`); answered without changing any state.
+    PreVote = 6,
 }
 
 impl RpcKind {
     /// Every kind, in wire order.
-    pub const ALL: [RpcKind; 5] = [
+    pub const ALL: [RpcKind; 6] = [
         RpcKind::AppendEntries,
         RpcKind::Vote,
         RpcKind::InstallSnapshot,
         RpcKind::ClientWrite,
         RpcKind::Admin,
+        RpcKind::PreVote,
     ];
 
     /// The kind's wire byte.
@@ -88,6 +92,7 @@ impl std::fmt::Display for RpcKind {
             RpcKind::InstallSnapshot => "install_snapshot",
             RpcKind::ClientWrite => "client_write",
             RpcKind::Admin => "admin",
+            RpcKind::PreVote => "pre_vote",
         };
         f.write_str(s)
     }
@@ -158,7 +163,7 @@ mod tests {
             assert_eq!(RpcKind::from_u8(k.as_u8()), Some(k));
         }
         assert_eq!(RpcKind::from_u8(0), None);
-        assert_eq!(RpcKind::from_u8(6), None);
+        assert_eq!(RpcKind::from_u8(7), None);
         assert_eq!(RpcKind::ClientWrite.to_string(), "client_write");
     }
 }

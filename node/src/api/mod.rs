@@ -286,7 +286,8 @@ async fn read_state(node: &Node) -> Result<(Hash, Option<String>, u64), ApiError
 
 /// The leader as this node knows it. openraft keeps naming a node that was
 /// removed while leading as the leader of its last vote (it runs on as a
-/// learner): only a node in the `Leader` state names itself.
+/// learner): only a node in the `Leader` state names itself. (The callers
+/// also drop a leader this node no longer hears: `RaftNode::leader_is_live`.)
 fn known_leader(leader: Option<NodeId>, leading: bool, me: NodeId) -> Option<NodeId> {
     match leader {
         Some(l) if l == me && !leading => None,
@@ -308,14 +309,16 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
         });
     let m = s.node.metrics();
     let cluster_root = root.to_hex();
-    let sv = files::status::sync_view(&s, &cluster_root);
+    let leader = known_leader(m.current_leader, m.state.is_leader(), s.node.id())
+        .filter(|_| s.node.leader_is_live());
+    let sv = files::status::sync_view(&s, &cluster_root, leader.is_some());
     let mut members = member_list(&s.node);
     files::status::mark_reachable(&s, &mut members).await;
     Ok(Json(Status {
         node_id: node_hex(s.node.id()),
         peer_id: s.peer_id.clone(),
         state: format!("{:?}", m.state),
-        leader: known_leader(m.current_leader, m.state.is_leader(), s.node.id()).map(node_hex),
+        leader: leader.map(node_hex),
         term: m.current_term,
         last_log_index: m.last_log_index,
         applied_index: m.last_applied.map(|l| l.index),
@@ -338,7 +341,9 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let (root, _, live) = read_state(&s.node).await?;
     let m = s.node.metrics();
     let me = s.node.id();
-    let is_leader = u8::from(known_leader(m.current_leader, m.state.is_leader(), me) == Some(me));
+    let leader =
+        known_leader(m.current_leader, m.state.is_leader(), me).filter(|_| s.node.leader_is_live());
+    let is_leader = u8::from(leader == Some(me));
     let voters = m.membership_config.membership().voter_ids().count();
     let body = format!(
         "# HELP filesyncd_raft_term Current Raft term.\n# TYPE filesyncd_raft_term gauge\nfilesyncd_raft_term {}\n\
@@ -351,7 +356,7 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
         m.last_log_index.unwrap_or(0),
         m.last_applied.map(|l| l.index).unwrap_or(0),
     );
-    let sv = files::status::sync_view(&s, &root.to_hex());
+    let sv = files::status::sync_view(&s, &root.to_hex(), leader.is_some());
     let body = body + &files::status::metrics_text(sv.sync.as_ref(), sv.in_sync);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

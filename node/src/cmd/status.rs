@@ -119,6 +119,8 @@ pub fn render(s: &Status, now_ms: u64) -> Vec<String> {
                 "yes".to_string()
             } else if !y.started {
                 "no (starting)".to_string()
+            } else if s.leader.is_none() {
+                "no (no leader known: this node reaches no quorum of the voters)".to_string()
             } else {
                 format!(
                     "no ({} local changes to commit, {} committed versions to fetch)",

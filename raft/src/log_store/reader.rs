@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use openraft::{RaftLogReader, StorageError};
 
-use super::{db, read_logs_err, Entry, LogStoreError, RedbLogStore, Shared};
+use super::{db, read_logs_err, Entry, LogId, LogStoreError, RedbLogStore, Shared};
 use crate::{NodeId, TypeConfig};
 
 /// Byte budget of one `limited_get_log_entries` answer (at least one entry is returned).
@@ -21,6 +21,14 @@ pub(crate) const LIMITED_READ_BYTES: usize = 8 << 20;
 #[derive(Clone)]
 pub struct RedbLogReader {
     pub(crate) shared: Arc<Shared>,
+}
+
+impl RedbLogReader {
+    /// The last log id (appended entries not yet flushed included), else
+    /// the last purged one.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.shared.lock().last_log_id
+    }
 }
 
 fn to_range<RB: RangeBounds<u64>>(r: &RB) -> (Bound<u64>, Bound<u64>) {

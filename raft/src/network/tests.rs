@@ -240,7 +240,12 @@ fn the_claimed_sender_is_read_from_the_vote_of_each_kind() {
         data: vec![1, 2, 3],
         done: false,
     };
+    let pre = crate::node::prevote::PreVoteRequest {
+        vote: Vote::new(11, 4),
+        last_log_id: None,
+    };
     let cases = [
+        (RpcKind::PreVote, encode(&pre).unwrap(), Some(4)),
         (RpcKind::AppendEntries, encode(&append).unwrap(), Some(7)),
         (RpcKind::Vote, encode(&vote_req).unwrap(), Some(3)),
         (RpcKind::InstallSnapshot, encode(&snap).unwrap(), Some(5)),

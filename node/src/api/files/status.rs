@@ -11,16 +11,19 @@ use crate::daemon::sync::SyncStatus;
 /// The sync fields of `/status`.
 pub struct SyncView {
     pub sync: Option<SyncStatus>,
-    /// The engine reports nothing pending and its local root equals the
-    /// cluster root read now.
+    /// The engine reports nothing pending, its local root equals the
+    /// cluster root read now, and this node knows a leader (without one it
+    /// cannot know what it misses: a restarted node that reaches no quorum
+    /// is not in sync, whatever its files say).
     pub in_sync: bool,
     pub local_root: Option<String>,
     /// The synced directory.
     pub dir: Option<String>,
 }
 
-/// The sync fields of `/status`, against the cluster root `cluster_root` (hex).
-pub fn sync_view(s: &ApiState, cluster_root: &str) -> SyncView {
+/// The sync fields of `/status`, against the cluster root `cluster_root`
+/// (hex), `leader_known` as this node sees it.
+pub fn sync_view(s: &ApiState, cluster_root: &str, leader_known: bool) -> SyncView {
     let Some(h) = &s.sync else {
         return SyncView {
             sync: None,
@@ -32,7 +35,7 @@ pub fn sync_view(s: &ApiState, cluster_root: &str) -> SyncView {
     let mut st = h.status.borrow().clone();
     st.transfers = h.transfers.snapshot();
     SyncView {
-        in_sync: in_sync(&st, cluster_root),
+        in_sync: leader_known && in_sync(&st, cluster_root),
         local_root: st.local_root.clone(),
         dir: Some(h.root.display().to_string()),
         sync: Some(st),

@@ -1,0 +1,90 @@
+//! Elections between real `filesyncd` processes on loopback: a follower
+//! that restarts never unseats a healthy leader (pre-vote, issue 17), and a
+//! node that hears no leader does not claim to be in sync.
+
+use std::time::Duration;
+
+use filesyncd_systests::tree::{in_sync, status_json};
+use filesyncd_systests::{serial, wait_for, Cluster, DEADLINE};
+
+/// Longer than the leader lease plus the longest election timeout (2 s +
+/// 2 s): without pre-vote, time for a node that hears no leader to campaign.
+const QUIET: Duration = Duration::from_secs(6);
+
+#[test]
+fn restarting_each_follower_changes_neither_the_leader_nor_the_term() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    let st = c.wait_converged(3, 3).unwrap();
+    let (leader, term) = (st.leader.clone().unwrap(), st.term);
+    let followers: Vec<usize> = (0..3)
+        .filter(|i| c.node(*i).status().unwrap().node_id != leader)
+        .collect();
+    assert_eq!(followers.len(), 2);
+    for i in followers {
+        // Killed, down for a while, back: it has heard no leader since it
+        // started, and must not campaign before the leader reaches it.
+        c.node_mut(i).kill9();
+        std::thread::sleep(QUIET);
+        c.node_mut(i).start().unwrap();
+        c.node_mut(i).wait_healthy().unwrap();
+        std::thread::sleep(QUIET);
+        let st = c.wait_converged(3, 3).unwrap();
+        assert_eq!(
+            st.leader.as_deref(),
+            Some(leader.as_str()),
+            "the leader changed"
+        );
+        assert_eq!(st.term, term, "the term moved");
+    }
+}
+
+#[test]
+fn a_node_that_hears_no_leader_is_not_in_sync_and_does_not_campaign() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    let st = c.wait_converged(3, 3).unwrap();
+    let (leader, term) = (st.leader.clone().unwrap(), st.term);
+    let ids: Vec<String> = (0..3)
+        .map(|i| c.node(i).status().unwrap().node_id)
+        .collect();
+    let lone = ids.iter().position(|id| *id != leader).unwrap();
+    wait_for("node in sync", DEADLINE, || {
+        Ok(status_json(c.node(lone))
+            .is_some_and(|v| in_sync(&v))
+            .then_some(()))
+    })
+    .unwrap();
+    // The leader and the other follower die: the lone node reaches no
+    // quorum.
+    for i in (0..3).filter(|i| *i != lone) {
+        c.node_mut(i).kill9();
+    }
+    wait_for(
+        "the lone node to know no leader and say so",
+        DEADLINE,
+        || {
+            let Some(v) = status_json(c.node(lone)) else {
+                return Ok(None);
+            };
+            Ok((v.get("leader").is_some_and(|l| l.is_null()) && !in_sync(&v)).then_some(()))
+        },
+    )
+    .unwrap();
+    let text = c.node(lone).cli(&["status"]);
+    assert!(text.stdout.contains("no leader known"), "{}", text.stdout);
+    std::thread::sleep(QUIET);
+    // Pre-vote: nobody granted it, so it never raised its term.
+    assert_eq!(c.node(lone).status().unwrap().term, term);
+    // The others come back: one leader again, everyone in sync.
+    for i in (0..3).filter(|i| *i != lone) {
+        c.node_mut(i).start().unwrap();
+    }
+    c.wait_converged(3, 3).unwrap();
+    wait_for("every node in sync", DEADLINE, || {
+        Ok((0..3)
+            .all(|i| status_json(c.node(i)).is_some_and(|v| in_sync(&v)))
+            .then_some(()))
+    })
+    .unwrap();
+}
