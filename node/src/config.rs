@@ -72,6 +72,13 @@ pub struct RunArgs {
     /// Peer-to-peer listen address, HOST:PORT or multiaddr (QUIC over UDP) [default: 0.0.0.0:7400].
     #[arg(long, env = "FILESYNCD_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// The peer-to-peer address other members should dial, HOST:PORT (an IP
+    /// or a DNS name) or multiaddr [default: the listen address, or with an
+    /// unspecified one (0.0.0.0) the first non-loopback address it has].
+    /// A member that starts with another one than the cluster records
+    /// updates its record through Raft.
+    #[arg(long, env = "FILESYNCD_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<String>,
     /// Control API address, HOST:PORT (TCP) [default: 127.0.0.1:7401].
     #[arg(long, env = "FILESYNCD_API", value_name = "HOST:PORT")]
     pub api: Option<String>,
@@ -161,6 +168,7 @@ pub struct FileConfig {
     pub dir: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub listen: Option<String>,
+    pub advertise: Option<String>,
     pub api: Option<String>,
     pub api_allow_remote: Option<bool>,
     pub api_token: Option<String>,
@@ -197,6 +205,8 @@ pub struct JoinTarget {
     pub token: Token,
     /// `--cluster-fingerprint`: the cluster the joiner means to join.
     pub fingerprint: Option<Fingerprint>,
+    /// `--advertise`: sent with the join, recorded as this node's address.
+    pub advertise: Option<Multiaddr>,
 }
 
 /// A validated daemon configuration.
@@ -205,6 +215,8 @@ pub struct Config {
     pub dir: PathBuf,
     pub data: PathBuf,
     pub listen: Multiaddr,
+    /// `--advertise`, parsed (never an unspecified IP).
+    pub advertise: Option<Multiaddr>,
     pub api: SocketAddr,
     pub api_token: Option<String>,
     pub join: Option<JoinTarget>,
@@ -240,6 +252,8 @@ pub enum ConfigError {
     DataInsideDir { data: PathBuf, dir: PathBuf },
     #[error("no --data given and neither XDG_STATE_HOME nor HOME is set")]
     NoDataDefault,
+    #[error("--advertise {addr}: {reason}")]
+    Advertise { addr: String, reason: String },
     #[error("--listen {addr}: {reason}")]
     Listen { addr: String, reason: String },
     #[error("--api {0}: expected HOST:PORT with an IP address or localhost")]
@@ -334,6 +348,27 @@ impl RunArgs {
 }
 
 /// `v`, unless it is zero.
+/// `--advertise`: what `--join` accepts, and never an unspecified IP
+/// (0.0.0.0 or ::), which no peer can dial.
+fn parse_advertise(text: &str) -> Result<Multiaddr, ConfigError> {
+    let bad = |reason: String| ConfigError::Advertise {
+        addr: text.to_owned(),
+        reason,
+    };
+    let addr = parse_addr(text).map_err(|e| bad(e.to_string()))?;
+    let unspecified = addr.iter().any(|p| match p {
+        filesyncd_p2p::Protocol::Ip4(ip) => ip.is_unspecified(),
+        filesyncd_p2p::Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    });
+    if unspecified {
+        return Err(bad(
+            "an unspecified address cannot be dialed: name this host's address".into(),
+        ));
+    }
+    Ok(addr)
+}
+
 fn check_max_file_size(typed: &str, n: u64) -> Result<u64, ConfigError> {
     if n == 0 {
         return Err(ConfigError::MaxFileSize(
@@ -445,6 +480,10 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         addr: listen_s.clone(),
         reason: e.to_string(),
     })?;
+    let advertise = match args.advertise.or(file.advertise) {
+        Some(a) if !a.trim().is_empty() => Some(parse_advertise(&a)?),
+        _ => None,
+    };
     let api_s = args
         .api
         .or(file.api)
@@ -491,6 +530,7 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
                 addr,
                 token,
                 fingerprint,
+                advertise: advertise.clone(),
             })
         }
     };
@@ -544,6 +584,7 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         dir,
         data,
         listen,
+        advertise,
         api,
         api_token,
         join,
@@ -694,6 +735,51 @@ mod tests {
         let mut a = args(&dir, &data);
         a.snapshot_logs = Some(0);
         assert!(matches!(run(a), ConfigError::SnapshotLogs));
+    }
+
+    #[test]
+    fn advertise_takes_an_address_or_a_name_never_an_unspecified_one() {
+        let t = tempfile::tempdir().unwrap();
+        let (dir, data) = (t.path().join("d"), t.path().join("data"));
+        std::fs::create_dir(&dir).unwrap();
+        let with = |flag: Option<&str>, file: &str| {
+            let mut a = args(&dir, &data);
+            a.advertise = flag.map(str::to_owned);
+            validate(a, FileConfig::parse(file).unwrap())
+        };
+        assert_eq!(with(None, "").unwrap().advertise, None);
+        let c = with(Some("192.0.2.7:7400"), "").unwrap();
+        assert_eq!(
+            c.advertise.unwrap().to_string(),
+            "/ip4/192.0.2.7/udp/7400/quic-v1"
+        );
+        let c = with(None, "advertise = \"nas.example.org:7400\"\n").unwrap();
+        assert_eq!(
+            c.advertise.unwrap().to_string(),
+            "/dns4/nas.example.org/udp/7400/quic-v1"
+        );
+        // The flag wins over the file.
+        let c = with(
+            Some("/ip4/10.0.0.2/udp/9/quic-v1"),
+            "advertise = \"a.b:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.advertise.unwrap().to_string(),
+            "/ip4/10.0.0.2/udp/9/quic-v1"
+        );
+        for bad in [
+            "0.0.0.0:7400",
+            "[::]:7400",
+            "/ip4/0.0.0.0/udp/1/quic-v1",
+            "nowhere",
+            "h:port",
+        ] {
+            assert!(
+                matches!(with(Some(bad), ""), Err(ConfigError::Advertise { .. })),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ struct Cli {
     run: RunArgs,
 }
 
+// Parsed once at start: the size of the `run` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon (the default subcommand).

@@ -41,6 +41,7 @@ pub use hooks::{
 };
 pub use identity::{load_or_create, Identity, IdentityError};
 pub use libp2p::identity::Keypair;
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
 pub use protocol::RejectReason;
 pub use token::{Token, TokenHash, TokenParseError};

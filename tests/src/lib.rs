@@ -266,6 +266,14 @@ impl Node {
         format!("{}:{}", self.ip, self.p2p_port)
     }
 
+    /// Moves the peer-to-peer listen address to a new free port (for the
+    /// next start): the node "moved", as after a new lease or a recreated
+    /// container.
+    pub fn move_p2p_port(&mut self) -> Result<()> {
+        self.p2p_port = free_udp_port(self.ip)?;
+        Ok(())
+    }
+
     /// The `run` flags this node starts with (beyond dir, data, listen, api).
     pub fn args(&self) -> &[String] {
         &self.args

@@ -88,3 +88,60 @@ fn a_node_that_hears_no_leader_is_not_in_sync_and_does_not_campaign() {
     })
     .unwrap();
 }
+
+/// The address `n`'s member record holds, as node `via` lists it.
+fn recorded_addr(c: &Cluster, via: usize, n: usize) -> Option<String> {
+    let id = c.node(n).status().ok()?.node_id;
+    c.node(via)
+        .members()
+        .ok()?
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(|m| m.addr)
+}
+
+#[test]
+fn a_member_that_moves_records_its_advertised_address_and_is_found_again() {
+    let _g = serial();
+    let mut c = Cluster::start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    let before = recorded_addr(&c, 0, 2).unwrap();
+    // Node 2 comes back on another port and says so with --advertise.
+    {
+        let n = c.node_mut(2);
+        n.stop().unwrap();
+        n.move_p2p_port().unwrap();
+        let mut args = n.args().to_vec();
+        args.extend(["--advertise".to_string(), n.p2p_addr()]);
+        n.set_args(args);
+        n.start().unwrap();
+        n.wait_healthy().unwrap();
+    }
+    let port = c.node(2).p2p_addr().rsplit(':').next().unwrap().to_string();
+    let want = format!(
+        "/ip4/{}/udp/{port}/quic-v1",
+        c.node(2).p2p_addr().split(':').next().unwrap()
+    );
+    assert_ne!(before, want);
+    for via in 0..3 {
+        wait_for(
+            &format!("node {via} to record node 2's new address"),
+            DEADLINE,
+            || Ok((recorded_addr(&c, via, 2).as_deref() == Some(want.as_str())).then_some(())),
+        )
+        .unwrap();
+    }
+    // Found again: files flow both ways, and it is reachable.
+    std::fs::write(c.node(0).dir().join("to-2.txt"), b"hello 2").unwrap();
+    std::fs::write(c.node(2).dir().join("from-2.txt"), b"hello 0").unwrap();
+    wait_for("files both ways", DEADLINE, || {
+        Ok(
+            (std::fs::read(c.node(2).dir().join("to-2.txt")).is_ok_and(|d| d == b"hello 2")
+                && std::fs::read(c.node(0).dir().join("from-2.txt"))
+                    .is_ok_and(|d| d == b"hello 0"))
+            .then_some(()),
+        )
+    })
+    .unwrap();
+    c.wait_converged(3, 3).unwrap();
+}

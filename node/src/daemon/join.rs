@@ -74,6 +74,12 @@ pub const MAX_PAYLOAD_MEMBERS: usize = 128;
 pub struct JoinInfo {
     /// The joiner's Raft node id, 16 hex digits.
     pub node_id: String,
+    /// The joiner's `--advertise` address (multiaddr text): recorded as its
+    /// member address instead of one picked from its listen addresses.
+    /// Absent from older joiners (and skipped when unset, so older members
+    /// read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 /// A member as listed in a [`JoinPayload`].
@@ -170,6 +176,28 @@ pub fn pick_addr(listen: &[Multiaddr], observed: Option<&Multiaddr>) -> Option<M
         .cloned()
 }
 
+/// A joiner's `--advertise` address, as its member record may hold it: a
+/// multiaddr whose text parses back, led by an IP that is not unspecified
+/// or by a DNS name, then a UDP port and QUIC (what members dial).
+pub fn advertised_member_addr(text: &str) -> Option<Multiaddr> {
+    use filesyncd_p2p::Protocol;
+    let a: Multiaddr = text.parse().ok()?;
+    if !round_trips(&a) {
+        return None;
+    }
+    let mut parts = a.iter();
+    let host_ok = match parts.next()? {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
+        _ => false,
+    };
+    let rest_ok = matches!(parts.next(), Some(Protocol::Udp(p)) if p != 0)
+        && matches!(parts.next(), Some(Protocol::QuicV1))
+        && parts.next().is_none();
+    (host_ok && rest_ok).then_some(a)
+}
+
 /// Whether `a`'s text form parses back to `a`: the member stores the picked
 /// address as text and every member parses it to dial. Some decodable
 /// multiaddrs print text that does not (fuzz finding 1, docs/FUZZING.md).
@@ -183,6 +211,34 @@ mod tests {
 
     fn ma(s: &str) -> Multiaddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn advertised_addresses_must_be_dialable() {
+        for ok in [
+            "/ip4/192.0.2.1/udp/7400/quic-v1",
+            "/ip6/2001:db8::1/udp/7400/quic-v1",
+            "/dns4/nas.example.org/udp/7400/quic-v1",
+            "/dns/nas/udp/1/quic-v1",
+        ] {
+            assert_eq!(
+                advertised_member_addr(ok).map(|a| a.to_string()).as_deref(),
+                Some(ok)
+            );
+        }
+        for bad in [
+            "",
+            "nas:7400",
+            "/ip4/0.0.0.0/udp/7400/quic-v1",
+            "/ip6/::/udp/7400/quic-v1",
+            "/ip4/192.0.2.1/udp/0/quic-v1",
+            "/ip4/192.0.2.1/tcp/7400",
+            "/ip4/192.0.2.1/udp/7400",
+            "/ip4/192.0.2.1/udp/7400/quic-v1/p2p-circuit",
+            "/unix/tmp/x",
+        ] {
+            assert_eq!(advertised_member_addr(bad), None, "{bad}");
+        }
     }
 
     #[test]

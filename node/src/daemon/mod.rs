@@ -173,7 +173,10 @@ where
     let (client, events) =
         filesyncd_p2p::client::start(identity.keypair, p2p_config, services).await?;
     let listen_addrs = client.listen_addrs().await?;
-    let advertised = advertised_addr(&listen_addrs, &config.listen);
+    let advertised = match &config.advertise {
+        Some(a) => a.to_string(),
+        None => advertised_addr(&listen_addrs, &config.listen),
+    };
     tracing::info!(node = format!("{node_id:016x}"), %peer_id, addr = %advertised, "p2p started");
 
     let transport = Arc::new(P2pTransport::new(client.clone()));
@@ -237,6 +240,14 @@ where
             client.clone(),
             stop_rx.clone(),
         ));
+        if config.advertise.is_some() {
+            tokio::spawn(announce_addr(
+                node.clone(),
+                peer_id.to_string(),
+                advertised.clone(),
+                stop_rx.clone(),
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(config.api)
             .await
             .map_err(|source| DaemonError::Api {
@@ -474,6 +485,71 @@ async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Recei
             changed = metrics.changed() => if changed.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// How long [`announce_addr`] keeps trying.
+const ANNOUNCE_FOR: Duration = Duration::from_secs(600);
+
+/// With `--advertise`: makes this member's record in the membership name
+/// `addr` (a member that moved: new DHCP lease, recreated container, new
+/// port), through a Raft membership entry that replaces its node info
+/// (same node id, same PeerId), forwarded to the leader. Retried with
+/// backoff for [`ANNOUNCE_FOR`]; ends once the record names `addr`, or
+/// when this node is not a member or is recorded with another PeerId.
+async fn announce_addr(node: Node, peer_id: String, addr: String, mut stop: watch::Receiver<bool>) {
+    let until = tokio::time::Instant::now() + ANNOUNCE_FOR;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let recorded = node
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&node.id())
+            .cloned();
+        match recorded {
+            None => return,
+            Some(info) if info.addr == addr => return,
+            Some(info) if info.peer_id != peer_id => {
+                tracing::warn!(
+                    recorded = info.peer_id,
+                    "not announcing --advertise: the cluster records this node with another PeerId"
+                );
+                return;
+            }
+            Some(info) => {
+                let new = NodeInfo {
+                    peer_id: peer_id.clone(),
+                    addr: addr.clone(),
+                };
+                match node.set_node_info(node.id(), new).await {
+                    Ok(log_id) => {
+                        tracing::info!(
+                            old = info.addr,
+                            new = addr,
+                            index = log_id.index,
+                            "member address updated (--advertise)"
+                        );
+                        backoff = Duration::from_secs(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot record the --advertise address yet; retrying")
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                addr,
+                "gave up recording the --advertise address; peers dial the old one"
+            );
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -71,6 +71,22 @@ impl<T: RaftTransport> RaftNode<T> {
         self.admin(AdminRequest::Change { change, retain }).await
     }
 
+    /// Replace the recorded node info of member `id` (its address; a member
+    /// that moved keeps its id and PeerId). Voters and learners stay as
+    /// they are.
+    pub async fn set_node_info(
+        &self,
+        id: NodeId,
+        info: NodeInfo,
+    ) -> Result<LogId<NodeId>, NodeError> {
+        let change = ChangeMembers::SetNodes(BTreeMap::from([(id, info)]));
+        self.admin(AdminRequest::Change {
+            change,
+            retain: true,
+        })
+        .await
+    }
+
     /// Promote learner `id` to voter.
     pub async fn promote(&self, id: NodeId) -> Result<LogId<NodeId>, NodeError> {
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));

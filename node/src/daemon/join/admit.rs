@@ -16,7 +16,10 @@ use filesyncd_p2p::{
 use filesyncd_raft::command::{Op, Outcome, RejectReason as OpReject};
 use filesyncd_raft::{NodeId, NodeInfo};
 
-use super::{parse_node_id, pick_addr, rejection, JoinInfo, JoinPayload, PayloadMember};
+use super::{
+    advertised_member_addr, parse_node_id, pick_addr, rejection, JoinInfo, JoinPayload,
+    PayloadMember,
+};
 use crate::daemon::Node;
 
 type Verdict<'a, T> = Pin<Box<dyn Future<Output = Result<T, Rejection>> + Send + 'a>>;
@@ -180,13 +183,22 @@ impl Admission {
                 &peer,
             )?;
         }
-        let addr =
-            pick_addr(&joiner.listen_addrs, joiner.observed_addr.as_ref()).ok_or_else(|| {
+        let addr = match &info.advertise {
+            Some(a) => advertised_member_addr(a).ok_or_else(|| {
                 rejection(
                     RejectReason::Protocol,
-                    "no dialable listen address announced",
+                    "the advertised address is not a dialable QUIC address",
                 )
-            })?;
+            })?,
+            None => {
+                pick_addr(&joiner.listen_addrs, joiner.observed_addr.as_ref()).ok_or_else(|| {
+                    rejection(
+                        RejectReason::Protocol,
+                        "no dialable listen address announced",
+                    )
+                })?
+            }
+        };
 
         let (hash, _) = lookup(&node, &joiner.token_id)
             .await?

@@ -182,6 +182,7 @@ pub async fn join(
     let deadline = start + timeout;
     let info = serde_json::to_vec(&JoinInfo {
         node_id: format!("{node_id:016x}"),
+        advertise: target.advertise.as_ref().map(ToString::to_string),
     })
     .map_err(|e| JoinFailure::BadPayload {
         addr: target.addr.clone(),
