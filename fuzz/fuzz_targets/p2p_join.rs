@@ -17,7 +17,9 @@
 
 use std::str::FromStr;
 
-use filesyncd::daemon::join::{parse_node_id, pick_addr, JoinInfo, JoinPayload};
+use filesyncd::daemon::join::{
+    advertised_member_addr, parse_node_id, pick_addr, JoinInfo, JoinPayload,
+};
 use filesyncd::daemon::transport::Senders;
 use filesyncd_fuzz::{runtime, Bytes};
 use filesyncd_p2p::codec::{read_frame, BytesCodec, JoinCodec};
@@ -57,6 +59,11 @@ fn member_reads(req: &JoinRequest) {
             }
             if let Ok(i) = serde_json::from_slice::<JoinInfo>(info) {
                 let _ = parse_node_id(&i.node_id);
+                // An advertised address is recorded as text and parsed
+                // back by every member to dial: it must round-trip.
+                if let Some(a) = i.advertise.as_deref().and_then(advertised_member_addr) {
+                    assert_eq!(Multiaddr::from_str(&a.to_string()).ok(), Some(a));
+                }
             }
         }
     }
@@ -104,6 +111,7 @@ fn seeds() -> Vec<Vec<u8>> {
         .expect("an address");
     let info = serde_json::to_vec(&JoinInfo {
         node_id: "00000000000000ab".into(),
+        advertise: Some("/dns4/nas.example.org/udp/7400/quic-v1".into()),
     })
     .unwrap();
     // As JSON text: the payload's optional fields may grow.
