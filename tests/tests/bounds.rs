@@ -173,31 +173,36 @@ fn a_tree_bomb_offered_by_a_member_is_refused_and_sync_goes_on() {
         Ok((has(&d1, "honest.bin", &honest) && has(&d2, "honest.bin", &honest)).then_some(()))
     })
     .unwrap();
-    // Both victims answered both bombs, with a refusal (the build has the
-    // rogue: without it there is no such line and this fails).
-    let lines = wait_for("the rogue's log of both answers", DEADLINE, || {
-        let log = c.node(0).log();
-        let lines: Vec<String> = log
-            .lines()
-            .filter(|l| l.contains("rogue: tree bombs answered"))
-            .map(str::to_owned)
-            .collect();
-        Ok((lines.len() >= 2).then_some(lines))
-    })
+    // Both victims answered both bombs with a refusal (the build has the
+    // rogue: without it there is no such line and this fails). A round
+    // whose pull met a connection lost at start may end unsettled; another
+    // round follows.
+    let victims: Vec<String> = (1..3)
+        .map(|i| c.node(i).status().unwrap().node_id)
+        .collect();
+    let lines = wait_for(
+        "the rogue's log of both refusals by each victim",
+        DEADLINE,
+        || {
+            let log = c.node(0).log();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("rogue: tree bombs answered"))
+                .map(str::to_owned)
+                .collect();
+            let refused_by = |v: &String| {
+                lines.iter().any(|l| {
+                    l.contains(&format!("node=\"{v}\""))
+                        && l.contains("larger than this node's --max-file-size")
+                        && l.contains("tree refused: file tree (chunks) too large")
+                })
+            };
+            Ok(victims.iter().all(refused_by).then_some(lines))
+        },
+    )
     .unwrap();
     for l in &lines {
-        assert!(
-            l.contains("larger than this node's --max-file-size"),
-            "the 64 PiB claim was not refused from its size: {l}"
-        );
-        assert!(
-            l.contains("tree refused: file tree (chunks) too large"),
-            "the 16 Mi chunk claim was not refused from its root: {l}"
-        );
-        assert!(
-            !l.contains("Pending") && !l.contains("Durable"),
-            "a bomb was not refused: {l}"
-        );
+        assert!(!l.contains("Durable"), "a bomb was accepted: {l}");
     }
     for i in 1..3 {
         let n = c.node_mut(i);

@@ -96,17 +96,25 @@ pub async fn offer_bombs(o: &Offerer) {
         let Some(peer) = peers.get(v).copied() else {
             continue;
         };
-        // Asked until no answer is pending (a refusal after the tree fetch
-        // comes with a later answer), for at most ten seconds.
+        // Asked until every answer is final (a refusal after the tree fetch
+        // comes with a later answer; a pull that failed on a connection
+        // lost at start is asked again), for at most twenty seconds.
+        let settled = |answers: &[OfferState]| {
+            answers.iter().all(|s| match s {
+                OfferState::Failed(e) => e.contains("larger than") || e.contains("tree refused"),
+                OfferState::Durable => true,
+                OfferState::Pending => false,
+            })
+        };
         let mut answers = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..40 {
             answers = match tokio::time::timeout(Duration::from_secs(3), o.ask(peer, &bombs)).await
             {
                 Ok(Ok(a)) => a,
                 Ok(Err(e)) => vec![OfferState::Failed(format!("not answered: {e}"))],
                 Err(_) => vec![OfferState::Failed("not answered in time".into())],
             };
-            if !answers.contains(&OfferState::Pending) {
+            if settled(&answers) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
