@@ -21,6 +21,9 @@
 # FSD_STATE/ni/removed (member.sh remove) hands out no tokens. With
 # FSD_STATE/solo (netns.sh up --solo) nobody joins.
 # A node with FSD_STATE/ni/faketime runs under libfaketime (see clock.sh).
+# FSD_LISTEN_ANY="i j ...": those nodes listen on 0.0.0.0:7400 instead of
+# their own address (a listener that survives an address change, see
+# readdress.sh); default empty.
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 [[ $FSD_TARGET == netns ]] || usage_die "run.sh works on FSD_TARGET=netns only (compose: cluster.sh, proc.sh)"
@@ -64,9 +67,11 @@ start_one() {
   check_index "$i"
   node_exists "$i" || die "namespace $(fsd_ns "$i") missing (netns.sh up first)"
   if [[ -n $(fsd_pid "$i") ]]; then echo "node $i already running"; return 0; fi
-  local d=$FSD_STATE/n$i bin args env_pre=() joining=0 member=1
+  local d=$FSD_STATE/n$i bin args env_pre=() joining=0 member=1 listen
   bin=$(fsd_bin)
-  args=(run --dir "$d/fs/dir" --data "$(fsd_data "$i")" --listen "$(fsd_addr "$i"):$FSD_PORT"
+  listen=$(fsd_addr "$i")
+  if [[ " ${FSD_LISTEN_ANY:-} " == *" $i "* ]]; then listen=0.0.0.0; fi
+  args=(run --dir "$d/fs/dir" --data "$(fsd_data "$i")" --listen "$listen:$FSD_PORT"
         --api "$FSD_API" --log-format "${FSD_LOG_FORMAT:-text}")
   if [[ ($i != 1 || -f $d/rejoin) && ! -f $FSD_STATE/solo && ! -f $d/joined ]]; then
     local ticket addr token
@@ -164,5 +169,5 @@ case $cmd in
   status) check_index "${1:?}"; fsd_cli "$1" status "${@:2}" ;;
   cli) check_index "${1:?}"; i=$1; shift; fsd_cli "$i" "$@" ;;
   logs) check_index "${1:?}"; echo "$FSD_STATE/n$1/log" ;;
-  *) sed -n '2,23p' "$0"; exit 2 ;;
+  *) sed -n '2,26p' "$0"; exit 2 ;;
 esac

@@ -33,6 +33,10 @@
 //!   followed by filesyncd). On, a link whose target is absolute or climbs
 //!   above the synced directory is neither proposed nor made, as rsync's
 //!   `--safe-links`.
+//! - NAT traversal on (`--no-relay`, `--no-hole-punch`, `--no-upnp`, or
+//!   `relay`/`hole_punch`/`upnp = false` in the file, turn pieces off):
+//!   relay for members and through members, AutoNAT, DCUtR, UPnP (never
+//!   on a loopback listen address).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -153,6 +157,17 @@ pub struct RunArgs {
     /// --safe-links: not synced from here, not made here.
     #[arg(long, env = "FILESYNCD_SAFE_LINKS")]
     pub safe_links: bool,
+    /// Neither relay for other members nor reserve a slot on a member
+    /// relay when members cannot dial this node (behind NAT); also turns
+    /// off the AutoNAT probes and hole punching.
+    #[arg(long, env = "FILESYNCD_NO_RELAY")]
+    pub no_relay: bool,
+    /// Keep a relayed member connection relayed: no DCUtR hole punching.
+    #[arg(long, env = "FILESYNCD_NO_HOLE_PUNCH")]
+    pub no_hole_punch: bool,
+    /// Do not ask a UPnP router to map the listen port.
+    #[arg(long, env = "FILESYNCD_NO_UPNP")]
+    pub no_upnp: bool,
     /// TOML file with any of the settings above (flags and env win).
     #[arg(long, env = "FILESYNCD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -186,6 +201,12 @@ pub struct FileConfig {
     /// A number of bytes or a string with a unit, as the flag.
     pub max_file_size: Option<SizeSetting>,
     pub safe_links: Option<bool>,
+    /// `relay = false` is `--no-relay`.
+    pub relay: Option<bool>,
+    /// `hole_punch = false` is `--no-hole-punch`.
+    pub hole_punch: Option<bool>,
+    /// `upnp = false` is `--no-upnp`.
+    pub upnp: Option<bool>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -234,6 +255,12 @@ pub struct Config {
     pub max_file_size: u64,
     /// `--safe-links`.
     pub safe_links: bool,
+    /// Relay for members and through members (not `--no-relay`).
+    pub relay: bool,
+    /// DCUtR hole punching (not `--no-hole-punch`).
+    pub hole_punch: bool,
+    /// UPnP port mapping (not `--no-upnp`).
+    pub upnp: bool,
     pub log_format: LogFormat,
 }
 
@@ -581,6 +608,9 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
     Ok(Config {
         max_file_size,
         safe_links: args.safe_links || file.safe_links.unwrap_or(false),
+        relay: !args.no_relay && file.relay.unwrap_or(true),
+        hole_punch: !args.no_hole_punch && file.hole_punch.unwrap_or(true),
+        upnp: !args.no_upnp && file.upnp.unwrap_or(true),
         dir,
         data,
         listen,
@@ -640,6 +670,25 @@ mod tests {
         assert_eq!(c.listen.to_string(), "/ip4/127.0.0.1/udp/8/quic-v1");
         assert_eq!(c.api.to_string(), "127.0.0.1:9");
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn nat_traversal_is_on_unless_a_flag_or_the_file_turns_it_off() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let data = t.path().join("data");
+        let c = validate(args(&dir, &data), FileConfig::default()).unwrap();
+        assert_eq!((c.relay, c.hole_punch, c.upnp), (true, true, true));
+        let file = FileConfig::parse("relay = false\nupnp = false\n").unwrap();
+        let c = validate(args(&dir, &data), file).unwrap();
+        assert_eq!((c.relay, c.hole_punch, c.upnp), (false, true, false));
+        let mut a = args(&dir, &data);
+        a.no_hole_punch = true;
+        let file = FileConfig::parse("hole_punch = true\n").unwrap();
+        let c = validate(a, file).unwrap();
+        assert_eq!((c.relay, c.hole_punch, c.upnp), (true, false, true));
+        assert!(FileConfig::parse("relay = \"no\"\n").is_err());
     }
 
     #[test]

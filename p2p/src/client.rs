@@ -18,6 +18,7 @@ use crate::event_loop::EventLoop;
 use crate::gate::Membership;
 use crate::hooks::{ChunkProvider, JoinVerifier, P2pEvent};
 use crate::join::run_joiner;
+use crate::nat::{NatView, PeerPath};
 use crate::protocol::{JoinRequest, JoinResponse, CHUNKS_PROTOCOL};
 use crate::swarm;
 use crate::token::Token;
@@ -25,7 +26,7 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -89,6 +90,12 @@ pub(crate) enum Command {
     },
     ConnectedPeers {
         reply: Reply<Vec<PeerId>>,
+    },
+    PeerPaths {
+        reply: Reply<HashMap<PeerId, PeerPath>>,
+    },
+    NatView {
+        reply: Reply<NatView>,
     },
     Shutdown,
 }
@@ -203,7 +210,7 @@ pub async fn start(
         cmd_rx,
         events_tx,
         membership,
-        limits,
+        &config,
         services.join_verifier,
         listen_addrs,
     );
@@ -243,6 +250,17 @@ impl P2pClient {
 
     pub async fn connected_peers(&self) -> Result<Vec<PeerId>, P2pError> {
         self.call(|reply| Command::ConnectedPeers { reply }).await
+    }
+
+    /// How the connection to each connected peer goes (direct or relayed).
+    pub async fn peer_paths(&self) -> Result<HashMap<PeerId, PeerPath>, P2pError> {
+        self.call(|reply| Command::PeerPaths { reply }).await
+    }
+
+    /// This node's reachability: AutoNAT's answer, where members observe
+    /// it, the relay circuits it listens on.
+    pub async fn nat_view(&self) -> Result<NatView, P2pError> {
+        self.call(|reply| Command::NatView { reply }).await
     }
 
     /// Dials a multiaddr or `host:port`; returns the remote's PeerId.

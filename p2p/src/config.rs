@@ -213,6 +213,48 @@ pub struct P2pConfig {
     pub idle_connection_timeout: Duration,
     /// Sent in identify (members only).
     pub agent_version: String,
+    /// NAT traversal: relay, hole punching, AutoNAT, UPnP.
+    pub nat: NatConfig,
+}
+
+/// NAT traversal (docs/PROTOCOL.md, "Behind NAT"). Every piece works among
+/// members only: a stranger's connection gets none of these protocols.
+#[derive(Clone, Debug)]
+pub struct NatConfig {
+    /// Serve as a circuit relay for other members, probe this node's own
+    /// reachability with AutoNAT (members as servers), and when members
+    /// cannot dial it, reserve a slot on member relays and listen there.
+    pub relay: bool,
+    /// Try DCUtR hole punching on a relayed member connection, and move
+    /// traffic to the direct connection it makes. Needs `relay`.
+    pub hole_punch: bool,
+    /// Ask a UPnP IGD router for a mapping of the listen port.
+    pub upnp: bool,
+    /// Most member relays this node reserves a slot on at once.
+    pub max_relays: usize,
+    /// Hop side: most reservations held for other members.
+    pub max_reservations: usize,
+    /// Hop side: most circuits relayed at once.
+    pub max_circuits: usize,
+    /// First AutoNAT probe after start.
+    pub autonat_boot_delay: Duration,
+    /// AutoNAT probe interval while the answer is unknown or not yet sure.
+    pub autonat_retry: Duration,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        NatConfig {
+            relay: true,
+            hole_punch: true,
+            upnp: true,
+            max_relays: 2,
+            max_reservations: 128,
+            max_circuits: 256,
+            autonat_boot_delay: Duration::from_secs(3),
+            autonat_retry: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Default for P2pConfig {
@@ -224,6 +266,7 @@ impl Default for P2pConfig {
             event_buffer: 1024,
             idle_connection_timeout: Duration::from_secs(300),
             agent_version: concat!("filesyncd/", env!("CARGO_PKG_VERSION")).to_owned(),
+            nat: NatConfig::default(),
         }
     }
 }

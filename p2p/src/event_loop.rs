@@ -17,6 +17,7 @@ use crate::hooks::{JoinVerifier, P2pEvent, Reply};
 use crate::join::{Action, JoinDone, JoinOutcome, JoinServer};
 use crate::join_failures::{JoinFailures, MAX_TRACKED};
 use crate::join_rate::{ip_of, JoinRate, MAX_TRACKED_IPS};
+use crate::nat::{Nat, Reachability};
 use crate::protocol::JoinResponse;
 use crate::swarm::{Behaviour, BehaviourEvent};
 use futures::future::BoxFuture;
@@ -25,7 +26,7 @@ use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{identify, Multiaddr, PeerId, Swarm};
+use libp2p::{autonat, dcutr, identify, relay, upnp, Multiaddr, PeerId, Swarm};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,7 @@ pub(crate) struct EventLoop {
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, P2pError>>>,
     replies: FuturesUnordered<PendingReply>,
     listen_addrs: Vec<Multiaddr>,
+    nat: Nat,
 }
 
 impl EventLoop {
@@ -63,10 +65,11 @@ impl EventLoop {
         cmds: mpsc::Receiver<Command>,
         events: mpsc::Sender<P2pEvent>,
         membership: Membership,
-        limits: Limits,
+        config: &crate::config::P2pConfig,
         verifier: Option<Arc<dyn JoinVerifier>>,
         listen_addrs: Vec<Multiaddr>,
     ) -> EventLoop {
+        let limits = config.limits.clone();
         let (done_tx, done_rx) = mpsc::channel(64);
         let local = *swarm.local_peer_id();
         let join_failures = JoinFailures::new(MAX_TRACKED, limits.ban_duration);
@@ -90,6 +93,7 @@ impl EventLoop {
             pending_dials: HashMap::new(),
             replies: FuturesUnordered::new(),
             listen_addrs,
+            nat: Nat::new(config.nat.clone()),
         }
     }
 
@@ -140,6 +144,26 @@ impl EventLoop {
             .stale_connections(now, self.limits.stranger_window);
         for id in stale {
             self.swarm.close_connection(id);
+        }
+        self.maintain_relays(now);
+    }
+
+    /// Circuit reservations follow AutoNAT: made on member relays while
+    /// this node is private, dropped once it is public or a relay is no
+    /// longer a member.
+    fn maintain_relays(&mut self, now: Instant) {
+        let membership = self.membership.clone();
+        for listener in self.nat.unwanted_relays(|p| membership.is_member(p)) {
+            self.swarm.remove_listener(listener);
+        }
+        for (relay, addr) in self.nat.wanted_relays(now, |p| membership.is_member(p)) {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, %addr, "not reachable directly: reserving a slot on a member relay");
+                    self.nat.reserving(relay, listener);
+                }
+                Err(e) => tracing::warn!(%relay, %addr, "cannot listen on a relay circuit: {e}"),
+            }
         }
     }
 
@@ -227,6 +251,12 @@ impl EventLoop {
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
+            Command::PeerPaths { reply } => {
+                let _ = reply.send(self.nat.paths());
+            }
+            Command::NatView { reply } => {
+                let _ = reply.send(self.nat.view(Instant::now()));
+            }
             Command::Shutdown => {}
         }
     }
@@ -271,7 +301,17 @@ impl EventLoop {
                 info,
                 ..
             })) if self.membership.is_member(&peer_id) => {
-                let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(8).collect();
+                self.nat
+                    .observed(peer_id, info.observed_addr.clone(), Instant::now());
+                let addrs: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(|a| {
+                        !a.iter()
+                            .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+                    })
+                    .take(8)
+                    .collect();
                 self.swarm
                     .behaviour_mut()
                     .gate
@@ -281,13 +321,68 @@ impl EventLoop {
                     listen_addrs: addrs,
                 });
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged {
+                old,
+                new,
+            })) => {
+                let r = match new {
+                    autonat::NatStatus::Public(a) => Reachability::Public(a),
+                    autonat::NatStatus::Private => Reachability::Private,
+                    autonat::NatStatus::Unknown => Reachability::Unknown,
+                };
+                tracing::info!(?old, now = ?r, "reachability (AutoNAT, members as servers)");
+                self.nat.set_reachability(r);
+                self.maintain_relays(Instant::now());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(direct) => {
+                    let relayed = self.nat.relayed_to(&remote_peer_id, direct);
+                    tracing::info!(peer = %remote_peer_id, closing = relayed.len(), "hole punched: direct connection, closing the relayed one");
+                    for id in relayed {
+                        self.swarm.close_connection(id);
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punching failed, staying relayed: {e}")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => match e {
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal: false,
+                    ..
+                } => tracing::info!(relay = %relay_peer_id, "relay reservation accepted"),
+                other => tracing::debug!("relay client: {other:?}"),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => {
+                tracing::debug!("relay: {e:?}")
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => match e {
+                upnp::Event::NewExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "UPnP: the router maps the listen port")
+                }
+                upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "UPnP: the port mapping expired")
+                }
+                upnp::Event::GatewayNotFound => {
+                    tracing::debug!("UPnP: no gateway answered")
+                }
+                upnp::Event::NonRoutableGateway => {
+                    tracing::info!("UPnP: the gateway is not routable (NAT behind NAT)")
+                }
+            },
             SwarmEvent::Behaviour(_) => {}
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 num_established,
+                endpoint,
                 ..
             } => {
+                self.nat.connected(connection_id, peer_id, &endpoint);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -306,11 +401,15 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.join.forget_peer(&peer_id);
-                self.emit(P2pEvent::PeerDisconnected { peer: peer_id });
+                self.nat.closed(connection_id);
+                if num_established == 0 {
+                    self.join.forget_peer(&peer_id);
+                    self.emit(P2pEvent::PeerDisconnected { peer: peer_id });
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -321,8 +420,22 @@ impl EventLoop {
                     let _ = reply.send(Err(P2pError::Dial(error.to_string())));
                 }
             }
-            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
-                self.listen_addrs.push(address);
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                if self.nat.listen_addr(listener_id, &address) {
+                    tracing::info!(%address, "listening through a member relay");
+                } else if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if self.nat.listener_closed(listener_id, Instant::now()) => {
+                tracing::info!(?reason, "a relay reservation ended");
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| *a != address);

@@ -29,6 +29,12 @@ pub struct MembersOnly<B> {
     membership: Membership,
     gated: HashSet<ConnectionId>,
     open: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Member connections through a relay circuit: `NotifyHandler::Any`
+    /// goes to a direct connection when the peer has one.
+    relayed: HashSet<ConnectionId>,
+    /// Re-issue the wrapped behaviour's dials (see `poll`); off for
+    /// behaviours whose dials carry addresses or conditions that matter.
+    rewrite_dials: bool,
 }
 
 impl<B> MembersOnly<B> {
@@ -38,7 +44,19 @@ impl<B> MembersOnly<B> {
             membership,
             gated: HashSet::new(),
             open: HashMap::new(),
+            relayed: HashSet::new(),
+            rewrite_dials: true,
         }
+    }
+
+    /// Passes the wrapped behaviour's dials to the swarm as they are: a
+    /// relay client's dial to its relay, DCUtR's simultaneous dial (role
+    /// override, given addresses), AutoNAT's dial-back on a new port. These
+    /// behaviours track their dials by connection id, which a re-issued
+    /// dial would not keep.
+    pub fn passing_dials(mut self) -> Self {
+        self.rewrite_dials = false;
+        self
     }
 
     pub fn inner_mut(&mut self) -> &mut B {
@@ -116,6 +134,9 @@ impl<B: NetworkBehaviour> NetworkBehaviour for MembersOnly<B> {
                 if self.gated.contains(&e.connection_id) {
                     return;
                 }
+                if e.endpoint.is_relayed() {
+                    self.relayed.insert(e.connection_id);
+                }
                 let list = self.open.entry(e.peer_id).or_default();
                 list.push(e.connection_id);
                 let other_established = list.len() - 1;
@@ -130,6 +151,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for MembersOnly<B> {
                 if self.gated.remove(&e.connection_id) {
                     return;
                 }
+                self.relayed.remove(&e.connection_id);
                 let remaining_established = match self.open.get_mut(&e.peer_id) {
                     Some(list) => {
                         list.retain(|c| *c != e.connection_id);
@@ -178,7 +200,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for MembersOnly<B> {
             // false while a stranger-era connection is up, and the dial
             // silently dropped. Dial anyway (unless a dial is under way):
             // the new connection gets full handlers.
-            if let ToSwarm::Dial { opts } = &ev {
+            if let (true, ToSwarm::Dial { opts }) = (self.rewrite_dials, &ev) {
                 if let Some(peer) = opts.get_peer_id() {
                     if !self.open.contains_key(&peer) {
                         return Poll::Ready(ToSwarm::Dial {
@@ -196,7 +218,12 @@ impl<B: NetworkBehaviour> NetworkBehaviour for MembersOnly<B> {
                 event,
             } = ev
             {
-                match self.open.get(&peer_id).and_then(|l| l.first()) {
+                let pick = self.open.get(&peer_id).and_then(|l| {
+                    l.iter()
+                        .find(|c| !self.relayed.contains(c))
+                        .or_else(|| l.first())
+                });
+                match pick {
                     Some(id) => {
                         return Poll::Ready(ToSwarm::NotifyHandler {
                             peer_id,

@@ -267,6 +267,7 @@ fn member_list(node: &Node) -> Vec<Member> {
             }
             .to_string(),
             reachable: None,
+            path: None,
         })
         .collect()
 }
@@ -314,6 +315,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let sv = files::status::sync_view(&s, &cluster_root, leader.is_some());
     let mut members = member_list(&s.node);
     files::status::mark_reachable(&s, &mut members).await;
+    let nat = files::status::nat_status(&s).await;
     Ok(Json(Status {
         node_id: node_hex(s.node.id()),
         peer_id: s.peer_id.clone(),
@@ -330,6 +332,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
         local_root: sv.local_root,
         in_sync: sv.in_sync,
         sync: sv.sync,
+        nat,
     }))
 }
 

@@ -14,6 +14,25 @@ pub struct Member {
     /// Connected to this node (itself: true); `None` when not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable: Option<bool>,
+    /// How this node's connection to the member goes: `direct`, or
+    /// `relayed` through another member (behind NAT). Absent while not
+    /// connected, and for this node itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// This node's reachability (NAT traversal).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatStatus {
+    /// AutoNAT's answer with members as servers: `public`, `private` or
+    /// `unknown`.
+    pub reachability: String,
+    /// Addresses members observe this node at, most observers first.
+    #[serde(default)]
+    pub observed: Vec<String>,
+    /// Relay circuit addresses this node listens on (while private).
+    #[serde(default)]
+    pub relayed: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +65,9 @@ pub struct Status {
     /// The sync service's state (`None`: not running).
     #[serde(default)]
     pub sync: Option<crate::daemon::sync::SyncStatus>,
+    /// Reachability behind NAT (`None`: no p2p client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

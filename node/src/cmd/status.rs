@@ -76,10 +76,11 @@ fn member_rows(members: &[Member], leader: Option<&str>) -> Vec<String> {
         } else {
             m.role.clone()
         };
-        let reach = match m.reachable {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "?",
+        let reach = match (m.reachable, m.path.as_deref()) {
+            (Some(true), Some("relayed")) => "relayed",
+            (Some(true), _) => "yes",
+            (Some(false), _) => "no",
+            (None, _) => "?",
         };
         out.push(format!(
             "  {:<16}  {:<7}  {:<9}  {:<52}  {}",
@@ -112,6 +113,16 @@ pub fn render(s: &Status, now_ms: u64) -> Vec<String> {
         format!("root        cluster {}", s.cluster_root),
         format!("            local   {}", or_dash(s.local_root.as_deref())),
     ];
+    if let Some(n) = &s.nat {
+        let mut line = format!("reach       {}", n.reachability);
+        if let Some(seen) = n.observed.first() {
+            line.push_str(&format!(", seen at {seen}"));
+        }
+        if !n.relayed.is_empty() {
+            line.push_str(&format!(", through {} member relay(s)", n.relayed.len()));
+        }
+        l.push(line);
+    }
     match &s.sync {
         None => l.push("in sync     no (the sync service is not running)".into()),
         Some(y) => {
@@ -310,6 +321,7 @@ mod tests {
                     addr: "/ip4/127.0.0.1/udp/7400/quic-v1".into(),
                     role: "voter".into(),
                     reachable: Some(true),
+                    path: None,
                 },
                 Member {
                     id: "00000000000000bb".into(),
@@ -317,6 +329,7 @@ mod tests {
                     addr: "/ip4/127.0.0.2/udp/7400/quic-v1".into(),
                     role: "learner".into(),
                     reachable: None,
+                    path: None,
                 },
             ],
             dir: Some("/srv/sync".into()),
@@ -333,6 +346,7 @@ mod tests {
                 }],
                 ..SyncStatus::default()
             }),
+            nat: None,
         }
     }
 

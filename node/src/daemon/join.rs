@@ -17,7 +17,9 @@
 //! # Non-goals
 //! * Remembering removed members across restarts (the p2p allow-list does
 //!   that in memory only).
-//! * NAT traversal: the address the leader records must be dialable.
+//! * NAT traversal here: the joiner dials the member; the record the member
+//!   writes is corrected later by the joiner itself (`daemon::addr`: what
+//!   members observe, or a relay circuit behind NAT).
 //!
 //! # Flow
 //! ```text

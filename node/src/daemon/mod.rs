@@ -20,6 +20,7 @@
 //! (its stores are closed when the last handle drops), the swarm stops,
 //! then the lock is released. Exit 0.
 
+pub mod addr;
 pub mod join;
 pub mod lock;
 pub mod sync;
@@ -27,13 +28,12 @@ pub mod transport;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use filesyncd_p2p::{Multiaddr, P2pClient, P2pConfig, PeerId, Services};
+use filesyncd_p2p::{P2pClient, P2pConfig, PeerId, Services};
 use filesyncd_raft::command::{ChunkerParams, Op, Outcome, RejectReason, Retention};
 use filesyncd_raft::config::{RaftConfig, SnapshotPolicy};
 use filesyncd_raft::node::{NodeError, RaftNode};
@@ -162,6 +162,14 @@ where
 
     let p2p_config = P2pConfig {
         listen: vec![config.listen.clone()],
+        nat: filesyncd_p2p::NatConfig {
+            relay: config.relay,
+            hole_punch: config.hole_punch,
+            // A node on loopback has no router to ask (and test clusters
+            // send no SSDP search out of the machine).
+            upnp: config.upnp && !listens_on_loopback(&config.listen),
+            ..filesyncd_p2p::NatConfig::default()
+        },
         ..P2pConfig::default()
     };
     let sync_parts = sync::Parts::open(&config.dir, &data)?;
@@ -175,7 +183,7 @@ where
     let listen_addrs = client.listen_addrs().await?;
     let advertised = match &config.advertise {
         Some(a) => a.to_string(),
-        None => advertised_addr(&listen_addrs, &config.listen),
+        None => addr::advertised_addr(&listen_addrs, &config.listen),
     };
     tracing::info!(node = format!("{node_id:016x}"), %peer_id, addr = %advertised, "p2p started");
 
@@ -240,14 +248,14 @@ where
             client.clone(),
             stop_rx.clone(),
         ));
-        if config.advertise.is_some() {
-            tokio::spawn(announce_addr(
-                node.clone(),
-                peer_id.to_string(),
-                advertised.clone(),
-                stop_rx.clone(),
-            ));
-        }
+        tokio::spawn(addr::keep_member_addr(
+            node.clone(),
+            client.clone(),
+            peer_id.to_string(),
+            config.advertise.as_ref().map(|a| a.to_string()),
+            config.listen.clone(),
+            stop_rx.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(config.api)
             .await
             .map_err(|source| DaemonError::Api {
@@ -434,6 +442,16 @@ async fn bootstrap(
     }
 }
 
+/// Whether `addr` is `/ip4/127.../...` or `/ip6/::1/...`.
+fn listens_on_loopback(addr: &filesyncd_p2p::Multiaddr) -> bool {
+    use filesyncd_p2p::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
 /// Most revoked PeerIds handed to the p2p gate (each removal adds one; a
 /// cluster that removed more refuses the oldest ones at the Raft and join
 /// checks only, which read the state itself).
@@ -444,6 +462,7 @@ const MAX_REVOKED_PEERS: usize = 65_536;
 async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Receiver<bool>) {
     let mut metrics = node.metrics_watch();
     let mut last: Option<HashSet<PeerId>> = None;
+    let mut last_addrs: Option<Vec<(PeerId, String)>> = None;
     loop {
         let nodes: Vec<(PeerId, String)> = {
             let m = metrics.borrow_and_update();
@@ -454,12 +473,23 @@ async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Recei
                 .collect()
         };
         let set: HashSet<PeerId> = nodes.iter().map(|(p, _)| *p).collect();
-        if last.as_ref() != Some(&set) {
+        // A record whose address changed (a member that moved, or went
+        // behind a relay) goes to the address book at once, first in line.
+        if last_addrs.as_ref() != Some(&nodes) {
             for (peer, addr) in &nodes {
+                let known = last_addrs
+                    .as_ref()
+                    .is_some_and(|l| l.iter().any(|(p, a)| p == peer && a == addr));
+                if known {
+                    continue;
+                }
                 if let Ok(a) = filesyncd_p2p::parse_addr(addr) {
                     let _ = client.add_addresses(*peer, vec![a]).await;
                 }
             }
+            last_addrs = Some(nodes.clone());
+        }
+        if last.as_ref() != Some(&set) {
             // Removals are what add revocations: read them with the
             // membership they came with (and once at start, across restarts).
             let reader = node.reader().clone();
@@ -486,96 +516,6 @@ async fn follow_membership(node: Node, client: P2pClient, mut stop: watch::Recei
             _ = stop.wait_for(|s| *s) => return,
         }
     }
-}
-
-/// How long [`announce_addr`] keeps trying.
-const ANNOUNCE_FOR: Duration = Duration::from_secs(600);
-
-/// With `--advertise`: makes this member's record in the membership name
-/// `addr` (a member that moved: new DHCP lease, recreated container, new
-/// port), through a Raft membership entry that replaces its node info
-/// (same node id, same PeerId), forwarded to the leader. Retried with
-/// backoff for [`ANNOUNCE_FOR`]; ends once the record names `addr`, or
-/// when this node is not a member or is recorded with another PeerId.
-async fn announce_addr(node: Node, peer_id: String, addr: String, mut stop: watch::Receiver<bool>) {
-    let until = tokio::time::Instant::now() + ANNOUNCE_FOR;
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let recorded = node
-            .metrics()
-            .membership_config
-            .membership()
-            .get_node(&node.id())
-            .cloned();
-        match recorded {
-            None => return,
-            Some(info) if info.addr == addr => return,
-            Some(info) if info.peer_id != peer_id => {
-                tracing::warn!(
-                    recorded = info.peer_id,
-                    "not announcing --advertise: the cluster records this node with another PeerId"
-                );
-                return;
-            }
-            Some(info) => {
-                let new = NodeInfo {
-                    peer_id: peer_id.clone(),
-                    addr: addr.clone(),
-                };
-                match node.set_node_info(node.id(), new).await {
-                    Ok(log_id) => {
-                        tracing::info!(
-                            old = info.addr,
-                            new = addr,
-                            index = log_id.index,
-                            "member address updated (--advertise)"
-                        );
-                        backoff = Duration::from_secs(1);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot record the --advertise address yet; retrying")
-                    }
-                }
-            }
-        }
-        if tokio::time::Instant::now() >= until {
-            tracing::warn!(
-                addr,
-                "gave up recording the --advertise address; peers dial the old one"
-            );
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-}
-
-/// The address other members should dial: the configured one unless it is
-/// unspecified (`0.0.0.0`/`::`), then the first non-loopback address the
-/// transport reported (loopback only when there is nothing else).
-fn advertised_addr(reported: &[Multiaddr], configured: &Multiaddr) -> String {
-    // The IP of `/ip4/A/...` or `/ip6/A/...`.
-    let is = |a: &Multiaddr, f: fn(&IpAddr) -> bool| {
-        let text = a.to_string();
-        let mut parts = text.split('/').skip(1);
-        matches!(parts.next(), Some("ip4" | "ip6"))
-            && parts
-                .next()
-                .and_then(|ip| ip.parse::<IpAddr>().ok())
-                .is_some_and(|ip| f(&ip))
-    };
-    if !is(configured, IpAddr::is_unspecified) {
-        return configured.to_string();
-    }
-    reported
-        .iter()
-        .find(|a| !is(a, IpAddr::is_loopback))
-        .or(reported.first())
-        .unwrap_or(configured)
-        .to_string()
 }
 
 /// Resolves once Raft's metrics say it is no longer running (or its
@@ -672,29 +612,5 @@ mod tests {
         let (tx, rx) = watch::channel(Metrics::new_initial(1));
         drop(tx);
         assert!(raft_failed(rx).await.contains("closed"));
-    }
-
-    fn ma(s: &str) -> Multiaddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn advertises_a_reachable_address() {
-        let lo = ma("/ip4/127.0.0.1/udp/7400/quic-v1");
-        let lan = ma("/ip4/10.0.0.2/udp/7400/quic-v1");
-        let any = ma("/ip4/0.0.0.0/udp/7400/quic-v1");
-        assert_eq!(
-            advertised_addr(&[lo.clone(), lan.clone()], &any),
-            lan.to_string()
-        );
-        assert_eq!(
-            advertised_addr(std::slice::from_ref(&lo), &any),
-            lo.to_string()
-        );
-        assert_eq!(advertised_addr(&[], &any), any.to_string());
-        assert_eq!(
-            advertised_addr(std::slice::from_ref(&lan), &lo),
-            lo.to_string()
-        );
     }
 }

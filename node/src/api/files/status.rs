@@ -1,10 +1,10 @@
 //! The sync service's part of `GET /status` and `GET /metrics`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-use filesyncd_p2p::PeerId;
+use filesyncd_p2p::{PeerPath, Reachability};
 
-use crate::api::types::Member;
+use crate::api::types::{Member, NatStatus};
 use crate::api::ApiState;
 use crate::daemon::sync::SyncStatus;
 
@@ -48,19 +48,40 @@ pub fn in_sync(st: &SyncStatus, cluster_root: &str) -> bool {
 }
 
 /// Marks each member reachable when this node is connected to it (itself:
-/// always). Unknown without a p2p client.
+/// always), with the path of that connection (direct or relayed). Unknown
+/// without a p2p client.
 pub async fn mark_reachable(s: &ApiState, members: &mut [Member]) {
     let Some(client) = &s.p2p else {
         return;
     };
-    let Ok(peers) = client.connected_peers().await else {
+    let Ok(paths) = client.peer_paths().await else {
         return;
     };
-    let mut up: HashSet<String> = peers.iter().map(PeerId::to_string).collect();
-    up.insert(s.peer_id.clone());
+    let paths: HashMap<String, PeerPath> = paths
+        .iter()
+        .map(|(p, path)| (p.to_string(), *path))
+        .collect();
     for m in members {
-        m.reachable = Some(up.contains(&m.peer_id));
+        let me = m.peer_id == s.peer_id;
+        let path = paths.get(&m.peer_id);
+        m.reachable = Some(me || path.is_some());
+        m.path = path.filter(|_| !me).map(|p| p.as_str().to_owned());
     }
+}
+
+/// This node's reachability as the p2p layer sees it (`None` without one).
+pub async fn nat_status(s: &ApiState) -> Option<NatStatus> {
+    let view = s.p2p.as_ref()?.nat_view().await.ok()?;
+    Some(NatStatus {
+        reachability: match view.reachability {
+            Reachability::Public(_) => "public",
+            Reachability::Private => "private",
+            Reachability::Unknown => "unknown",
+        }
+        .to_owned(),
+        observed: view.observed.iter().map(|(a, _)| a.to_string()).collect(),
+        relayed: view.relayed.iter().map(|a| a.to_string()).collect(),
+    })
 }
 
 /// Prometheus text for the sync service (empty without it).

@@ -1,0 +1,558 @@
+#!/usr/bin/env bash
+# Two private sites behind NAT routers and one public member: do the sites
+# join through their NATs, does a file get from one private site to the
+# other, and how fast when only the two private sites hold it?
+#
+#   nat.sh [--relay-only] [--net-only]
+#   nat.sh --both
+#
+#          wan bridge fsdnatwan 198.51.100.0/24 (host side: no address)
+#     .10 pub            .1 r1 (router)               .2 r2 (router)
+#     public member      MASQUERADE 10.1.0.0/24       MASQUERADE 10.2.0.0/24
+#                        lan 10.1.0.1 -- a 10.1.0.2   lan 10.2.0.1 -- b 10.2.0.2
+#
+# The routers behave as home routers: lan->wan is forwarded and
+# masqueraded, wan->lan and wan->router only as replies (conntrack
+# ESTABLISHED,RELATED); nothing on the wan routes to 10.x. The script
+# proves that with UDP probes before any node starts, and reports how r1
+# maps a source port and whether a UDP simultaneous open between a and b
+# gets through both NATs (the premise of hole punching).
+#
+# Nodes (namespaces fsdnat-pub, -a, -b; routers fsdnat-r1, -r2):
+#   pub  run --listen 198.51.100.10:7400 --max-file-size 1MiB   (founds)
+#   a, b run --listen 0.0.0.0:7400 --join 198.51.100.10:7400 --token <fresh>
+#        (--relay-only: also --no-hole-punch, so a<->b stays relayed)
+# Checks: all three in sync with 3 members; a small file from a reaches b
+# and pub, one from b reaches a; a big file written on a (held back on pub
+# by its --max-file-size, so b must pull it from a, relayed through pub or
+# over a punched direct connection) arrives identical on b: prints MB/s and
+# the `path` a's and b's status give for each other. --relay-only fails
+# unless a's status says "relayed" for b.
+#
+#   --net-only   build and probe the network, start no node
+#   --both       run the scenario (in a fresh lab) with hole punching, then
+#                with --relay-only; last line:
+#                "nat: direct-or-punched X MB/s, relayed Y MB/s"
+#
+# Exit: 0 every check passed (or skipped: not root / no `ip netns`, with a
+# "skipped:" line); 1 a check failed, or a skip under FSD_CHAOS_REQUIRE=1;
+# 2 usage or no binary. Everything created (namespaces, bridge, veths, the
+# host FORWARD rule, processes, the state dir) is removed on exit; after a
+# failure the node logs stay in the state dir and their tails are printed.
+#
+# Environment:
+#   FSD_BIN              filesyncd (default: target/debug/filesyncd)
+#   FSD_NAT_STATE        state dir (default /tmp/filesyncd-nat)
+#   FSD_NAT_BIG_MIB      size of the big file (default 64)
+#   FSD_NAT_JOIN_WAIT    seconds for a node to start and join (default 60)
+#   FSD_NAT_SMALL_WAIT   seconds for small files and in-sync (default 60)
+#   FSD_NAT_BIG_WAIT     seconds for the big file (default 120)
+#   FSD_NAT_KEEP=1       keep the node logs in the state dir after a pass too
+#   RUST_LOG             node log filter (default info)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+bin=${FSD_BIN:-$repo/target/debug/filesyncd}
+state=${FSD_NAT_STATE:-/tmp/filesyncd-nat}
+big_mib=${FSD_NAT_BIG_MIB:-64}
+join_wait=${FSD_NAT_JOIN_WAIT:-60}
+small_wait=${FSD_NAT_SMALL_WAIT:-60}
+big_wait=${FSD_NAT_BIG_WAIT:-120}
+probe=$here/udp_probe.py
+comm=$(basename "$bin" | cut -c1-15)   # a node's /proc/PID/comm
+
+P=fsdnat-                 # namespace prefix
+BR=fsdnatwan              # the wan bridge
+HV=fsdnatw-               # host ends of the wan veths: fsdnatw-pub, -r1, -r2
+WAN=198.51.100
+PUB=$WAN.10
+PORT=7400
+API=127.0.0.1:7401
+COMMENT=fsd-nat-bridge
+fwd_rule=(FORWARD -i "$BR" -o "$BR" -m comment --comment "$COMMENT" -j ACCEPT)
+
+mode=punch net_only=0 both=0
+while (($#)); do
+  case $1 in
+    --relay-only) mode=relay ;;
+    --net-only) net_only=1 ;;
+    --both) both=1 ;;
+    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+    *) echo "nat.sh: unknown argument $1" >&2; sed -n '6,7p' "$0" >&2; exit 2 ;;
+  esac
+  shift
+done
+if ((both)) && [[ $mode == relay || $net_only == 1 ]]; then
+  echo "nat.sh: --both runs both modes; it takes no other option" >&2; exit 2
+fi
+
+say() { printf '%s nat(%s): %s\n' "$(date +%H:%M:%S)" "$mode" "$*"; }
+pass() { say "PASS: $*"; }
+info() { say "info: $*"; }
+fail() { say "FAIL: $*" >&2; exit 1; }
+
+skip() {
+  if [[ ${FSD_CHAOS_REQUIRE:-0} == 1 ]]; then
+    echo "nat: cannot run: $* (FSD_CHAOS_REQUIRE=1)" >&2
+    exit 1
+  fi
+  echo "nat: skipped: needs root and ip netns ($*)"
+  exit 0
+}
+
+# --- can this machine run it? -----------------------------------------------
+[[ $(id -u) == 0 ]] || skip "not root"
+nsprobe=fsdnatprobe$$
+ip netns add "$nsprobe" >/dev/null 2>&1 || skip "ip netns add failed"
+ok=1
+ip netns exec "$nsprobe" ip link set lo up >/dev/null 2>&1 || ok=0
+ip netns exec "$nsprobe" iptables -w -t nat -S >/dev/null 2>&1 || ok=0
+ip netns del "$nsprobe" >/dev/null 2>&1 || true
+((ok)) || skip "ip netns exec or iptables -t nat in a namespace failed"
+for t in iptables python3 setsid sha256sum timeout; do
+  command -v "$t" >/dev/null 2>&1 || skip "$t not installed"
+done
+
+# --- --both: each mode in a lab of its own (a child run of this script) ----------
+if ((both)); then
+  res=$(mktemp -d)
+  trap 'rm -rf "$res"' EXIT
+  rc_p=0; FSD_NAT_RESULT=$res/punch "$0" || rc_p=$?
+  rc_r=0; FSD_NAT_RESULT=$res/relay "$0" --relay-only || rc_r=$?
+  x=FAIL y=FAIL
+  ((rc_p == 0)) && [[ -s $res/punch ]] && x=$(cat "$res/punch")
+  ((rc_r == 0)) && [[ -s $res/relay ]] && y=$(cat "$res/relay")
+  echo "nat: direct-or-punched $x MB/s, relayed $y MB/s"
+  ((rc_p == 0 && rc_r == 0)) || exit 1
+  exit 0
+fi
+
+if ((!net_only)); then
+  [[ -x $bin ]] || { echo "nat.sh: no filesyncd binary at $bin (build it or set FSD_BIN)" >&2; exit 2; }
+  if [[ $mode == relay ]] && ! "$bin" run --help 2>/dev/null | grep -q -e '--no-hole-punch'; then
+    echo "nat.sh: FAIL: $bin has no 'run --no-hole-punch' (the build lacks the relay-only switch)" >&2
+    exit 1
+  fi
+fi
+
+nx() { local n=$1; shift; ip netns exec "$P$n" "$@"; }
+
+# --- lab --------------------------------------------------------------------------
+stop_nodes() {
+  local n pid deadline
+  for n in a b pub; do
+    [[ -f $state/$n/pid ]] || continue
+    pid=$(cat "$state/$n/pid")
+    if kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]]; then
+      kill -TERM "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 15))
+      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$state/$n/pid"
+  done
+}
+
+net_down() {
+  local ns pid
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${P}(pub|r1|r2|a|b)$" || true); do
+    # Whatever still runs in our namespaces (nodes, probes) is ours.
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns"
+  done
+  local v
+  for v in pub r1 r2; do ip link del "$HV$v" 2>/dev/null || true; done
+  ip link del "$BR" 2>/dev/null || true
+  while iptables -w -C "${fwd_rule[@]}" 2>/dev/null; do iptables -w -D "${fwd_rule[@]}"; done
+}
+
+# wan_link NS IFNAME ADDR: NS's interface IFNAME with ADDR/24 on the wan bridge.
+wan_link() {
+  local n=$1 ifname=$2 addr=$3
+  ip link add "$HV$n" type veth peer name "$ifname" netns "$P$n"
+  ip link set "$HV$n" master "$BR" up
+  ip -n "$P$n" addr add "$addr/24" dev "$ifname"
+  ip -n "$P$n" link set "$ifname" up
+}
+
+# router R HOST NET: router R with wan (already linked) and a lan veth to
+# namespace HOST; NET is 10.X.0 (router .1, host .2).
+router() {
+  local r=$1 h=$2 net=$3
+  ip -n "$P$r" link add lan type veth peer name eth0 netns "$P$h"
+  ip -n "$P$r" addr add "$net.1/24" dev lan
+  ip -n "$P$r" link set lan up
+  ip -n "$P$h" addr add "$net.2/24" dev eth0
+  ip -n "$P$h" link set eth0 up
+  ip -n "$P$h" route add default via "$net.1"
+  nx "$r" sysctl -qw net.ipv4.ip_forward=1
+  nx "$r" iptables -w -t nat -A POSTROUTING -s "$net.0/24" -o wan -j MASQUERADE
+  nx "$r" iptables -w -P FORWARD DROP
+  nx "$r" iptables -w -A FORWARD -i lan -o wan -j ACCEPT
+  nx "$r" iptables -w -A FORWARD -i wan -o lan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  # Unsolicited packets to the router itself vanish too. (Without this an
+  # unsolicited datagram to the router's port 7400, e.g. the other site's
+  # first hole-punch packet, is delivered locally and leaves a conntrack
+  # entry that makes the router's own MASQUERADE pick another port.)
+  nx "$r" iptables -w -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  nx "$r" iptables -w -A INPUT -i wan -j DROP
+}
+
+net_up() {
+  local n
+  ip link add "$BR" type bridge
+  ip link set "$BR" up
+  # Docker's FORWARD policy is DROP and bridged frames pass iptables
+  # (br_netfilter): let the wan bridge forward to itself.
+  iptables -w -I "${fwd_rule[@]}"
+  for n in pub r1 r2 a b; do
+    ip netns add "$P$n"
+    ip -n "$P$n" link set lo up
+  done
+  wan_link pub eth0 "$PUB"
+  wan_link r1 wan "$WAN.1"
+  wan_link r2 wan "$WAN.2"
+  router r1 a 10.1.0
+  router r2 b 10.2.0
+  say "lab up: pub $PUB, r1 $WAN.1 (a 10.1.0.2), r2 $WAN.2 (b 10.2.0.2) on $BR"
+}
+
+# UDP helpers that udp_probe.py lacks (source addresses, simultaneous open).
+nat_py='
+import socket, sys, time
+mode = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if mode == "whoami-server":      # PORT SECONDS: answer each datagram with its source
+    s.bind(("0.0.0.0", int(sys.argv[2])))
+    print("READY", file=sys.stderr, flush=True)
+    end = time.monotonic() + float(sys.argv[3])
+    while (left := end - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            d, src = s.recvfrom(2048)
+        except OSError:
+            break
+        s.sendto(("%s:%d" % src).encode(), src)
+elif mode == "whoami":           # LPORT HOST:PORT: print the source the server saw
+    s.bind(("0.0.0.0", int(sys.argv[2])))
+    host, _, port = sys.argv[3].rpartition(":")
+    s.settimeout(0.2)
+    for _ in range(15):
+        s.sendto(b"whoami", (host, int(port)))
+        try:
+            print(s.recvfrom(2048)[0].decode())
+            sys.exit(0)
+        except OSError:
+            pass
+    sys.exit(1)
+elif mode == "punch":            # PORT PEER_PUBLIC_IP SECONDS: both sides send at once
+    port, peer = int(sys.argv[2]), sys.argv[3]
+    s.bind(("0.0.0.0", port))
+    s.settimeout(0.05)
+    got, src, end = 0, None, time.monotonic() + float(sys.argv[4])
+    while time.monotonic() < end:
+        try:
+            s.sendto(b"fsdpunch", (peer, port))
+        except OSError:
+            pass
+        try:
+            d, a = s.recvfrom(2048)
+            if d == b"fsdpunch":
+                got, src = got + 1, a
+        except OSError:
+            pass
+        time.sleep(0.01)
+    print(got, "%s:%d" % src if src else "-")
+'
+
+wait_ready() { local f=$1 _; for _ in $(seq 100); do grep -q READY "$f" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# count_arrivals TO PORT SECONDS FROM DEST...: datagrams from FROM to each
+# DEST that reach namespace TO's receiver on PORT.
+count_arrivals() {
+  local to=$1 port=$2 secs=$3 from=$4 nonce tmp rpid got dest
+  shift 4
+  nonce=$from-$to-$$-$RANDOM
+  tmp=$(mktemp -d)
+  nx "$to" python3 "$probe" recv --port "$port" --timeout "$secs" >"$tmp/out" 2>"$tmp/err" &
+  rpid=$!
+  wait_ready "$tmp/err" || true
+  local targets=()
+  for dest in "$@"; do targets+=(--to "$dest"); done
+  nx "$from" python3 "$probe" send "${targets[@]}" --nonce "$nonce" --count 5 --interval 0.02 >/dev/null 2>"$tmp/send.err" || true
+  wait "$rpid" 2>/dev/null || true
+  got=$(grep -c "^$nonce " "$tmp/out" || true)
+  if [[ -s $tmp/send.err ]]; then
+    sed 's/^send [0-9]* to //' "$tmp/send.err" | sort -u | sed "s/^/  info: $from -> /" >&2
+  fi
+  rm -rf "$tmp"
+  echo "$got"
+}
+
+net_check() {
+  local tmp got spid n ip want seen r kept
+  tmp=$(mktemp -d)
+  # 1. a and b reach pub, and pub's answers come back through the NAT.
+  nx pub python3 -c "$nat_py" whoami-server 7497 6 2>"$tmp/err" &
+  spid=$!
+  wait_ready "$tmp/err" || fail "probe server in pub did not start"
+  for n in a:r1:1 b:r2:2; do
+    IFS=: read -r n r ip <<<"$n"
+    want=$WAN.$ip
+    seen=$(nx "$n" python3 -c "$nat_py" whoami 7497 "$PUB:7497") \
+      || fail "$n -> pub: no answer through $r's NAT"
+    [[ ${seen%:*} == "$want" ]] || fail "$n -> pub: pub saw source $seen, want $want (masqueraded by $r)"
+    kept='source port kept'
+    [[ ${seen##*:} == 7497 ]] || kept='source port CHANGED'
+    pass "$n -> pub and back through $r's NAT; pub sees 10.${ip}.0.2:7497 as $seen ($kept)"
+  done
+  kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
+  # 2. Nothing from the wan reaches a private host: not to its private
+  # address (no route on the wan; and with a route via the router, its
+  # FORWARD drops it), not to the router's public address, not from the
+  # other site.
+  got=$(count_arrivals a 7499 1.5 pub "10.1.0.2:7499")
+  ((got == 0)) || fail "pub -> 10.1.0.2 (no route): $got datagrams arrived"
+  nx pub ip route add 10.1.0.0/24 via "$WAN.1"
+  nx pub ip route add 10.2.0.0/24 via "$WAN.2"
+  got=$(count_arrivals a 7499 1.5 pub "10.1.0.2:7499" "$WAN.1:7499")
+  ((got == 0)) || fail "pub -> a (routed via r1, or r1's public address): $got datagrams arrived"
+  got=$(count_arrivals b 7499 1.5 pub "10.2.0.2:7499" "$WAN.2:7499")
+  ((got == 0)) || fail "pub -> b (routed via r2, or r2's public address): $got datagrams arrived"
+  nx pub ip route del 10.1.0.0/24 via "$WAN.1"
+  nx pub ip route del 10.2.0.0/24 via "$WAN.2"
+  got=$(count_arrivals b 7499 1.5 a "10.2.0.2:7499" "$WAN.2:7499")
+  ((got == 0)) || fail "a -> b unsolicited: $got datagrams arrived"
+  pass "the private nets are closed from the wan: unsolicited UDP from pub (even routed via the routers) and from a to b: 0 arrived"
+  # 3. Can a UDP simultaneous open get through both NATs? (The premise of
+  # hole punching; information only: relaying works without it.)
+  nx a python3 -c "$nat_py" punch 7496 "$WAN.2" 2 >"$tmp/a" &
+  local ap=$!
+  nx b python3 -c "$nat_py" punch 7496 "$WAN.1" 2 >"$tmp/b" &
+  local bp=$!
+  wait "$ap" "$bp" || true
+  local ga gb
+  read -r ga seen <"$tmp/a" || true
+  read -r gb _ <"$tmp/b" || true
+  if ((${ga:-0} > 0 && ${gb:-0} > 0)); then
+    info "UDP simultaneous open a:7496 <-> b:7496 through both NATs: works (a got $ga from $seen, b got $gb)"
+  else
+    info "UDP simultaneous open a:7496 <-> b:7496 through both NATs: FAILED (a got ${ga:-0}, b got ${gb:-0}): hole punching cannot work here"
+  fi
+  info "r1 conntrack UDP timeouts: unreplied $(nx r1 cat /proc/sys/net/netfilter/nf_conntrack_udp_timeout 2>/dev/null || echo '?')s, stream $(nx r1 cat /proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream 2>/dev/null || echo '?')s"
+  rm -rf "$tmp"
+}
+
+# --- nodes ---------------------------------------------------------------------------
+cli() { local n=$1; shift; nx "$n" env FILESYNCD_DATA="$state/$n/data" "$bin" "$@" --api "$API"; }
+
+# q NODE QUERY [ID]: a field of NODE's `status --json` (exit 1: no answer).
+#   in_sync | count | node_id | cluster_id | field ID KEY (member ID's KEY;
+#   "<absent>" when the member has no such key, "<no member>" when ID is not
+#   a member)
+q_py='
+import json, sys
+s = json.load(sys.stdin)
+w = sys.argv[1]
+if w == "in_sync": print(str(s.get("in_sync")).lower())
+elif w == "count": print(len(s.get("members") or []))
+elif w == "field":
+    m = [m for m in s.get("members") or [] if m.get("id") == sys.argv[2]]
+    v = m[0].get(sys.argv[3], "<absent>") if m else "<no member>"
+    print("null" if v is None else str(v).lower() if isinstance(v, bool) else v)
+else: print(s.get(w) or "")
+'
+q() {
+  local n=$1 j
+  shift
+  j=$(cli "$n" status --json 2>/dev/null) || return 1
+  python3 -c "$q_py" "$@" <<<"$j"
+}
+
+start_node() {
+  local n=$1
+  shift
+  mkdir -p "$state/$n/dir" "$state/$n/data"
+  echo "=== $(date -Is) start run $*" | sed 's/--token [^ ]*/--token <redacted>/' >>"$state/$n/log"
+  setsid ip netns exec "$P$n" env RUST_LOG="${RUST_LOG:-info}" "$bin" run \
+    --dir "$state/$n/dir" --data "$state/$n/data" --api "$API" --log-format text "$@" \
+    </dev/null >>"$state/$n/log" 2>&1 &
+  echo $! >"$state/$n/pid"
+}
+
+alive() { kill -0 "$(cat "$state/$1/pid")" 2>/dev/null; }
+
+# wait_joined NODE CLUSTER_ID: API answers and reports the cluster.
+wait_joined() {
+  local n=$1 want=$2 deadline=$((SECONDS + join_wait)) got=""
+  while :; do
+    alive "$n" || fail "node $n exited (see its log below)"
+    got=$(q "$n" cluster_id 2>/dev/null) || got=""
+    [[ -n $got && ( -z $want || $got == "$want" ) ]] && { echo "$got"; return 0; }
+    ((SECONDS < deadline)) || fail "node $n: not in cluster '${want:-any}' after ${join_wait}s (reports '${got}')"
+    sleep 0.5
+  done
+}
+
+join() {
+  local n=$1 cid=$2 token extra=()
+  token=$(cli pub token create --ttl 10m 2>/dev/null) || token=""
+  [[ -n $token ]] || fail "pub handed out no join token"
+  [[ $mode == relay ]] && extra=(--no-hole-punch)
+  start_node "$n" --listen "0.0.0.0:$PORT" --join "$PUB:$PORT" --token "$token" "${extra[@]}"
+  wait_joined "$n" "$cid" >/dev/null
+  pass "$n joined through its NAT ($(q "$n" node_id))"
+}
+
+now() { echo "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+sha() { sha256sum <"$1" | cut -d' ' -f1; }
+
+# put NODE NAME SIZE_KIB: a random file written on NODE (made beside its
+# synced dir, renamed in); prints its sha256.
+put() {
+  local n=$1 name=$2 kib=$3 t=$state/$1/tmp.$2
+  head -c "$((kib * 1024))" /dev/urandom >"$t"
+  local h; h=$(sha "$t")
+  mv "$t" "$state/$n/dir/$name"
+  echo "$h"
+}
+
+# has NODE NAME SHA SIZE: NODE's synced dir holds NAME with that content.
+has() {
+  local f=$state/$1/dir/$2
+  [[ -f $f && $(stat -c %s "$f" 2>/dev/null) == "$4" && $(sha "$f") == "$3" ]]
+}
+
+# wait_file SECONDS NAME SHA SIZE NODE...: all NODEs hold it.
+wait_file() {
+  local secs=$1 name=$2 h=$3 size=$4 deadline n missing
+  shift 4
+  deadline=$((SECONDS + secs))
+  while :; do
+    missing=()
+    for n in "$@"; do has "$n" "$name" "$h" "$size" || missing+=("$n"); done
+    ((${#missing[@]} == 0)) && return 0
+    ((SECONDS < deadline)) || { echo "${missing[*]}"; return 1; }
+    sleep 0.25
+  done
+}
+
+wait_sync() {
+  local secs=$1 n bad deadline
+  deadline=$((SECONDS + secs))
+  while :; do
+    bad=()
+    for n in pub a b; do
+      [[ $(q "$n" in_sync 2>/dev/null) == true && $(q "$n" count 2>/dev/null) == 3 ]] || bad+=("$n")
+    done
+    ((${#bad[@]} == 0)) && return 0
+    ((SECONDS < deadline)) || { echo "${bad[*]}"; return 1; }
+    sleep 0.5
+  done
+}
+
+# --- teardown ------------------------------------------------------------------------
+# shellcheck disable=SC2317  # the EXIT trap
+teardown() {
+  local rc=$? n
+  trap - EXIT INT TERM
+  set +e
+  if ((rc != 0)) && [[ -d $state ]]; then
+    for n in pub a b; do
+      cli "$n" status --json >"$state/$n/status.json" 2>&1
+    done
+  fi
+  stop_nodes
+  net_down
+  if [[ -d $state ]]; then
+    if ((rc != 0)); then
+      for n in pub a b; do
+        [[ -f $state/$n/log ]] || continue
+        echo "--- last lines of $state/$n/log" >&2
+        tail -n 15 "$state/$n/log" >&2
+      done
+      # Keep the evidence (logs, status), not the synced data.
+      for n in pub a b; do rm -rf "$state/$n/dir" "$state/$n/data" "$state/$n"/tmp.*; done
+      say "lab down; logs and status kept in $state (exit $rc)"
+    elif [[ ${FSD_NAT_KEEP:-0} == 1 ]]; then
+      for n in pub a b; do rm -rf "$state/$n/dir" "$state/$n/data" "$state/$n"/tmp.*; done
+      say "lab down; logs kept in $state (FSD_NAT_KEEP=1; exit 0)"
+    else
+      rm -rf "$state"
+      say "lab down (exit 0)"
+    fi
+  fi
+  exit "$rc"
+}
+
+# --- run --------------------------------------------------------------------------------
+# A lab left over by a killed run goes first.
+stop_nodes 2>/dev/null || true
+net_down
+rm -rf "$state"
+mkdir -p "$state"
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+net_up
+net_check
+if ((net_only)); then pass "network only (--net-only)"; exit 0; fi
+
+say "filesyncd $bin; state $state"
+start_node pub --listen "$PUB:$PORT" --max-file-size 1MiB
+cid=$(wait_joined pub "")
+pass "pub founded cluster $cid"
+join a "$cid"
+join b "$cid"
+if notsync=$(wait_sync "$small_wait"); then
+  pass "pub, a, b in sync with 3 members"
+else
+  fail "not in sync with 3 members after ${small_wait}s: $notsync"
+fi
+ida=$(q a node_id) idb=$(q b node_id)
+
+# Small files: a -> b and pub, b -> a.
+t0=$(now); h=$(put a small-a.bin 100)
+lacking=$(wait_file "$small_wait" small-a.bin "$h" 102400 b pub) \
+  || fail "100 KiB file written on a: not on [$lacking] after ${small_wait}s"
+pass "100 KiB file written on a is on b and pub, identical, after $(since "$t0") s"
+t0=$(now); h=$(put b small-b.bin 100)
+lacking=$(wait_file "$small_wait" small-b.bin "$h" 102400 a) \
+  || fail "100 KiB file written on b: not on a after ${small_wait}s"
+pass "100 KiB file written on b is on a, identical, after $(since "$t0") s"
+
+# The big file: pub holds it back (--max-file-size 1MiB), so b pulls it from a.
+size=$((big_mib * 1048576))
+say "writing a $big_mib MiB random file on a"
+head -c "$size" /dev/urandom >"$state/a/tmp.big"
+h=$(sha "$state/a/tmp.big")
+t0=$(now)
+mv "$state/a/tmp.big" "$state/a/dir/big.bin"
+if ! wait_file "$big_wait" big.bin "$h" "$size" b >/dev/null; then
+  got=$(stat -c %s "$state/b/dir/big.bin" 2>/dev/null || echo none)
+  fail "$big_mib MiB file written on a: not complete on b after ${big_wait}s (b has: $got bytes; path a->b: $(q a field "$idb" path 2>/dev/null || echo '?'), b->a: $(q b field "$ida" path 2>/dev/null || echo '?'))"
+fi
+secs=$(since "$t0")
+mbps=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.1f", b / 1e6 / (s > 0 ? s : 0.05) }')
+pass "$big_mib MiB file written on a is on b, identical, after $secs s: $mbps MB/s"
+if [[ -e $state/pub/dir/big.bin ]]; then
+  fail "pub fetched big.bin despite --max-file-size 1MiB: the figure is not a<->b"
+fi
+pass "pub held big.bin back (not in its dir): b pulled it from a"
+
+path_ab=$(q a field "$idb" path) || path_ab='?'
+path_ba=$(q b field "$ida" path) || path_ba='?'
+reach_ab=$(q a field "$idb" reachable) || reach_ab='?'
+say "path a->b: $path_ab (reachable $reach_ab), b->a: $path_ba"
+if [[ $mode == relay ]]; then
+  [[ $path_ab == "<absent>" ]] && fail "a's status has no 'path' for member b: the build lacks peer paths"
+  [[ $path_ab == relayed ]] || fail "--relay-only: a's status says path '$path_ab' for b, want 'relayed'"
+  pass "--relay-only: a reaches b relayed"
+fi
+label=$([[ $mode == relay ]] && echo relayed || echo direct-or-punched)
+echo "nat: $label $mbps MB/s ($big_mib MiB a->b in $secs s; path a->b $path_ab, b->a $path_ba)"
+[[ -n ${FSD_NAT_RESULT:-} ]] && echo "$mbps" >"$FSD_NAT_RESULT"
+exit 0
