@@ -65,6 +65,35 @@ async fn dial_by_host_and_port() {
     assert_eq!(peer, b.peer);
 }
 
+/// A member whose address book entry is a DNS name (a record written from
+/// `--advertise nas.lan:7400`, or a compose service) is dialed by that name,
+/// resolved at dial time, when a request goes to it.
+#[tokio::test]
+async fn a_member_known_by_a_dns_name_is_dialed_by_it() {
+    let a = plain_node().await;
+    let b = plain_node().await;
+    let port = b
+        .addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Udp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let set: std::collections::HashSet<_> = [a.peer, b.peer].into_iter().collect();
+    a.client.set_members(set.clone()).await.unwrap();
+    b.client.set_members(set).await.unwrap();
+    let by_name: libp2p::Multiaddr = format!("/dns4/localhost/udp/{port}/quic-v1")
+        .parse()
+        .unwrap();
+    a.client.add_addresses(b.peer, vec![by_name]).await.unwrap();
+    assert!(a.client.connected_peers().await.unwrap().is_empty());
+    let resp = a.client.raft_request(b.peer, b"hi".to_vec()).await.unwrap();
+    assert_eq!(resp, b"raft:hi");
+    let paths = a.client.peer_paths().await.unwrap();
+    assert_eq!(paths.get(&b.peer), Some(&filesyncd_p2p::PeerPath::Direct));
+}
+
 /// Raft and ctl requests in flight together, to one peer: each answer goes
 /// to its own caller. (Each request-response behaviour numbers its requests
 /// from 1; keyed by id alone, a raft answer went to the ctl request with the
