@@ -77,7 +77,7 @@ while (($#)); do
     --relay-only) mode=relay ;;
     --net-only) net_only=1 ;;
     --both) both=1 ;;
-    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "nat.sh: unknown argument $1" >&2; sed -n '6,7p' "$0" >&2; exit 2 ;;
   esac
   shift
@@ -85,6 +85,7 @@ done
 if ((both)) && [[ $mode == relay || $net_only == 1 ]]; then
   echo "nat.sh: --both runs both modes; it takes no other option" >&2; exit 2
 fi
+[[ $state == /?* && $state != *' '* ]] || { echo "nat.sh: FSD_NAT_STATE must be an absolute path without spaces" >&2; exit 2; }
 
 say() { printf '%s nat(%s): %s\n' "$(date +%H:%M:%S)" "$mode" "$*"; }
 pass() { say "PASS: $*"; }
@@ -274,7 +275,7 @@ count_arrivals() {
   local to=$1 port=$2 secs=$3 from=$4 nonce tmp rpid got dest
   shift 4
   nonce=$from-$to-$$-$RANDOM
-  tmp=$(mktemp -d)
+  tmp=$(mktemp -d -p "$state" probe.XXXXXX)
   nx "$to" python3 "$probe" recv --port "$port" --timeout "$secs" >"$tmp/out" 2>"$tmp/err" &
   rpid=$!
   wait_ready "$tmp/err" || true
@@ -292,7 +293,7 @@ count_arrivals() {
 
 net_check() {
   local tmp got spid n ip want seen r kept
-  tmp=$(mktemp -d)
+  tmp=$(mktemp -d -p "$state" probe.XXXXXX)
   # 1. a and b reach pub, and pub's answers come back through the NAT.
   nx pub python3 -c "$nat_py" whoami-server 7497 6 2>"$tmp/err" &
   spid=$!
@@ -350,7 +351,7 @@ cli() { local n=$1; shift; nx "$n" env FILESYNCD_DATA="$state/$n/data" "$bin" "$
 # q NODE QUERY [ID]: a field of NODE's `status --json` (exit 1: no answer).
 #   in_sync | count | node_id | cluster_id | field ID KEY (member ID's KEY;
 #   "<absent>" when the member has no such key, "<no member>" when ID is not
-#   a member)
+#   a member) | xfers ("N BYTES": pulls in flight, with their bytes done)
 q_py='
 import json, sys
 s = json.load(sys.stdin)
@@ -361,6 +362,9 @@ elif w == "field":
     m = [m for m in s.get("members") or [] if m.get("id") == sys.argv[2]]
     v = m[0].get(sys.argv[3], "<absent>") if m else "<no member>"
     print("null" if v is None else str(v).lower() if isinstance(v, bool) else v)
+elif w == "xfers":
+    t = (s.get("sync") or {}).get("transfers") or []
+    print(len(t), sum(x.get("bytes_done", 0) for x in t))
 else: print(s.get(w) or "")
 '
 q() {
@@ -460,19 +464,19 @@ teardown() {
   trap - EXIT INT TERM
   set +e
   if ((rc != 0)) && [[ -d $state ]]; then
+    # Status and log tails as of the failure, before the nodes stop.
     for n in pub a b; do
+      [[ -f $state/$n/log ]] || continue
       cli "$n" status --json >"$state/$n/status.json" 2>&1
+      echo "--- last lines of $state/$n/log" >&2
+      tail -n 15 "$state/$n/log" >&2
     done
   fi
   stop_nodes
   net_down
   if [[ -d $state ]]; then
+    rm -rf "$state"/probe.*
     if ((rc != 0)); then
-      for n in pub a b; do
-        [[ -f $state/$n/log ]] || continue
-        echo "--- last lines of $state/$n/log" >&2
-        tail -n 15 "$state/$n/log" >&2
-      done
       # Keep the evidence (logs, status), not the synced data.
       for n in pub a b; do rm -rf "$state/$n/dir" "$state/$n/data" "$state/$n"/tmp.*; done
       say "lab down; logs and status kept in $state (exit $rc)"
@@ -531,13 +535,33 @@ head -c "$size" /dev/urandom >"$state/a/tmp.big"
 h=$(sha "$state/a/tmp.big")
 t0=$(now)
 mv "$state/a/tmp.big" "$state/a/dir/big.bin"
-if ! wait_file "$big_wait" big.bin "$h" "$size" b >/dev/null; then
-  got=$(stat -c %s "$state/b/dir/big.bin" 2>/dev/null || echo none)
-  fail "$big_mib MiB file written on a: not complete on b after ${big_wait}s (b has: $got bytes; path a->b: $(q a field "$idb" path 2>/dev/null || echo '?'), b->a: $(q b field "$ida" path 2>/dev/null || echo '?'))"
-fi
-secs=$(since "$t0")
-mbps=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.1f", b / 1e6 / (s > 0 ? s : 0.05) }')
+# Also when b's status first shows a pull in flight (`sync.transfers`, the
+# only one then is big.bin's, as a path or as an offer of a): the time
+# before that is finding a way to a (connection, relay slot, punch) and
+# retry back-off.
+deadline=$((SECONDS + big_wait)) t_flow="" xf="0 0"
+until has b big.bin "$h" "$size"; do
+  if [[ -z $t_flow ]]; then
+    xf=$(q b xfers 2>/dev/null) || xf="0 0"
+    if [[ ${xf%% *} != 0 ]]; then t_flow=$(now); fi
+  fi
+  if ((SECONDS >= deadline)); then
+    xf=$(q b xfers 2>/dev/null) || xf="? ?"
+    fail "$big_mib MiB file written on a: not complete on b after ${big_wait}s (b's pulls in flight: ${xf%% *}, ${xf#* } bytes done$([[ -n $t_flow ]] || echo '; none ever seen'); path a->b: $(q a field "$idb" path 2>/dev/null || echo '?'), b->a: $(q b field "$ida" path 2>/dev/null || echo '?'))"
+  fi
+  sleep 0.2
+done
+t_end=$(now)
+secs=$(awk -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.1f", b - a }')
+mbps=$(awk -v b="$size" -v a="$t0" -v e="$t_end" 'BEGIN { s = e - a; printf "%.1f", b / 1e6 / (s > 0.05 ? s : 0.05) }')
 pass "$big_mib MiB file written on a is on b, identical, after $secs s: $mbps MB/s"
+if [[ -n $t_flow ]]; then
+  flow=$(awk -v b="$size" -v a="$t_flow" -v e="$t_end" 'BEGIN { s = e - a; printf "%.1f", b / 1e6 / (s > 0.05 ? s : 0.05) }')
+  info "b's pull in flight after $(awk -v a="$t0" -v f="$t_flow" 'BEGIN { printf "%.1f", f - a }') s; from then on about $flow MB/s"
+else
+  flow=""
+  info "b's status never showed the pull in flight (over between two samples)"
+fi
 if [[ -e $state/pub/dir/big.bin ]]; then
   fail "pub fetched big.bin despite --max-file-size 1MiB: the figure is not a<->b"
 fi
@@ -553,6 +577,6 @@ if [[ $mode == relay ]]; then
   pass "--relay-only: a reaches b relayed"
 fi
 label=$([[ $mode == relay ]] && echo relayed || echo direct-or-punched)
-echo "nat: $label $mbps MB/s ($big_mib MiB a->b in $secs s; path a->b $path_ab, b->a $path_ba)"
+echo "nat: $label $mbps MB/s ($big_mib MiB a->b in $secs s${flow:+, about $flow MB/s once in flight}; path a->b $path_ab, b->a $path_ba)"
 [[ -n ${FSD_NAT_RESULT:-} ]] && echo "$mbps" >"$FSD_NAT_RESULT"
 exit 0

@@ -40,7 +40,7 @@ repo=$(cd "$here/../.." && pwd)
 
 case ${1:-} in
   '') ;;
-  -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+  -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
   *) echo "readdress.sh: unknown argument $1" >&2; exit 2 ;;
 esac
 
