@@ -81,6 +81,9 @@ pub(crate) enum Command {
     Unrefuse {
         peer: PeerId,
     },
+    Reconnect {
+        peer: PeerId,
+    },
     SetRevoked {
         peers: HashSet<PeerId>,
         reply: Reply<()>,
@@ -290,6 +293,16 @@ impl P2pClient {
     pub async fn set_revoked(&self, peers: HashSet<PeerId>) -> Result<(), P2pError> {
         self.call(|reply| Command::SetRevoked { peers, reply })
             .await
+    }
+
+    /// Closes the connections to `peer` and dials it again: after a join,
+    /// the admitting member served our connection as a stranger's; a fresh
+    /// one gets every member protocol (Raft, chunks, relay) at once.
+    pub async fn reconnect(&self, peer: PeerId) -> Result<(), P2pError> {
+        self.cmds
+            .send(Command::Reconnect { peer })
+            .await
+            .map_err(|_| P2pError::Shutdown)
     }
 
     /// Lets a removed peer connect again as a stranger (to rejoin).

@@ -235,6 +235,17 @@ impl EventLoop {
                 let _ = reply.send(());
             }
             Command::Unrefuse { peer } => self.membership.unrefuse(&peer),
+            Command::Reconnect { peer } => {
+                // The remote served our connections before it knew us as a
+                // member (a joiner's): new ones get every member protocol.
+                let _ = self.swarm.disconnect_peer_id(peer);
+                let opts = DialOpts::peer_id(peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, "reconnect: {e}");
+                }
+            }
             Command::SetRevoked { peers, reply } => {
                 for peer in self.membership.set_revoked(peers) {
                     if self.swarm.is_connected(&peer) {
@@ -339,6 +350,7 @@ impl EventLoop {
                 result,
             })) => match result {
                 Ok(direct) => {
+                    self.nat.punched(direct);
                     let relayed = self.nat.relayed_to(&remote_peer_id, direct);
                     tracing::info!(peer = %remote_peer_id, closing = relayed.len(), "hole punched: direct connection, closing the relayed one");
                     for id in relayed {
@@ -407,6 +419,7 @@ impl EventLoop {
             } => {
                 self.nat.closed(connection_id);
                 if num_established == 0 {
+                    self.nat.disconnected(&peer_id);
                     self.join.forget_peer(&peer_id);
                     self.emit(P2pEvent::PeerDisconnected { peer: peer_id });
                 }
@@ -434,8 +447,22 @@ impl EventLoop {
                 listener_id,
                 reason,
                 ..
-            } if self.nat.listener_closed(listener_id, Instant::now()) => {
-                tracing::info!(?reason, "a relay reservation ended");
+            } => {
+                // The relay negotiated no hop protocol: it served this
+                // connection before it knew us as a member.
+                let refused = reason
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| format!("{e:?}").contains("Unsupported"));
+                if let Some(relay) = self
+                    .nat
+                    .listener_closed(listener_id, refused, Instant::now())
+                {
+                    tracing::info!(%relay, ?reason, "a relay reservation ended");
+                    if refused {
+                        let _ = self.swarm.disconnect_peer_id(relay);
+                    }
+                }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| *a != address);

@@ -35,6 +35,10 @@ pub const MAX_OBSERVERS: usize = 256;
 const OBSERVATION_TTL: Duration = Duration::from_secs(30 * 60);
 /// Wait before trying a relay again after its reservation failed or ended.
 const RELAY_RETRY: Duration = Duration::from_secs(15);
+/// Wait after a relay refused the hop protocol on a connection made before
+/// it knew this node as a member: the connection is closed, and the next
+/// attempt dials a fresh one, which it serves in full.
+const RELAY_RETRY_FRESH: Duration = Duration::from_secs(2);
 
 /// What AutoNAT concluded about this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +101,11 @@ pub(crate) struct Nat {
     conns: HashMap<ConnectionId, Conn>,
     relays: HashMap<PeerId, Reservation>,
     retry_after: HashMap<PeerId, Instant>,
+    /// Addresses of peers this node reached on a direct connection it
+    /// dialed itself (not a hole punch): relay candidates, kept after the
+    /// connection closes so a relay can be dialed again. At most
+    /// [`MAX_OBSERVERS`].
+    dialable: HashMap<PeerId, Multiaddr>,
 }
 
 impl Nat {
@@ -108,15 +117,29 @@ impl Nat {
             conns: HashMap::new(),
             relays: HashMap::new(),
             retry_after: HashMap::new(),
+            dialable: HashMap::new(),
         }
     }
 
     pub fn connected(&mut self, id: ConnectionId, peer: PeerId, endpoint: &ConnectedPoint) {
         let relayed = endpoint.is_relayed();
         let dialed = match endpoint {
-            ConnectedPoint::Dialer { address, .. } if !relayed => Some(without_p2p(address)),
+            ConnectedPoint::Dialer {
+                address,
+                role_override: libp2p::core::Endpoint::Dialer,
+                ..
+            } if !relayed => Some(without_p2p(address)),
             _ => None,
         };
+        if let Some(a) = &dialed {
+            if self.dialable.len() >= MAX_OBSERVERS && !self.dialable.contains_key(&peer) {
+                let any = self.dialable.keys().next().copied();
+                if let Some(p) = any {
+                    self.dialable.remove(&p);
+                }
+            }
+            self.dialable.insert(peer, a.clone());
+        }
         self.conns.insert(
             id,
             Conn {
@@ -129,6 +152,27 @@ impl Nat {
 
     pub fn closed(&mut self, id: ConnectionId) {
         self.conns.remove(&id);
+    }
+
+    /// The last connection to `peer` closed: what it observed is stale.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        self.observed.remove(peer);
+    }
+
+    /// A hole punch made connection `id`: its address works from this node
+    /// only, so the peer is no relay candidate for others.
+    pub fn punched(&mut self, id: ConnectionId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.dialed = None;
+            let peer = c.peer;
+            if !self
+                .conns
+                .values()
+                .any(|c| c.peer == peer && c.dialed.is_some())
+            {
+                self.dialable.remove(&peer);
+            }
+        }
     }
 
     /// A member told us (identify) where it sees us.
@@ -229,9 +273,9 @@ impl Nat {
         let room = self.config.max_relays.saturating_sub(self.relays.len());
         let mut picked: Vec<(PeerId, Multiaddr)> = Vec::new();
         let mut candidates: Vec<(&PeerId, &Multiaddr)> = self
-            .conns
-            .values()
-            .filter_map(|c| c.dialed.as_ref().map(|a| (&c.peer, a)))
+            .dialable
+            .iter()
+            .filter(|(_, a)| !a.iter().any(|p| p == Protocol::P2pCircuit))
             .collect();
         candidates.sort();
         for (peer, addr) in candidates {
@@ -275,22 +319,31 @@ impl Nat {
         }
     }
 
-    /// A listener closed: true (and the relay rested) when it was a circuit.
-    pub fn listener_closed(&mut self, listener: ListenerId, now: Instant) -> bool {
+    /// A listener closed: the relay (rested before the next try) when it
+    /// was a circuit. `refused`: the relay did not offer the hop protocol on
+    /// that connection (made before it knew this node as a member); the
+    /// caller closes it and the relay is tried again soon on a fresh one.
+    pub fn listener_closed(
+        &mut self,
+        listener: ListenerId,
+        refused: bool,
+        now: Instant,
+    ) -> Option<PeerId> {
         let relay = self
             .relays
             .iter()
             .find(|(_, r)| r.listener == listener)
             .map(|(p, _)| *p);
-        match relay {
-            Some(p) => {
-                self.relays.remove(&p);
-                self.retry_after.insert(p, now + RELAY_RETRY);
-                self.retry_after.retain(|_, t| *t > now);
-                true
-            }
-            None => false,
-        }
+        let p = relay?;
+        self.relays.remove(&p);
+        let rest = if refused {
+            RELAY_RETRY_FRESH
+        } else {
+            RELAY_RETRY
+        };
+        self.retry_after.retain(|_, t| *t > now);
+        self.retry_after.insert(p, now + rest);
+        Some(p)
     }
 
     /// Circuit listeners to remove: all of them once this node is public,
@@ -387,7 +440,8 @@ mod tests {
         assert!(!nat.listen_addr(ListenerId::next(), &circuit));
         assert_eq!(nat.view(now).relayed, vec![circuit]);
         // A closed reservation rests its relay before it is tried again.
-        assert!(nat.listener_closed(l1, now));
+        assert_eq!(nat.listener_closed(l1, false, now), Some(want[0].0));
+        assert_eq!(nat.listener_closed(l1, false, now), None);
         let again = nat.wanted_relays(now, |p| *p != not_member);
         assert!(again.iter().all(|(p, _)| *p != want[0].0));
         let later = nat.wanted_relays(now + RELAY_RETRY * 2, |p| *p != not_member);
@@ -423,6 +477,38 @@ mod tests {
         assert!(nat.relayed_to(&b, direct).is_empty());
         nat.closed(direct);
         assert!(!nat.paths().contains_key(&b));
+    }
+
+    #[test]
+    fn a_punched_peer_is_no_relay_and_a_refusing_relay_is_retried_soon() {
+        let mut nat = Nat::new(NatConfig::default());
+        nat.set_reachability(Reachability::Private);
+        let now = Instant::now();
+        let (r, b) = (PeerId::random(), PeerId::random());
+        let to_r = ConnectionId::new_unchecked(1);
+        nat.connected(to_r, r, &dialer("/ip4/198.51.100.10/udp/7400/quic-v1"));
+        let punched = ConnectionId::new_unchecked(2);
+        nat.connected(punched, b, &dialer("/ip4/198.51.100.2/udp/7400/quic-v1"));
+        nat.punched(punched);
+        let want = nat.wanted_relays(now, |_| true);
+        assert_eq!(want.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![r]);
+        // The relay stays a candidate after its connection closed (it is
+        // dialed again through the circuit address).
+        nat.closed(to_r);
+        let l = ListenerId::next();
+        nat.reserving(r, l);
+        assert_eq!(nat.listener_closed(l, true, now), Some(r));
+        assert!(nat.wanted_relays(now, |_| true).is_empty());
+        let soon = now + RELAY_RETRY_FRESH + Duration::from_millis(1);
+        assert_eq!(nat.wanted_relays(soon, |_| true).len(), 1);
+        // A disconnected peer's observation goes.
+        nat.observed(
+            b,
+            "/ip4/198.51.100.1/udp/7400/quic-v1".parse().unwrap(),
+            now,
+        );
+        nat.disconnected(&b);
+        assert!(nat.view(now).observed.is_empty());
     }
 
     #[test]

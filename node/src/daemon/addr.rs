@@ -138,7 +138,14 @@ pub fn desired_addr(
     // A circuit stays while the node is not known to be public (its
     // reservation may be renewing, or AutoNAT re-probing).
     let circuit = recorded.contains("/p2p-circuit");
-    if circuit && !matches!(view.reachability, Reachability::Public(_)) {
+    let public_seen = match &view.reachability {
+        Reachability::Public(a) => view
+            .observed
+            .iter()
+            .any(|(o, _)| without_p2p(o) == without_p2p(a)),
+        _ => false,
+    };
+    if circuit && !public_seen {
         return None;
     }
     let seen: Vec<&Multiaddr> = view
@@ -154,11 +161,10 @@ pub fn desired_addr(
         return change(first, "members observe this node there");
     }
     if let Reachability::Public(a) = &view.reachability {
-        let mut a = a.clone();
-        if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
-            a.pop();
-        }
-        if !direct.contains(&&a) && ip_of(&a).is_some() {
+        let a = without_p2p(a);
+        // Only while members still observe it there: a confirmation from
+        // before a move is stale.
+        if public_seen && !direct.contains(&&a) && ip_of(&a).is_some() {
             return change(&a, "AutoNAT: reachable there (a forwarded or mapped port)");
         }
     }
@@ -171,6 +177,15 @@ pub fn desired_addr(
     }
     let pick = advertised_addr(listen, configured);
     (pick != recorded).then_some((pick, "a listen address of this node"))
+}
+
+/// `a` without a trailing `/p2p/PEER`.
+fn without_p2p(a: &Multiaddr) -> Multiaddr {
+    let mut a = a.clone();
+    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
 }
 
 /// The IP of `/ip4/A/...` or `/ip6/A/...`.
@@ -301,8 +316,16 @@ mod tests {
         assert_eq!(desired_addr(CIRCUIT, &listen, &ma(ANY), &waiting), None);
         let lan_mate = view(Reachability::Unknown, &[LAN], &[]);
         assert_eq!(desired_addr(CIRCUIT, &listen, &ma(ANY), &lan_mate), None);
-        // Public again (a port forward): the confirmed address.
+        // Public again (a port forward): the confirmed address, while
+        // members observe it there (not a confirmation from before a move).
         let fwd = "/ip4/198.51.100.1/udp/7400/quic-v1";
+        let stale = view(Reachability::Public(ma(fwd)), &[], &[]);
+        assert_eq!(desired_addr(CIRCUIT, &listen, &ma(ANY), &stale), None);
+        let moved = view(Reachability::Public(ma(LAN)), &[], &[]);
+        assert_eq!(
+            desired_addr(LAN2, &[ma(LO), ma(LAN2)], &ma(ANY), &moved),
+            None
+        );
         let public = view(Reachability::Public(ma(fwd)), &[fwd], &[]);
         assert_eq!(
             desired_addr(CIRCUIT, &listen, &ma(ANY), &public).map(|w| w.0),

@@ -269,6 +269,9 @@ async fn attempt(
     Ok((joined.member, joined.payload))
 }
 
+/// How long after its `Accepted` a joiner reconnects to the member.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
 /// Checks the cluster key proof of `payload`, which `member` gave
 /// `joiner` (see `filesyncd_p2p::cluster_key`): a proof that is there must
 /// verify; with a pin it must be there and name the pinned key. Returns the
@@ -337,6 +340,15 @@ async fn accepted(
         .set_members(allowed.clone())
         .await
         .map_err(|_| JoinFailure::Shutdown)?;
+    // The member served our join connection as a stranger's, and a node
+    // behind NAT cannot be dialed back: once its allow-list holds us (it
+    // committed us before answering; its p2p layer follows within
+    // moments), come back on a fresh connection.
+    let c = client.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(RECONNECT_AFTER).await;
+        let _ = c.reconnect(member).await;
+    });
     tracing::info!(
         cluster = %payload.cluster_id,
         fingerprint = fingerprint.map(|f| f.to_string()).unwrap_or_else(|| "none (the cluster has no key yet)".into()),
