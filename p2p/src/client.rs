@@ -181,6 +181,9 @@ pub async fn start(
             reason: "no address reported in time".into(),
         })??;
 
+    for addr in &config.external {
+        swarm.add_external_address(addr.clone());
+    }
     let mut control = swarm.behaviour_mut().chunks.inner_mut().new_control();
     let incoming = control
         .accept(CHUNKS_PROTOCOL)

@@ -215,6 +215,12 @@ pub struct P2pConfig {
     pub agent_version: String,
     /// NAT traversal: relay, hole punching, AutoNAT, UPnP.
     pub nat: NatConfig,
+    /// Addresses the operator says this node is reachable at (an
+    /// `--advertise`, a specific listen IP): confirmed external addresses
+    /// from the start, so a member serves as relay at once instead of
+    /// after AutoNAT confirms it (libp2p's relay offers the hop protocol
+    /// only with a confirmed external address).
+    pub external: Vec<Multiaddr>,
 }
 
 /// NAT traversal (docs/PROTOCOL.md, "Behind NAT"). Every piece works among
@@ -251,7 +257,7 @@ impl Default for NatConfig {
             max_relays: 2,
             max_reservations: 128,
             max_circuits: 256,
-            autonat_boot_delay: Duration::from_secs(3),
+            autonat_boot_delay: Duration::from_secs(1),
             autonat_retry: Duration::from_secs(20),
         }
     }
@@ -267,6 +273,7 @@ impl Default for P2pConfig {
             idle_connection_timeout: Duration::from_secs(300),
             agent_version: concat!("filesyncd/", env!("CARGO_PKG_VERSION")).to_owned(),
             nat: NatConfig::default(),
+            external: Vec::new(),
         }
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use super::Node;
 
 /// How often the record is checked against what it should be.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait between failed writes of the record.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 

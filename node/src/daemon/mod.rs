@@ -162,6 +162,12 @@ where
 
     let p2p_config = P2pConfig {
         listen: vec![config.listen.clone()],
+        external: config
+            .advertise
+            .iter()
+            .chain(Some(&config.listen).filter(|l| !listens_on_unspecified(l)))
+            .cloned()
+            .collect(),
         nat: filesyncd_p2p::NatConfig {
             relay: config.relay,
             hole_punch: config.hole_punch,
@@ -439,6 +445,16 @@ async fn bootstrap(
             Ok(())
         }
         other => Err(DaemonError::Init(format!("InitCluster answered {other:?}"))),
+    }
+}
+
+/// Whether `addr` is `/ip4/0.0.0.0/...` or `/ip6/::/...`.
+fn listens_on_unspecified(addr: &filesyncd_p2p::Multiaddr) -> bool {
+    use filesyncd_p2p::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_unspecified(),
+        Some(Protocol::Ip6(ip)) => ip.is_unspecified(),
+        _ => false,
     }
 }
 
