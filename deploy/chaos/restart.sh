@@ -591,8 +591,13 @@ teardown() {
 if [[ $target == compose ]]; then
   if [[ -n ${FSD_BIN:-} ]]; then
     say "image $FSD_IMAGE from $FSD_BIN (build-image.sh --bin)"
+    old_image=$(docker image inspect -f '{{.Id}}' "$FSD_IMAGE" 2>/dev/null || true)
     "$repo/deploy/build-image.sh" --bin "$FSD_BIN" >"$out/build-image.log" 2>&1 \
       || { tail -n 20 "$out/build-image.log" >&2; setup_fail "build-image.sh --bin $FSD_BIN failed"; }
+    # The image this tag named before, now untagged: not kept around.
+    if [[ -n $old_image && $old_image != "$(docker image inspect -f '{{.Id}}' "$FSD_IMAGE")" ]]; then
+      docker rmi "$old_image" >/dev/null 2>&1 || true
+    fi
   elif docker image inspect "$FSD_IMAGE" >/dev/null 2>&1; then
     say "no FSD_BIN: using the existing image $FSD_IMAGE"
   else
@@ -602,7 +607,7 @@ if [[ $target == compose ]]; then
   "$repo/deploy/cluster.sh" destroy >/dev/null 2>&1 || true
   docker network rm "${FSD_PROJECT}_fsd" >/dev/null 2>&1 || true
   for n in $(docker network ls -q); do
-    if docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "$n" 2>/dev/null | grep -qw "$FSD_NET.0/24"; then
+    if docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "$n" 2>/dev/null | grep -qwF "$FSD_NET.0/24"; then
       setup_fail "subnet $FSD_NET.0/24 is used by docker network $(docker network inspect -f '{{.Name}}' "$n") (set FSD_RS_NET)"
     fi
   done
@@ -617,7 +622,7 @@ if [[ $target == compose ]]; then
     exit 2
   fi
 else
-  if ip -o addr show | grep -v " ${FSD_PREFIX}br0 " | grep -q "inet $FSD_SUBNET\."; then
+  if ip -o addr show | grep -v " ${FSD_PREFIX}br0 " | grep -qF "inet $FSD_SUBNET."; then
     setup_fail "subnet $FSD_SUBNET.0/24 is in use on this host (set FSD_RS_SUBNET)"
   fi
   "$here/netns.sh" down >/dev/null 2>&1 || true

@@ -29,7 +29,11 @@
 //!   check of a real vote). Nothing is stored either way.
 //! - With grants from a majority of every voter set (itself counted), the
 //!   node starts a real election; otherwise its term stays as it is, and it
-//!   asks again after another randomized timeout.
+//!   asks again after another randomized timeout. A won round whose node
+//!   meanwhile changed its vote (it granted another candidate's real vote)
+//!   or heard a leader does not campaign: two survivors of a leader's
+//!   restart that pre-vote at the same moment once cost three terms and
+//!   two seconds without a leader (the second winner unseated the first).
 //! - A peer that does not know the request (an older version) counts as not
 //!   granting: a cluster in the middle of an upgrade elects through its old
 //!   nodes, which still elect on their own timers.
@@ -253,9 +257,24 @@ async fn driver<T: RaftTransport>(weak: Weak<Inner<T>>) {
         if due {
             last_round = Some(Instant::now());
             timeout = None;
+            let vote_before = m.vote;
             if round(&node).await {
-                if let Err(e) = inner.raft.trigger().elect().await {
-                    tracing::warn!(error = %e, "cannot start an election");
+                // The round took a while: another node may have won an
+                // election in the meantime (this node granted it its vote,
+                // or heard its first AppendEntries). Campaigning now would
+                // unseat that fresh leader with a higher term.
+                let now = node.metrics();
+                let quiet = inner.silent_for() >= lease(&inner.config);
+                if now.vote == vote_before && quiet && !now.state.is_leader() {
+                    if let Err(e) = inner.raft.trigger().elect().await {
+                        tracing::warn!(error = %e, "cannot start an election");
+                    }
+                } else {
+                    tracing::debug!(
+                        before = %vote_before,
+                        now = %now.vote,
+                        "pre-vote won, but the vote changed or a leader spoke meanwhile: not campaigning"
+                    );
                 }
             }
         }

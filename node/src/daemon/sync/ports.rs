@@ -175,6 +175,18 @@ pub struct P2pFetcher {
 }
 
 impl P2pFetcher {
+    /// [`Self::peers`], those this node is connected to first (in the same
+    /// order otherwise): a holder that must be dialed may be one that is
+    /// not reachable yet (behind NAT before its relay circuit is recorded),
+    /// and each try of it waits out a dial.
+    async fn peers_connected_first(&self, holders: &[NodeId]) -> Vec<PeerId> {
+        let mut peers = self.peers(holders);
+        if let Ok(up) = self.client.connected_peers().await {
+            peers.sort_by_key(|p| !up.contains(p));
+        }
+        peers
+    }
+
     /// Peers to ask: the holders first, then every other member (a member
     /// that materialized the version holds it too); never this node.
     fn peers(&self, holders: &[NodeId]) -> Vec<PeerId> {
@@ -221,7 +233,7 @@ impl P2pFetcher {
         let mut want: BTreeSet<Hash> = hashes.iter().copied().collect();
         let mut got = Vec::new();
         let mut last_err = None;
-        for peer in self.peers(holders) {
+        for peer in self.peers_connected_first(holders).await {
             if want.is_empty() {
                 break;
             }
@@ -253,7 +265,7 @@ impl P2pFetcher {
         holders: &[NodeId],
         hashes: &[Hash],
     ) -> Result<Vec<(Hash, Vec<u8>)>, String> {
-        let peers = self.peers(holders);
+        let peers = self.peers_connected_first(holders).await;
         if peers.is_empty() {
             return Err("no other member to fetch from".into());
         }
