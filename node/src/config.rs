@@ -165,7 +165,8 @@ pub struct RunArgs {
     /// Keep a relayed member connection relayed: no DCUtR hole punching.
     #[arg(long, env = "FILESYNCD_NO_HOLE_PUNCH")]
     pub no_hole_punch: bool,
-    /// Do not ask a UPnP router to map the listen port.
+    /// Do not ask the router to map the listen port (UPnP IGD, PCP,
+    /// NAT-PMP).
     #[arg(long, env = "FILESYNCD_NO_UPNP")]
     pub no_upnp: bool,
     /// TOML file with any of the settings above (flags and env win).

@@ -24,6 +24,7 @@ use crate::swarm;
 use crate::token::Token;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use std::collections::{HashMap, HashSet};
@@ -183,6 +184,21 @@ pub async fn start(
 
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
+    }
+    if config.nat.upnp {
+        // UPnP IGD is the `upnp` behaviour; NAT-PMP and PCP run beside it.
+        let ports = listen_addrs.iter().filter_map(|a| {
+            let mut it = a.iter();
+            match (it.next(), it.next()) {
+                (Some(Protocol::Ip4(ip)), Some(Protocol::Udp(port))) if !ip.is_loopback() => {
+                    Some(port)
+                }
+                _ => None,
+            }
+        });
+        if let Some(port) = ports.into_iter().next() {
+            tokio::spawn(crate::portmap::keep_mapping(port));
+        }
     }
     let mut control = swarm.behaviour_mut().chunks.inner_mut().new_control();
     let incoming = control

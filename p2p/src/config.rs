@@ -234,7 +234,8 @@ pub struct NatConfig {
     /// Try DCUtR hole punching on a relayed member connection, and move
     /// traffic to the direct connection it makes. Needs `relay`.
     pub hole_punch: bool,
-    /// Ask a UPnP IGD router for a mapping of the listen port.
+    /// Ask the router for a mapping of the listen port: UPnP IGD
+    /// (libp2p-upnp) and NAT-PMP/PCP (`crate::portmap`).
     pub upnp: bool,
     /// Most member relays this node reserves a slot on at once.
     pub max_relays: usize,

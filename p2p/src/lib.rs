@@ -26,6 +26,7 @@ mod join_failures;
 mod join_rate;
 pub mod members_only;
 pub mod nat;
+mod portmap;
 pub mod protocol;
 mod swarm;
 pub mod token;
