@@ -25,6 +25,11 @@ bash deploy/chaos/smoke.sh
 # skip rule as the smoke (FSD_CHAOS_REQUIRE=1 fails instead).
 bash deploy/chaos/nat.sh --both
 bash deploy/chaos/readdress.sh
+# A router that maps ports (miniupnpd in a namespace): with UPnP IGD, then
+# with only PCP/NAT-PMP; the node becomes public at the mapped port and
+# records it.
+bash deploy/chaos/upnp.sh
+bash deploy/chaos/upnp.sh --pcp
 # Restarts without election storms (issue 17): the compose cluster (an
 # image built in seconds from this debug binary) where Docker runs, each
 # node restarted in turn with `docker restart` while writers write: no

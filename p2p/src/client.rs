@@ -187,7 +187,9 @@ pub async fn start(
     }
     if config.nat.upnp {
         // UPnP IGD is the `upnp` behaviour; NAT-PMP and PCP run beside it.
-        let ports = listen_addrs.iter().filter_map(|a| {
+        // The configured address: with 0.0.0.0 the first one reported may
+        // be loopback.
+        let ports = config.listen.iter().filter_map(|a| {
             let mut it = a.iter();
             match (it.next(), it.next()) {
                 (Some(Protocol::Ip4(ip)), Some(Protocol::Udp(port))) if !ip.is_loopback() => {
