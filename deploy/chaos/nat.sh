@@ -219,53 +219,6 @@ net_up() {
 }
 
 # UDP helpers that udp_probe.py lacks (source addresses, simultaneous open).
-nat_py='
-import socket, sys, time
-mode = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-if mode == "whoami-server":      # PORT SECONDS: answer each datagram with its source
-    s.bind(("0.0.0.0", int(sys.argv[2])))
-    print("READY", file=sys.stderr, flush=True)
-    end = time.monotonic() + float(sys.argv[3])
-    while (left := end - time.monotonic()) > 0:
-        s.settimeout(left)
-        try:
-            d, src = s.recvfrom(2048)
-        except OSError:
-            break
-        s.sendto(("%s:%d" % src).encode(), src)
-elif mode == "whoami":           # LPORT HOST:PORT: print the source the server saw
-    s.bind(("0.0.0.0", int(sys.argv[2])))
-    host, _, port = sys.argv[3].rpartition(":")
-    s.settimeout(0.2)
-    for _ in range(15):
-        s.sendto(b"whoami", (host, int(port)))
-        try:
-            print(s.recvfrom(2048)[0].decode())
-            sys.exit(0)
-        except OSError:
-            pass
-    sys.exit(1)
-elif mode == "punch":            # PORT PEER_PUBLIC_IP SECONDS: both sides send at once
-    port, peer = int(sys.argv[2]), sys.argv[3]
-    s.bind(("0.0.0.0", port))
-    s.settimeout(0.05)
-    got, src, end = 0, None, time.monotonic() + float(sys.argv[4])
-    while time.monotonic() < end:
-        try:
-            s.sendto(b"fsdpunch", (peer, port))
-        except OSError:
-            pass
-        try:
-            d, a = s.recvfrom(2048)
-            if d == b"fsdpunch":
-                got, src = got + 1, a
-        except OSError:
-            pass
-        time.sleep(0.01)
-    print(got, "%s:%d" % src if src else "-")
-'
 
 wait_ready() { local f=$1 _; for _ in $(seq 100); do grep -q READY "$f" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
@@ -295,13 +248,13 @@ net_check() {
   local tmp got spid n ip want seen r kept
   tmp=$(mktemp -d -p "$state" probe.XXXXXX)
   # 1. a and b reach pub, and pub's answers come back through the NAT.
-  nx pub python3 -c "$nat_py" whoami-server 7497 6 2>"$tmp/err" &
+  nx pub python3 "$here/nat_probe.py" whoami-server 7497 6 2>"$tmp/err" &
   spid=$!
   wait_ready "$tmp/err" || fail "probe server in pub did not start"
   for n in a:r1:1 b:r2:2; do
     IFS=: read -r n r ip <<<"$n"
     want=$WAN.$ip
-    seen=$(nx "$n" python3 -c "$nat_py" whoami 7497 "$PUB:7497") \
+    seen=$(nx "$n" python3 "$here/nat_probe.py" whoami 7497 "$PUB:7497") \
       || fail "$n -> pub: no answer through $r's NAT"
     [[ ${seen%:*} == "$want" ]] || fail "$n -> pub: pub saw source $seen, want $want (masqueraded by $r)"
     kept='source port kept'
@@ -328,9 +281,9 @@ net_check() {
   pass "the private nets are closed from the wan: unsolicited UDP from pub (even routed via the routers) and from a to b: 0 arrived"
   # 3. Can a UDP simultaneous open get through both NATs? (The premise of
   # hole punching; information only: relaying works without it.)
-  nx a python3 -c "$nat_py" punch 7496 "$WAN.2" 2 >"$tmp/a" &
+  nx a python3 "$here/nat_probe.py" punch 7496 "$WAN.2" 2 >"$tmp/a" &
   local ap=$!
-  nx b python3 -c "$nat_py" punch 7496 "$WAN.1" 2 >"$tmp/b" &
+  nx b python3 "$here/nat_probe.py" punch 7496 "$WAN.1" 2 >"$tmp/b" &
   local bp=$!
   wait "$ap" "$bp" || true
   local ga gb

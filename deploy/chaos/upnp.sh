@@ -290,57 +290,6 @@ net_up() {
 }
 
 # UDP helpers that udp_probe.py lacks (a source port, NAT-PMP).
-up_py='
-import socket, struct, sys, time
-mode = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-if mode == "whoami-server":      # PORT SECONDS: answer each datagram with its source
-    s.bind(("0.0.0.0", int(sys.argv[2])))
-    print("READY", file=sys.stderr, flush=True)
-    end = time.monotonic() + float(sys.argv[3])
-    while (left := end - time.monotonic()) > 0:
-        s.settimeout(left)
-        try:
-            d, src = s.recvfrom(2048)
-        except OSError:
-            break
-        s.sendto(("%s:%d" % src).encode(), src)
-elif mode == "whoami":           # LPORT HOST:PORT: print the source the server saw
-    s.bind(("0.0.0.0", int(sys.argv[2])))
-    host, _, port = sys.argv[3].rpartition(":")
-    s.settimeout(0.2)
-    for _ in range(15):
-        s.sendto(b"whoami", (host, int(port)))
-        try:
-            print(s.recvfrom(2048)[0].decode())
-            sys.exit(0)
-        except OSError:
-            pass
-    sys.exit(1)
-elif mode == "send-from":        # SPORT HOST:PORT COUNT: datagrams from a fixed port
-    s.bind(("0.0.0.0", int(sys.argv[2])))
-    host, _, port = sys.argv[3].rpartition(":")
-    for i in range(int(sys.argv[4])):
-        s.sendto(b"fsdupnp %d" % i, (host, int(port)))
-        time.sleep(0.02)
-elif mode == "natpmp":           # GATEWAY: NAT-PMP public address request (RFC 6886)
-    s.settimeout(0.25)
-    for _ in range(8):
-        s.sendto(b"\x00\x00", (sys.argv[2], 5351))
-        try:
-            d, _ = s.recvfrom(64)
-        except OSError:
-            continue
-        if len(d) >= 12 and d[1] == 128:
-            _, _, code, epoch = struct.unpack("!BBHI", d[:8])
-            print("result %d, external address %s (epoch %d s)" % (code, socket.inet_ntoa(d[8:12]), epoch))
-        else:
-            print("an unexpected answer of %d bytes: %s" % (len(d), d.hex()))
-        sys.exit(0)
-    print("no answer")
-    sys.exit(1)
-'
 
 wait_ready() { local f=$1 _; for _ in $(seq 100); do grep -q READY "$f" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
@@ -367,10 +316,10 @@ net_check() {
   local tmp seen spid got
   tmp=$(mktemp -d -p "$state" probe.XXXXXX)
   # a reaches pub, and pub's answers come back through the NAT.
-  nx pub python3 -c "$up_py" whoami-server 7497 6 2>"$tmp/err" &
+  nx pub python3 "$here/nat_probe.py" whoami-server 7497 6 2>"$tmp/err" &
   spid=$!
   wait_ready "$tmp/err" || fail "probe server in pub did not start"
-  seen=$(nx a python3 -c "$up_py" whoami 7497 "$PUB:7497") || fail "a -> pub: no answer through r's NAT"
+  seen=$(nx a python3 "$here/nat_probe.py" whoami 7497 "$PUB:7497") || fail "a -> pub: no answer through r's NAT"
   [[ ${seen%:*} == "$RWAN" ]] || fail "a -> pub: pub saw source $seen, want $RWAN (masqueraded by r)"
   pass "a -> pub and back through r's NAT; pub sees $A:7497 as $seen"
   kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
@@ -443,7 +392,7 @@ EOF
 # NAT-PMP from the lan (information only: libp2p speaks UPnP IGD only).
 natpmp_check() {
   local got
-  got=$(nx a python3 -c "$up_py" natpmp "$LAN.1" 2>&1) || true
+  got=$(nx a python3 "$here/nat_probe.py" natpmp "$LAN.1" 2>&1) || true
   info "NAT-PMP public address request from a to $LAN.1:5351: $got"
 }
 
@@ -718,7 +667,7 @@ info "before the probe the DNAT rule had matched $n_dnat0 new flow(s); conntrack
 n_fwd0=$(rt_pkts filter MINIUPNPD "dpt:$PORT( |\$)")
 n_a0=$(a_probe_pkts)
 count=5
-nx pub python3 -c "$up_py" send-from "$PROBE_SPORT" "$RWAN:$mport" "$count"
+nx pub python3 "$here/nat_probe.py" send-from "$PROBE_SPORT" "$RWAN:$mport" "$count"
 sleep 0.5
 n_dnat=$(( $(rt_pkts nat MINIUPNPD "dpt:$mport ") - n_dnat0 ))
 n_fwd=$(( $(rt_pkts filter MINIUPNPD "dpt:$PORT( |\$)") - n_fwd0 ))
