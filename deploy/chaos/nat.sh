@@ -18,7 +18,8 @@
 # maps a source port and whether a UDP simultaneous open between a and b
 # gets through both NATs (the premise of hole punching).
 #
-# Nodes (namespaces fsdnat-pub, -a, -b; routers fsdnat-r1, -r2):
+# Nodes (namespaces fsdnat-pub, -a, -b; routers fsdnat-r1, -r2; the common
+# parts of this lab and upnp.sh's are in natlab.sh):
 #   pub  run --listen 198.51.100.10:7400 --max-file-size 1MiB   (founds)
 #   a, b run --listen 0.0.0.0:7400 --join 198.51.100.10:7400 --token <fresh>
 #        (--relay-only: also --no-hole-punch, so a<->b stays relayed)
@@ -43,6 +44,11 @@
 # Environment:
 #   FSD_BIN              filesyncd (default: target/debug/filesyncd)
 #   FSD_NAT_STATE        state dir (default /tmp/filesyncd-nat)
+#   FSD_NAT_PREFIX       the lab's name stem (default fsdnat; at most 10 of
+#                        [a-z0-9]): namespaces STEM-pub ..., bridge STEMwan,
+#                        host veths STEMw-pub ..., host FORWARD rule comment
+#                        STEM-bridge (fsd-nat-bridge for fsdnat), so that a
+#                        second lab can run beside this one
 #   FSD_NAT_BIG_MIB      size of the big file (default 64)
 #   FSD_NAT_JOIN_WAIT    seconds for a node to start and join (default 60)
 #   FSD_NAT_SMALL_WAIT   seconds for small files and in-sync (default 60)
@@ -52,24 +58,27 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/natlab.sh
+source "$here/natlab.sh"
 bin=${FSD_BIN:-$repo/target/debug/filesyncd}
 state=${FSD_NAT_STATE:-/tmp/filesyncd-nat}
 big_mib=${FSD_NAT_BIG_MIB:-64}
 join_wait=${FSD_NAT_JOIN_WAIT:-60}
 small_wait=${FSD_NAT_SMALL_WAIT:-60}
 big_wait=${FSD_NAT_BIG_WAIT:-120}
-probe=$here/udp_probe.py
 comm=$(basename "$bin" | cut -c1-15)   # a node's /proc/PID/comm
 
-P=fsdnat-                 # namespace prefix
-BR=fsdnatwan              # the wan bridge
-HV=fsdnatw-               # host ends of the wan veths: fsdnatw-pub, -r1, -r2
+lab=nat
+skip_needs="needs root and ip netns"
+lab_ns=(pub r1 r2 a b)
+lab_nodes=(pub a b)
+# P (namespace prefix), BR (the wan bridge), HV (host ends of the wan veths:
+# fsdnatw-pub, -r1, -r2), COMMENT and fwd_rule (the host FORWARD rule).
+lab_names FSD_NAT_PREFIX fsdnat fsd-nat-bridge
 WAN=198.51.100
 PUB=$WAN.10
 PORT=7400
 API=127.0.0.1:7401
-COMMENT=fsd-nat-bridge
-fwd_rule=(FORWARD -i "$BR" -o "$BR" -m comment --comment "$COMMENT" -j ACCEPT)
 
 mode=punch net_only=0 both=0
 while (($#)); do
@@ -85,34 +94,14 @@ done
 if ((both)) && [[ $mode == relay || $net_only == 1 ]]; then
   echo "nat.sh: --both runs both modes; it takes no other option" >&2; exit 2
 fi
-[[ $state == /?* && $state != *' '* ]] || { echo "nat.sh: FSD_NAT_STATE must be an absolute path without spaces" >&2; exit 2; }
-
-say() { printf '%s nat(%s): %s\n' "$(date +%H:%M:%S)" "$mode" "$*"; }
-pass() { say "PASS: $*"; }
-info() { say "info: $*"; }
-fail() { say "FAIL: $*" >&2; exit 1; }
-
-skip() {
-  if [[ ${FSD_CHAOS_REQUIRE:-0} == 1 ]]; then
-    echo "nat: cannot run: $* (FSD_CHAOS_REQUIRE=1)" >&2
-    exit 1
-  fi
-  echo "nat: skipped: needs root and ip netns ($*)"
-  exit 0
-}
+lab_check_state FSD_NAT_STATE
+lab_tag="nat($mode)"
 
 # --- can this machine run it? -----------------------------------------------
-[[ $(id -u) == 0 ]] || skip "not root"
-nsprobe=fsdnatprobe$$
-ip netns add "$nsprobe" >/dev/null 2>&1 || skip "ip netns add failed"
-ok=1
-ip netns exec "$nsprobe" ip link set lo up >/dev/null 2>&1 || ok=0
-ip netns exec "$nsprobe" iptables -w -t nat -S >/dev/null 2>&1 || ok=0
-ip netns del "$nsprobe" >/dev/null 2>&1 || true
-((ok)) || skip "ip netns exec or iptables -t nat in a namespace failed"
-for t in iptables python3 setsid sha256sum timeout; do
-  command -v "$t" >/dev/null 2>&1 || skip "$t not installed"
-done
+lab_need_root "not root"
+lab_probe_netns "ip netns add failed" "ip netns exec or iptables -t nat in a namespace failed" \
+  "iptables -w -t nat -S"
+lab_need_tools iptables python3 setsid sha256sum timeout
 
 # --- --both: each mode in a lab of its own (a child run of this script) ----------
 if ((both)); then
@@ -129,119 +118,19 @@ if ((both)); then
 fi
 
 if ((!net_only)); then
-  [[ -x $bin ]] || { echo "nat.sh: no filesyncd binary at $bin (build it or set FSD_BIN)" >&2; exit 2; }
-  if [[ $mode == relay ]] && ! "$bin" run --help 2>/dev/null | grep -q -e '--no-hole-punch'; then
-    echo "nat.sh: FAIL: $bin has no 'run --no-hole-punch' (the build lacks the relay-only switch)" >&2
-    exit 1
-  fi
+  lab_need_bin
+  if [[ $mode == relay ]]; then lab_bin_has --no-hole-punch "the build lacks the relay-only switch"; fi
 fi
 
-nx() { local n=$1; shift; ip netns exec "$P$n" "$@"; }
-
 # --- lab --------------------------------------------------------------------------
-stop_nodes() {
-  local n pid deadline
-  for n in a b pub; do
-    [[ -f $state/$n/pid ]] || continue
-    pid=$(cat "$state/$n/pid")
-    if kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]]; then
-      kill -TERM "$pid" 2>/dev/null || true
-      deadline=$((SECONDS + 15))
-      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$state/$n/pid"
-  done
-}
-
-net_down() {
-  local ns pid
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${P}(pub|r1|r2|a|b)$" || true); do
-    # Whatever still runs in our namespaces (nodes, probes) is ours.
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$ns"
-  done
-  local v
-  for v in pub r1 r2; do ip link del "$HV$v" 2>/dev/null || true; done
-  ip link del "$BR" 2>/dev/null || true
-  while iptables -w -C "${fwd_rule[@]}" 2>/dev/null; do iptables -w -D "${fwd_rule[@]}"; done
-}
-
-# wan_link NS IFNAME ADDR: NS's interface IFNAME with ADDR/24 on the wan bridge.
-wan_link() {
-  local n=$1 ifname=$2 addr=$3
-  ip link add "$HV$n" type veth peer name "$ifname" netns "$P$n"
-  ip link set "$HV$n" master "$BR" up
-  ip -n "$P$n" addr add "$addr/24" dev "$ifname"
-  ip -n "$P$n" link set "$ifname" up
-}
-
-# router R HOST NET: router R with wan (already linked) and a lan veth to
-# namespace HOST; NET is 10.X.0 (router .1, host .2).
-router() {
-  local r=$1 h=$2 net=$3
-  ip -n "$P$r" link add lan type veth peer name eth0 netns "$P$h"
-  ip -n "$P$r" addr add "$net.1/24" dev lan
-  ip -n "$P$r" link set lan up
-  ip -n "$P$h" addr add "$net.2/24" dev eth0
-  ip -n "$P$h" link set eth0 up
-  ip -n "$P$h" route add default via "$net.1"
-  nx "$r" sysctl -qw net.ipv4.ip_forward=1
-  nx "$r" iptables -w -t nat -A POSTROUTING -s "$net.0/24" -o wan -j MASQUERADE
-  nx "$r" iptables -w -P FORWARD DROP
-  nx "$r" iptables -w -A FORWARD -i lan -o wan -j ACCEPT
-  nx "$r" iptables -w -A FORWARD -i wan -o lan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-  # Unsolicited packets to the router itself vanish too. (Without this an
-  # unsolicited datagram to the router's port 7400, e.g. the other site's
-  # first hole-punch packet, is delivered locally and leaves a conntrack
-  # entry that makes the router's own MASQUERADE pick another port.)
-  nx "$r" iptables -w -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-  nx "$r" iptables -w -A INPUT -i wan -j DROP
-}
-
 net_up() {
-  local n
-  ip link add "$BR" type bridge
-  ip link set "$BR" up
-  # Docker's FORWARD policy is DROP and bridged frames pass iptables
-  # (br_netfilter): let the wan bridge forward to itself.
-  iptables -w -I "${fwd_rule[@]}"
-  for n in pub r1 r2 a b; do
-    ip netns add "$P$n"
-    ip -n "$P$n" link set lo up
-  done
+  bridge_up
   wan_link pub eth0 "$PUB"
   wan_link r1 wan "$WAN.1"
   wan_link r2 wan "$WAN.2"
-  router r1 a 10.1.0
-  router r2 b 10.2.0
+  router r1 a 10.1.0 iptables
+  router r2 b 10.2.0 iptables
   say "lab up: pub $PUB, r1 $WAN.1 (a 10.1.0.2), r2 $WAN.2 (b 10.2.0.2) on $BR"
-}
-
-# UDP helpers that udp_probe.py lacks (source addresses, simultaneous open).
-
-wait_ready() { local f=$1 _; for _ in $(seq 100); do grep -q READY "$f" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-
-# count_arrivals TO PORT SECONDS FROM DEST...: datagrams from FROM to each
-# DEST that reach namespace TO's receiver on PORT.
-count_arrivals() {
-  local to=$1 port=$2 secs=$3 from=$4 nonce tmp rpid got dest
-  shift 4
-  nonce=$from-$to-$$-$RANDOM
-  tmp=$(mktemp -d -p "$state" probe.XXXXXX)
-  nx "$to" python3 "$probe" recv --port "$port" --timeout "$secs" >"$tmp/out" 2>"$tmp/err" &
-  rpid=$!
-  wait_ready "$tmp/err" || true
-  local targets=()
-  for dest in "$@"; do targets+=(--to "$dest"); done
-  nx "$from" python3 "$probe" send "${targets[@]}" --nonce "$nonce" --count 5 --interval 0.02 >/dev/null 2>"$tmp/send.err" || true
-  wait "$rpid" 2>/dev/null || true
-  got=$(grep -c "^$nonce " "$tmp/out" || true)
-  if [[ -s $tmp/send.err ]]; then
-    sed 's/^send [0-9]* to //' "$tmp/send.err" | sort -u | sed "s/^/  info: $from -> /" >&2
-  fi
-  rm -rf "$tmp"
-  echo "$got"
 }
 
 net_check() {
@@ -299,72 +188,21 @@ net_check() {
 }
 
 # --- nodes ---------------------------------------------------------------------------
-cli() { local n=$1; shift; nx "$n" env FILESYNCD_DATA="$state/$n/data" "$bin" "$@" --api "$API"; }
-
-# q NODE QUERY [ID]: a field of NODE's `status --json` (exit 1: no answer).
-#   in_sync | count | node_id | cluster_id | field ID KEY (member ID's KEY;
-#   "<absent>" when the member has no such key, "<no member>" when ID is not
-#   a member) | xfers ("N BYTES": pulls in flight, with their bytes done)
-q_py='
-import json, sys
-s = json.load(sys.stdin)
-w = sys.argv[1]
-if w == "in_sync": print(str(s.get("in_sync")).lower())
-elif w == "count": print(len(s.get("members") or []))
-elif w == "field":
-    m = [m for m in s.get("members") or [] if m.get("id") == sys.argv[2]]
-    v = m[0].get(sys.argv[3], "<absent>") if m else "<no member>"
-    print("null" if v is None else str(v).lower() if isinstance(v, bool) else v)
-elif w == "xfers":
+# q (natlab.sh) also answers xfers ("N BYTES": pulls in flight, with their
+# bytes done).
+q_more='elif w == "xfers":
     t = (s.get("sync") or {}).get("transfers") or []
-    print(len(t), sum(x.get("bytes_done", 0) for x in t))
-else: print(s.get(w) or "")
-'
-q() {
-  local n=$1 j
-  shift
-  j=$(cli "$n" status --json 2>/dev/null) || return 1
-  python3 -c "$q_py" "$@" <<<"$j"
-}
-
-start_node() {
-  local n=$1
-  shift
-  mkdir -p "$state/$n/dir" "$state/$n/data"
-  echo "=== $(date -Is) start run $*" | sed 's/--token [^ ]*/--token <redacted>/' >>"$state/$n/log"
-  setsid ip netns exec "$P$n" env RUST_LOG="${RUST_LOG:-info}" "$bin" run \
-    --dir "$state/$n/dir" --data "$state/$n/data" --api "$API" --log-format text "$@" \
-    </dev/null >>"$state/$n/log" 2>&1 &
-  echo $! >"$state/$n/pid"
-}
-
-alive() { kill -0 "$(cat "$state/$1/pid")" 2>/dev/null; }
-
-# wait_joined NODE CLUSTER_ID: API answers and reports the cluster.
-wait_joined() {
-  local n=$1 want=$2 deadline=$((SECONDS + join_wait)) got=""
-  while :; do
-    alive "$n" || fail "node $n exited (see its log below)"
-    got=$(q "$n" cluster_id 2>/dev/null) || got=""
-    [[ -n $got && ( -z $want || $got == "$want" ) ]] && { echo "$got"; return 0; }
-    ((SECONDS < deadline)) || fail "node $n: not in cluster '${want:-any}' after ${join_wait}s (reports '${got}')"
-    sleep 0.5
-  done
-}
+    print(len(t), sum(x.get("bytes_done", 0) for x in t))'
 
 join() {
   local n=$1 cid=$2 token extra=()
   token=$(cli pub token create --ttl 10m 2>/dev/null) || token=""
   [[ -n $token ]] || fail "pub handed out no join token"
   [[ $mode == relay ]] && extra=(--no-hole-punch)
-  start_node "$n" --listen "0.0.0.0:$PORT" --join "$PUB:$PORT" --token "$token" "${extra[@]}"
+  start_node "$n" "${RUST_LOG:-info}" --listen "0.0.0.0:$PORT" --join "$PUB:$PORT" --token "$token" "${extra[@]}"
   wait_joined "$n" "$cid" >/dev/null
   pass "$n joined through its NAT ($(q "$n" node_id))"
 }
-
-now() { echo "$EPOCHREALTIME"; }
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-sha() { sha256sum <"$1" | cut -d' ' -f1; }
 
 # put NODE NAME SIZE_KIB: a random file written on NODE (made beside its
 # synced dir, renamed in); prints its sha256.
@@ -413,28 +251,20 @@ wait_sync() {
 # --- teardown ------------------------------------------------------------------------
 # shellcheck disable=SC2317  # the EXIT trap
 teardown() {
-  local rc=$? n
+  local rc=$?
   trap - EXIT INT TERM
   set +e
-  if ((rc != 0)) && [[ -d $state ]]; then
-    # Status and log tails as of the failure, before the nodes stop.
-    for n in pub a b; do
-      [[ -f $state/$n/log ]] || continue
-      cli "$n" status --json >"$state/$n/status.json" 2>&1
-      echo "--- last lines of $state/$n/log" >&2
-      tail -n 15 "$state/$n/log" >&2
-    done
-  fi
+  # Status and log tails as of the failure, before the nodes stop.
+  if ((rc != 0)) && [[ -d $state ]]; then node_tails 15; fi
   stop_nodes
   net_down
   if [[ -d $state ]]; then
     rm -rf "$state"/probe.*
     if ((rc != 0)); then
-      # Keep the evidence (logs, status), not the synced data.
-      for n in pub a b; do rm -rf "$state/$n/dir" "$state/$n/data" "$state/$n"/tmp.*; done
+      drop_data
       say "lab down; logs and status kept in $state (exit $rc)"
     elif [[ ${FSD_NAT_KEEP:-0} == 1 ]]; then
-      for n in pub a b; do rm -rf "$state/$n/dir" "$state/$n/data" "$state/$n"/tmp.*; done
+      drop_data
       say "lab down; logs kept in $state (FSD_NAT_KEEP=1; exit 0)"
     else
       rm -rf "$state"
@@ -445,21 +275,13 @@ teardown() {
 }
 
 # --- run --------------------------------------------------------------------------------
-# A lab left over by a killed run goes first.
-stop_nodes 2>/dev/null || true
-net_down
-rm -rf "$state"
-mkdir -p "$state"
-trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
+lab_fresh
 net_up
 net_check
 if ((net_only)); then pass "network only (--net-only)"; exit 0; fi
 
 say "filesyncd $bin; state $state"
-start_node pub --listen "$PUB:$PORT" --max-file-size 1MiB
+start_node pub "${RUST_LOG:-info}" --listen "$PUB:$PORT" --max-file-size 1MiB
 cid=$(wait_joined pub "")
 pass "pub founded cluster $cid"
 join a "$cid"

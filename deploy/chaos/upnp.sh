@@ -19,7 +19,8 @@
 # iptables_init.sh). The script proves before any node starts that a
 # datagram from pub to the router's port 7400 reaches nothing.
 #
-# Nodes (namespaces fsdup-pub, fsdup-a; the router is fsdup-r):
+# Nodes (namespaces fsdup-pub, fsdup-a; the router is fsdup-r; the common
+# parts of this lab and nat.sh's are in natlab.sh):
 #   pub  run --listen 192.0.3.10:7400              (founds)
 #   a    run --listen 0.0.0.0:7400 --join 192.0.3.10:7400 --token <fresh>
 #        (UPnP on: the default)
@@ -54,6 +55,11 @@
 # Environment:
 #   FSD_BIN              filesyncd (default: target/debug/filesyncd)
 #   FSD_UPNP_STATE       state dir (default /tmp/filesyncd-upnp)
+#   FSD_UPNP_PREFIX      the lab's name stem (default fsdup; at most 10 of
+#                        [a-z0-9]): namespaces STEM-pub, -r, -a, bridge
+#                        STEMwan, host veths STEMw-pub, -r, host FORWARD rule
+#                        comment STEM-bridge (fsd-upnp-bridge for fsdup), so
+#                        that a second lab can run beside this one
 #   FSD_UPNP_WAN         first three octets of the wan /24 (default 192.0.3).
 #                        Both miniupnpd 2.3.1 ("Reserved / private IP address
 #                        ... Port forwarding is impossible") and libp2p-upnp
@@ -75,18 +81,23 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/natlab.sh
+source "$here/natlab.sh"
 bin=${FSD_BIN:-$repo/target/debug/filesyncd}
 state=${FSD_UPNP_STATE:-/tmp/filesyncd-upnp}
 join_wait=${FSD_UPNP_JOIN_WAIT:-60}
 map_wait=${FSD_UPNP_MAP_WAIT:-60}
 public_wait=${FSD_UPNP_PUBLIC_WAIT:-90}
 file_wait=${FSD_UPNP_FILE_WAIT:-60}
-probe=$here/udp_probe.py
 comm=$(basename "$bin" | cut -c1-15)   # a node's /proc/PID/comm
 
-P=fsdup-                  # namespace prefix: fsdup-pub, fsdup-r, fsdup-a
-BR=fsdupwan               # the wan bridge
-HV=fsdupw-                # host ends of the wan veths: fsdupw-pub, fsdupw-r
+lab=upnp lab_tag=upnp skip_needs=""
+lab_ns=(pub r a)
+lab_nodes=(pub a)
+# P (namespace prefix: fsdup-pub, fsdup-r, fsdup-a), BR (the wan bridge),
+# HV (host ends of the wan veths: fsdupw-pub, fsdupw-r), COMMENT and
+# fwd_rule (the host FORWARD rule).
+lab_names FSD_UPNP_PREFIX fsdup fsd-upnp-bridge
 WAN=${FSD_UPNP_WAN:-192.0.3}
 PUB=$WAN.10
 RWAN=$WAN.1
@@ -95,8 +106,6 @@ A=$LAN.2
 PORT=7400
 API=127.0.0.1:7401
 PROBE_SPORT=7487          # pub's source port for the datagrams through the mapping
-COMMENT=fsd-upnp-bridge
-fwd_rule=(FORWARD -i "$BR" -o "$BR" -m comment --comment "$COMMENT" -j ACCEPT)
 MUPNPD=/usr/sbin/miniupnpd
 MUPNP_SCRIPTS=/etc/miniupnpd
 UUID=6b1d7c2e-8f3a-4c55-9e21-0f5d3a7b9c10
@@ -117,44 +126,21 @@ if [[ $proto == upnp ]]; then
 else
   MAPPED='NAT-PMP/PCP: the router maps the listen port'
 fi
-[[ $state == /?* && $state != *' '* ]] || { echo "upnp.sh: FSD_UPNP_STATE must be an absolute path without spaces" >&2; exit 2; }
+lab_check_state FSD_UPNP_STATE
 [[ $WAN =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ && $WAN != 10.9.0 ]] || { echo "upnp.sh: FSD_UPNP_WAN must be three octets (not the lan's 10.9.0)" >&2; exit 2; }
 
-say() { printf '%s upnp: %s\n' "$(date +%H:%M:%S)" "$*"; }
-pass() { say "PASS: $*"; }
-info() { say "info: $*"; }
-fail() { say "FAIL: $*" >&2; exit 1; }
 indent() { local l; while IFS= read -r l; do printf '  %s %s\n' "$1" "$l"; done; }
 
-skip() {
-  if [[ ${FSD_CHAOS_REQUIRE:-0} == 1 ]]; then
-    echo "upnp: cannot run: $* (FSD_CHAOS_REQUIRE=1)" >&2
-    exit 1
-  fi
-  echo "upnp: skipped: $*"
-  exit 0
-}
-
 # --- can this machine run it? -----------------------------------------------
-[[ $(id -u) == 0 ]] || skip "needs root (not root)"
-for t in ip iptables iptables-legacy python3 setsid sha256sum timeout which; do
-  command -v "$t" >/dev/null 2>&1 || skip "$t not installed"
-done
-nsprobe=fsdupprobe$$
-ip netns add "$nsprobe" >/dev/null 2>&1 || skip "needs ip netns (ip netns add failed)"
-ok=1
-ip netns exec "$nsprobe" ip link set lo up >/dev/null 2>&1 || ok=0
-ip netns exec "$nsprobe" iptables -w -S >/dev/null 2>&1 || ok=0
-ip netns exec "$nsprobe" iptables-legacy -w -t nat -S >/dev/null 2>&1 || ok=0
-ip netns del "$nsprobe" >/dev/null 2>&1 || true
-((ok)) || skip "ip netns exec, iptables or iptables-legacy -t nat in a namespace failed"
+lab_need_root "needs root (not root)"
+lab_need_tools ip iptables iptables-legacy python3 setsid sha256sum timeout which
+lab_probe_netns "needs ip netns (ip netns add failed)" \
+  "ip netns exec, iptables or iptables-legacy -t nat in a namespace failed" \
+  "iptables -w -S" "iptables-legacy -w -t nat -S"
 
 if ((!net_only)); then
-  [[ -x $bin ]] || { echo "upnp.sh: no filesyncd binary at $bin (build it or set FSD_BIN)" >&2; exit 2; }
-  if ! "$bin" run --help 2>/dev/null | grep -q -e '--no-upnp'; then
-    echo "upnp.sh: FAIL: $bin has no 'run --no-upnp' (the build has no UPnP)" >&2
-    exit 1
-  fi
+  lab_need_bin
+  lab_bin_has --no-upnp "the build has no UPnP"
 fi
 
 # miniupnpd pids outside our namespaces (the host's own or other labs').
@@ -197,31 +183,12 @@ install_miniupnpd() {
 install_miniupnpd
 "$MUPNPD" --version 2>&1 | grep -q 'iptables' || skip "$MUPNPD is not the iptables build (miniupnpd-iptables)"
 
-nx() { local n=$1; shift; ip netns exec "$P$n" "$@"; }
 # The router's iptables (legacy: miniupnpd is built on libiptc).
 rt() { nx r iptables-legacy -w "$@"; }
 # The package's init scripts in the router, with iptables = iptables-legacy.
 mupnp_script() { nx r env PATH="$state/shim:$PATH" sh "$MUPNP_SCRIPTS/$1" -i wan; }
 
 # --- lab --------------------------------------------------------------------------
-stop_pidfile() {
-  local f=$1 want=$2 pid deadline
-  [[ -f $f ]] || return 0
-  pid=$(cat "$f" 2>/dev/null || true)
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$want" ]]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
-
-stop_nodes() {
-  local n
-  for n in a pub; do stop_pidfile "$state/$n/pid" "$comm"; done
-}
-
 # shellcheck disable=SC2317  # called from the EXIT trap
 stop_miniupnpd() {
   stop_pidfile "$state/r/miniupnpd.pid" miniupnpd
@@ -230,86 +197,15 @@ stop_miniupnpd() {
   fi
 }
 
-net_down() {
-  local ns pid v
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${P}(pub|r|a)$" || true); do
-    # Whatever still runs in our namespaces (nodes, miniupnpd, probes) is ours.
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$ns"
-  done
-  for v in pub r; do ip link del "$HV$v" 2>/dev/null || true; done
-  ip link del "$BR" 2>/dev/null || true
-  while iptables -w -C "${fwd_rule[@]}" 2>/dev/null; do iptables -w -D "${fwd_rule[@]}"; done
-}
-
-# wan_link NS IFNAME ADDR: NS's interface IFNAME with ADDR/24 on the wan bridge.
-wan_link() {
-  local n=$1 ifname=$2 addr=$3
-  ip link add "$HV$n" type veth peer name "$ifname" netns "$P$n"
-  ip link set "$HV$n" master "$BR" up
-  ip -n "$P$n" addr add "$addr/24" dev "$ifname"
-  ip -n "$P$n" link set "$ifname" up
-}
-
-router() {
-  local c=(-m comment --comment fsd-upnp-router)
-  ip -n "${P}r" link add lan type veth peer name eth0 netns "${P}a"
-  ip -n "${P}r" addr add "$LAN.1/24" dev lan
-  ip -n "${P}r" link set lan up
-  ip -n "${P}a" addr add "$A/24" dev eth0
-  ip -n "${P}a" link set eth0 up
-  ip -n "${P}a" route add default via "$LAN.1"
+net_up() {
+  bridge_up
+  wan_link pub eth0 "$PUB"
+  wan_link r wan "$RWAN"
+  router r a "$LAN" iptables-legacy fsd-upnp-router
   # SSDP (239.255.255.250:1900) leaves on the lan (the default route would
   # too; this says so).
   ip -n "${P}a" route add 224.0.0.0/4 dev eth0
-  nx r sysctl -qw net.ipv4.ip_forward=1
-  rt -t nat -A POSTROUTING -s "$LAN.0/24" -o wan "${c[@]}" -j MASQUERADE
-  rt -P FORWARD DROP
-  rt -A FORWARD -i lan -o wan "${c[@]}" -j ACCEPT
-  rt -A FORWARD -i wan -o lan -m conntrack --ctstate ESTABLISHED,RELATED "${c[@]}" -j ACCEPT
-  # Unsolicited packets to the router itself vanish too (as in nat.sh).
-  rt -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED "${c[@]}" -j ACCEPT
-  rt -A INPUT -i wan "${c[@]}" -j DROP
-}
-
-net_up() {
-  local n
-  ip link add "$BR" type bridge
-  ip link set "$BR" up
-  # Docker's FORWARD policy is DROP and bridged frames pass iptables
-  # (br_netfilter): let the wan bridge forward to itself.
-  iptables -w -I "${fwd_rule[@]}"
-  for n in pub r a; do
-    ip netns add "$P$n"
-    ip -n "$P$n" link set lo up
-  done
-  wan_link pub eth0 "$PUB"
-  wan_link r wan "$RWAN"
-  router
   say "lab up: pub $PUB, r $RWAN (lan $LAN.1, a $A) on $BR"
-}
-
-# UDP helpers that udp_probe.py lacks (a source port, NAT-PMP).
-
-wait_ready() { local f=$1 _; for _ in $(seq 100); do grep -q READY "$f" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-
-# count_arrivals TO PORT SECONDS FROM DEST...: datagrams from FROM to each
-# DEST that reach namespace TO's receiver on PORT.
-count_arrivals() {
-  local to=$1 port=$2 secs=$3 from=$4 nonce tmp rpid got dest
-  shift 4
-  nonce=$from-$to-$$-$RANDOM
-  tmp=$(mktemp -d -p "$state" probe.XXXXXX)
-  nx "$to" python3 "$probe" recv --port "$port" --timeout "$secs" >"$tmp/out" 2>"$tmp/err" &
-  rpid=$!
-  wait_ready "$tmp/err" || true
-  local targets=()
-  for dest in "$@"; do targets+=(--to "$dest"); done
-  nx "$from" python3 "$probe" send "${targets[@]}" --nonce "$nonce" --count 5 --interval 0.02 >/dev/null 2>"$tmp/send.err" || true
-  wait "$rpid" 2>/dev/null || true
-  got=$(grep -c "^$nonce " "$tmp/out" || true)
-  rm -rf "$tmp"
-  echo "$got"
 }
 
 net_check() {
@@ -397,69 +293,19 @@ natpmp_check() {
 }
 
 # --- nodes ---------------------------------------------------------------------------
-cli() { local n=$1; shift; nx "$n" env FILESYNCD_DATA="$state/$n/data" "$bin" "$@" --api "$API"; }
-
-# q NODE QUERY [ID]: a field of NODE's `status --json` (exit 1: no answer).
-#   in_sync | count | node_id | cluster_id | reach (nat.reachability) |
-#   natline ("reachability observed=... relayed=N") |
-#   field ID KEY (member ID's KEY; "<absent>", "<no member>")
-q_py='
-import json, sys
-s = json.load(sys.stdin)
-w = sys.argv[1]
-if w == "in_sync": print(str(s.get("in_sync")).lower())
-elif w == "count": print(len(s.get("members") or []))
-elif w == "reach": print((s.get("nat") or {}).get("reachability") or "<absent>")
+# q (natlab.sh) also answers reach (nat.reachability) and natline
+# ("reachability observed=... relayed=N").
+q_more='elif w == "reach": print((s.get("nat") or {}).get("reachability") or "<absent>")
 elif w == "natline":
     n = s.get("nat") or {}
-    print("%s observed=%s relayed=%d" % (n.get("reachability"), ",".join(n.get("observed") or []) or "-", len(n.get("relayed") or [])))
-elif w == "field":
-    m = [m for m in s.get("members") or [] if m.get("id") == sys.argv[2]]
-    v = m[0].get(sys.argv[3], "<absent>") if m else "<no member>"
-    print("null" if v is None else str(v).lower() if isinstance(v, bool) else v)
-else: print(s.get(w) or "")
-'
-q() {
-  local n=$1 j
-  shift
-  j=$(cli "$n" status --json 2>/dev/null) || return 1
-  python3 -c "$q_py" "$@" <<<"$j"
-}
+    print("%s observed=%s relayed=%d" % (n.get("reachability"), ",".join(n.get("observed") or []) or "-", len(n.get("relayed") or [])))'
 
-start_node() {
-  local n=$1 log_filter=$2
-  shift 2
-  mkdir -p "$state/$n/dir" "$state/$n/data"
-  echo "=== $(date -Is) start run $*" | sed 's/--token [^ ]*/--token <redacted>/' >>"$state/$n/log"
-  setsid ip netns exec "$P$n" env RUST_LOG="$log_filter" "$bin" run \
-    --dir "$state/$n/dir" --data "$state/$n/data" --api "$API" --log-format text "$@" \
-    </dev/null >>"$state/$n/log" 2>&1 &
-  echo $! >"$state/$n/pid"
-}
-
-alive() { kill -0 "$(cat "$state/$1/pid")" 2>/dev/null; }
-
-# wait_joined NODE CLUSTER_ID: API answers and reports the cluster.
-wait_joined() {
-  local n=$1 want=$2 deadline=$((SECONDS + join_wait)) got=""
-  while :; do
-    alive "$n" || fail "node $n exited (see its log below)"
-    got=$(q "$n" cluster_id 2>/dev/null) || got=""
-    [[ -n $got && ( -z $want || $got == "$want" ) ]] && { echo "$got"; return 0; }
-    ((SECONDS < deadline)) || fail "node $n: not in cluster '${want:-any}' after ${join_wait}s (reports '${got}')"
-    sleep 0.5
-  done
-}
-
-now() { echo "$EPOCHREALTIME"; }
 # log_t LINE: seconds from a's start ($t0) to the time stamp LINE begins with.
 log_t() {
   local ts
   ts=$(date -d "${1%%[[:space:]]*}" +%s.%N 2>/dev/null) || { echo "?"; return 0; }
   awk -v a="$t0" -v b="$ts" 'BEGIN { printf "%.1f", b - a }'
 }
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-sha() { sha256sum <"$1" | cut -d' ' -f1; }
 
 # The log lines that tell what UPnP, AutoNAT and the member record did.
 explain() {
@@ -487,16 +333,11 @@ a_probe_pkts() {
 # --- teardown ------------------------------------------------------------------------
 # shellcheck disable=SC2317  # the EXIT trap
 teardown() {
-  local rc=$? n
+  local rc=$?
   trap - EXIT INT TERM
   set +e
   if ((rc != 0)) && [[ -d $state ]]; then
-    for n in pub a; do
-      [[ -f $state/$n/log ]] || continue
-      cli "$n" status --json >"$state/$n/status.json" 2>&1
-      echo "--- last lines of $state/$n/log" >&2
-      tail -n 12 "$state/$n/log" >&2
-    done
+    node_tails 12
     if [[ -f $state/r/miniupnpd.log ]]; then
       rt -t nat -S >"$state/r/nat.rules" 2>&1
       rt -t filter -S >"$state/r/filter.rules" 2>&1
@@ -509,7 +350,7 @@ teardown() {
     rm -rf "$state"/probe.* "$state/shim"
     if ((rc != 0)) || [[ ${FSD_UPNP_KEEP:-0} == 1 ]]; then
       # Keep the evidence (logs, status, rules), not the synced data.
-      for n in pub a; do rm -rf "$state/$n/dir" "$state/$n/data"; done
+      drop_data
       say "lab down; logs kept in $state (exit $rc)"
     else
       rm -rf "$state"
@@ -520,15 +361,9 @@ teardown() {
 }
 
 # --- run --------------------------------------------------------------------------------
-# A lab left over by a killed run goes first.
-stop_nodes 2>/dev/null || true
+# A lab left over by a killed run goes first (its miniupnpd, then the rest).
 stop_pidfile "$state/r/miniupnpd.pid" miniupnpd 2>/dev/null || true
-net_down
-rm -rf "$state"
-mkdir -p "$state"
-trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lab_fresh
 
 net_up
 # miniupnpd maps nothing while its wan address is reserved (it answers
