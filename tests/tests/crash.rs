@@ -40,8 +40,10 @@ const PATHS: u64 = 24;
 const PER_ROUND: u64 = 6;
 
 /// The content of version `round` of `path`: a header naming both, then
-/// bytes derived from them. Every fifth path is 192 KiB (above the inline
-/// threshold: pulled as chunks), the others 0.1 to 3 KiB (inline).
+/// bytes derived from them. Every tenth path is 1.25 MiB (above the
+/// staging threshold: written once into a staged file that the write
+/// takes), the other fifths 192 KiB (above the inline threshold: pulled as
+/// chunks into the chunk store), the others 0.1 to 3 KiB (inline).
 fn content(path: &str, round: u64) -> Vec<u8> {
     let seed = path.bytes().fold(round.wrapping_mul(0x9e37_79b9), |h, b| {
         h.rotate_left(5) ^ u64::from(b)
@@ -51,7 +53,9 @@ fn content(path: &str, round: u64) -> Vec<u8> {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let len = if n.is_multiple_of(5) {
+    let len = if n.is_multiple_of(10) {
+        (5 << 20) / 4
+    } else if n.is_multiple_of(5) {
         192 << 10
     } else {
         100 + (seed % 3000) as usize

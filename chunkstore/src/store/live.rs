@@ -13,8 +13,11 @@ use super::locs::FileRec;
 use super::FileStamp;
 use crate::Hash;
 use std::fs::File;
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Outcome of reading one live-file location.
 #[derive(Debug)]
@@ -62,19 +65,96 @@ pub fn read_live(
     len: u32,
     expected: &Hash,
 ) -> Result<LiveRead, StoreError> {
+    read_live_with(root, rec, offset, len, Some(expected), None)
+}
+
+/// Live files kept open between reads: serving a large file opens it once,
+/// not once per chunk. At most [`OPEN_FILES`] handles, each reused for at
+/// most [`OPEN_FOR`] (a deleted file's space is not held longer).
+#[derive(Default)]
+pub struct OpenFiles(Mutex<Vec<(String, Arc<File>, Instant)>>);
+
+/// Handles an [`OpenFiles`] keeps.
+pub const OPEN_FILES: usize = 16;
+/// How long an [`OpenFiles`] handle is reused.
+pub const OPEN_FOR: Duration = Duration::from_secs(10);
+
+impl OpenFiles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Arc<File>, Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, rel: &str) -> Option<Arc<File>> {
+        let mut v = self.lock();
+        v.retain(|(_, _, at)| at.elapsed() < OPEN_FOR);
+        v.iter()
+            .find(|(p, _, _)| p == rel)
+            .map(|(_, f, _)| f.clone())
+    }
+
+    fn insert(&self, rel: &str, f: Arc<File>) {
+        let mut v = self.lock();
+        v.retain(|(p, _, _)| p != rel);
+        if v.len() >= OPEN_FILES {
+            v.remove(0);
+        }
+        v.push((rel.to_owned(), f, Instant::now()));
+    }
+
+    fn forget(&self, rel: &str) {
+        self.lock().retain(|(p, _, _)| p != rel);
+    }
+}
+
+/// [`read_live`], verifying the bytes only if `expected` is given (a caller
+/// that skips it relies on the stamp: the file is the one that was hashed
+/// when it was indexed), through `open` if given.
+pub fn read_live_with(
+    root: &Path,
+    rec: &FileRec,
+    offset: u64,
+    len: u32,
+    expected: Option<&Hash>,
+    open: Option<&OpenFiles>,
+) -> Result<LiveRead, StoreError> {
     let path = root.join(&rec.path);
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if is_gone(&e) => return Ok(LiveRead::Stale("file is gone")),
-        Err(e) => return Err(StoreError::io(path, e)),
+    let stamped = |f: &File| -> Result<Option<&'static str>, StoreError> {
+        let meta = f.metadata().map_err(|e| StoreError::io(&path, e))?;
+        if !meta.is_file() {
+            return Ok(Some("not a regular file any more"));
+        }
+        if FileStamp::from_metadata(&meta) != rec.stamp {
+            return Ok(Some("file changed since it was indexed"));
+        }
+        Ok(None)
+    };
+    let mut file = None;
+    if let Some(c) = open.and_then(|o| o.cached(&rec.path)) {
+        if stamped(&c)?.is_none() {
+            file = Some(c);
+        } else if let Some(o) = open {
+            o.forget(&rec.path);
+        }
+    }
+    let file = match file {
+        Some(f) => f,
+        None => {
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if is_gone(&e) => return Ok(LiveRead::Stale("file is gone")),
+                Err(e) => return Err(StoreError::io(path, e)),
+            };
+            if let Some(why) = stamped(&f)? {
+                return Ok(LiveRead::Stale(why));
+            }
+            let f = Arc::new(f);
+            if let Some(o) = open {
+                o.insert(&rec.path, f.clone());
+            }
+            f
+        }
     };
     let meta = file.metadata().map_err(|e| StoreError::io(&path, e))?;
-    if !meta.is_file() {
-        return Ok(LiveRead::Stale("not a regular file any more"));
-    }
-    if FileStamp::from_metadata(&meta) != rec.stamp {
-        return Ok(LiveRead::Stale("file changed since it was indexed"));
-    }
     if offset
         .checked_add(u64::from(len))
         .is_none_or(|end| end > meta.len())
@@ -84,9 +164,7 @@ pub fn read_live(
         return Ok(LiveRead::Stale("range past the end of the file"));
     }
     let mut buf = vec![0u8; len as usize];
-    let read = file
-        .seek(SeekFrom::Start(offset))
-        .and_then(|_| file.read_exact(&mut buf));
+    let read = file.read_exact_at(&mut buf, offset);
     match read {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
@@ -94,7 +172,7 @@ pub fn read_live(
         }
         Err(e) => return Err(StoreError::io(path, e)),
     }
-    if Hash::of_chunk(&buf) != *expected {
+    if expected.is_some_and(|h| Hash::of_chunk(&buf) != *h) {
         return Ok(LiveRead::Stale(
             "bytes do not hash to the chunk (changed in place)",
         ));

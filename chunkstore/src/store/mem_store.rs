@@ -310,6 +310,16 @@ impl ChunkStore for MemChunkStore {
         }
     }
 
+    fn file_stamp(&self, rel_path: &str) -> Result<Option<FileStamp>> {
+        validate_rel_path(rel_path)?;
+        let st = self.lock();
+        Ok(st
+            .paths
+            .get(rel_path)
+            .and_then(|id| st.files.get(id))
+            .map(|r| r.stamp))
+    }
+
     fn locate(&self, hash: &Hash) -> Result<Option<Location>> {
         let st = self.lock();
         let locs = st.chunks.get(hash).cloned().unwrap_or_default();

@@ -353,6 +353,15 @@ pub trait ChunkStore: Send + Sync {
     /// (stale locations found on the way are dropped).
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
 
+    /// The chunk's bytes for a peer, which verifies every byte itself: as
+    /// [`ChunkStore::get`], except that a live file whose open handle still
+    /// has the indexed stamp is read without hashing (it was hashed when it
+    /// was indexed), through a handle kept open between reads. Serving a
+    /// file then costs a `pread` per chunk, not an open and a hash.
+    fn get_to_serve(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.get(hash)
+    }
+
     /// `get` for many chunks, in order.
     fn get_many(&self, hashes: &[Hash]) -> Result<Vec<Option<Vec<u8>>>> {
         hashes.iter().map(|h| self.get(h)).collect()
@@ -360,6 +369,11 @@ pub trait ChunkStore: Send + Sync {
 
     /// A currently plausible location (live files preferred), unverified.
     fn locate(&self, hash: &Hash) -> Result<Option<Location>>;
+
+    /// The stamp `rel_path` was last indexed with ([`ChunkStore::index_file`]),
+    /// if it is indexed: a caller compares it with the file's `stat` to know
+    /// the file is still what was indexed (a staged version, `node::engine::stage`).
+    fn file_stamp(&self, rel_path: &str) -> Result<Option<FileStamp>>;
 
     /// Records that the live file `rel_path`, whose stamp is `stamp`, holds
     /// `chunks` (`(offset, entry)` pairs). Replaces all of that path's

@@ -3,9 +3,10 @@
 
 use super::error::{Result, StoreError};
 use super::inline::{InlineValue, INLINE};
-use super::live::{placed_unchanged, read_live, stamp_matches, LiveRead};
+use super::live::{placed_unchanged, read_live, read_live_with, stamp_matches, LiveRead};
 use super::locs::{
-    add_file_loc, decode_locs, encode_file, encode_locs, is_own, take_inline, FileRec, Loc,
+    add_file_loc, decode_file, decode_locs, encode_file, encode_locs, is_own, take_inline, FileRec,
+    Loc,
 };
 use super::redb_store::{
     InlineRead, OwnKind, RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS,
@@ -60,6 +61,21 @@ impl ChunkStore for RedbChunkStore {
             }
         }
         Ok(false)
+    }
+
+    fn get_to_serve(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        let looked = self.lookup(hash, InlineRead::Skip)?;
+        for (loc, rec) in &looked.entries {
+            let (Loc::File { offset, len, .. }, Some(rec)) = (loc, rec) else {
+                continue;
+            };
+            if let Ok(LiveRead::Verified(b)) =
+                read_live_with(&self.root, rec, *offset, *len, None, Some(&self.open))
+            {
+                return Ok(Some(b));
+            }
+        }
+        self.get(hash)
     }
 
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
@@ -134,6 +150,21 @@ impl ChunkStore for RedbChunkStore {
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),
         }
+    }
+
+    fn file_stamp(&self, rel_path: &str) -> Result<Option<FileStamp>> {
+        validate_rel_path(rel_path)?;
+        let txn = self.db.begin_read()?;
+        let paths = txn.open_table(PATHS)?;
+        let Some(id) = paths.get(rel_path)?.map(|g| g.value()) else {
+            return Ok(None);
+        };
+        let files = txn.open_table(FILES)?;
+        let rec = match files.get(id)? {
+            Some(g) => decode_file(g.value())?,
+            None => return Ok(None),
+        };
+        Ok((rec.path == rel_path).then_some(rec.stamp))
     }
 
     fn locate(&self, hash: &Hash) -> Result<Option<Location>> {

@@ -94,6 +94,8 @@ pub struct RedbChunkStore {
     pub(super) inline_max: Option<usize>,
     index_path: PathBuf,
     recovery: RecoveryStats,
+    /// Live files kept open for [`ChunkStore::get_to_serve`].
+    pub(super) open: super::live::OpenFiles,
 }
 
 impl std::fmt::Debug for RedbChunkStore {
@@ -145,6 +147,7 @@ impl RedbChunkStore {
             inline_max: opts.inline_max,
             index_path,
             recovery: RecoveryStats::default(),
+            open: Default::default(),
         };
         store.init_tables()?;
         store.recovery = store.recover()?;

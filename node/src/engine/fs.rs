@@ -21,6 +21,11 @@ use super::types::{FileKind, Stat};
 pub trait FileRead: Read + Send {
     /// `fstat` of the open handle.
     fn stat(&self) -> io::Result<Stat>;
+    /// The OS file behind the handle, if there is one (`copy_file_range`
+    /// between two real files; fakes copy through memory).
+    fn as_file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 /// A new file being written (a temp file of the materializer).
@@ -35,6 +40,11 @@ pub trait FileWrite: Send {
     /// `fsync`: data and metadata durable.
     fn sync(&mut self) -> io::Result<()>;
     fn stat(&self) -> io::Result<Stat>;
+    /// The OS file behind the handle, if there is one (see
+    /// [`FileRead::as_file`]).
+    fn as_file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 /// Every operation the engine does on the synced directory.
@@ -49,6 +59,10 @@ pub trait Fs: Send + Sync {
     fn open_read(&self, rel: &str) -> io::Result<Box<dyn FileRead>>;
     /// Creates a new file (`O_CREAT | O_EXCL`, mode 0600).
     fn create_new(&self, rel: &str) -> io::Result<Box<dyn FileWrite>>;
+    /// Opens an existing regular file for writing (never through a symlink,
+    /// never creating it): a staged version's mode and mtime are set
+    /// through it (`engine::stage`).
+    fn open_write(&self, rel: &str) -> io::Result<Box<dyn FileWrite>>;
     /// Renames within the root; with `noreplace`, fails with `AlreadyExists`
     /// instead of replacing an existing `to`.
     fn rename(&self, from: &str, to: &str, noreplace: bool) -> io::Result<()>;

@@ -355,6 +355,24 @@ impl Fs for FakeFs {
         }))
     }
 
+    fn open_write(&self, rel: &str) -> io::Result<Box<dyn FileWrite>> {
+        let mut s = self.lock();
+        s.enter("open_write", rel, false)?;
+        s.parents_ok(rel)?;
+        let ino = *s
+            .entries
+            .get(rel)
+            .ok_or_else(|| err(io::ErrorKind::NotFound, "absent"))?;
+        match &s.inodes[&ino].body {
+            Body::File(_) => Ok(Box::new(FakeWrite {
+                fs: self.clone(),
+                ino,
+                path: rel.to_owned(),
+            })),
+            _ => Err(err(io::ErrorKind::InvalidInput, "not a regular file")),
+        }
+    }
+
     fn rename(&self, from: &str, to: &str, noreplace: bool) -> io::Result<()> {
         let mut s = self.lock();
         s.enter("rename", from, true)?;

@@ -288,6 +288,9 @@ impl FileRead for RealRead {
     fn stat(&self) -> io::Result<Stat> {
         Ok(from_metadata(&self.0.metadata()?))
     }
+    fn as_file(&self) -> Option<&File> {
+        Some(&self.0)
+    }
 }
 
 struct RealWrite(File);
@@ -318,6 +321,9 @@ impl FileWrite for RealWrite {
     }
     fn stat(&self) -> io::Result<Stat> {
         Ok(from_metadata(&self.0.metadata()?))
+    }
+    fn as_file(&self) -> Option<&File> {
+        Some(&self.0)
     }
 }
 
@@ -373,6 +379,19 @@ impl Fs for RootFs {
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rfs::openat(&dir, name, flags, Mode::from_raw_mode(0o600))?;
         Ok(Box::new(RealWrite(File::from(fd))))
+    }
+
+    fn open_write(&self, rel: &str) -> io::Result<Box<dyn FileWrite>> {
+        let (dir, name) = self.parent(rel)?;
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let f = File::from(rfs::openat(&dir, name, flags, Mode::empty())?);
+        if kind_of_mode(f.metadata()?.mode()) != FileKind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(Box::new(RealWrite(f)))
     }
 
     fn rename(&self, from: &str, to: &str, noreplace: bool) -> io::Result<()> {

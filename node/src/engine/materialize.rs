@@ -44,6 +44,7 @@ use filesyncd_merkle::{ChunkEntry, Hash};
 use super::fs::{join, split, Fs};
 use super::names::{self, conflict_name, TMP_PREFIX};
 use super::plan::Expect;
+use super::stage::{self, located};
 use super::types::{FileKind, Kind, NodeId, Stat, VersionRecord, MODE_MASK};
 
 /// Why a materialization failed (the target is then untouched).
@@ -94,19 +95,6 @@ pub struct WriteJob<'r> {
     pub chunks: &'r [ChunkEntry],
     /// What the plan saw at the target.
     pub expect: Expect,
-}
-
-/// `(offset, entry)` pairs of a chunk list.
-fn located(chunks: &[ChunkEntry]) -> Vec<(u64, ChunkEntry)> {
-    let mut at = 0u64;
-    chunks
-        .iter()
-        .map(|c| {
-            let o = at;
-            at += u64::from(c.len);
-            (o, *c)
-        })
-        .collect()
 }
 
 /// What a write left on disk.
@@ -184,10 +172,25 @@ impl Materializer<'_> {
         let mut out: Vec<Option<Result<Placed>>> = (0..jobs.len()).map(|_| None).collect();
         // 1. Stage.
         let mut staged: Vec<(usize, String)> = Vec::with_capacity(jobs.len());
+        // Temps that are staged versions (`engine::stage`), taken as they are.
+        let mut adopted: BTreeSet<String> = BTreeSet::new();
         for (i, job) in jobs.iter().enumerate() {
-            match self.stage(job) {
+            match self.stage(job, &mut adopted) {
                 Ok(tmp) => staged.push((i, tmp)),
                 Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        if !adopted.is_empty() {
+            // Their mode and mtime changed: recorded under the new stamp
+            // (one commit), so a staged file that is not placed after all
+            // is still known to hold its chunks.
+            let files: Vec<(&str, &[ChunkEntry])> = staged
+                .iter()
+                .filter(|(_, t)| adopted.contains(t))
+                .map(|(i, t)| (t.as_str(), jobs[*i].chunks))
+                .collect();
+            if let Err(e) = stage::reindex(self.fs, self.store, &files) {
+                tracing::warn!(error = %e, "re-indexing staged versions failed (re-verified at start-up)");
             }
         }
         crate::engine::crash_point("materialize::staged", !staged.is_empty());
@@ -219,10 +222,22 @@ impl Materializer<'_> {
                     placed.push((*i, p));
                 }
                 Err(e) => {
-                    let _ = self.fs.remove_file(tmp);
+                    if !adopted.contains(tmp) {
+                        let _ = self.fs.remove_file(tmp);
+                    }
                     out[*i] = Some(Err(e));
                 }
             }
+        }
+        // A staged version moved out of the staging directory: its entry
+        // there goes with this batch's directory flushes.
+        let moved: Vec<&str> = staged
+            .iter()
+            .filter(|(i, t)| adopted.contains(t) && placed.iter().any(|(j, _)| j == i))
+            .map(|(_, t)| t.as_str())
+            .collect();
+        if !moved.is_empty() {
+            dirs.insert(stage::STAGE_DIR);
         }
         crate::engine::crash_point("materialize::renamed", !placed.is_empty());
         // 4. Make the renames durable: each directory once.
@@ -268,6 +283,13 @@ impl Materializer<'_> {
             Ok(()) => None,
             Err(e) => Some(e.to_string()),
         };
+        if index_err.is_none() && !moved.is_empty() {
+            // The staged names are gone: their records go too (else the
+            // store's path table would keep one row per staged version).
+            if let Err(e) = self.store.forget_files(&moved) {
+                tracing::warn!(error = %e, "forgetting placed staged versions failed");
+            }
+        }
         crate::engine::crash_point("materialize::indexed", !files.is_empty());
         for (i, p) in indexed {
             out[i] = Some(match &index_err {
@@ -294,7 +316,7 @@ impl Materializer<'_> {
     /// Step 1 of [`Materializer::write_files`] for one job: the temp file
     /// with the version's content, length, mode and mtime, closed, not
     /// flushed.
-    fn stage(&self, job: &WriteJob<'_>) -> Result<String> {
+    fn stage(&self, job: &WriteJob<'_>, adopted: &mut BTreeSet<String>) -> Result<String> {
         let record = job.record;
         let chunks = job.chunks;
         let path = checked(&record.path)?;
@@ -310,6 +332,19 @@ impl Materializer<'_> {
         }
         let (dir, _) = split(path);
         self.make_parents(dir)?;
+        if let Some(sp) = stage::staged(self.fs, self.store, &record.meta.root, total) {
+            if !adopted.contains(&sp) {
+                match self.adopt_staged(&sp, record) {
+                    Ok(()) => {
+                        adopted.insert(sp.clone());
+                        return Ok(sp);
+                    }
+                    Err(e) => {
+                        tracing::warn!(path, error = %e, "staged version not usable; writing from the chunk store")
+                    }
+                }
+            }
+        }
         let tmp = temp_name(dir);
         let mut f = self.fs.create_new(&tmp).map_err(io_err("create", &tmp))?;
         let res = (|| {
@@ -359,6 +394,16 @@ impl Materializer<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// Gives the staged copy `sp` of `record`'s content the version's mode
+    /// and mtime: it is then the batch's temp file for `record`.
+    fn adopt_staged(&self, sp: &str, record: &VersionRecord) -> Result<()> {
+        let mut f = self.fs.open_write(sp).map_err(io_err("open", sp))?;
+        f.set_mode(record.meta.mode & MODE_MASK)
+            .map_err(io_err("chmod", sp))?;
+        f.set_mtime(record.mtime_ns).map_err(io_err("utime", sp))?;
+        Ok(())
     }
 
     /// Creates the directory of `record` or sets its mode.

@@ -483,6 +483,9 @@ impl ChunkStore for Indexed {
     fn locate(&self, hash: &Hash) -> StoreResult<Option<Location>> {
         self.inner.locate(hash)
     }
+    fn file_stamp(&self, p: &str) -> StoreResult<Option<FileStamp>> {
+        self.inner.file_stamp(p)
+    }
     fn index_file(
         &self,
         rel_path: &str,

@@ -34,6 +34,7 @@
 //! | `plan.rs`, `plan_types.rs` | the pure decision step and its data |
 //! | `scan.rs`, `ignore.rs` | the walk, hashing and indexing, `.filesyncignore` |
 //! | `materialize.rs` | writes, dirs, links, deletes, conflict copies, temp cleanup |
+//! | `stage.rs` | large pulled versions written once into staged files the writes take |
 //! | `fs.rs`, `fs_real.rs`, `fs_fake*.rs` | the file-system seam, real and fake |
 //! | `watch.rs` | notify + debouncer → dirty batches |
 //! | `ports.rs` | `Committed`, `ChunkFetcher`, in-memory twins |
@@ -52,6 +53,7 @@ pub mod plan;
 mod plan_types;
 pub mod ports;
 pub mod scan;
+pub mod stage;
 pub mod sync;
 pub mod types;
 pub mod watch;
@@ -75,3 +77,5 @@ mod plan_incr_tests;
 mod plan_tests;
 #[cfg(test)]
 mod scan_tests;
+#[cfg(test)]
+mod stage_tests;

@@ -199,7 +199,31 @@ pub trait ChunkFetcher: Send + Sync {
     /// versions): `done` of `total` chunk bytes are local; `finished` once
     /// the pull ended (either way). Feeds `status`' transfers; no-op here.
     fn progress(&self, _label: &str, _done: u64, _total: u64, _finished: bool) {}
+
+    /// The chunks `hashes` (each at most once, unverified) as they arrive,
+    /// asked of `holders` first: one continuous fetch whose window the
+    /// implementation bounds (a slow consumer slows the network down, it
+    /// does not make it buffer). The stream ends when every hash was
+    /// delivered or given up. This default fetches in rounds of
+    /// [`STREAM_ROUND`], one at a time.
+    fn fetch_stream<'a>(
+        &'a self,
+        holders: &'a [NodeId],
+        hashes: &'a [Hash],
+    ) -> futures::stream::BoxStream<'a, (Hash, Vec<u8>)>
+    where
+        Self: Sized,
+    {
+        use futures::StreamExt;
+        futures::stream::iter(hashes.chunks(STREAM_ROUND))
+            .then(move |round| self.fetch(holders, round))
+            .flat_map(|got| futures::stream::iter(got.unwrap_or_default()))
+            .boxed()
+    }
 }
+
+/// Chunks per round of [`ChunkFetcher::fetch_stream`]'s default.
+pub const STREAM_ROUND: usize = 256;
 
 struct MemState {
     /// The state machine's index, in memory: every batch goes through the

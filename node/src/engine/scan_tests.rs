@@ -328,6 +328,9 @@ impl ChunkStore for Recording {
     fn locate(&self, hash: &Hash) -> StoreResult<Option<Location>> {
         self.inner.locate(hash)
     }
+    fn file_stamp(&self, p: &str) -> StoreResult<Option<FileStamp>> {
+        self.inner.file_stamp(p)
+    }
     fn index_file(&self, p: &str, s: FileStamp, c: &[(u64, ChunkEntry)]) -> StoreResult<()> {
         self.record(true, &[p]);
         self.inner.index_file(p, s, c)

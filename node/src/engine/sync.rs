@@ -44,7 +44,7 @@ use super::ports::{ChunkFetcher, Committed, CommittedView, PortError, ProposeOp,
 use super::scan::{load_ignore, RacySet, ScanError, Scanner};
 use super::types::{LocalEntry, NodeId, Stat, VersionId, VersionRecord};
 
-mod fetch;
+pub(crate) mod fetch;
 pub use fetch::{fetch_tree, pull, pull_many, ZeroChunks};
 
 /// Why a step stopped early.
@@ -369,7 +369,19 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
     /// Start-up work before the first step: removes the temp files of
     /// writes a crash interrupted. Returns how many were removed.
     pub fn startup(&self) -> std::io::Result<u64> {
-        super::materialize::remove_stale_temps(self.fs.as_ref())
+        let removed = super::materialize::remove_stale_temps(self.fs.as_ref())?;
+        // Staged versions: a `.part` goes, one whose stamp a crash left
+        // stale is re-verified (`stage::recover`).
+        let r = super::stage::recover(self.fs.as_ref(), self.store.as_ref(), &self.chunker)?;
+        if r != super::stage::Recovered::default() {
+            tracing::info!(
+                kept = r.kept,
+                reindexed = r.reindexed,
+                removed = r.removed,
+                "staged versions checked"
+            );
+        }
+        Ok(removed)
     }
 
     /// The applied index the committed view reflects.

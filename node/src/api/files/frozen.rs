@@ -31,6 +31,10 @@ impl ChunkStore for FrozenIndex<'_> {
         self.inner.locate(hash)
     }
 
+    fn file_stamp(&self, p: &str) -> Result<Option<FileStamp>> {
+        self.inner.file_stamp(p)
+    }
+
     fn index_file(&self, _: &str, _: FileStamp, _: &[(u64, ChunkEntry)]) -> Result<()> {
         Ok(())
     }

@@ -33,6 +33,8 @@ use filesyncd_merkle::file_tree::FileTree;
 use filesyncd_merkle::{Hash, MemNodeStore};
 
 use super::servable::Servable;
+use crate::engine::fs::Fs;
+use crate::engine::stage;
 
 /// How long the chunks of an offered version are kept even if it never
 /// commits (far beyond any offer's deadline).
@@ -48,6 +50,8 @@ pub struct SweepReport {
     /// Distinct chunks kept.
     pub chunks_kept: u64,
     pub store: GcStats,
+    /// Staged versions removed (`engine::stage::sweep`).
+    pub staged_removed: u64,
     pub millis: u64,
 }
 
@@ -58,6 +62,7 @@ pub fn sweep(
     nodes: &Mutex<MemNodeStore>,
     servable: &Servable,
     retained: impl IntoIterator<Item = (Hash, u64)>,
+    fs: Option<&dyn Fs>,
 ) -> Result<SweepReport, StoreError> {
     let started = Instant::now();
     let offered = servable.begin_sweep(OFFER_WINDOW);
@@ -70,7 +75,7 @@ pub fn sweep(
         }
     }
     let end = End(servable);
-    let res = sweep_inner(store, nodes, retained.into_iter().chain(offered));
+    let res = sweep_inner(store, nodes, fs, retained.into_iter().chain(offered));
     drop(end);
     let mut rep = res?;
     rep.millis = started.elapsed().as_millis() as u64;
@@ -80,10 +85,19 @@ pub fn sweep(
 fn sweep_inner(
     store: &dyn ChunkStore,
     nodes: &Mutex<MemNodeStore>,
+    fs: Option<&dyn Fs>,
     versions: impl Iterator<Item = (Hash, u64)>,
 ) -> Result<SweepReport, StoreError> {
     let mut rep = SweepReport::default();
     let versions: HashSet<(Hash, u64)> = versions.filter(|(_, size)| *size > 0).collect();
+    if let Some(fs) = fs {
+        // Staged versions neither retained nor offered (never committed, or
+        // dropped by retention before they were placed) go first.
+        match stage::sweep(fs, store, &|root, size| versions.contains(&(*root, size))) {
+            Ok(n) => rep.staged_removed = n,
+            Err(e) => tracing::warn!(error = %e, "staged versions not swept"),
+        }
+    }
     let mut keep: HashSet<Hash> = HashSet::new();
     for (root, size) in &versions {
         rep.versions += 1;
@@ -160,7 +174,7 @@ mod tests {
         // A retained version whose tree is unknown here.
         let unknown = (Hash([7; 32]), 10);
 
-        let rep = sweep(&store, &nodes, &servable, [(r2, s2), unknown]).unwrap();
+        let rep = sweep(&store, &nodes, &servable, [(r2, s2), unknown], None).unwrap();
         assert_eq!(rep.versions, 3, "{rep:?}");
         assert_eq!(rep.unknown_trees, 1, "{rep:?}");
         assert_eq!(rep.chunks_kept, 3, "{rep:?}");

@@ -32,6 +32,8 @@ use super::ports::{members, voter_sets, P2pFetcher};
 use super::servable::Servable;
 use crate::daemon::Node;
 use crate::engine::acks::{Acks, Content, Quorum};
+use crate::engine::fs::Fs;
+use crate::engine::fs_real::RootFs;
 use crate::engine::ports::PortResult;
 use crate::engine::sync::pull_many;
 use crate::engine::types::NodeId;
@@ -528,6 +530,8 @@ pub struct Offers {
     pub runtime: tokio::runtime::Handle,
     /// `--max-file-size`: a larger offered version is refused, not pulled.
     pub max_file_size: u64,
+    /// The synced directory (its staging area holds large pulled versions).
+    pub root: std::path::PathBuf,
 }
 
 impl Offers {
@@ -538,9 +542,11 @@ impl Offers {
         servable: Arc<Servable>,
         runtime: tokio::runtime::Handle,
         max_file_size: u64,
+        root: std::path::PathBuf,
     ) -> Arc<Offers> {
         Arc::new(Offers {
             max_file_size,
+            root,
             tracked: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             pulls: Arc::new(Semaphore::new(MAX_PULLS)),
@@ -765,12 +771,23 @@ impl Offers {
         };
         let trees: Vec<(Hash, u64)> = items.iter().map(|i| (i.root, i.size)).collect();
         let generation = self.servable.sweep_generation();
+        // Large versions are staged in the synced directory's staging area
+        // (`engine::stage`), opened by path per pull as the chunk store
+        // resolves its live files; without it they go to the chunk store.
+        let fs = match RootFs::open(&self.root) {
+            Ok(fs) => Some(fs),
+            Err(e) => {
+                tracing::warn!(root = %self.root.display(), error = %e, "synced directory not open; offered versions go to the chunk store");
+                None
+            }
+        };
         match pull_many(
             self.store.as_ref(),
             &self.nodes,
             &self.fetcher,
             &trees,
             &[origin],
+            fs.as_ref().map(|f| f as &dyn Fs),
         )
         .await
         {
@@ -1020,6 +1037,13 @@ mod tests {
         }
         fn get(&self, h: &Hash) -> filesyncd_chunkstore::store::Result<Option<Vec<u8>>> {
             self.0.get(h)
+        }
+        fn file_stamp(
+            &self,
+            _: &str,
+        ) -> filesyncd_chunkstore::store::Result<Option<filesyncd_chunkstore::store::FileStamp>>
+        {
+            Ok(None)
         }
         fn locate(
             &self,

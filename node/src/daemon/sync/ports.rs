@@ -301,6 +301,45 @@ impl ChunkFetcher for P2pFetcher {
             .map_err(PortError::Unavailable)
     }
 
+    fn fetch_stream<'a>(
+        &'a self,
+        holders: &'a [NodeId],
+        hashes: &'a [Hash],
+    ) -> futures::stream::BoxStream<'a, (Hash, Vec<u8>)> {
+        use futures::StreamExt;
+        futures::stream::once(async move {
+            // The holders only (connected ones first); every other member
+            // only if no holder is a member any more.
+            let mut peers = self.peers_connected_first(holders).await;
+            let (members, _) = members(&self.node);
+            let holding: Vec<PeerId> = holders
+                .iter()
+                .filter_map(|h| members.get(h).copied())
+                .collect();
+            if peers.iter().any(|p| holding.contains(p)) {
+                peers.retain(|p| holding.contains(p));
+            }
+            let bytes = self.bytes_fetched.clone();
+            self.client
+                .fetch_chunks(FetchPlan::from_all(&peers, hashes.iter().copied()))
+                .filter_map(move |item| {
+                    let got = match item {
+                        Ok((h, d)) => {
+                            bytes.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            Some((h, d))
+                        }
+                        Err((h, e)) => {
+                            tracing::debug!(chunk = %h, error = %e, "chunk not fetched");
+                            None
+                        }
+                    };
+                    futures::future::ready(got)
+                })
+        })
+        .flatten()
+        .boxed()
+    }
+
     fn progress(&self, label: &str, done: u64, total: u64, finished: bool) {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -140,7 +140,7 @@ impl filesyncd_p2p::ChunkProvider for Provider {
         if !self.servable.contains(hash) {
             return None;
         }
-        match self.store.get(hash) {
+        match self.store.get_to_serve(hash) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(chunk = %hash, error = %e, "cannot serve a chunk");

@@ -117,6 +117,7 @@ pub fn start(
         parts.servable.clone(),
         rt.handle().clone(),
         max_file_size,
+        parts.root.clone(),
     );
     let ctl = Arc::new(CtlService {
         offers,
@@ -318,7 +319,7 @@ impl Loop {
                 Event::Sweep if !root.here || self.status.halted() => {
                     tracing::info!("version store sweep skipped: sync is halted");
                 }
-                Event::Sweep => self.sweep(),
+                Event::Sweep => self.sweep(root.fs.as_ref()),
                 Event::RootCheck => match root.check() {
                     Checked::Same => {}
                     Checked::Reopened => {
@@ -457,7 +458,7 @@ impl Loop {
 
     /// Sweeps the version store (see [`super::gc`]); runs inside the loop,
     /// so no step runs meanwhile.
-    fn sweep(&mut self) {
+    fn sweep(&mut self, fs: &dyn crate::engine::fs::Fs) {
         let mut retained = Vec::new();
         let listed = self.node.reader().for_each_retained(|_, r| {
             if let Some(m) = &r.state {
@@ -471,7 +472,7 @@ impl Loop {
             return;
         }
         let p = &self.parts;
-        match super::gc::sweep(p.store.as_ref(), &p.nodes, &p.servable, retained) {
+        match super::gc::sweep(p.store.as_ref(), &p.nodes, &p.servable, retained, Some(fs)) {
             Ok(r) => {
                 self.status.swept(r.store.blob_bytes_freed);
                 tracing::info!(
@@ -480,6 +481,7 @@ impl Loop {
                     chunks_kept = r.chunks_kept,
                     blobs_removed = r.store.blobs_removed,
                     bytes_freed = r.store.blob_bytes_freed,
+                    staged_removed = r.staged_removed,
                     ms = r.millis,
                     "version store swept"
                 );

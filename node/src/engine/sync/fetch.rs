@@ -12,8 +12,10 @@ use filesyncd_merkle::{
     node_hash, read_node, ChunkEntry, Hash, MemNodeStore, Node, NodeSource, NodeStore,
 };
 
+use super::super::fs::Fs;
 use super::super::plan::Missing;
 use super::super::ports::{ChunkFetcher, Committed};
+use super::super::stage::{stage_version, STAGE_MIN};
 use super::super::types::NodeId;
 use super::{Engine, StepReport};
 
@@ -42,6 +44,31 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         missing: Missing,
         rep: &mut StepReport,
     ) -> Result<(), String> {
+        if size >= STAGE_MIN {
+            // Written once, into a staged file the write then takes.
+            if matches!(missing, Missing::Tree) {
+                fetch_tree(&self.nodes, &self.fetcher, &[root], holders).await?;
+            }
+            let list = {
+                let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+                FileTree { root, size }
+                    .chunks(&*nodes)
+                    .map_err(|e| e.to_string())?
+            };
+            let n = stage_version(
+                self.fs.as_ref(),
+                self.store.as_ref(),
+                &self.fetcher,
+                root,
+                size,
+                &list,
+                holders,
+                path,
+            )
+            .await?;
+            rep.chunks_fetched += n;
+            return Ok(());
+        }
         let n = pull(
             self.store.as_ref(),
             &self.nodes,
@@ -241,6 +268,7 @@ pub async fn pull_many<F: ChunkFetcher>(
     fetcher: &F,
     trees: &[(Hash, u64)],
     holders: &[NodeId],
+    fs: Option<&dyn Fs>,
 ) -> Result<Vec<Result<(), String>>, String> {
     let roots: Vec<Hash> = trees.iter().map(|t| t.0).collect();
     fetch_tree(nodes, fetcher, &roots, holders).await?;
@@ -264,11 +292,29 @@ pub async fn pull_many<F: ChunkFetcher>(
             })
             .collect()
     };
+    // Large versions are written once, into staged files (`engine::stage`).
+    let mut staged: Vec<Option<Result<(), String>>> = vec![None; trees.len()];
+    if let Some(fs) = fs {
+        for (i, ((root, size), list)) in trees.iter().zip(&lists).enumerate() {
+            let Some(list) = list else { continue };
+            if *size < STAGE_MIN {
+                continue;
+            }
+            let label = format!("offer: {}", &root.to_hex()[..12]);
+            staged[i] = Some(
+                stage_version(fs, store, fetcher, *root, *size, list, holders, &label)
+                    .await
+                    .map(|_| ()),
+            );
+        }
+    }
     let zeros = ZeroChunks::default();
     let mut seen = HashSet::new();
     let missing: Vec<Hash> = lists
         .iter()
-        .flatten()
+        .zip(&staged)
+        .filter(|(_, st)| st.is_none())
+        .flat_map(|(l, _)| l)
         .flatten()
         .filter(|c| !zeros.is_zero(c))
         .map(|c| c.hash)
@@ -300,8 +346,10 @@ pub async fn pull_many<F: ChunkFetcher>(
     Ok(lists
         .iter()
         .zip(refused)
-        .map(|(l, refused)| match (l, refused) {
+        .zip(staged)
+        .map(|((l, refused), staged)| match (l, refused) {
             (_, Some(why)) => Err(why),
+            _ if staged.is_some() => staged.unwrap_or(Ok(())),
             (None, None) => Err("tree not available".to_string()),
             (Some(l), None) => {
                 if l.iter()
