@@ -46,6 +46,7 @@ pub mod path_tree;
 pub mod path_value;
 pub mod shape;
 pub mod store;
+pub mod verified;
 
 pub use diff::{diff, diff_trusting, DiffError, DiffResult, MissingChunk, MAX_FETCH_BATCH};
 pub use error::MerkleError;
@@ -57,3 +58,4 @@ pub use node::{
 pub use path_tree::PathTree;
 pub use path_value::{validate_path, EntryKind, PathValue, MAX_MODE, MAX_PATH_BYTES};
 pub use store::{read_node, MemNodeStore, NodeSource, NodeStore};
+pub use verified::Verified;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use filesyncd_chunkstore::chunker::ChunkerParams;
 use filesyncd_chunkstore::store::ChunkStore;
-use filesyncd_merkle::{Hash, MemNodeStore, NodeSource};
+use filesyncd_merkle::{Hash, MemNodeStore, NodeSource, Verified};
 use filesyncd_raft::apply::{apply_batch, MemIndex};
 use filesyncd_raft::command::{Batch, Op, Outcome, RequestId, Retention};
 
@@ -200,7 +200,8 @@ pub trait ChunkFetcher: Send + Sync {
     /// the pull ended (either way). Feeds `status`' transfers; no-op here.
     fn progress(&self, _label: &str, _done: u64, _total: u64, _finished: bool) {}
 
-    /// The chunks `hashes` (each at most once, unverified) as they arrive,
+    /// The chunks `hashes` (each at most once, [`Verified`]: the caller
+    /// does not hash them again) as they arrive,
     /// asked of `holders` first: one continuous fetch whose window the
     /// implementation bounds (a slow consumer slows the network down, it
     /// does not make it buffer). The stream ends when every hash was
@@ -210,14 +211,20 @@ pub trait ChunkFetcher: Send + Sync {
         &'a self,
         holders: &'a [NodeId],
         hashes: &'a [Hash],
-    ) -> futures::stream::BoxStream<'a, (Hash, Vec<u8>)>
+    ) -> futures::stream::BoxStream<'a, Verified>
     where
         Self: Sized,
     {
         use futures::StreamExt;
         futures::stream::iter(hashes.chunks(STREAM_ROUND))
             .then(move |round| self.fetch(holders, round))
-            .flat_map(|got| futures::stream::iter(got.unwrap_or_default()))
+            .flat_map(|got| {
+                futures::stream::iter(
+                    got.unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(h, d)| Verified::check(h, d).ok()),
+                )
+            })
             .boxed()
     }
 }

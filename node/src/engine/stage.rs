@@ -15,8 +15,9 @@
 //! 3. the others are fetched as one continuous stream
 //!    ([`ChunkFetcher::fetch_stream`]: asked of the holders only, the p2p
 //!    layer's bounded window in flight, no round barrier), each chunk
-//!    checked against its hash and written at every offset it has as soon
-//!    as it arrives;
+//!    [`filesyncd_merkle::Verified`] where it entered the node (the p2p
+//!    fetch hashed it; not hashed again here) and written at every offset
+//!    it has as soon as it arrives;
 //! 4. the file is flushed (`fsync`), renamed to `<name>`, the staging
 //!    directory flushed, and only then are its chunk locations indexed in
 //!    the chunk store, as a live file (one commit). From then on `has`
@@ -329,15 +330,17 @@ async fn fill<F: ChunkFetcher>(
     fetcher.progress(label, 0, total, false);
     let mut chunks = fetcher.fetch_stream(holders, &want);
     let result = async {
-        while let Some((h, data)) = chunks.next().await {
+        while let Some(v) = chunks.next().await {
+            // Verified where it entered this node (not hashed again).
+            let (h, data) = (v.hash(), v.bytes());
             let Some((len, offs)) = offsets.get(&h) else {
                 continue;
             };
-            if data.len() != *len as usize || Hash::of_chunk(&data) != h {
+            if data.len() != *len as usize {
                 continue;
             }
             for off in offs {
-                f.write_all_at(&data, *off).map_err(io_msg("write", part))?;
+                f.write_all_at(data, *off).map_err(io_msg("write", part))?;
             }
             done += data.len() as u64;
             offsets.remove(&h);

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use filesyncd_merkle::Hash;
+use filesyncd_merkle::{Hash, Verified};
 use filesyncd_p2p::{FetchPlan, P2pClient, PeerId};
 use filesyncd_raft::command::Op;
 use filesyncd_raft::state_machine::{SmError, SmView};
@@ -305,7 +305,7 @@ impl ChunkFetcher for P2pFetcher {
         &'a self,
         holders: &'a [NodeId],
         hashes: &'a [Hash],
-    ) -> futures::stream::BoxStream<'a, (Hash, Vec<u8>)> {
+    ) -> futures::stream::BoxStream<'a, Verified> {
         use futures::StreamExt;
         futures::stream::once(async move {
             // The holders only (connected ones first); every other member
@@ -326,7 +326,7 @@ impl ChunkFetcher for P2pFetcher {
                     let got = match item {
                         Ok((h, d)) => {
                             bytes.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                            Some((h, d))
+                            Verified::check(h, d).ok()
                         }
                         Err((h, e)) => {
                             tracing::debug!(chunk = %h, error = %e, "chunk not fetched");
