@@ -77,6 +77,9 @@ pub trait Fs: Send + Sync {
     fn sync_files(&self, rels: &[&str]) -> Vec<io::Result<()>>;
     fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()>;
     fn symlink(&self, target: &str, rel: &str) -> io::Result<()>;
+    /// A second name `to` for the regular file `from` (`linkat`, never
+    /// following a symlink; fails if `to` exists).
+    fn hard_link(&self, from: &str, to: &str) -> io::Result<()>;
     fn remove_file(&self, rel: &str) -> io::Result<()>;
     /// Removes an empty directory.
     fn remove_dir(&self, rel: &str) -> io::Result<()>;

@@ -442,6 +442,24 @@ impl Fs for FakeFs {
             .map(|_| ())
     }
 
+    fn hard_link(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut s = self.lock();
+        s.enter("hard_link", to, true)?;
+        s.parents_ok(from)?;
+        s.parents_ok(to)?;
+        if s.entries.contains_key(to) {
+            return Err(err(io::ErrorKind::AlreadyExists, "exists"));
+        }
+        match s.entries.get(from).copied() {
+            Some(ino) if s.kind_at(from) == Some(FileKind::File) => {
+                s.entries.insert(to.to_owned(), ino);
+                Ok(())
+            }
+            Some(_) => Err(err(io::ErrorKind::PermissionDenied, "not a regular file")),
+            None => Err(err(io::ErrorKind::NotFound, "absent")),
+        }
+    }
+
     fn remove_file(&self, rel: &str) -> io::Result<()> {
         let mut s = self.lock();
         s.enter("remove_file", rel, true)?;

@@ -480,6 +480,12 @@ impl Fs for RootFs {
         Ok(rfs::symlinkat(target, &dir, name)?)
     }
 
+    fn hard_link(&self, from: &str, to: &str) -> io::Result<()> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        Ok(rfs::linkat(&fdir, fname, &tdir, tname, AtFlags::empty())?)
+    }
+
     fn remove_file(&self, rel: &str) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
         Ok(rfs::unlinkat(&dir, name, AtFlags::empty())?)

@@ -32,7 +32,11 @@
 //! put into the store as blobs before the unlink (retention and reuse by a
 //! later write), then its live-file locations are forgotten. A write that
 //! replaces a file first does the same for the chunks of the old content
-//! that the new one does not reuse ([`Materializer::retire_replaced`]).
+//! that the new one does not reuse ([`Materializer::retire_replaced`]);
+//! the engine keeps mostly replaced large content by a hard link instead
+//! ([`super::stage::retire_by_link`]). A version staged by a pull
+//! ([`super::stage`]) is not written here at all: its staged file is the
+//! temp.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;

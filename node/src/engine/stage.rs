@@ -192,15 +192,7 @@ pub async fn stage_version<F: ChunkFetcher>(
             "{label}: the chunk list adds up to {total} bytes, not {size}"
         ));
     }
-    match fs.lstat(STAGE_DIR).map_err(io_msg("lstat", STAGE_DIR))? {
-        Some(s) if s.kind == FileKind::Dir => {}
-        Some(_) => return Err(format!("{STAGE_DIR} is not a directory")),
-        None => match fs.mkdir(STAGE_DIR, 0o700) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_msg("mkdir", STAGE_DIR)(e)),
-        },
-    }
+    ensure_dir(fs)?;
     let part = part_path(&root, size);
     match fs.remove_file(&part) {
         Ok(()) => {}
@@ -478,6 +470,76 @@ impl Copier {
             n -= got as u64;
         }
         Ok(())
+    }
+}
+
+/// Keeps the content of `path` (the version `(root, size)`, whose chunk
+/// list is `list`), which a write is about to replace, as a staged version:
+/// a second name for the same inode in the staging area, indexed as a live
+/// file (no byte copied; the version store's sweep removes it once
+/// retention lets the version go). Returns the stat the write must now
+/// expect at `path` (the link moved its ctime, nothing else), or `None` if
+/// nothing was done (the file is not what the plan saw, or that version is
+/// staged already).
+pub fn retire_by_link(
+    fs: &dyn Fs,
+    store: &dyn ChunkStore,
+    path: &str,
+    expect: &Stat,
+    root: Hash,
+    size: u64,
+    list: &[ChunkEntry],
+) -> Result<Option<Stat>, String> {
+    let now = fs.lstat(path).map_err(io_msg("lstat", path))?;
+    if !now.is_some_and(|c| c.kind == FileKind::File && c.size == size && expect.unchanged(&c)) {
+        return Ok(None);
+    }
+    if staged(fs, store, &root, size).is_some() {
+        return Ok(None);
+    }
+    ensure_dir(fs)?;
+    let sp = staged_path(&root, size);
+    match fs.remove_file(&sp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_msg("remove", &sp)(e)),
+    }
+    fs.hard_link(path, &sp).map_err(io_msg("link", path))?;
+    // Still the file the plan saw, but for the ctime the link moved (a
+    // write in the instant since shares the inode: then the link is not a
+    // copy of the version).
+    let same = |c: &Stat| {
+        c.kind == expect.kind
+            && c.size == expect.size
+            && c.mtime_ns == expect.mtime_ns
+            && c.ino == expect.ino
+    };
+    let linked = fs.lstat(&sp).map_err(io_msg("lstat", &sp))?;
+    let at_path = fs.lstat(path).map_err(io_msg("lstat", path))?;
+    let (Some(linked), Some(at_path)) = (linked, at_path) else {
+        let _ = fs.remove_file(&sp);
+        return Ok(None);
+    };
+    if !same(&linked) || !same(&at_path) || linked.ctime_ns != at_path.ctime_ns {
+        let _ = fs.remove_file(&sp);
+        return Ok(None);
+    }
+    fs.sync_dir(STAGE_DIR)
+        .map_err(io_msg("fsync dir", STAGE_DIR))?;
+    reindex(fs, store, &[(sp.as_str(), list)])?;
+    Ok(Some(at_path))
+}
+
+/// Creates the staging directory if it is missing.
+fn ensure_dir(fs: &dyn Fs) -> Result<(), String> {
+    match fs.lstat(STAGE_DIR).map_err(io_msg("lstat", STAGE_DIR))? {
+        Some(s) if s.kind == FileKind::Dir => Ok(()),
+        Some(_) => Err(format!("{STAGE_DIR} is not a directory")),
+        None => match fs.mkdir(STAGE_DIR, 0o700) {
+            Ok(()) => fs.sync_dir("").map_err(io_msg("fsync dir", "")),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_msg("mkdir", STAGE_DIR)(e)),
+        },
     }
 }
 

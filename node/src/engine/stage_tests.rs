@@ -314,3 +314,87 @@ fn after_a_crash_a_staged_file_is_re_verified_or_removed() {
     assert_eq!(stage::sweep(&fs, &store, &|_, _| false).unwrap(), 1);
     assert_eq!(store.file_stamp(&sp).unwrap(), None);
 }
+
+#[test]
+fn replaced_large_content_is_kept_by_a_link_and_the_write_still_places() {
+    let c = chunker();
+    let old = bytes(7, 2 << 20);
+    let o_old = origin(&old);
+    let o = origin(&bytes(8, 2 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big"), &old).unwrap();
+    let fs = RootFs::open(dir.path()).unwrap();
+    let store = MemChunkStore::new(dir.path());
+    let before = fs.lstat("big").unwrap().unwrap();
+    store
+        .index_file("big", stamp_of(&before), &located(&o_old.list))
+        .unwrap();
+
+    let now = stage::retire_by_link(
+        &fs,
+        &store,
+        "big",
+        &before,
+        o_old.root,
+        o_old.size,
+        &o_old.list,
+    )
+    .expect("linked")
+    .expect("a stat to expect");
+    assert_eq!(
+        (now.ino, now.size, now.mtime_ns),
+        (before.ino, before.size, before.mtime_ns)
+    );
+    // A stat the plan saw before the link is refused the second time.
+    assert_eq!(
+        stage::retire_by_link(
+            &fs,
+            &store,
+            "big",
+            &now,
+            o_old.root,
+            o_old.size,
+            &o_old.list
+        )
+        .unwrap(),
+        None,
+        "already staged"
+    );
+    rt().block_on(stage_version(
+        &fs,
+        &store,
+        &o.fetcher,
+        o.root,
+        o.size,
+        &o.list,
+        &[1],
+        "t",
+    ))
+    .expect("staged");
+    let rec = record("big", &o);
+    let placed = mat(&fs, &store, &c)
+        .write_file(&rec, &o.list, Expect::Entry(now))
+        .expect("placed");
+    assert_eq!(placed.conflict, None, "the link is not a local change");
+    assert_eq!(
+        std::fs::read(dir.path().join("big")).unwrap(),
+        bytes(8, 2 << 20)
+    );
+    // The old version is still held, by the same inode, nothing copied.
+    let kept = staged(&fs, &store, &o_old.root, o_old.size).expect("old kept");
+    assert_eq!(fs.lstat(&kept).unwrap().unwrap().ino, before.ino);
+    for ch in &o_old.list {
+        assert!(
+            store.get(&ch.hash).unwrap().is_some(),
+            "old chunks readable"
+        );
+    }
+}
+
+fn stamp_of(s: &super::types::Stat) -> FileStamp {
+    FileStamp {
+        inode: s.ino,
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+    }
+}

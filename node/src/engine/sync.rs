@@ -42,7 +42,7 @@ use super::plan::{
 };
 use super::ports::{ChunkFetcher, Committed, CommittedView, PortError, ProposeOp, ProposeOutcome};
 use super::scan::{load_ignore, RacySet, ScanError, Scanner};
-use super::types::{LocalEntry, NodeId, Stat, VersionId, VersionRecord};
+use super::types::{LocalEntry, Meta, NodeId, Stat, VersionId, VersionRecord};
 
 pub(crate) mod fetch;
 pub use fetch::{fetch_tree, pull, pull_many, ZeroChunks};
@@ -606,15 +606,46 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         expect: Expect,
         now_ms: u64,
     ) -> Result<PendingWrite, String> {
+        let mut expect = expect;
         tracing::debug!(path, version = ?record.version, "sync action: write");
         let chunks = self
             .tree_chunks(record.meta.root, record.meta.size)
             .map_err(|e| format!("{path}: {e}"))?;
         if let Expect::Entry(stat) = &expect {
-            if let Some(old) = self.replaced_only(&path, stat, &chunks) {
-                self.materializer(now_ms)
-                    .retire_replaced(&path, stat, &old)
-                    .map_err(|e| e.to_string())?;
+            if let Some((old_meta, old_list, old)) = self.replaced_only(&path, stat, &chunks) {
+                // Mostly replaced large content keeps its inode: a second
+                // name in the staging area, no byte copied. Otherwise (or if
+                // that fails) the chunks the new version drops are stored.
+                let dropped: u64 = old_list
+                    .iter()
+                    .filter(|c| old.binary_search(&c.hash).is_ok())
+                    .map(|c| u64::from(c.len))
+                    .sum();
+                let linked = if old_meta.size >= super::stage::STAGE_MIN
+                    && dropped.saturating_mul(2) >= old_meta.size
+                {
+                    super::stage::retire_by_link(
+                        self.fs.as_ref(),
+                        self.store.as_ref(),
+                        &path,
+                        stat,
+                        old_meta.root,
+                        old_meta.size,
+                        &old_list,
+                    )
+                    .inspect_err(|e| tracing::debug!(path, error = %e, "old content not kept by link; its chunks are stored"))
+                    .unwrap_or(None)
+                } else {
+                    None
+                };
+                if let Some(now) = linked {
+                    // The link moved the target's ctime only.
+                    expect = Expect::Entry(now);
+                } else {
+                    self.materializer(now_ms)
+                        .retire_replaced(&path, stat, &old)
+                        .map_err(|e| e.to_string())?;
+                }
             }
         }
         Ok(PendingWrite {
@@ -800,23 +831,28 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
     /// The chunks of the committed content recorded at `path` (if the file
     /// there is still that content, `stat`) that `new` does not reuse: what
     /// a write of `new` must retire into the version store first.
-    fn replaced_only(&self, path: &str, stat: &Stat, new: &[ChunkEntry]) -> Option<Vec<Hash>> {
+    fn replaced_only(
+        &self,
+        path: &str,
+        stat: &Stat,
+        new: &[ChunkEntry],
+    ) -> Option<(Meta, Vec<ChunkEntry>, Vec<Hash>)> {
         let l = self.local.get(path)?;
         if !l.meta.is_file() || l.version.is_none() || !l.stat.unchanged(stat) {
             return None;
         }
         let old = self.tree_chunks(l.meta.root, l.meta.size).ok()?;
         let keep: HashSet<Hash> = new.iter().map(|c| c.hash).collect();
-        let mut seen = HashSet::new();
         // Zero chunks are never stored (a write makes them from nothing).
         let zeros = ZeroChunks::default();
-        Some(
-            old.iter()
-                .filter(|c| !keep.contains(&c.hash) && !zeros.is_zero(c))
-                .map(|c| c.hash)
-                .filter(|h| seen.insert(*h))
-                .collect(),
-        )
+        let mut only: Vec<Hash> = old
+            .iter()
+            .filter(|c| !keep.contains(&c.hash) && !zeros.is_zero(c))
+            .map(|c| c.hash)
+            .collect();
+        only.sort_unstable();
+        only.dedup();
+        Some((l.meta.clone(), old, only))
     }
 
     /// The chunk list of a version whose tree nodes are local.
