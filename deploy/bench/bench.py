@@ -7,7 +7,11 @@ cleans up on exit); see deploy/bench/README.md for what each row means.
 Layout under ROOT (a fresh temporary directory):
   n0/ n1/ n2/       {dir, data, log} of the three filesyncd nodes
   rsync/src         the rsync source tree (same content as n0/dir)
-  rsync/peer1,2     the two rsync daemon modules (the "peers")
+  rsync/peer1,2     the two rsync daemon modules (the "peers"); the
+                    `rsync --fsync` runs reuse them, reset to the state the
+                    plain run found (see Bench.rsync_fsync)
+  rsync/hold        scenario 3: hard links to the peers' old big.bin, the
+                    basis given back to the `rsync --fsync` delta run
   stage/            data written before each scenario, renamed into place
   pids, iptables_chain   what bench.sh's trap cleans up
 """
@@ -128,7 +132,15 @@ class Node:
         self.proc = self.procs.spawn(argv, self.log, env)
 
     def get(self, path, timeout=5):
-        with urllib.request.urlopen(f"http://{self.api}{path}", timeout=timeout) as r:
+        # The API wants the node's bearer secret on every route but /healthz
+        # (since c1a9fbb): the daemon keeps it in <data>/api-token.
+        req = urllib.request.Request(f"http://{self.api}{path}")
+        try:
+            with open(os.path.join(self.data, "api-token")) as f:
+                req.add_header("Authorization", f"Bearer {f.read().strip()}")
+        except OSError:
+            pass
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.read()
 
     def status(self):
@@ -293,19 +305,21 @@ class Rsync:
     def url(self, i):
         return f"rsync://127.0.0.1:{self.port}/{os.path.basename(self.peers[i])}/"
 
-    def start(self, i, src=None, dest_sub=""):
-        """`rsync -a --stats` of the source tree (or `src`) to peer i."""
-        argv = ["rsync", "-a", "--stats", src or (self.src + "/"), self.url(i) + dest_sub]
+    def start(self, i, src=None, dest_sub="", extra=()):
+        """`rsync -a --stats [extra]` of the source tree (or `src`) to peer i.
+        With --fsync in `extra` the client passes it on to the daemon, whose
+        receiver then fsyncs every file it writes (checked with strace)."""
+        argv = ["rsync", "-a", "--stats", *extra, src or (self.src + "/"), self.url(i) + dest_sub]
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
-    def to_both(self, timeout, watch=None, t0=None):
+    def to_both(self, timeout, watch=None, t0=None, extra=()):
         """Both peers in parallel; returns (end time of each since `t0`, default
         now, and the --stats bytes summed). With `watch`, peer i's end is when
         `watch(i)` first holds (polled every 1 ms, for the latency rows); else
-        it is the exit of its rsync."""
+        it is the exit of its rsync. `extra`: more rsync options (--fsync)."""
         t0 = now() if t0 is None else t0
-        ps = [self.start(0), self.start(1)]
+        ps = [self.start(0, extra=extra), self.start(1, extra=extra)]
         ends = [None, None]
         while None in ends:
             for i, p in enumerate(ps):
@@ -439,7 +453,11 @@ class Bench:
         self.procs = Procs(self.root)
         self.stage = os.path.join(self.root, "stage")
         os.makedirs(self.stage)
-        self.rows = []  # (scenario, filesyncd, rsync, ratio)
+        # (scenario, filesyncd, rsync, rsync --fsync, ratio fsd/rsync,
+        # ratio fsd/rsync --fsync); table() drops the --fsync columns when
+        # the variant is off (--no-rsync-fsync)
+        self.rows = []
+        self.fsync_on = False  # set by run(): the `rsync --fsync` variant runs
         self.notes = []
         self.failures = []  # filesyncd scenarios that failed, with why
         self.big_ok = False
@@ -447,16 +465,20 @@ class Bench:
 
     # -- table
 
-    def row(self, scenario, f, r, fmt):
+    def row(self, scenario, f, r, fmt, rf=None):
         """One table row: FAILED prints as such, None (a counter this run
-        does not have) as n/a; the ratio only between two numbers."""
+        does not have, or `rf`, the `rsync --fsync` figure, where that variant
+        is not measured) as n/a; a ratio only between two numbers."""
         def cell(v):
             if v is FAILED:
                 return "FAILED"
             return "n/a" if v is None else fmt(v)
 
-        ok = isinstance(f, (int, float)) and isinstance(r, (int, float)) and r != 0
-        self.rows.append((scenario, cell(f), cell(r), f"{f / r:.2f}" if ok else "n/a"))
+        def ratio(a, b):
+            ok = isinstance(a, (int, float)) and isinstance(b, (int, float)) and b != 0
+            return f"{a / b:.2f}" if ok else "n/a"
+
+        self.rows.append((scenario, cell(f), cell(r), cell(rf), ratio(f, r), ratio(f, rf)))
 
     # -- cluster
 
@@ -592,6 +614,43 @@ class Bench:
             if time.monotonic() > end:
                 raise self.timeout_error(what, 300 + self.a.quiet_secs)
 
+    def rsync_plain(self, n):
+        """The plain `rsync -a` of scenario n: the disk synced first (outside
+        the timing, like before the --fsync run), the byte counter around it.
+        Returns (ends, --stats bytes, wire bytes)."""
+        os.sync()
+        log(f"scenario {n}: rsync")
+        self.counters.zero()
+        ends, stats = self.rs.to_both(self.a.timeout)
+        _, wire = self.counters.read()
+        return ends, stats, wire
+
+    def rsync_fsync(self, n, reset, verify):
+        """Scenario n again with `rsync --fsync`, run right after the plain
+        rsync of the same source into the same two modules: `reset(peer)`
+        first puts each module back into the state the plain run found (the
+        new data removed; scenario 3: the old basis restored), the disk is
+        synced (so that this run does not pay for the plain run's writeback),
+        then the same transfer is timed and `verify(peer, who)` checks each
+        module after it. Returns (ends, --stats bytes), or (None, None) when
+        the variant is off."""
+        if not self.fsync_on:
+            return None, None
+        for p in self.rs.peers:
+            reset(p)
+        os.sync()
+        log(f"scenario {n}: rsync --fsync")
+        ends, stats = self.rs.to_both(self.a.timeout, extra=("--fsync",))
+        for p in self.rs.peers:
+            verify(p, f"rsync --fsync {p}")
+        log(f"scenario {n}: rsync --fsync first peer {min(ends):.2f}s, both {max(ends):.2f}s")
+        return ends, stats
+
+    def fsync_stats_note(self, stats):
+        """The --stats total of the --fsync run, for the notes (same work as
+        the plain run: scenario 3 stays a delta transfer)."""
+        return "" if stats is None else f"; rsync --fsync --stats total: {nbytes(stats)}"
+
     def big_new(self):
         size = self.a.big_mib * MIB
         label = f"{size_label(size)} new random file"
@@ -622,24 +681,31 @@ class Bench:
 
         f = self.fsd_try(label, run, lambda: rm(target))
         self.big_ok = f is not None
-        log("scenario 1: rsync")
         os.rename(rs_src, os.path.join(self.rs.src, "big.bin"))
-        self.counters.zero()
-        ends, rs_stats = self.rs.to_both(self.a.timeout)
-        _, rs_wire = self.counters.read()
-        for p in self.rs.peers:
+
+        def verify(p, who):
             if sha256_file(os.path.join(p, "big.bin")) != self.big_sha:
-                raise BenchError(f"rsync {p}/big.bin differs from the source")
+                raise BenchError(f"{who}/big.bin differs from the source")
+
+        ends, rs_stats, rs_wire = self.rsync_plain(1)
+        for p in self.rs.peers:
+            verify(p, f"rsync {p}")
         log(f"scenario 1: rsync first peer {min(ends):.2f}s, both {max(ends):.2f}s")
+        # --fsync: the modules without big.bin again, as the plain run found them.
+        fe, fs_stats = self.rsync_fsync(1, lambda p: rm(os.path.join(p, "big.bin")), verify)
         t, wire, fetched = f if f else (None, FAILED, None)
-        self.row(f"{label}: verified on 1st peer", min(t) if t else FAILED, min(ends), secs)
-        self.row(f"{label}: verified on both peers", max(t) if t else FAILED, max(ends), secs)
+        self.row(f"{label}: verified on 1st peer", min(t) if t else FAILED, min(ends), secs,
+                 min(fe) if fe else None)
+        self.row(f"{label}: verified on both peers", max(t) if t else FAILED, max(ends), secs,
+                 max(fe) if fe else None)
         self.row(f"{label}: throughput to both peers", size / max(t) / MIB if t else FAILED,
-                 size / max(ends) / MIB, lambda v: f"{v:.1f} MiB/s")
+                 size / max(ends) / MIB, lambda v: f"{v:.1f} MiB/s",
+                 size / max(fe) / MIB if fe else None)
         self.row(f"{label}: IP bytes on loopback", wire, rs_wire, nbytes)
         self.notes.append(f"1: filesyncd payload fetched by the peers (sync.bytes_fetched): "
                           f"{'n/a' if fetched is None else nbytes(fetched)}; "
-                          f"rsync --stats total: {nbytes(rs_stats)}")
+                          f"rsync --stats total: {nbytes(rs_stats)}"
+                          f"{self.fsync_stats_note(fs_stats)}")
 
     def small_files(self):
         count, dirs = self.a.small_count, self.a.small_dirs
@@ -667,21 +733,24 @@ class Bench:
             return t, wire
 
         f = self.fsd_try(label, run, lambda: rm(target))
-        log("scenario 2: rsync")
         os.rename(rs_src, os.path.join(self.rs.src, "small"))
-        self.counters.zero()
-        ends, rs_stats = self.rs.to_both(self.a.timeout)
-        _, rs_wire = self.counters.read()
+        ends, rs_stats, rs_wire = self.rsync_plain(2)
         for p in self.rs.peers:
-            tree_verify(os.path.join(p, "small"), want, p)
+            tree_verify(os.path.join(p, "small"), want, f"rsync {p}")
         log(f"scenario 2: rsync first peer {min(ends):.2f}s, both {max(ends):.2f}s")
+        # --fsync: the modules without small/ again, as the plain run found them.
+        fe, fs_stats = self.rsync_fsync(
+            2, lambda p: rm(os.path.join(p, "small")),
+            lambda p, who: tree_verify(os.path.join(p, "small"), want, who))
         t, wire = f if f else (None, FAILED)
         n = per_dir * dirs
-        self.row(f"{label}: verified on both peers", max(t) if t else FAILED, max(ends), secs)
+        self.row(f"{label}: verified on both peers", max(t) if t else FAILED, max(ends), secs,
+                 max(fe) if fe else None)
         self.row(f"{label}: files/s to both peers", n / max(t) if t else FAILED, n / max(ends),
-                 lambda v: f"{v:,.0f} files/s")
+                 lambda v: f"{v:,.0f} files/s", n / max(fe) if fe else None)
         self.row(f"{label}: IP bytes on loopback", wire, rs_wire, nbytes)
-        self.notes.append(f"2: rsync --stats total: {nbytes(rs_stats)}")
+        self.notes.append(f"2: rsync --stats total: {nbytes(rs_stats)}"
+                          f"{self.fsync_stats_note(fs_stats)}")
         order = self.a.scenarios.split(",")
         if f is None and order[-1] != "2":
             self.notes.append("2: filesyncd failed here, so from now on its tree lacks "
@@ -728,20 +797,41 @@ class Bench:
         else:
             f = None
             self.failures.append(f"{label}: skipped, scenario 1 failed")
-        log("scenario 3: rsync")
         os.rename(rs_src, os.path.join(self.rs.src, "big.bin"))
-        self.counters.zero()
-        ends, rs_stats = self.rs.to_both(self.a.timeout)
-        _, rs_wire = self.counters.read()
-        for p in self.rs.peers:
+        # The --fsync run must also be a delta against the old file: keep it
+        # as a hard link outside the modules (no copy; rsync writes the new
+        # file to a temporary name and renames it over, the old inode stays).
+        hold = os.path.join(self.rs.base, "hold")
+        held = {p: os.path.join(hold, os.path.basename(p) + ".big.bin") for p in self.rs.peers}
+        if self.fsync_on:
+            os.makedirs(hold, exist_ok=True)
+            for p, h in held.items():
+                rm(h)
+                os.link(os.path.join(p, "big.bin"), h)
+
+        def verify(p, who):
             if sha256_file(os.path.join(p, "big.bin")) != sha:
-                raise BenchError(f"rsync {p}/big.bin differs from the source after the insert")
+                raise BenchError(f"{who}/big.bin differs from the source after the insert")
+
+        def restore(p):
+            if file_size(held[p]) != size:
+                raise BenchError(f"{held[p]}: the held old big.bin is not {size} bytes")
+            os.replace(held[p], os.path.join(p, "big.bin"))
+
+        ends, rs_stats, rs_wire = self.rsync_plain(3)
+        for p in self.rs.peers:
+            verify(p, f"rsync {p}")
         log(f"scenario 3: rsync both peers {max(ends):.2f}s, {nbytes(rs_wire or 0)}")
+        # --fsync: the modules hold the old big.bin again, as the plain run found them.
+        fe, fs_stats = self.rsync_fsync(3, restore, verify)
+        rm(hold)
         t, wire, fetched, idle = f if f else (None, FAILED, FAILED, None)
-        self.row(f"{label}: verified on both peers", max(t) if t else FAILED, max(ends), secs)
+        self.row(f"{label}: verified on both peers", max(t) if t else FAILED, max(ends), secs,
+                 max(fe) if fe else None)
         self.row(f"{label}: IP bytes on loopback, both peers", wire, rs_wire, nbytes)
         self.notes.append(
-            f"3: payload: rsync --stats total {nbytes(rs_stats)}; filesyncd peers' "
+            f"3: payload: rsync --stats total {nbytes(rs_stats)}"
+            f"{self.fsync_stats_note(fs_stats)}; filesyncd peers' "
             f"sync.bytes_fetched delta "
             f"{fetched if isinstance(fetched, str) else 'n/a' if fetched is None else nbytes(fetched)}"
             f" (payload only: the wire bytes above are the figure to compare)")
@@ -857,6 +947,21 @@ class Bench:
         self.rs = Rsync(self.root, self.procs)
         if not self.a.no_iptables:
             self.counters = Counters(self.root, [x.p2p_port for x in self.nodes], self.rs.port)
+        self.fsync_on = not self.a.no_rsync_fsync
+        if self.fsync_on:
+            h = subprocess.run(["rsync", "--help"], capture_output=True, text=True, timeout=30)
+            if "--fsync" not in h.stdout:
+                self.fsync_on = False
+                self.notes.append("rsync --fsync: this rsync has no --fsync (3.2.4 and later "
+                                  "have it): that column is n/a")
+                log("WARNING: this rsync has no --fsync; the rsync --fsync column stays n/a")
+        if self.fsync_on:
+            self.notes.append(
+                "rsync --fsync: scenarios 1-3 only, each run right after the plain rsync of the "
+                "same source into the same two modules, reset first to the state the plain run "
+                "found (scenario 3: the old big file as its basis, so a delta transfer too); "
+                "the disk synced before each rsync timing. Byte rows and write-to-visible "
+                "latency rows: plain rsync only (n/a in that column)")
         self.mark_logs()
         steps = {"1": self.big_new, "2": self.small_files, "3": self.insert, "4": self.latency}
         for k in self.a.scenarios.split(","):
@@ -905,9 +1010,15 @@ def size_label(n):
     return f"{n // (1 << 30)} GiB" if n % (1 << 30) == 0 else f"{n // MIB} MiB"
 
 
-def table(rows):
-    head = ("scenario", "filesyncd", "rsync", "ratio fsd/rsync")
-    w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+def table(rows, fsync=True):
+    """The rows as a markdown table; without `fsync` (--no-rsync-fsync) the
+    two `rsync --fsync` columns are left out."""
+    head = ("scenario", "filesyncd", "rsync", "rsync --fsync", "ratio fsd/rsync",
+            "ratio fsd/rsync --fsync")
+    keep = (0, 1, 2, 3, 4, 5) if fsync else (0, 1, 2, 4)
+    head = tuple(head[i] for i in keep)
+    rows = [tuple(r[i] for i in keep) for r in rows]
+    w = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
     return "\n".join([fmt(head), "|" + "|".join("-" * (x + 2) for x in w) + "|",
                       *map(fmt, rows)])
@@ -930,6 +1041,8 @@ def main():
     ap.add_argument("--quiet-secs", type=int, default=45,
                     help="after a failed filesyncd scenario: settled this long before going on")
     ap.add_argument("--no-iptables", action="store_true")
+    ap.add_argument("--no-rsync-fsync", action="store_true",
+                    help="skip the `rsync --fsync` runs of scenarios 1-3 (and its two columns)")
     ap.add_argument("--scenarios", default="1,3,4,2",
                     help="which scenarios, in this order (3 needs 1 before it); the many "
                          "small files go last by default so that a filesyncd failure there "
@@ -950,8 +1063,9 @@ def main():
         print(f"\nbench FAILED: {e}", file=sys.stderr)
         text = f"{a.header}\n\nFAILED: {e}\n"
         if b.rows:
-            text += "\nrows measured before the failure:\n\n" + table(b.rows) + "\n"
-            print("rows measured before the failure:\n" + table(b.rows), file=sys.stderr)
+            tab = table(b.rows, fsync=not a.no_rsync_fsync)
+            text += "\nrows measured before the failure:\n\n" + tab + "\n"
+            print("rows measured before the failure:\n" + tab, file=sys.stderr)
         with open(a.out, "w") as f:
             f.write(text)
         print(f"failure report written to {a.out}", file=sys.stderr)
@@ -962,7 +1076,7 @@ def main():
     b.notes.append(f"total bench time {time.monotonic() - t0:.0f} s; "
                    f"load average at the end {os.getloadavg()[0]:.2f}; "
                    f"{rsync_v.splitlines()[0] if rsync_v else 'rsync ?'}")
-    text = a.header + "\n\n" + table(b.rows) + "\n"
+    text = a.header + "\n\n" + table(b.rows, fsync=not a.no_rsync_fsync) + "\n"
     if b.failures:
         text += "\nfilesyncd FAILURES:\n" + "\n".join(f"- {x}" for x in b.failures) + "\n"
     text += "\nNotes:\n" + "\n".join(f"- {n}" for n in b.notes) + "\n"

@@ -9,7 +9,8 @@
 # --small-count 10000, --small-dirs 100, --small-kib 4, --tries 20,
 # --timeout 600 (seconds per scenario), --try-timeout 60, --idle-secs 5,
 # --quiet-secs 45 (after a failed filesyncd scenario), --no-iptables (no
-# bytes-on-the-wire rows; needed when not root).
+# bytes-on-the-wire rows; needed when not root), --no-rsync-fsync (skip the
+# `rsync --fsync` runs of scenarios 1-3 and their two columns; quicker).
 #
 # Environment: FILESYNCD_BIN (use this binary, skip the build),
 # BENCH_TMP (parent of the temporary root, default /tmp), CARGO_TARGET_DIR.
@@ -33,7 +34,7 @@ while (($#)); do
     --out) out=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) py_args+=("$1"); shift ;;
   esac
 done
@@ -113,6 +114,14 @@ rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$repo" status --porcelain -- node p2p raft chunkstore merkle 2>/dev/null) ]]; then
   rev="$rev + uncommitted changes"
 fi
+if [[ " ${py_args[*]:-} " == *" --no-rsync-fsync "* ]]; then
+  fsync_line=""
+else
+  fsync_line="
+- rsync --fsync (scenarios 1-3): the same with \`--fsync\` (the daemon's receiver fsyncs every
+  file it writes), right after the plain run, into the same modules reset to the state the
+  plain run found; in these scenarios the disk is synced (sync(2)) before each rsync timing."
+fi
 header="# filesyncd vs rsync, $stamp
 
 - command: ${FILESYNCD_BIN:+FILESYNCD_BIN=$FILESYNCD_BIN }deploy/bench/bench.sh ${py_args[*]:-}
@@ -120,7 +129,7 @@ header="# filesyncd vs rsync, $stamp
 - machine: $(nproc) cores, $(uname -sr), load average at start $(cut -d' ' -f1-3 /proc/loadavg)
 - filesyncd: 3 nodes on 127.0.0.1 (QUIC/UDP); data written on n0, measured on n1 and n2.
 - rsync: \`rsync -a --stats <src>/ rsync://127.0.0.1:<port>/peerN/\` to two daemon modules,
-  the two peers IN PARALLEL (whole source tree each time, default options, no fsync).
+  the two peers IN PARALLEL (whole source tree each time, default options, no fsync).$fsync_line
 - times: from the rename of the staged data into place (or the write, for latency) until
   the peer holds it; filesyncd also requires n0 and the peer to report the new cluster
   root, in_sync on it (see the notes if this build's status lacks the sync view).
