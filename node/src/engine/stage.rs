@@ -275,24 +275,20 @@ async fn fill<F: ChunkFetcher>(
     part: &str,
 ) -> Result<usize, String> {
     let zeros = ZeroChunks::default();
-    // The staged file takes every non-zero byte, copied or fetched.
-    let need: u64 = list
-        .iter()
-        .filter(|c| !zeros.is_zero(c))
-        .map(|c| u64::from(c.len))
-        .sum();
+    // The staged file takes every byte but its holes, copied or fetched
+    // (counted whole: the zero chunks are not known yet).
+    let need: u64 = list.iter().map(|c| u64::from(c.len)).sum();
     super::sync::fetch::check_space(store, need, label)?;
     // The offsets of each chunk to fetch.
     let mut offsets: HashMap<Hash, (u32, Vec<u64>)> = HashMap::new();
     let mut copier = Copier::default();
     for (off, c) in located(list) {
-        if zeros.is_zero(&c) {
-            continue;
-        }
         if let Some((_, offs)) = offsets.get_mut(&c.hash) {
             offs.push(off);
             continue;
         }
+        // (A local copy is taken first: a zero chunk held locally is
+        // copied, which is cheaper than knowing it is zero.)
         let copied = match store.locate(&c.hash) {
             Ok(Some(loc)) => copier
                 .copy(fs, store, f, &loc, &c, off, part)
@@ -303,7 +299,7 @@ async fn fill<F: ChunkFetcher>(
                 false
             }
         };
-        if !copied {
+        if !copied && !zeros.is_zero(&c) {
             offsets.insert(c.hash, (c.len, vec![off]));
         }
     }

@@ -21,15 +21,42 @@ use super::{Engine, StepReport};
 
 /// Hashes of all-zero chunks by length: such chunks are never fetched (the
 /// materializer writes them as holes).
+///
+/// The hashes are kept for the whole process ([`ZERO_HASHES`], at most
+/// [`ZERO_HASHES_MAX`] lengths): content-defined chunks have nearly as many
+/// lengths as chunks, and hashing a zero buffer per length on every pass
+/// over a large file's chunk list (the plan, the staging) cost a hash of
+/// the whole file's size in zeros each time.
 #[derive(Default)]
 pub struct ZeroChunks(RefCell<HashMap<u32, Hash>>);
 
+/// The process-wide zero-chunk hashes ([`ZeroChunks`]).
+static ZERO_HASHES: std::sync::LazyLock<Mutex<HashMap<u32, Hash>>> =
+    std::sync::LazyLock::new(Default::default);
+/// Lengths [`ZERO_HASHES`] keeps (36 bytes each); past it a length is hashed
+/// per [`ZeroChunks`] value.
+pub const ZERO_HASHES_MAX: usize = 1 << 18;
+
 impl ZeroChunks {
     pub fn is_zero(&self, c: &ChunkEntry) -> bool {
-        let mut m = self.0.borrow_mut();
-        *m.entry(c.len)
-            .or_insert_with(|| Hash::of_chunk(&vec![0; c.len as usize]))
-            == c.hash
+        if let Some(h) = self.0.borrow().get(&c.len) {
+            return *h == c.hash;
+        }
+        let known = ZERO_HASHES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&c.len)
+            .copied();
+        let h = known.unwrap_or_else(|| {
+            let h = Hash::of_chunk(&vec![0; c.len as usize]);
+            let mut g = ZERO_HASHES.lock().unwrap_or_else(|p| p.into_inner());
+            if g.len() < ZERO_HASHES_MAX {
+                g.insert(c.len, h);
+            }
+            h
+        });
+        self.0.borrow_mut().insert(c.len, h);
+        h == c.hash
     }
 }
 
