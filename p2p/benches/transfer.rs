@@ -1,20 +1,36 @@
-//! Bulk chunk transfer between two processes on loopback, next to a plain
-//! TCP copy of the same bytes, and Raft round-trip latency idle vs during
-//! the transfer.
+//! Bulk chunk transfer between two processes on loopback: over the bulk
+//! endpoint (quinn beside the swarm), over libp2p-stream on the swarm, and
+//! a plain TCP copy of the same bytes; and Raft round-trip latency idle
+//! and during each transfer.
 //!
 //! `cargo bench -p filesyncd-p2p --bench transfer`
-//! (env `FILESYNCD_BENCH_MIB`, default 1024: data size in MiB, 64 KiB chunks).
+//!
+//! Environment (read by both processes):
+//! * `FILESYNCD_BENCH_MIB` (default 1024): data size in MiB, 64 KiB chunks.
+//! * `FILESYNCD_BENCH_STREAMS`, `FILESYNCD_BENCH_BATCH`: chunk streams per
+//!   peer, hashes per request (both paths).
+//! * `FILESYNCD_BENCH_WINDOW_MIB`: libp2p QUIC stream window.
+//! * Bulk knobs: `FILESYNCD_BENCH_MTU` (discovery upper bound on the
+//!   loopback path),
+//!   `FILESYNCD_BENCH_INITIAL_MTU`, `FILESYNCD_BENCH_CC` (cubic, newreno,
+//!   bbr), `FILESYNCD_BENCH_CHACHA=1` (ChaCha20 first),
+//!   `FILESYNCD_BENCH_SOCKBUF_MIB`, `FILESYNCD_BENCH_BULK_WINDOW_MIB`
+//!   (stream window; the connection window is 6 times it, and on loopback
+//!   at most 3/4 of the socket receive buffer).
+//! * `FILESYNCD_BENCH_SKIP_LIBP2P=1`: measure TCP and bulk only.
 //!
 //! The bench binary spawns itself with `FILESYNCD_BENCH_ROLE=serve` as the
 //! serving process: it regenerates the same pseudo-random chunks from a
-//! seed, serves them over `/filesyncd/chunks/1` and over a plain TCP socket,
-//! and answers Raft requests. The measuring process fetches everything
-//! (each chunk blake3-verified, as in production), and probes a 64-byte
-//! Raft request every 50 ms, first idle, then while the fetch runs.
+//! seed, serves them over the bulk endpoint, over `/filesyncd/chunks/1` and
+//! over a plain TCP socket, and answers Raft requests. The measuring
+//! process runs two nodes: one with the bulk endpoint off (its fetch goes
+//! over libp2p-stream) and one with it on. Each fetches everything (each
+//! chunk blake3-verified, as in production) while it probes a 64-byte Raft
+//! request every 50 ms; the idle probes come first.
 
 use filesyncd_p2p::{
-    start, ChunkProvider, FetchPlan, Hash, Keypair, Multiaddr, P2pClient, P2pConfig, P2pEvent,
-    PeerId, Services,
+    start, ChunkProvider, Congestion, FetchPlan, Hash, Keypair, Multiaddr, P2pClient, P2pConfig,
+    P2pEvent, PeerId, Services,
 };
 use futures::StreamExt;
 use rand::{RngCore, SeedableRng};
@@ -84,7 +100,50 @@ fn config() -> P2pConfig {
         .quic
         .connection_window
         .max(c.quic.stream_window * (streams + 2));
+    let b = &mut c.bulk;
+    if let Some(n) = env_usize("FILESYNCD_BENCH_MTU") {
+        // On loopback, the loopback bound is the one in use.
+        b.loopback_mtu_upper_bound = n as u16;
+        b.mtu_upper_bound = b.mtu_upper_bound.min(n as u16);
+    }
+    if let Some(n) = env_usize("FILESYNCD_BENCH_INITIAL_MTU") {
+        b.initial_mtu = n as u16;
+    }
+    if let Some(n) = env_usize("FILESYNCD_BENCH_SOCKBUF_MIB") {
+        b.socket_buffer = n << 20;
+    }
+    if let Some(n) = env_usize("FILESYNCD_BENCH_BULK_WINDOW_MIB") {
+        b.stream_window = (n << 20) as u32;
+        b.connection_window = ((6 * n) << 20) as u32;
+        b.send_window = ((6 * n) << 20) as u64;
+    }
+    match std::env::var("FILESYNCD_BENCH_CC").as_deref() {
+        Ok("bbr") => b.congestion = Congestion::Bbr,
+        Ok("newreno") => b.congestion = Congestion::NewReno,
+        _ => {}
+    }
+    b.prefer_chacha = std::env::var("FILESYNCD_BENCH_CHACHA").as_deref() == Ok("1");
+    b.max_streams_per_connection = b
+        .max_streams_per_connection
+        .max(c.limits.fetch_streams_per_peer as u32);
     c
+}
+
+fn knobs() -> String {
+    let c = config();
+    let b = &c.bulk;
+    format!(
+        "streams/peer {}, batch {}, bulk: loopback mtu <= {}, initial {}, {:?}, {}, socket buffers {} MiB asked, windows {}/{} MiB (loopback connection: at most 3/4 of the receive buffer)",
+        c.limits.fetch_streams_per_peer,
+        c.limits.fetch_batch,
+        b.loopback_mtu_upper_bound,
+        b.initial_mtu,
+        b.congestion,
+        if b.prefer_chacha { "ChaCha20 first" } else { "AES-GCM first" },
+        b.socket_buffer >> 20,
+        b.stream_window >> 20,
+        b.connection_window >> 20,
+    )
 }
 
 fn main() {
@@ -109,10 +168,11 @@ async fn answer(mut events: tokio::sync::mpsc::Receiver<P2pEvent>) {
 
 /// The serving process.
 async fn serve() {
-    let client_peer: PeerId = std::env::var("FILESYNCD_BENCH_CLIENT")
+    let client_peers: Vec<PeerId> = std::env::var("FILESYNCD_BENCH_CLIENT")
         .expect("FILESYNCD_BENCH_CLIENT")
-        .parse()
-        .expect("peer id");
+        .split(',')
+        .map(|p| p.parse().expect("peer id"))
+        .collect();
     let mut chunks = Vec::new();
     for_each_chunk(mib(), |c| chunks.push(Arc::new(c)));
     let map = chunks
@@ -131,7 +191,13 @@ async fn serve() {
     .expect("start");
     tokio::spawn(answer(events));
     client
-        .set_members([client.local_peer_id(), client_peer].into_iter().collect())
+        .set_members(
+            client_peers
+                .iter()
+                .copied()
+                .chain([client.local_peer_id()])
+                .collect(),
+        )
         .await
         .expect("members");
 
@@ -199,16 +265,84 @@ async fn probe(
     out
 }
 
+/// Starts a measuring node and makes it and the server members.
+async fn measuring_node(
+    keypair: Keypair,
+    bulk: bool,
+    server: PeerId,
+    server_addr: &Multiaddr,
+) -> P2pClient {
+    let me = keypair.public().to_peer_id();
+    let mut c = config();
+    c.bulk.enabled = bulk;
+    let (client, events) = start(
+        keypair,
+        c,
+        Services {
+            chunks: Arc::new(MemProvider(HashMap::new())),
+            join_verifier: None,
+        },
+    )
+    .await
+    .expect("start");
+    tokio::spawn(answer(events));
+    client
+        .set_members([me, server].into_iter().collect())
+        .await
+        .expect("members");
+    client
+        .add_addresses(server, vec![server_addr.clone()])
+        .await
+        .expect("addresses");
+    client.raft_request(server, vec![0]).await.expect("warm-up");
+    client
+}
+
+/// Fetches every chunk from `server` while Raft is probed; (seconds, probes).
+async fn fetch_all(
+    label: &str,
+    client: &P2pClient,
+    server: PeerId,
+    hashes: &[Hash],
+) -> (f64, Vec<Duration>) {
+    // On stderr, for a profiler attached by phase.
+    eprintln!("[bench] {label} fetch starts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = tokio::spawn(probe(client.clone(), server, stop.clone(), usize::MAX));
+    let t0 = Instant::now();
+    let mut fetch = client.fetch_chunks(FetchPlan::from_all(&[server], hashes.iter().copied()));
+    let mut bytes = 0usize;
+    let mut count = 0usize;
+    while let Some(item) = fetch.next().await {
+        let (_, data) = item.expect("every chunk fetched");
+        bytes += data.len();
+        count += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("[bench] {label} fetch done");
+    stop.store(true, Ordering::Relaxed);
+    let probes = prober.await.expect("probe");
+    assert_eq!(count, hashes.len());
+    assert_eq!(bytes, hashes.len() * CHUNK);
+    (secs, probes)
+}
+
 /// The measuring process.
 async fn measure() {
     let total_mib = mib();
-    let keypair = Keypair::generate_ed25519();
-    let me = keypair.public().to_peer_id();
+    let skip_libp2p = std::env::var("FILESYNCD_BENCH_SKIP_LIBP2P").as_deref() == Ok("1");
+    let plain_key = Keypair::generate_ed25519();
+    let bulk_key = Keypair::generate_ed25519();
+    let plain_peer = plain_key.public().to_peer_id();
+    let bulk_peer = bulk_key.public().to_peer_id();
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
         .env("FILESYNCD_BENCH_ROLE", "serve")
         .env("FILESYNCD_BENCH_MIB", total_mib.to_string())
-        .env("FILESYNCD_BENCH_CLIENT", me.to_string())
+        .env(
+            "FILESYNCD_BENCH_CLIENT",
+            format!("{plain_peer},{bulk_peer}"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -229,29 +363,20 @@ async fn measure() {
     let server_addr: Multiaddr = parts[2].parse().expect("server multiaddr");
     let tcp_addr = parts[3].to_owned();
 
-    let (client, events) = start(
-        keypair,
-        config(),
-        Services {
-            chunks: Arc::new(MemProvider(HashMap::new())),
-            join_verifier: None,
-        },
-    )
-    .await
-    .expect("start");
-    tokio::spawn(answer(events));
-    client
-        .set_members([me, server].into_iter().collect())
-        .await
-        .expect("members");
-    client
-        .add_addresses(server, vec![server_addr])
-        .await
-        .expect("addresses");
-    client.raft_request(server, vec![0]).await.expect("warm-up");
+    let plain = measuring_node(plain_key, false, server, &server_addr).await;
+    let bulk = measuring_node(bulk_key, true, server, &server_addr).await;
+    // The bulk connection comes up in the background after identify.
+    let t0 = Instant::now();
+    while !bulk.bulk_peers().await.contains(&server) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no bulk connection to the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let idle = probe(
-        client.clone(),
+        bulk.clone(),
         server,
         Arc::new(AtomicBool::new(false)),
         IDLE_PROBES,
@@ -277,38 +402,64 @@ async fn measure() {
     .await
     .expect("tcp copy");
 
-    // p2p fetch with the Raft probe running alongside.
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = tokio::spawn(probe(client.clone(), server, stop.clone(), usize::MAX));
-    let t0 = Instant::now();
-    let mut fetch = client.fetch_chunks(FetchPlan::from_all(&[server], hashes.iter().copied()));
-    let mut bytes = 0usize;
-    let mut count = 0usize;
-    while let Some(item) = fetch.next().await {
-        let (_, data) = item.expect("every chunk fetched");
-        bytes += data.len();
-        count += 1;
-    }
-    let p2p_secs = t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let loaded = prober.await.expect("probe");
-    assert_eq!(count, hashes.len());
-    assert_eq!(bytes, total_mib << 20);
+    let libp2p = if skip_libp2p {
+        None
+    } else {
+        Some(fetch_all("libp2p", &plain, server, &hashes).await)
+    };
+    let (bulk_secs, bulk_probes) = fetch_all("bulk", &bulk, server, &hashes).await;
+    let stats = bulk.bulk_stats();
+    let conns = bulk.bulk_connections().await;
+    assert_eq!(
+        stats.chunks_bulk,
+        hashes.len() as u64,
+        "every chunk over the bulk path: {stats:?}"
+    );
 
     let tcp_rate = total_mib as f64 / tcp_secs;
-    let p2p_rate = total_mib as f64 / p2p_secs;
+    let bulk_rate = total_mib as f64 / bulk_secs;
     println!(
         "transfer: {total_mib} MiB as {} chunks of 64 KiB, two processes on loopback",
         hashes.len()
     );
-    println!("  plain TCP copy           {tcp_rate:9.1} MiB/s  ({tcp_secs:.2} s)");
-    println!("  p2p chunks (QUIC, verified) {p2p_rate:6.1} MiB/s  ({p2p_secs:.2} s)");
-    println!("  ratio p2p / tcp          {:9.3}", p2p_rate / tcp_rate);
-    println!("raft round trip (64 B, every 50 ms):");
-    println!("  idle            {}", summary(idle));
-    println!("  during transfer {}", summary(loaded));
+    println!("  knobs: {}", knobs());
+    println!("  plain TCP copy                 {tcp_rate:9.1} MiB/s  ({tcp_secs:.2} s)");
+    if let Some((secs, _)) = &libp2p {
+        let rate = total_mib as f64 / secs;
+        println!(
+            "  libp2p-stream (swarm QUIC)     {rate:9.1} MiB/s  ({secs:.2} s)  ratio {:.3}",
+            rate / tcp_rate
+        );
+    }
+    println!(
+        "  bulk endpoint (quinn, verified) {bulk_rate:8.1} MiB/s  ({bulk_secs:.2} s)  ratio {:.3}",
+        bulk_rate / tcp_rate
+    );
+    for c in &conns {
+        println!(
+            "  bulk path: mtu {} B, rtt {:?}, cwnd {} KiB, lost {} of {} packets, {} congestion events",
+            c.mtu,
+            c.rtt,
+            c.cwnd >> 10,
+            c.lost_packets,
+            c.sent_packets,
+            c.congestion_events
+        );
+    }
+    println!(
+        "  bulk socket buffers granted (as the kernel reports): rcv {} KiB, snd {} KiB",
+        stats.recv_buffer >> 10,
+        stats.send_buffer >> 10
+    );
+    println!("raft round trip (64 B, every 50 ms, on the swarm's connection):");
+    println!("  idle                    {}", summary(idle));
+    if let Some((_, probes)) = libp2p {
+        println!("  during libp2p transfer  {}", summary(probes));
+    }
+    println!("  during bulk transfer    {}", summary(bulk_probes));
 
-    client.shutdown().await;
+    plain.shutdown().await;
+    bulk.shutdown().await;
     drop(child.stdin.take());
     let _ = child.wait();
 }

@@ -4,10 +4,12 @@
 //! that sends [`Command`]s with oneshot replies over a bounded channel;
 //! inbound requests and peer news arrive on the bounded [`P2pEvent`]
 //! channel returned by [`start`]. Chunk fetches do not go through the event
-//! loop: they open libp2p-stream streams directly (its `Control` is made
-//! for that), bounded by semaphores shared by all clones.
+//! loop: they take a bulk stream from the bulk dialer (`crate::bulk`) or
+//! open libp2p-stream streams directly (its `Control` is made for that),
+//! bounded by semaphores shared by all clones.
 
 use crate::addr::parse_addr;
+use crate::bulk::{Bulk, BulkConnection, BulkStats, Counters};
 use crate::chunks::faults::Faults;
 use crate::chunks::fetch::{self, ChunkFetch, FetchPlan, FetchShared};
 use crate::chunks::serve::{serve_loop, ServeShared};
@@ -119,6 +121,7 @@ pub struct P2pClient {
     local: PeerId,
     cmds: mpsc::Sender<Command>,
     fetch: Arc<FetchShared>,
+    bulk: Option<Bulk>,
 }
 
 /// Builds the swarm, starts listening, spawns the event loop and the chunk
@@ -130,8 +133,33 @@ pub async fn start(
 ) -> Result<(P2pClient, mpsc::Receiver<P2pEvent>), P2pError> {
     config.limits.check()?;
     config.quic.check(&config.limits)?;
+    config.bulk.check(&config.limits)?;
     let local = keypair.public().to_peer_id();
     let membership = Membership::default();
+    let limits = config.limits.clone();
+    // One set of serving permits for both paths (libp2p-stream and bulk).
+    let serve = Arc::new(ServeShared {
+        limits: limits.clone(),
+        membership: membership.clone(),
+        provider: services.chunks.clone(),
+        global: Arc::new(Semaphore::new(limits.serve_streams_global)),
+        per_peer: PerPeer::new(limits.serve_streams_per_peer),
+    });
+    let counters = Arc::new(Counters::default());
+    // The bulk endpoint first: its port goes into identify's agent version.
+    let bulk = Bulk::start(
+        &keypair,
+        &config,
+        &membership,
+        serve.clone(),
+        counters.clone(),
+    )?;
+    // Closes the bulk endpoint if the rest of the start fails.
+    let mut unwind = ShutdownOnDrop(bulk.clone());
+    let mut config = config;
+    if let Some(b) = &bulk {
+        config.agent_version = crate::bulk::announce(&config.agent_version, b.advertised_port());
+    }
     let mut swarm = swarm::build(keypair, &config, &membership)?;
     let mut listeners = HashSet::new();
     for addr in &config.listen {
@@ -206,17 +234,7 @@ pub async fn start(
     let incoming = control
         .accept(CHUNKS_PROTOCOL)
         .map_err(|e| P2pError::Transport(e.to_string()))?;
-    let limits = config.limits.clone();
-    tokio::spawn(serve_loop(
-        incoming,
-        Arc::new(ServeShared {
-            limits: limits.clone(),
-            membership: membership.clone(),
-            provider: services.chunks.clone(),
-            global: Arc::new(Semaphore::new(limits.serve_streams_global)),
-            per_peer: PerPeer::new(limits.serve_streams_per_peer),
-        }),
-    ));
+    tokio::spawn(serve_loop(incoming, serve));
 
     let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_BUFFER);
@@ -228,6 +246,8 @@ pub async fn start(
         per_peer: PerPeer::new(limits.fetch_streams_per_peer),
         faults: Mutex::new(Faults::new(limits.fault_threshold, limits.ban_duration)),
         events: events_tx.clone(),
+        bulk: bulk.as_ref().map(|b| b.dialer.clone()),
+        counters,
     });
     let event_loop = EventLoop::new(
         swarm,
@@ -237,16 +257,30 @@ pub async fn start(
         &config,
         services.join_verifier,
         listen_addrs,
-    );
+    )
+    .with_bulk(bulk.clone());
     tokio::spawn(event_loop.run());
+    unwind.0 = None;
     Ok((
         P2pClient {
             local,
             cmds: cmd_tx,
             fetch,
+            bulk,
         },
         events_rx,
     ))
+}
+
+/// Shuts the bulk endpoint down when dropped armed (a failed start).
+struct ShutdownOnDrop(Option<Bulk>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.shutdown();
+        }
+    }
 }
 
 impl P2pClient {
@@ -428,8 +462,46 @@ impl P2pClient {
         self.fetch.faults_of(peer)
     }
 
-    /// Stops the event loop (the swarm closes all connections).
+    /// What the bulk endpoint did so far, and where it is bound.
+    pub fn bulk_stats(&self) -> BulkStats {
+        crate::bulk::stats(&self.fetch.counters, self.bulk.as_ref())
+    }
+
+    /// Tells the bulk dialer where `peer`'s bulk endpoint is, and dials it
+    /// (members announce theirs through identify; this is for an address
+    /// known otherwise). Ignored for non-members and with the endpoint off.
+    /// The dial checks that the endpoint is `peer`'s.
+    pub fn add_bulk_address(&self, peer: PeerId, addr: std::net::SocketAddr) {
+        if let Some(b) = &self.bulk {
+            b.learn(peer, addr);
+        }
+    }
+
+    /// Members this node has a bulk connection to (its fetches from them
+    /// go over bulk streams).
+    pub async fn bulk_peers(&self) -> Vec<PeerId> {
+        self.bulk_connections()
+            .await
+            .into_iter()
+            .map(|c| c.peer)
+            .collect()
+    }
+
+    /// This node's bulk connections (the ones it dialed to fetch), with
+    /// what QUIC measured on each path.
+    pub async fn bulk_connections(&self) -> Vec<BulkConnection> {
+        match &self.bulk {
+            Some(b) => b.dialer.connections().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Stops the event loop (the swarm closes all connections) and closes
+    /// the bulk endpoint.
     pub async fn shutdown(&self) {
+        if let Some(b) = &self.bulk {
+            b.shutdown();
+        }
         let _ = self.cmds.send(Command::Shutdown).await;
     }
 }

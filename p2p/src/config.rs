@@ -147,6 +147,8 @@ pub enum ConfigError {
     Batch { batch: usize, max: usize },
     #[error("max_chunk_len {0} exceeds the 4 GiB frame limit")]
     ChunkTooLarge(usize),
+    #[error("bulk endpoint: {0}")]
+    Bulk(&'static str),
 }
 
 impl QuicTuning {
@@ -221,6 +223,159 @@ pub struct P2pConfig {
     /// after AutoNAT confirms it (libp2p's relay offers the hop protocol
     /// only with a confirmed external address).
     pub external: Vec<Multiaddr>,
+    /// The bulk chunk endpoint beside the swarm (`crate::bulk`).
+    pub bulk: BulkConfig,
+}
+
+/// Congestion controller of the bulk endpoint's QUIC connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Congestion {
+    Cubic,
+    NewReno,
+    /// quinn's BBR (marked experimental by quinn).
+    Bbr,
+}
+
+/// The bulk chunk endpoint: a quinn QUIC endpoint of its own, beside the
+/// libp2p swarm, that carries `/filesyncd/chunks/1` requests on long-lived
+/// streams (docs/PROTOCOL.md, "Bulk endpoint"; `crate::bulk`). Raft stays
+/// on the swarm's connection, so bulk data no longer shares its flow
+/// control or congestion window.
+#[derive(Clone, Debug)]
+pub struct BulkConfig {
+    /// Off: no bulk endpoint; chunks go over libp2p-stream only (the node's
+    /// `--no-bulk`).
+    pub enabled: bool,
+    /// UDP port to bind, on the IP of the first listen address. `None`:
+    /// the swarm's port + 1 when that port is fixed (an ephemeral one if
+    /// it is taken), else an ephemeral port. `Some(0)`: ephemeral.
+    /// `Some(p)`: exactly `p` (a bind failure stops `start`).
+    pub port: Option<u16>,
+    /// Port announced to members (a router forwarding another external
+    /// port). `None`: the bound port.
+    pub advertise_port: Option<u16>,
+    /// SO_RCVBUF and SO_SNDBUF asked for the UDP socket. The kernel caps
+    /// them at `net.core.rmem_max` / `wmem_max` (a warning says so); this
+    /// crate never changes sysctls.
+    pub socket_buffer: usize,
+    /// QUIC receive window of one stream.
+    pub stream_window: u32,
+    /// QUIC receive window of one connection.
+    pub connection_window: u32,
+    /// Bytes one connection may have sent and not yet acknowledged.
+    pub send_window: u64,
+    /// First UDP payload size tried before MTU discovery (≥ 1200).
+    pub initial_mtu: u16,
+    /// Upper bound of MTU discovery (UDP payload) on a network path:
+    /// discovery settles on what the path carries (1452 on Ethernet, more
+    /// with jumbo frames). Up to 6,550 segmentation offload (GSO) stays on;
+    /// above it, it is off (see `bulk::endpoint::gso_fits`).
+    pub mtu_upper_bound: u16,
+    /// The same on a loopback path (peers on one machine), ≤ 65527: one
+    /// ~64 KB datagram per send costs less than GSO batches of small ones
+    /// (measured on loopback: 65,000 without GSO ~0.97 GB/s, 6,500 with
+    /// GSO ~0.71 GB/s, 1,452 with GSO ~0.45 GB/s).
+    pub loopback_mtu_upper_bound: u16,
+    pub congestion: Congestion,
+    /// TLS cipher preference: AES-GCM first (AES-NI/VAES make it the
+    /// cheapest), ChaCha20-Poly1305 last. `true` puts ChaCha20 first, as
+    /// libp2p-tls does (for measurements).
+    pub prefer_chacha: bool,
+    /// Bidirectional streams one member may have open per connection.
+    pub max_streams_per_connection: u32,
+    /// Bulk connections accepted at once, all peers together.
+    pub max_connections: usize,
+    /// Bulk connections accepted at once from one peer.
+    pub max_connections_per_peer: usize,
+    /// TLS handshakes in progress at once (more are refused unanswered).
+    pub max_handshakes: usize,
+    /// Idle timeout of a bulk connection.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval (below `idle_timeout`).
+    pub keep_alive: Duration,
+    /// Longest wait for a bulk connection to come up.
+    pub connect_timeout: Duration,
+    /// First wait before a peer whose bulk endpoint could not be reached
+    /// is tried again (doubles per failure, up to `retry_max`); its
+    /// chunks go over libp2p-stream meanwhile.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        BulkConfig {
+            enabled: true,
+            port: None,
+            advertise_port: None,
+            socket_buffer: 8 * MIB,
+            stream_window: 8 * MIB as u32,
+            connection_window: 48 * MIB as u32,
+            send_window: 48 * MIB as u64,
+            initial_mtu: 1200,
+            mtu_upper_bound: 6_500,
+            loopback_mtu_upper_bound: 65_000,
+            congestion: Congestion::Cubic,
+            prefer_chacha: false,
+            max_streams_per_connection: 16,
+            max_connections: 128,
+            max_connections_per_peer: 4,
+            max_handshakes: 32,
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl BulkConfig {
+    /// Checks the bounds; `limits` for the stream count a fetcher uses.
+    pub fn check(&self, limits: &Limits) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let lowest = self.mtu_upper_bound.min(self.loopback_mtu_upper_bound);
+        if self.initial_mtu < 1200 || lowest < self.initial_mtu {
+            return Err(ConfigError::Bulk(
+                "MTU: 1200 <= initial_mtu <= both MTU upper bounds required",
+            ));
+        }
+        if self.mtu_upper_bound.max(self.loopback_mtu_upper_bound) > 65_527 {
+            return Err(ConfigError::Bulk("an MTU upper bound above 65527"));
+        }
+        if self.stream_window == 0 || self.connection_window < self.stream_window {
+            return Err(ConfigError::Bulk(
+                "windows: 0 < stream_window <= connection_window required",
+            ));
+        }
+        if (self.max_streams_per_connection as usize) < limits.fetch_streams_per_peer {
+            return Err(ConfigError::Bulk(
+                "max_streams_per_connection below fetch_streams_per_peer",
+            ));
+        }
+        for (v, name) in [
+            (self.max_connections, "bulk max_connections"),
+            (
+                self.max_connections_per_peer,
+                "bulk max_connections_per_peer",
+            ),
+            (self.max_handshakes, "bulk max_handshakes"),
+            (self.socket_buffer, "bulk socket_buffer"),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.keep_alive >= self.idle_timeout || self.keep_alive.is_zero() {
+            return Err(ConfigError::Bulk("0 < keep_alive < idle_timeout required"));
+        }
+        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+            return Err(ConfigError::Bulk("0 < retry_min <= retry_max required"));
+        }
+        Ok(())
+    }
 }
 
 /// NAT traversal (docs/PROTOCOL.md, "Behind NAT"). Every piece works among
@@ -275,6 +430,7 @@ impl Default for P2pConfig {
             agent_version: concat!("filesyncd/", env!("CARGO_PKG_VERSION")).to_owned(),
             nat: NatConfig::default(),
             external: Vec::new(),
+            bulk: BulkConfig::default(),
         }
     }
 }
@@ -288,6 +444,28 @@ mod tests {
         let l = Limits::default();
         l.check().unwrap();
         QuicTuning::default().check(&l).unwrap();
+        BulkConfig::default().check(&l).unwrap();
+    }
+
+    #[test]
+    fn bulk_bounds_are_checked() {
+        let l = Limits::default();
+        let bad = BulkConfig {
+            max_streams_per_connection: 2,
+            ..BulkConfig::default()
+        };
+        assert!(matches!(bad.check(&l), Err(ConfigError::Bulk(_))));
+        let bad = BulkConfig {
+            mtu_upper_bound: 1000,
+            ..BulkConfig::default()
+        };
+        assert!(matches!(bad.check(&l), Err(ConfigError::Bulk(_))));
+        let off = BulkConfig {
+            enabled: false,
+            max_streams_per_connection: 0,
+            ..BulkConfig::default()
+        };
+        off.check(&l).unwrap();
     }
 
     #[test]

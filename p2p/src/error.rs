@@ -5,6 +5,8 @@ use crate::config::ConfigError;
 use crate::protocol::RejectReason;
 use libp2p::request_response::OutboundFailure;
 use libp2p::PeerId;
+use std::io;
+use std::net::SocketAddr;
 
 /// A Raft / ctl / join request failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +54,29 @@ pub enum P2pError {
     Transport(String),
     #[error("dial failed: {0}")]
     Dial(String),
+    #[error(transparent)]
+    Bulk(#[from] BulkError),
     #[error("the p2p event loop has stopped")]
     Shutdown,
+}
+
+/// The bulk endpoint (`crate::bulk`) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error("cannot bind the bulk endpoint on udp {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no IP listen address to put the bulk endpoint on")]
+    NoListenIp,
+    #[error("bulk endpoint certificate: {0}")]
+    Certificate(#[from] libp2p::tls::certificate::GenError),
+    #[error("bulk endpoint TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("bulk endpoint QUIC configuration: {0}")]
+    Quic(String),
 }
 
 /// The joiner side of the join handshake failed.

@@ -9,6 +9,7 @@
 //! app's event channel is full the request is dropped (the remote's request
 //! fails and Raft retries) instead of stalling the swarm.
 
+use crate::bulk::Bulk;
 use crate::client::{Command, Proto};
 use crate::config::Limits;
 use crate::error::{P2pError, RequestError};
@@ -28,6 +29,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, relay, upnp, Multiaddr, PeerId, Swarm};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -57,6 +59,9 @@ pub(crate) struct EventLoop {
     replies: FuturesUnordered<PendingReply>,
     listen_addrs: Vec<Multiaddr>,
     nat: Nat,
+    /// The bulk endpoint: told where members' bulk endpoints are (from
+    /// identify), closed when this loop ends.
+    bulk: Option<Bulk>,
 }
 
 impl EventLoop {
@@ -94,7 +99,14 @@ impl EventLoop {
             replies: FuturesUnordered::new(),
             listen_addrs,
             nat: Nat::new(config.nat.clone()),
+            bulk: None,
         }
+    }
+
+    /// Hands the loop the bulk endpoint (see the `bulk` field).
+    pub fn with_bulk(mut self, bulk: Option<Bulk>) -> EventLoop {
+        self.bulk = bulk;
+        self
     }
 
     pub async fn run(mut self) {
@@ -120,6 +132,9 @@ impl EventLoop {
                 }
                 _ = tick.tick() => self.sweep(),
             }
+        }
+        if let Some(bulk) = &self.bulk {
+            bulk.shutdown();
         }
         tracing::debug!("p2p event loop stopped");
     }
@@ -309,9 +324,10 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Join(e)) => self.on_join_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
             })) if self.membership.is_member(&peer_id) => {
+                self.learn_bulk(peer_id, connection_id, &info.agent_version);
                 self.nat
                     .observed(peer_id, info.observed_addr.clone(), Instant::now());
                 let addrs: Vec<Multiaddr> = info
@@ -468,6 +484,28 @@ impl EventLoop {
                 self.listen_addrs.retain(|a| *a != address);
             }
             _ => {}
+        }
+    }
+
+    /// A member announced a bulk port: its bulk endpoint is that port on
+    /// the IP this connection comes from (never an address it names, so a
+    /// member can point us only at itself). Not through a relay.
+    fn learn_bulk(&self, peer: PeerId, connection: ConnectionId, agent: &str) {
+        let (Some(bulk), Some(port)) = (&self.bulk, crate::bulk::announced_port(agent)) else {
+            return;
+        };
+        let Some(conn) = self.swarm.behaviour().gate.connection(&connection) else {
+            return;
+        };
+        if conn
+            .remote_addr
+            .iter()
+            .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+        {
+            return;
+        }
+        if let Some(ip) = ip_of(&conn.remote_addr) {
+            bulk.learn(peer, SocketAddr::new(ip, port));
         }
     }
 

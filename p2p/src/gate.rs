@@ -3,8 +3,10 @@
 //! * [`Membership`]: the allow-list fed by the app (`set_members`), the set
 //!   of removed members (refused outright until re-added), the revoked
 //!   PeerIds the app reads from its replicated state (`set_revoked`: refused
-//!   for good, member or not), and temporary bans (join abuse). Shared by the swarm and the chunk server; written
-//!   only by the event loop. The lock is never held across `.await`.
+//!   for good, member or not), and temporary bans (join abuse). Shared by
+//!   the swarm, the chunk server and the bulk endpoint (which subscribes to
+//!   its changes); written only by the event loop. The lock is never held
+//!   across `.await`.
 //! * [`Gate`]: a behaviour placed first in the swarm. It refuses connections
 //!   of removed / banned peers and of strangers beyond
 //!   `max_stranger_connections`; it remembers, per connection, whether the
@@ -35,6 +37,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// Most addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
@@ -56,8 +59,24 @@ pub enum Standing {
 }
 
 /// The shared allow-list.
-#[derive(Clone, Default, Debug)]
-pub struct Membership(Arc<RwLock<MemberState>>);
+#[derive(Clone, Debug)]
+pub struct Membership {
+    state: Arc<RwLock<MemberState>>,
+    /// A counter bumped after every change that can take rights away
+    /// (members set, revocations, bans): holders of rights granted earlier
+    /// (the bulk endpoint's connections, which the swarm's sweep does not
+    /// see) wait on it and check their peer again.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            state: Arc::default(),
+            changes: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
 
 /// What changed in a `set_members` call.
 #[derive(Debug, Default)]
@@ -68,13 +87,28 @@ pub struct MemberDiff {
 
 impl Membership {
     fn read<R>(&self, f: impl FnOnce(&MemberState) -> R) -> R {
-        let guard = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.state.read().unwrap_or_else(|e| e.into_inner());
         f(&guard)
     }
 
+    /// Writes, then tells subscribers (after the lock is released).
     fn write<R>(&self, f: impl FnOnce(&mut MemberState) -> R) -> R {
-        let mut guard = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let r = self.write_quiet(f);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        r
+    }
+
+    /// Writes without telling subscribers: for changes that take no
+    /// rights away (expired bans).
+    fn write_quiet<R>(&self, f: impl FnOnce(&mut MemberState) -> R) -> R {
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)
+    }
+
+    /// Wakes after each change of the list (see the `changes` field); the
+    /// receiver then reads [`Membership::standing`] again.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn is_member(&self, peer: &PeerId) -> bool {
@@ -153,7 +187,7 @@ impl Membership {
     }
 
     fn sweep_bans(&self, now: Instant) {
-        self.write(|s| s.banned_until.retain(|_, t| *t > now))
+        self.write_quiet(|s| s.banned_until.retain(|_, t| *t > now))
     }
 }
 
@@ -344,6 +378,20 @@ mod tests {
         assert_eq!(m.standing(&a, now), Standing::Refused);
         m.set([local, a].into_iter().collect(), local);
         assert_eq!(m.standing(&a, now), Standing::Member);
+    }
+
+    #[test]
+    fn subscribers_hear_of_changes_but_not_of_expired_bans() {
+        let m = Membership::default();
+        let mut rx = m.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        m.set([PeerId::random()].into_iter().collect(), PeerId::random());
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        m.sweep_bans(Instant::now());
+        assert!(!rx.has_changed().unwrap());
+        m.set_revoked([PeerId::random()].into_iter().collect());
+        assert!(rx.has_changed().unwrap());
     }
 
     #[test]

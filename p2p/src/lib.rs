@@ -2,7 +2,8 @@
 //!
 //! Identity ([`identity`]), membership gating ([`gate`]), the join handshake
 //! ([`join`], [`token`]), opaque Raft and control request-response, and
-//! verified bulk chunk streams ([`chunks`]). This crate knows nothing of
+//! verified bulk chunk streams ([`chunks`]), over the swarm or over the
+//! bulk endpoint beside it ([`bulk`]). This crate knows nothing of
 //! Raft types: Raft RPCs are opaque bytes. The wire protocols are specified
 //! in [`protocol`] (and `docs/PROTOCOL.md`).
 //!
@@ -11,6 +12,7 @@
 //! drain the [`P2pEvent`] receiver.
 
 pub mod addr;
+pub mod bulk;
 pub mod chunks;
 pub mod client;
 pub mod cluster_key;
@@ -32,11 +34,12 @@ mod swarm;
 pub mod token;
 
 pub use addr::{parse_addr, AddrError};
+pub use bulk::{BulkConnection, BulkStats};
 pub use chunks::fetch::{ChunkFetch, FetchPlan, Fetched};
 pub use client::{start, Joined, P2pClient, Services};
 pub use cluster_key::{ClusterKey, ClusterProofError, Fingerprint, FingerprintParseError};
-pub use config::{ConfigError, Limits, NatConfig, P2pConfig, QuicTuning};
-pub use error::{FetchError, JoinError, P2pError, RequestError};
+pub use config::{BulkConfig, ConfigError, Congestion, Limits, NatConfig, P2pConfig, QuicTuning};
+pub use error::{BulkError, FetchError, JoinError, P2pError, RequestError};
 pub use filesyncd_merkle::Hash;
 pub use hooks::{
     ChunkProvider, JoinApplication, JoinVerifier, P2pEvent, Rejection, Reply, ReplyError,

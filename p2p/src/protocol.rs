@@ -26,6 +26,7 @@
 //! | `/filesyncd/chunks/1` | raw stream (libp2p-stream) | members | 1024 hashes / 16 MiB per chunk |
 //! | `/ipfs/id/1.0.0` | identify | members | libp2p's |
 //! | `/ipfs/ping/1.0.0` | ping | anyone | libp2p's |
+//! | bulk endpoint, ALPN `filesyncd-bulk/1` | own QUIC endpoint (quinn), chunks/1 requests on long-lived streams | members (mutual TLS) | as chunks/1; 16 streams per connection, 4 connections per peer |
 //!
 //! Gating: on a connection whose remote is not a member *when the
 //! connection is established*, the members-only protocols are not even
@@ -72,6 +73,11 @@
 //! The fetcher checks every header against its limits before allocating,
 //! decompresses into a buffer bounded by the announced raw length, and
 //! verifies blake3 before handing the chunk on.
+//!
+//! The same requests and frames also travel over the bulk endpoint
+//! ([`crate::bulk`]): a QUIC endpoint of its own beside the swarm, where a
+//! stream carries one request after another, so chunk bytes share neither
+//! flow control nor congestion control with Raft.
 //!
 //! # Limits and starvation
 //! See [`crate::Limits`] and [`crate::QuicTuning`]: chunk streams are bounded

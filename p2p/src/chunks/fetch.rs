@@ -1,4 +1,6 @@
-//! The fetching side of `/filesyncd/chunks/1`.
+//! The fetching side of `/filesyncd/chunks/1`, over bulk streams where a
+//! bulk connection is up and libp2p-stream otherwise
+//! ([`super::stream::ChunkStream`]).
 //!
 //! A [`FetchPlan`] lists the wanted hashes and, for each, the peers that
 //! hold it. A coordinator task cuts the wants into batches of at most
@@ -20,16 +22,18 @@
 //! banned, not excluded for that hash.
 
 use super::faults::Faults;
+use super::stream::ChunkStream;
 use super::wire::{self, FrameHeader, Kind, HEADER_LEN};
 use super::PerPeer;
+use crate::bulk::dialer::DialerHandle;
+use crate::bulk::Counters;
 use crate::config::Limits;
 use crate::error::FetchError;
 use crate::gate::Membership;
 use crate::hooks::P2pEvent;
-use crate::protocol::CHUNKS_PROTOCOL;
 use filesyncd_merkle::Hash;
 use futures::stream::FuturesUnordered;
-use futures::{AsyncReadExt, AsyncWriteExt, Stream, StreamExt};
+use futures::{AsyncReadExt, Stream, StreamExt};
 use libp2p::PeerId;
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -87,6 +91,10 @@ pub(crate) struct FetchShared {
     pub limits: Limits,
     pub membership: Membership,
     pub control: libp2p_stream::Control,
+    /// The bulk endpoint's dialer (`None`: disabled); batches go over it
+    /// when a bulk connection to the holder is up ([`ChunkStream::open`]).
+    pub bulk: Option<DialerHandle>,
+    pub counters: Arc<Counters>,
     pub global: Arc<Semaphore>,
     pub per_peer: PerPeer,
     pub faults: Mutex<Faults>,
@@ -222,18 +230,31 @@ async fn coordinate(shared: Arc<FetchShared>, plan: FetchPlan, out: mpsc::Sender
     loop {
         let now = Instant::now();
         // Peers usable now (membership and bans checked once per round).
-        let mut usable_cache: HashMap<PeerId, bool> = HashMap::new();
-        let mut usable = |p: &PeerId| {
-            *usable_cache
-                .entry(*p)
-                .or_insert_with(|| shared.usable(p, now))
+        // A fetch names few holders and this runs for every pending hash
+        // of every round: a short list searched in place costs less than
+        // hashing a PeerId per lookup.
+        let mut usable_cache: Vec<(PeerId, bool)> = Vec::new();
+        let mut usable = |p: &PeerId| match usable_cache.iter().find(|(q, _)| q == p) {
+            Some((_, u)) => *u,
+            None => {
+                let u = shared.usable(p, now);
+                usable_cache.push((*p, u));
+                u
+            }
         };
         let mut dead = Vec::new();
+        // Every holder some pending hash may still be asked from.
+        let mut live: Vec<PeerId> = Vec::new();
         pending.retain_mut(|w| {
-            let any = w
-                .holders
-                .iter()
-                .any(|p| !w.excluded.contains(p) && usable(p));
+            let mut any = false;
+            for p in &w.holders {
+                if !w.excluded.contains(p) && usable(p) {
+                    any = true;
+                    if !live.contains(p) {
+                        live.push(*p);
+                    }
+                }
+            }
             if !any {
                 dead.push(w.hash);
             }
@@ -251,7 +272,7 @@ async fn coordinate(shared: Arc<FetchShared>, plan: FetchPlan, out: mpsc::Sender
             &mut inflight.0,
             &mut batches,
             &out,
-            &mut usable,
+            &live,
         );
         if pending.is_empty() && inflight.0.is_empty() {
             return;
@@ -315,20 +336,25 @@ fn dispatch(
     inflight: &mut FuturesUnordered<JoinHandle<BatchReport>>,
     batches: &mut HashMap<tokio::task::Id, Vec<Hash>>,
     out: &mpsc::Sender<Fetched>,
-    usable: &mut impl FnMut(&PeerId) -> bool,
+    live: &[PeerId],
 ) {
     let limits = &shared.limits;
     loop {
         if pending.is_empty() {
             return;
         }
-        // Candidate peers: usable holders of some pending hash, under the
-        // per-peer bound, least loaded first.
+        // Candidate peers: usable holders of some pending hash (`live`:
+        // members, not banned), under the per-peer bound, least loaded
+        // first. The scan stops once it found every live holder (at once
+        // with one holder, the common case).
         let mut candidates: Vec<PeerId> = Vec::new();
-        for w in pending.iter() {
+        'scan: for w in pending.iter() {
             for p in &w.holders {
-                if !w.excluded.contains(p) && !candidates.contains(p) && usable(p) {
+                if !candidates.contains(p) && live.contains(p) && !w.excluded.contains(p) {
                     candidates.push(*p);
+                    if candidates.len() >= live.len() {
+                        break 'scan;
+                    }
                 }
             }
         }
@@ -403,31 +429,21 @@ async fn fetch_from(
 ) {
     let limits = &shared.limits;
     let t = limits.chunk_io_timeout;
-    let mut control = shared.control.clone();
-    let mut stream = match tokio::time::timeout(t, control.open_stream(peer, CHUNKS_PROTOCOL)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let mut stream = match ChunkStream::open(shared, peer).await {
+        Ok(s) => s,
+        Err(e) => {
             tracing::debug!(%peer, "cannot open a chunk stream: {e}");
-            outcomes.fill(Outcome::Io);
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "timed out opening a chunk stream");
             outcomes.fill(Outcome::Io);
             return;
         }
     };
     let request = wire::encode_request(hashes, true);
-    let sent = tokio::time::timeout(t, async {
-        stream.write_all(&request).await?;
-        stream.close().await
-    })
-    .await;
+    let sent = tokio::time::timeout(t, stream.send_request(&request)).await;
     if !matches!(sent, Ok(Ok(()))) {
         outcomes.fill(Outcome::Io);
         return;
     }
+    let bulk = stream.is_bulk();
     for (i, want) in hashes.iter().enumerate() {
         let (header, body) = match read_frame(&mut stream, want, limits.max_chunk_len, t).await {
             Ok(Some(frame)) => frame,
@@ -458,6 +474,10 @@ async fn fetch_from(
         };
         match opened {
             Ok(data) => {
+                if bulk {
+                    Counters::bump(&shared.counters.chunks_bulk, 1);
+                    Counters::bump(&shared.counters.bytes_bulk, data.len() as u64);
+                }
                 if out.send(Ok((*want, data))).await.is_err() {
                     return; // the caller is gone
                 }
@@ -470,6 +490,8 @@ async fn fetch_from(
             }
         }
     }
+    // Every frame read: a bulk stream can carry the next request.
+    stream.done();
 }
 
 /// Why [`read_frame`] read no frame.

@@ -1,6 +1,8 @@
-//! Bulk chunk exchange over `/filesyncd/chunks/1` (libp2p-stream).
+//! Bulk chunk exchange: `/filesyncd/chunks/1` over libp2p-stream, and the
+//! same requests and frames over the bulk endpoint (`crate::bulk`).
 //!
 //! * [`wire`]: the byte layout and the compression choice.
+//! * `stream`: the stream a fetch batch runs on (bulk or libp2p).
 //! * [`fetch`]: the fetching side: batches spread over every holder,
 //!   bounded per peer and globally, every chunk verified before it is
 //!   handed on, bad senders charged faults and routed around.
@@ -10,6 +12,7 @@
 pub mod faults;
 pub mod fetch;
 pub mod serve;
+pub(crate) mod stream;
 pub mod wire;
 
 use libp2p::PeerId;

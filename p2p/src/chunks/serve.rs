@@ -1,4 +1,6 @@
-//! The serving side of `/filesyncd/chunks/1`.
+//! The serving side of `/filesyncd/chunks/1` over libp2p-stream, and the
+//! parts the bulk endpoint shares ([`ServeShared`]'s permits,
+//! [`write_frames`]).
 //!
 //! Inbound chunk streams reach us only on member connections (the gate does
 //! not offer the protocol to strangers); membership is checked again here,
@@ -19,11 +21,13 @@ use super::PerPeer;
 use crate::config::Limits;
 use crate::gate::Membership;
 use crate::hooks::ChunkProvider;
+use filesyncd_merkle::Hash;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Frames prepared ahead of the writer.
 const PIPELINE: usize = 2;
@@ -59,28 +63,75 @@ pub(crate) async fn serve_loop(
 async fn serve_stream(shared: &ServeShared, peer: PeerId, mut stream: Stream) -> io::Result<()> {
     let limits = &shared.limits;
     let t = limits.chunk_io_timeout;
-    let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "semaphore closed");
-    // The peer's own permit first: its queued streams wait on it without
-    // holding global permits, so one peer cannot starve the others.
-    let _local = shared
-        .per_peer
-        .get(peer)
-        .acquire_owned()
-        .await
-        .map_err(|_| closed())?;
-    let _global = shared
-        .global
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| closed())?;
+    // Permits before the request is read: a stream is one request here.
+    let _permits = shared.permits(peer).await?;
     let (accept_zstd, hashes) = tokio::time::timeout(t, read_request(&mut stream, limits))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    write_frames(shared, hashes, accept_zstd, &mut stream).await?;
+    tokio::time::timeout(t, stream.close())
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
 
+/// Where response frames go: a libp2p-stream stream, or a bulk stream
+/// (`crate::bulk`), which hands the body over without a copy.
+pub(crate) trait FrameSink: Send {
+    fn write_frame(&mut self, frame: Frame) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl FrameSink for Stream {
+    async fn write_frame(&mut self, frame: Frame) -> io::Result<()> {
+        self.write_all(&frame.header.encode()).await?;
+        self.write_all(&frame.body).await
+    }
+}
+
+/// A served stream's permits: the peer's own, then a global one.
+pub(crate) struct Permits {
+    _local: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
+impl ServeShared {
+    /// Waits for the peer's own permit first: its queued requests wait on
+    /// it without holding global permits, so one peer cannot starve the
+    /// others. The same permits bound both paths (libp2p-stream and bulk).
+    pub(crate) async fn permits(&self, peer: PeerId) -> io::Result<Permits> {
+        let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "semaphore closed");
+        let local = self
+            .per_peer
+            .get(peer)
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        let global = self
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        Ok(Permits {
+            _local: local,
+            _global: global,
+        })
+    }
+}
+
+/// Answers one request: a blocking thread asks the provider for each
+/// chunk and compresses it while `sink` takes the previous frame (a
+/// 2-frame pipeline). Each frame is written within `chunk_io_timeout`.
+/// The stream is not closed here.
+pub(crate) async fn write_frames<S: FrameSink>(
+    shared: &ServeShared,
+    hashes: Vec<Hash>,
+    accept_zstd: bool,
+    sink: &mut S,
+) -> io::Result<()> {
+    let t = shared.limits.chunk_io_timeout;
     let (tx, mut rx) = mpsc::channel::<Frame>(PIPELINE);
     let provider = shared.provider.clone();
-    let max_chunk = limits.max_chunk_len;
+    let max_chunk = shared.limits.max_chunk_len;
     let producer = tokio::task::spawn_blocking(move || {
         for hash in hashes {
             let frame = match provider.get(&hash) {
@@ -102,16 +153,11 @@ async fn serve_stream(shared: &ServeShared, peer: PeerId, mut stream: Stream) ->
     });
     let written = async {
         while let Some(frame) = rx.recv().await {
-            tokio::time::timeout(t, async {
-                stream.write_all(&frame.header.encode()).await?;
-                stream.write_all(&frame.body).await
-            })
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            tokio::time::timeout(t, sink.write_frame(frame))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         }
-        tokio::time::timeout(t, stream.close())
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+        Ok(())
     }
     .await;
     drop(rx);

@@ -33,12 +33,27 @@ pub async fn node(
     chunks: Arc<dyn ChunkProvider>,
     verifier: Option<Arc<dyn JoinVerifier>>,
 ) -> Node {
-    init_tracing();
     let config = P2pConfig {
-        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
         limits,
-        ..P2pConfig::default()
+        ..loopback_config()
     };
+    node_with(config, chunks, verifier).await
+}
+
+/// A default config listening on 127.0.0.1 (random port).
+pub fn loopback_config() -> P2pConfig {
+    P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        ..P2pConfig::default()
+    }
+}
+
+pub async fn node_with(
+    config: P2pConfig,
+    chunks: Arc<dyn ChunkProvider>,
+    verifier: Option<Arc<dyn JoinVerifier>>,
+) -> Node {
+    init_tracing();
     let keypair = Keypair::generate_ed25519();
     let (client, events) = start(
         keypair,

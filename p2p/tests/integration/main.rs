@@ -1,5 +1,6 @@
 //! Two- and three-node tests on 127.0.0.1 (random ports), all in one process.
 
+mod bulk;
 mod chunks;
 mod common;
 mod gating;
