@@ -203,6 +203,23 @@ def describe(st):
             f"halted={s.get('halted')} last_error={s.get('last_error')}")
 
 
+def udp_ports_of(node):
+    """The node's swarm port and every other UDP port its process listens on."""
+    ports = {node.p2p_port}
+    pid = getattr(node.proc, "pid", None)
+    if pid is None:
+        return ports
+    r = subprocess.run(["ss", "-Hulnp"], capture_output=True, text=True, timeout=30)
+    for line in r.stdout.splitlines():
+        if f"pid={pid}," in line:
+            local = line.split()[3]
+            try:
+                ports.add(int(local.rsplit(":", 1)[1]))
+            except (IndexError, ValueError):
+                pass
+    return ports
+
+
 # ---------------------------------------------------------------- iptables
 
 
@@ -946,7 +963,11 @@ class Bench:
         self.start_cluster()
         self.rs = Rsync(self.root, self.procs)
         if not self.a.no_iptables:
-            self.counters = Counters(self.root, [x.p2p_port for x in self.nodes], self.rs.port)
+            # Every UDP port the daemons listen on: the swarm's and the bulk
+            # chunk endpoint's (swarm port + 1 when free, else ephemeral).
+            udp = sorted({p for x in self.nodes for p in udp_ports_of(x)})
+            self.notes.append(f"filesyncd UDP ports counted: {', '.join(map(str, udp))}")
+            self.counters = Counters(self.root, udp, self.rs.port)
         self.fsync_on = not self.a.no_rsync_fsync
         if self.fsync_on:
             h = subprocess.run(["rsync", "--help"], capture_output=True, text=True, timeout=30)
