@@ -99,6 +99,18 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Stages `o`'s version from `holders`.
+fn stage_from(
+    fs: &dyn Fs,
+    store: &dyn ChunkStore,
+    o: &Origin,
+    holders: &[u64],
+) -> Result<usize, String> {
+    rt().block_on(stage_version(
+        fs, store, &o.fetcher, o.root, o.size, &o.list, holders, "t",
+    ))
+}
+
 #[test]
 fn a_large_version_is_staged_once_and_the_write_takes_the_staged_file() {
     let data = bytes(1, 3 << 20);
@@ -106,18 +118,7 @@ fn a_large_version_is_staged_once_and_the_write_takes_the_staged_file() {
     let dir = tempfile::tempdir().unwrap();
     let fs = RootFs::open(dir.path()).unwrap();
     let store = MemChunkStore::new(dir.path());
-    let fetched = rt()
-        .block_on(stage_version(
-            &fs,
-            &store,
-            &o.fetcher,
-            o.root,
-            o.size,
-            &o.list,
-            &[1],
-            "t",
-        ))
-        .expect("staged");
+    let fetched = stage_from(&fs, &store, &o, &[1]).expect("staged");
     let distinct: std::collections::HashSet<Hash> = o.list.iter().map(|c| c.hash).collect();
     assert_eq!(fetched, distinct.len(), "every chunk fetched once");
     let sp = staged(&fs, &store, &o.root, o.size).expect("staged and indexed");
@@ -130,18 +131,7 @@ fn a_large_version_is_staged_once_and_the_write_takes_the_staged_file() {
         "served from the staged file"
     );
     // Staging again is free.
-    let again = rt()
-        .block_on(stage_version(
-            &fs,
-            &store,
-            &o.fetcher,
-            o.root,
-            o.size,
-            &o.list,
-            &[1],
-            "t",
-        ))
-        .unwrap();
+    let again = stage_from(&fs, &store, &o, &[1]).unwrap();
     assert_eq!(again, 0);
 
     let c = chunker();
@@ -192,18 +182,7 @@ fn chunks_a_local_file_holds_are_copied_not_fetched() {
     let st = FileStamp::of_path(&dir.path().join("big")).unwrap();
     store.index_file("big", st, &located(&o_old.list)).unwrap();
 
-    let fetched = rt()
-        .block_on(stage_version(
-            &fs,
-            &store,
-            &o.fetcher,
-            o.root,
-            o.size,
-            &o.list,
-            &[1],
-            "t",
-        ))
-        .expect("staged");
+    let fetched = stage_from(&fs, &store, &o, &[1]).expect("staged");
     assert!(
         fetched <= 3,
         "only the chunks around the insert travel ({fetched} did)"
@@ -220,17 +199,7 @@ fn all_zero_chunks_stay_holes_and_are_never_fetched() {
     let dir = tempfile::tempdir().unwrap();
     let fs = RootFs::open(dir.path()).unwrap();
     let store = MemChunkStore::new(dir.path());
-    rt().block_on(stage_version(
-        &fs,
-        &store,
-        &o.fetcher,
-        o.root,
-        o.size,
-        &o.list,
-        &[1],
-        "t",
-    ))
-    .expect("staged");
+    stage_from(&fs, &store, &o, &[1]).expect("staged");
     let sp = staged(&fs, &store, &o.root, o.size).expect("staged");
     assert_eq!(std::fs::read(dir.path().join(sp)).unwrap(), data);
 }
@@ -242,18 +211,7 @@ fn a_version_no_holder_has_is_not_staged_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let fs = RootFs::open(dir.path()).unwrap();
     let store = MemChunkStore::new(dir.path());
-    let err = rt()
-        .block_on(stage_version(
-            &fs,
-            &store,
-            &o.fetcher,
-            o.root,
-            o.size,
-            &o.list,
-            &[5],
-            "t",
-        ))
-        .expect_err("no holder");
+    let err = stage_from(&fs, &store, &o, &[5]).expect_err("no holder");
     assert!(err.contains("could not be fetched"), "{err}");
     assert!(staged(&fs, &store, &o.root, o.size).is_none());
     assert!(std::fs::read_dir(dir.path().join(STAGE_DIR))
@@ -272,17 +230,7 @@ fn after_a_crash_a_staged_file_is_re_verified_or_removed() {
     let fs = RootFs::open(dir.path()).unwrap();
     let store = MemChunkStore::new(dir.path());
     for x in [&o, &other] {
-        rt().block_on(stage_version(
-            &fs,
-            &store,
-            &x.fetcher,
-            x.root,
-            x.size,
-            &x.list,
-            &[1],
-            "t",
-        ))
-        .expect("staged");
+        stage_from(&fs, &store, x, &[1]).expect("staged");
     }
     // A crash after the materializer set the mode and mtime of the first:
     // its stamp is stale. The second was damaged on disk.
@@ -360,17 +308,7 @@ fn replaced_large_content_is_kept_by_a_link_and_the_write_still_places() {
         None,
         "already staged"
     );
-    rt().block_on(stage_version(
-        &fs,
-        &store,
-        &o.fetcher,
-        o.root,
-        o.size,
-        &o.list,
-        &[1],
-        "t",
-    ))
-    .expect("staged");
+    stage_from(&fs, &store, &o, &[1]).expect("staged");
     let rec = record("big", &o);
     let placed = mat(&fs, &store, &c)
         .write_file(&rec, &o.list, Expect::Entry(now))
