@@ -586,7 +586,9 @@ fn t90_retention_drops_replaced_content_from_the_version_store() {
             let sweeps: Vec<&str> = log.lines().filter(|l| l.contains("swept")).collect();
             panic!("node {i}: {e:?}; sweep log lines: {sweeps:#?}")
         });
-        eprintln!("figure: node {i} swept {freed} blob bytes; its version store holds {held} bytes");
+        eprintln!(
+            "figure: node {i} swept {freed} blob bytes; its version store holds {held} bytes"
+        );
         assert!(
             held >= size as u64 / 2,
             "node {i}: v2 swept: {held} bytes left"
