@@ -15,6 +15,19 @@
 //!   other sizes (default: `ChunkerParams::default()`).
 //! - `FILESYNCD_BENCH_REPEAT` (default 3): throughput runs; the best is kept.
 //!
+//! - `FILESYNCD_BENCH_PAR_MIB` (default 256): size of the file of the
+//!   serial-vs-parallel comparison; `FILESYNCD_BENCH_DIR` where it is
+//!   written (default: the system temp dir). It is read from the page cache
+//!   (it was just written): the figures are CPU-bound, as on a fast disk.
+//! - `FILESYNCD_BENCH_PAR_SWEEP` (default `4,8,16,32,64,128`): file sizes
+//!   in MiB of the threshold sweep.
+//!
+//! A filter argument runs only the sections whose name contains it:
+//! `throughput` (in memory), `inserts` (edit locality, needs the
+//! throughput's chunking), `parallel-file` (one file, serial pipeline vs the
+//! parallel path) and `parallel-threshold` (both on smaller files), e.g.
+//! `cargo bench -p filesyncd-chunkstore --bench chunker -- parallel`.
+//!
 //! Prints throughputs and the ratios chunker/blake3 and pipeline/blake3
 //! measured in the same run; then, per insert method, the number of chunks
 //! of the new version not present in the old and their total bytes (worst
@@ -22,9 +35,16 @@
 //! of index per chunk.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use filesyncd_chunkstore::chunker::{chunk_and_hash, ChunkReader, Chunker, ChunkerParams};
+use filesyncd_chunkstore::chunker::{
+    chunk_and_hash, chunk_file, chunk_file_parallel_with, ChunkReader, Chunker, ChunkerParams,
+    FileChunks, MAX_THREADS, PARALLEL_MIN_LEN,
+};
 use filesyncd_chunkstore::Hash;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -255,15 +275,138 @@ fn summarize(name: &str, costs: &[Cost]) {
     );
 }
 
+/// Writes `mib` MiB of random bytes (seeded by `seed`) to a new file in
+/// `dir`.
+fn random_file(dir: &Path, mib: usize, seed: u64) -> PathBuf {
+    let path = dir.join(format!("chunker-bench-{mib}MiB-{seed}"));
+    let mut f = File::create(&path).expect("create bench file");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        rng.fill_bytes(&mut block);
+        f.write_all(&block).expect("write bench file");
+    }
+    f.sync_all().expect("sync bench file");
+    path
+}
+
+fn no_sink(_: u64, _: &filesyncd_chunkstore::ChunkEntry, _: &[u8]) -> Result<(), Infallible> {
+    Ok(())
+}
+
+/// The serial pipeline (a `File` as a `Read`) against the parallel path
+/// (`chunk_file_parallel_with`) on the same file, same run.
+fn serial_vs_parallel(
+    chunker: &Chunker,
+    path: &Path,
+    threads: usize,
+    repeat: usize,
+) -> (Timing, Timing, FileChunks) {
+    let (t_serial, serial) = best(repeat, || {
+        let f = File::open(path).expect("open");
+        chunk_and_hash(f, chunker).expect("read")
+    });
+    let (t_par, par) = best(repeat, || {
+        let f = File::open(path).expect("open");
+        chunk_file_parallel_with(&f, chunker, threads, no_sink).expect("read")
+    });
+    assert_eq!(serial, par, "the parallel path must equal the serial one");
+    (t_serial, t_par, serial)
+}
+
+fn parallel_section(chunker: &Chunker, dir: &Path, repeat: usize) {
+    let mib = env_usize("FILESYNCD_BENCH_PAR_MIB", 256);
+    let size = mib << 20;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(MAX_THREADS);
+    let path = random_file(dir, mib, 0xF11E);
+    println!(
+        "parallel-file: {mib} MiB file of random bytes, {cores} cores, {threads} worker threads"
+    );
+    let (t_serial, t_par, chunks) = serial_vs_parallel(chunker, &path, threads, repeat);
+    let (t_auto, auto) = best(repeat, || chunk_file(&path, chunker).expect("read"));
+    assert_eq!(auto, chunks);
+    let (t_one, _) = best(repeat, || {
+        let f = File::open(&path).expect("open");
+        chunk_file_parallel_with(&f, chunker, 1, no_sink).expect("read")
+    });
+    let line = |name: &str, t: &Timing| {
+        let mibs = mib_s(size, t.wall);
+        println!(
+            "  {name:<38} {mibs:7.0} MiB/s = {:7.0} MB/s {}",
+            mibs * 1.048_576,
+            cpu_note(t)
+        );
+    };
+    line("serial pipeline (2 threads)", &t_serial);
+    line(&format!("parallel path ({threads} workers)"), &t_par);
+    line("parallel path (1 worker)", &t_one);
+    line("chunk_file (picks by itself)", &t_auto);
+    println!(
+        "  parallel/serial = {:.2}; {} chunks identical",
+        t_serial.wall / t_par.wall,
+        chunks.entries.len()
+    );
+    std::fs::remove_file(&path).expect("remove bench file");
+}
+
+fn threshold_section(chunker: &Chunker, dir: &Path, repeat: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(MAX_THREADS);
+    let sweep = std::env::var("FILESYNCD_BENCH_PAR_SWEEP").unwrap_or("4,8,16,32,64,128".into());
+    println!(
+        "parallel-threshold: serial vs parallel ({threads} workers), best of {repeat}; \
+         PARALLEL_MIN_LEN = {} MiB",
+        PARALLEL_MIN_LEN >> 20
+    );
+    for mib in sweep
+        .split(',')
+        .map(|s| s.trim().parse::<usize>().expect("MiB"))
+    {
+        let path = random_file(dir, mib, 0x5EE9 + mib as u64);
+        let (t_serial, t_par, _) = serial_vs_parallel(chunker, &path, threads, repeat);
+        println!(
+            "  {mib:5} MiB: serial {:6.0} MiB/s ({:6.1} ms), parallel {:6.0} MiB/s ({:6.1} ms), ratio {:.2}",
+            mib_s(mib << 20, t_serial.wall),
+            t_serial.wall * 1e3,
+            mib_s(mib << 20, t_par.wall),
+            t_par.wall * 1e3,
+            t_serial.wall / t_par.wall,
+        );
+        std::fs::remove_file(&path).expect("remove bench file");
+    }
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; ignore arguments.
-    let mib = env_usize("FILESYNCD_BENCH_MIB", 1024);
-    let inserts = env_usize("FILESYNCD_BENCH_INSERTS", 20);
-    let local_inserts = env_usize("FILESYNCD_BENCH_LOCAL_INSERTS", 20_000);
+    // `cargo bench` passes `--bench`; the first other argument filters.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
+    let wanted = |section: &str| section.contains(filter.as_str());
     let repeat = env_usize("FILESYNCD_BENCH_REPEAT", 3).max(1);
     let params = params_from_env();
     let chunker = params.validate().expect("valid params");
     println!("params: {params:?}");
+    if wanted("parallel-file") || wanted("parallel-threshold") {
+        let dir = match std::env::var_os("FILESYNCD_BENCH_DIR") {
+            Some(d) => tempfile::tempdir_in(d),
+            None => tempfile::tempdir(),
+        }
+        .expect("bench dir");
+        if wanted("parallel-file") {
+            parallel_section(&chunker, dir.path(), repeat);
+        }
+        if wanted("parallel-threshold") {
+            threshold_section(&chunker, dir.path(), repeat);
+        }
+    }
+    if !wanted("throughput") && !wanted("inserts") {
+        return;
+    }
+    let mib = env_usize("FILESYNCD_BENCH_MIB", 1024);
+    let inserts = env_usize("FILESYNCD_BENCH_INSERTS", 20);
+    let local_inserts = env_usize("FILESYNCD_BENCH_LOCAL_INSERTS", 20_000);
 
     let size = mib << 20;
     let mut buf = Vec::with_capacity(size + 1);
@@ -336,6 +479,9 @@ fn main() {
     );
 
     // 1-byte inserts.
+    if !wanted("inserts") {
+        return;
+    }
     let old = OldOwned {
         ends: ends_of(&lens),
         hashes: out.entries.iter().map(|e| e.hash).collect(),

@@ -16,7 +16,8 @@
 //!    is cheap to send.
 //! 4. **Streaming, bounded memory, fast**: any `std::io::Read`, files far
 //!    larger than RAM, each byte read once; fingerprinting and hashing on two
-//!    threads.
+//!    threads, and a large file cut and hashed on all cores (up to 8) with
+//!    the same boundaries as a serial run.
 //!
 //! # Algorithm
 //! A Rabin fingerprint over a sliding window of `window` bytes, modulo an
@@ -68,9 +69,14 @@
 //! - `reader.rs`: [`ChunkReader`], single-threaded streaming.
 //! - `pipeline.rs`: [`chunk_and_hash`] / [`chunk_and_hash_with`] (two
 //!   threads), [`chunk_file`], [`chunk_files`] (several files at once).
+//! - `parallel.rs`: one large file on several threads, stitched exactly
+//!   ([`chunk_open_file_with`], used by [`chunk_file`] and
+//!   [`chunk_file_with`] from [`PARALLEL_MIN_LEN`] on); the caller's side.
+//!   `parallel/worker.rs`: the workers (read, cut, stitch, hash).
 //! - `error.rs`: [`ReadError`], [`PipelineError`].
 
 mod error;
+mod parallel;
 mod params;
 mod pipeline;
 mod poly;
@@ -78,6 +84,7 @@ mod rabin;
 mod reader;
 
 pub use error::{PipelineError, ReadError};
+pub use parallel::{chunk_file_parallel_with, chunk_open_file_with, MAX_THREADS, PARALLEL_MIN_LEN};
 pub use params::{
     ChunkerError, ChunkerParams, DEFAULT_POLYNOMIAL, MAX_MAX_SIZE, MAX_NORMALIZATION, MIN_AVG_SIZE,
     POLYNOMIAL_DEGREES, WINDOW_SIZES,
@@ -88,5 +95,7 @@ pub use pipeline::{
 pub use rabin::Chunker;
 pub use reader::{Chunk, ChunkReader};
 
+#[cfg(test)]
+mod parallel_tests;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,20 @@
 //! `(offset, entry, bytes)` for each chunk; an error from it stops the
 //! pipeline (the fingerprinting thread notices the closed channel and
 //! exits). A read error ends the pipeline with [`ReadError`].
+//!
+//! # Large files: the parallel path
+//! Fingerprinting is the bottleneck here (one core, ~1,400 MiB/s). A stream
+//! cannot be split, but a file can: [`chunk_file`], [`chunk_file_with`] and
+//! [`chunk_open_file_with`] take a regular file of at least
+//! [`PARALLEL_MIN_LEN`](super::PARALLEL_MIN_LEN) (16 MiB) on a machine with
+//! more than one core to `parallel.rs`, which cuts 4 MiB units of it on up
+//! to `min(cores, 8)` threads with positional reads, stitches them in order
+//! into exactly the serial chunk list (a cut depends only on the bytes from
+//! the chunk's start: once the true chain meets a unit's own chain, they
+//! agree) and hashes each unit's chunks on its thread; the sink still gets
+//! `(offset, entry, bytes)` in stream order on the caller's thread. Memory:
+//! `threads + 2` buffers of 4 MiB + `max_size`. Everything else, and any
+//! plain `Read` given to [`chunk_and_hash_with`], uses this pipeline.
 
 use std::convert::Infallible;
 use std::fs::File;
@@ -34,6 +48,7 @@ use std::thread;
 use crate::{ChunkEntry, Hash};
 
 use super::error::{PipelineError, ReadError};
+use super::parallel::chunk_open_file_with;
 use super::rabin::Chunker;
 use super::reader::fill;
 
@@ -106,7 +121,9 @@ pub fn chunk_and_hash<R: Read + Send>(
 
 /// Chunks and hashes a stream on two threads, calling
 /// `sink(offset, &entry, bytes)` for every chunk in order on the caller's
-/// thread. Returns every entry and the stream length.
+/// thread. Returns every entry and the stream length. (A `Read` cannot be
+/// split: for an open file, [`chunk_open_file_with`] goes parallel when the
+/// file is large.)
 pub fn chunk_and_hash_with<R, E, F>(
     reader: R,
     chunker: &Chunker,
@@ -264,10 +281,13 @@ where
     Ok(())
 }
 
-/// Chunks and hashes one file with the pipeline.
+/// Chunks and hashes one file: in parallel if it is large (see
+/// [`chunk_open_file_with`]), else with the pipeline.
 pub fn chunk_file(path: &Path, chunker: &Chunker) -> Result<FileChunks, ReadError> {
-    let file = open(path)?;
-    chunk_and_hash(file, chunker)
+    chunk_file_with(path, chunker, |_, _, _| Ok::<(), Infallible>(())).map_err(|e| match e {
+        PipelineError::Read(e) => e,
+        PipelineError::Sink(never) => match never {},
+    })
 }
 
 /// [`chunk_file`] with a sink (see [`chunk_and_hash_with`]).
@@ -280,7 +300,12 @@ where
     F: FnMut(u64, &ChunkEntry, &[u8]) -> Result<(), E>,
 {
     let file = open(path)?;
-    chunk_and_hash_with(file, chunker, sink)
+    chunk_open_file_with(&file, chunker, sink)
+}
+
+/// [`chunk_file`] on the two-thread pipeline, whatever the size.
+fn chunk_file_serial(path: &Path, chunker: &Chunker) -> Result<FileChunks, ReadError> {
+    chunk_and_hash(open(path)?, chunker)
 }
 
 fn open(path: &Path) -> Result<File, ReadError> {
@@ -293,7 +318,8 @@ fn open(path: &Path) -> Result<File, ReadError> {
 /// Chunks and hashes several files, at most `parallel` at a time (at least
 /// one). Each file in flight uses its worker thread plus, if larger than one
 /// block, a fingerprinting thread: at most `2 * parallel` threads. Results
-/// are in the order of `paths`.
+/// are in the order of `paths`. (The files are the parallelism here: a
+/// large one is not split as [`chunk_file`] would.)
 pub fn chunk_files<P: AsRef<Path> + Sync>(
     paths: &[P],
     chunker: &Chunker,
@@ -309,7 +335,7 @@ pub fn chunk_files<P: AsRef<Path> + Sync>(
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = paths.get(i) else { break };
-                        done.push((i, chunk_file(path.as_ref(), chunker)));
+                        done.push((i, chunk_file_serial(path.as_ref(), chunker)));
                     }
                     done
                 })
