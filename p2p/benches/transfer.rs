@@ -18,6 +18,10 @@
 //!   (stream window; the connection window is 6 times it, and on loopback
 //!   at most 3/4 of the socket receive buffer).
 //! * `FILESYNCD_BENCH_SKIP_LIBP2P=1`: measure TCP and bulk only.
+//! * `FILESYNCD_BENCH_DATA=words`: compressible chunks (words drawn from a
+//!   small vocabulary, zstd level 1 keeps about a third) instead of
+//!   pseudo-random bytes (the default, `random`), to see what the
+//!   per-link compression choice costs or gains.
 //!
 //! The bench binary spawns itself with `FILESYNCD_BENCH_ROLE=serve` as the
 //! serving process: it regenerates the same pseudo-random chunks from a
@@ -26,7 +30,9 @@
 //! process runs two nodes: one with the bulk endpoint off (its fetch goes
 //! over libp2p-stream) and one with it on. Each fetches everything (each
 //! chunk blake3-verified, as in production) while it probes a 64-byte Raft
-//! request every 50 ms; the idle probes come first.
+//! request every 50 ms; the idle probes come first. At the end the serving
+//! process prints on stderr what its compressor did (zstd runs, frames
+//! sent compressed or raw, measured zstd speeds and link rates).
 
 use filesyncd_p2p::{
     start, ChunkProvider, Congestion, FetchPlan, Hash, Keypair, Multiaddr, P2pClient, P2pConfig,
@@ -54,13 +60,46 @@ fn mib() -> usize {
         .unwrap_or(1024)
 }
 
+fn words_data() -> bool {
+    std::env::var("FILESYNCD_BENCH_DATA").as_deref() == Ok("words")
+}
+
 /// The chunks, generated in order from the seed; calls `f` on each.
 fn for_each_chunk(total_mib: usize, mut f: impl FnMut(Vec<u8>)) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    let words = words_data();
     for _ in 0..total_mib * (1 << 20) / CHUNK {
         let mut c = vec![0u8; CHUNK];
-        rng.fill_bytes(&mut c);
+        if words {
+            fill_words(&mut rng, &mut c);
+        } else {
+            rng.fill_bytes(&mut c);
+        }
         f(c);
+    }
+}
+
+/// Fills `buf` with words drawn at random from a 512-word vocabulary.
+fn fill_words(rng: &mut rand::rngs::StdRng, buf: &mut [u8]) {
+    const SYLLABLES: [&[u8]; 16] = [
+        b"ka", b"lo", b"mi", b"nu", b"pe", b"ra", b"si", b"to", b"ve", b"zo", b"an", b"el", b"or",
+        b"ut", b"is", b"em",
+    ];
+    let mut i = 0;
+    while i < buf.len() {
+        let r = rng.next_u32();
+        let mut word = Vec::with_capacity(8);
+        for k in 0..(2 + (r & 1)) {
+            word.extend_from_slice(SYLLABLES[((r >> (1 + 4 * k)) & 15) as usize]);
+        }
+        word.push(if r >> 28 == 0 { b'\n' } else { b' ' });
+        for &b in &word {
+            if i == buf.len() {
+                break;
+            }
+            buf[i] = b;
+            i += 1;
+        }
     }
 }
 
@@ -222,6 +261,26 @@ async fn serve() {
     })
     .await
     .expect("stdin");
+    // stdout is closed by now: the serving side's numbers go to stderr.
+    let z = client.compression_stats();
+    let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.0} MB/s", r / 1e6));
+    eprintln!(
+        "server compression: {} zstd runs ({} probes), {} frames sent zstd ({} from the cache), {} raw; zstd here: compress {}, decompress {}, ratio {}",
+        z.compressions,
+        z.probes,
+        z.frames_zstd,
+        z.frames_zstd_cached,
+        z.frames_raw,
+        rate(z.compress_rate),
+        rate(z.decompress_rate),
+        z.ratio.map_or("-".to_owned(), |r| format!("{r:.3}")),
+    );
+    for peer in &client_peers {
+        eprintln!(
+            "server: link to {peer} measured at {}",
+            rate(client.link_rate(peer))
+        );
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -419,8 +478,13 @@ async fn measure() {
     let tcp_rate = total_mib as f64 / tcp_secs;
     let bulk_rate = total_mib as f64 / bulk_secs;
     println!(
-        "transfer: {total_mib} MiB as {} chunks of 64 KiB, two processes on loopback",
-        hashes.len()
+        "transfer: {total_mib} MiB as {} chunks of 64 KiB ({} data), two processes on loopback",
+        hashes.len(),
+        if words_data() {
+            "compressible words"
+        } else {
+            "pseudo-random"
+        }
     );
     println!("  knobs: {}", knobs());
     println!("  plain TCP copy                 {tcp_rate:9.1} MiB/s  ({tcp_secs:.2} s)");

@@ -10,6 +10,7 @@
 
 use crate::addr::parse_addr;
 use crate::bulk::{Bulk, BulkConnection, BulkStats, Counters};
+use crate::chunks::compressor::{CompressionStats, Compressor};
 use crate::chunks::faults::Faults;
 use crate::chunks::fetch::{self, ChunkFetch, FetchPlan, FetchShared};
 use crate::chunks::serve::{serve_loop, ServeShared};
@@ -122,6 +123,7 @@ pub struct P2pClient {
     cmds: mpsc::Sender<Command>,
     fetch: Arc<FetchShared>,
     bulk: Option<Bulk>,
+    compressor: Arc<Compressor>,
 }
 
 /// Builds the swarm, starts listening, spawns the event loop and the chunk
@@ -134,16 +136,20 @@ pub async fn start(
     config.limits.check()?;
     config.quic.check(&config.limits)?;
     config.bulk.check(&config.limits)?;
+    config.compression.check()?;
     let local = keypair.public().to_peer_id();
     let membership = Membership::default();
     let limits = config.limits.clone();
-    // One set of serving permits for both paths (libp2p-stream and bulk).
+    // One set of serving permits, one compressor and frame cache, for both
+    // paths (libp2p-stream and bulk).
+    let compressor = Arc::new(Compressor::new(&config.compression));
     let serve = Arc::new(ServeShared {
         limits: limits.clone(),
         membership: membership.clone(),
         provider: services.chunks.clone(),
         global: Arc::new(Semaphore::new(limits.serve_streams_global)),
         per_peer: PerPeer::new(limits.serve_streams_per_peer),
+        compressor: compressor.clone(),
     });
     let counters = Arc::new(Counters::default());
     // The bulk endpoint first: its port goes into identify's agent version.
@@ -267,6 +273,7 @@ pub async fn start(
             cmds: cmd_tx,
             fetch,
             bulk,
+            compressor,
         },
         events_rx,
     ))
@@ -465,6 +472,20 @@ impl P2pClient {
     /// What the bulk endpoint did so far, and where it is bound.
     pub fn bulk_stats(&self) -> BulkStats {
         crate::bulk::stats(&self.fetch.counters, self.bulk.as_ref())
+    }
+
+    /// What the serving side's compression did so far: zstd runs, frames
+    /// sent compressed (from the cache or not) and raw, the frame cache,
+    /// zstd's measured speeds.
+    pub fn compression_stats(&self) -> CompressionStats {
+        self.compressor.stats()
+    }
+
+    /// What the link to `peer` drains as this node's chunk server measured
+    /// it (bytes/s), or the configured `assume_link_rate`; `None` until
+    /// known.
+    pub fn link_rate(&self, peer: &PeerId) -> Option<f64> {
+        self.compressor.link_rate(peer)
     }
 
     /// Tells the bulk dialer where `peer`'s bulk endpoint is, and dials it

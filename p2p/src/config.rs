@@ -225,6 +225,47 @@ pub struct P2pConfig {
     pub external: Vec<Multiaddr>,
     /// The bulk chunk endpoint beside the swarm (`crate::bulk`).
     pub bulk: BulkConfig,
+    /// When served chunks are compressed (`crate::chunks::compressor`).
+    pub compression: CompressionConfig,
+}
+
+/// The serving side's zstd choice (docs/PROTOCOL.md, `/filesyncd/chunks/1`,
+/// "Compression"): per peer, from the link's measured rate and zstd's
+/// measured speed and ratio; frames kept for reuse across peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompressionConfig {
+    /// Bytes of zstd frames (and "does not compress" verdicts, 128 bytes
+    /// each) kept by chunk hash, so a chunk served to several peers is
+    /// compressed once. 0: none kept.
+    pub cache_bytes: usize,
+    /// Peers whose link rate is kept; beyond it the one served least
+    /// recently is forgotten.
+    pub max_peers: usize,
+    /// Take every link as draining this many bytes per second instead of
+    /// measuring it: for tests and measurements (`None` in production).
+    pub assume_link_rate: Option<u64>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            cache_bytes: 32 * MIB,
+            max_peers: 1024,
+            assume_link_rate: None,
+        }
+    }
+}
+
+impl CompressionConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.max_peers == 0 {
+            return Err(ConfigError::Zero("compression max_peers"));
+        }
+        if self.assume_link_rate == Some(0) {
+            return Err(ConfigError::Zero("compression assume_link_rate"));
+        }
+        Ok(())
+    }
 }
 
 /// Congestion controller of the bulk endpoint's QUIC connections.
@@ -431,6 +472,7 @@ impl Default for P2pConfig {
             nat: NatConfig::default(),
             external: Vec::new(),
             bulk: BulkConfig::default(),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -445,6 +487,26 @@ mod tests {
         l.check().unwrap();
         QuicTuning::default().check(&l).unwrap();
         BulkConfig::default().check(&l).unwrap();
+        CompressionConfig::default().check().unwrap();
+    }
+
+    #[test]
+    fn compression_bounds_are_checked() {
+        let zero_peers = CompressionConfig {
+            max_peers: 0,
+            ..CompressionConfig::default()
+        };
+        assert!(zero_peers.check().is_err());
+        let no_link = CompressionConfig {
+            assume_link_rate: Some(0),
+            ..CompressionConfig::default()
+        };
+        assert!(no_link.check().is_err());
+        let no_cache = CompressionConfig {
+            cache_bytes: 0,
+            ..CompressionConfig::default()
+        };
+        no_cache.check().unwrap();
     }
 
     #[test]

@@ -35,10 +35,14 @@ pub mod token;
 
 pub use addr::{parse_addr, AddrError};
 pub use bulk::{BulkConnection, BulkStats};
+pub use chunks::compressor::CompressionStats;
 pub use chunks::fetch::{ChunkFetch, FetchPlan, Fetched};
 pub use client::{start, Joined, P2pClient, Services};
 pub use cluster_key::{ClusterKey, ClusterProofError, Fingerprint, FingerprintParseError};
-pub use config::{BulkConfig, ConfigError, Congestion, Limits, NatConfig, P2pConfig, QuicTuning};
+pub use config::{
+    BulkConfig, CompressionConfig, ConfigError, Congestion, Limits, NatConfig, P2pConfig,
+    QuicTuning,
+};
 pub use error::{BulkError, FetchError, JoinError, P2pError, RequestError};
 pub use filesyncd_merkle::Hash;
 pub use hooks::{

@@ -16,9 +16,10 @@
 //!   timeout bound a dead peer), then reads the rest of the request within
 //!   `chunk_io_timeout`, checks the peer's standing again, takes the same
 //!   per-peer and global permits as libp2p-stream requests, and writes the
-//!   frames ([`crate::chunks::serve::write_frames`]). A malformed request
-//!   resets the stream; a finished stream (FIN at a request boundary)
-//!   ends it.
+//!   frames ([`crate::chunks::serve::write_frames`]: zstd where it pays on
+//!   this peer's link, from the compressor and frame cache both paths
+//!   share). A malformed request resets the stream; a finished stream
+//!   (FIN at a request boundary) ends it.
 
 use super::{tls, Counters, CLOSE_BUSY, CLOSE_NOT_MEMBER, STREAM_PROTOCOL};
 use crate::chunks::serve::{write_frames, FrameSink, ServeShared};
@@ -175,10 +176,7 @@ fn cut_off(shared: &ServerShared, conn: &Connection, peer: PeerId) {
 impl FrameSink for SendStream {
     async fn write_frame(&mut self, frame: Frame) -> io::Result<()> {
         // The body is handed to quinn as it is (no copy).
-        let mut chunks = [
-            Bytes::copy_from_slice(&frame.header.encode()),
-            Bytes::from(frame.body),
-        ];
+        let mut chunks = [Bytes::copy_from_slice(&frame.header.encode()), frame.body];
         self.write_all_chunks(&mut chunks)
             .await
             .map_err(io::Error::from)
@@ -241,6 +239,7 @@ async fn serve_stream(
         Counters::bump(&shared.counters.served_requests, 1);
         write_frames(
             &shared.serve,
+            peer,
             wire::decode_hashes(&raw),
             accept_zstd,
             &mut send,

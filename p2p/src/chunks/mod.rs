@@ -1,7 +1,10 @@
 //! Bulk chunk exchange: `/filesyncd/chunks/1` over libp2p-stream, and the
 //! same requests and frames over the bulk endpoint (`crate::bulk`).
 //!
-//! * [`wire`]: the byte layout and the compression choice.
+//! * [`wire`]: the byte layout.
+//! * [`compressor`]: which chunk goes to which peer as zstd, from measured
+//!   link rates and zstd speeds ([`decide`], [`measure`], [`links`]), and
+//!   the frames kept for every peer ([`frame_cache`]).
 //! * `stream`: the stream a fetch batch runs on (bulk or libp2p).
 //! * [`fetch`]: the fetching side: batches spread over every holder,
 //!   bounded per peer and globally, every chunk verified before it is
@@ -9,8 +12,13 @@
 //! * [`serve`]: the serving side: members only, bounded per peer and
 //!   globally, provider calls and compression on blocking threads.
 
+pub mod compressor;
+pub mod decide;
 pub mod faults;
 pub mod fetch;
+pub mod frame_cache;
+pub mod links;
+pub mod measure;
 pub mod serve;
 pub(crate) mod stream;
 pub mod wire;

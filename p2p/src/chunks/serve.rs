@@ -11,11 +11,15 @@
 //! (`serve_streams_per_peer`, `serve_streams_global`: a peer's queued
 //! streams hold no global permit while they wait), reads the request
 //! (bounded count, checked before the hashes are read), then a blocking
-//! thread asks the [`ChunkProvider`] for each chunk and compresses it
-//! ([`wire::Frame::encode`]) while the async side writes the previous frame
-//! (a 2-frame pipeline). A chunk the provider does not give, or one larger
-//! than `max_chunk_len`, goes out as "absent".
+//! thread asks the [`ChunkProvider`] for each chunk and frames it for this
+//! peer ([`Compressor::frame`]: zstd where it pays on this link, a cached
+//! frame where there is one) while the async side writes the previous
+//! frame (a 2-frame pipeline). Each frame's write is timed: that is how
+//! the [`Compressor`] learns what the link drains. A chunk the provider
+//! does not give, or one larger than `max_chunk_len`, goes out as
+//! "absent".
 
+use super::compressor::Compressor;
 use super::wire::{self, Frame};
 use super::PerPeer;
 use crate::config::Limits;
@@ -27,6 +31,7 @@ use libp2p::{PeerId, Stream};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Frames prepared ahead of the writer.
@@ -38,6 +43,8 @@ pub(crate) struct ServeShared {
     pub provider: Arc<dyn ChunkProvider>,
     pub global: Arc<Semaphore>,
     pub per_peer: PerPeer,
+    /// The zstd choice and the frame cache, for both paths.
+    pub compressor: Arc<Compressor>,
 }
 
 /// Accepts chunk streams until the swarm is gone.
@@ -68,7 +75,7 @@ async fn serve_stream(shared: &ServeShared, peer: PeerId, mut stream: Stream) ->
     let (accept_zstd, hashes) = tokio::time::timeout(t, read_request(&mut stream, limits))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    write_frames(shared, hashes, accept_zstd, &mut stream).await?;
+    write_frames(shared, peer, hashes, accept_zstd, &mut stream).await?;
     tokio::time::timeout(t, stream.close())
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
@@ -118,12 +125,14 @@ impl ServeShared {
     }
 }
 
-/// Answers one request: a blocking thread asks the provider for each
-/// chunk and compresses it while `sink` takes the previous frame (a
-/// 2-frame pipeline). Each frame is written within `chunk_io_timeout`.
-/// The stream is not closed here.
+/// Answers one request of `peer`: a blocking thread asks the provider for
+/// each chunk and frames it for `peer` while `sink` takes the previous
+/// frame (a 2-frame pipeline). Each frame is written within
+/// `chunk_io_timeout`, and its write time told to the compressor. The
+/// stream is not closed here.
 pub(crate) async fn write_frames<S: FrameSink>(
     shared: &ServeShared,
+    peer: PeerId,
     hashes: Vec<Hash>,
     accept_zstd: bool,
     sink: &mut S,
@@ -131,11 +140,14 @@ pub(crate) async fn write_frames<S: FrameSink>(
     let t = shared.limits.chunk_io_timeout;
     let (tx, mut rx) = mpsc::channel::<Frame>(PIPELINE);
     let provider = shared.provider.clone();
+    let compressor = shared.compressor.clone();
     let max_chunk = shared.limits.max_chunk_len;
     let producer = tokio::task::spawn_blocking(move || {
         for hash in hashes {
             let frame = match provider.get(&hash) {
-                Some(data) if data.len() <= max_chunk => Frame::encode(hash, data, accept_zstd),
+                Some(data) if data.len() <= max_chunk => {
+                    compressor.frame(peer, hash, data, accept_zstd)
+                }
                 Some(data) => {
                     tracing::warn!(
                         ?hash,
@@ -153,9 +165,15 @@ pub(crate) async fn write_frames<S: FrameSink>(
     });
     let written = async {
         while let Some(frame) = rx.recv().await {
+            let bytes = wire::HEADER_LEN + frame.body.len();
+            let absent = frame.header.kind == wire::Kind::Absent;
+            let t0 = Instant::now();
             tokio::time::timeout(t, sink.write_frame(frame))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            if !absent {
+                shared.compressor.record_write(peer, bytes, t0.elapsed());
+            }
         }
         Ok(())
     }

@@ -21,12 +21,16 @@
 //!   dropped (reset) and the server is charged a fault.
 //!
 //! # When to compress
-//! Chunks under 512 bytes and chunks whose sampled byte entropy is above
-//! 7.2 bits/byte (already compressed, encrypted, random) go raw: the check
-//! reads 8 spread slices of 512 bytes (≤ 4 KiB) and costs far less than
-//! trying zstd. Others are compressed at level 1 and sent compressed only
-//! if that saves at least 1/32 of the size.
+//! Per chunk and per peer, by the serving side
+//! ([`super::compressor::Compressor`]): chunks under 512 bytes and chunks
+//! whose sampled byte entropy ([`sample_entropy`]) is above 7.2 bits/byte
+//! (already compressed, encrypted, random) go raw; others go compressed at
+//! level 1 only when that is faster than raw over the link to that peer
+//! ([`super::decide`]), and only if the frame saves at least 1/32.
+//! [`Frame::encode`] is the choice without a link: compressed whenever
+//! the frame saves 1/32 (tests and tools).
 
+use bytes::Bytes;
 use filesyncd_merkle::Hash;
 use std::io;
 
@@ -35,11 +39,14 @@ pub const FLAG_ACCEPT_ZSTD: u8 = 1;
 pub const HEADER_LEN: usize = 32 + 1 + 4 + 4;
 pub const REQUEST_HEAD_LEN: usize = 4;
 
-const MIN_COMPRESS: usize = 512;
+/// Chunks shorter than this always go raw.
+pub const MIN_COMPRESS: usize = 512;
 const SAMPLE_SLICES: usize = 8;
 const SAMPLE_SLICE_LEN: usize = 512;
-const ENTROPY_LIMIT_BITS: f64 = 7.2;
-const ZSTD_LEVEL: i32 = 1;
+/// Sampled entropy (bits/byte) above which a chunk is not tried.
+pub const ENTROPY_LIMIT_BITS: f64 = 7.2;
+/// The one zstd level frames are made at.
+pub const ZSTD_LEVEL: i32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -167,10 +174,11 @@ impl FrameHeader {
     }
 }
 
-/// A frame ready to write.
+/// A frame ready to write. The body is shared (a cached zstd frame goes
+/// to every peer without a copy).
 pub struct Frame {
     pub header: FrameHeader,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl Frame {
@@ -182,29 +190,13 @@ impl Frame {
                 raw_len: 0,
                 wire_len: 0,
             },
-            body: Vec::new(),
+            body: Bytes::new(),
         }
     }
 
-    /// Builds the frame for `data` (len ≤ u32::MAX, checked by the caller),
-    /// compressing when it pays (see the module doc).
-    pub fn encode(hash: Hash, data: Vec<u8>, accept_zstd: bool) -> Frame {
+    /// The chunk as it is (len ≤ u32::MAX, checked by the caller).
+    pub fn raw(hash: Hash, data: Vec<u8>) -> Frame {
         let raw_len = data.len() as u32;
-        if accept_zstd && worth_trying_zstd(&data) {
-            if let Ok(z) = zstd::bulk::compress(&data, ZSTD_LEVEL) {
-                if z.len() + data.len() / 32 < data.len() && !z.is_empty() {
-                    return Frame {
-                        header: FrameHeader {
-                            hash,
-                            kind: Kind::Zstd,
-                            raw_len,
-                            wire_len: z.len() as u32,
-                        },
-                        body: z,
-                    };
-                }
-            }
-        }
         Frame {
             header: FrameHeader {
                 hash,
@@ -212,15 +204,50 @@ impl Frame {
                 raw_len,
                 wire_len: raw_len,
             },
-            body: data,
+            body: Bytes::from(data),
         }
+    }
+
+    /// A zstd frame of a chunk of `raw_len` bytes; the caller checked that
+    /// it saves ([`super::decide::saves_enough`]).
+    pub fn zstd(hash: Hash, raw_len: u32, body: Bytes) -> Frame {
+        Frame {
+            header: FrameHeader {
+                hash,
+                kind: Kind::Zstd,
+                raw_len,
+                wire_len: body.len() as u32,
+            },
+            body,
+        }
+    }
+
+    /// Builds the frame for `data` (len ≤ u32::MAX, checked by the caller),
+    /// compressed whenever the fetcher accepts zstd, the entropy check
+    /// passes and the frame saves 1/32, whatever the link: for tests and
+    /// tools. The server decides per link ([`super::compressor`]).
+    pub fn encode(hash: Hash, data: Vec<u8>, accept_zstd: bool) -> Frame {
+        if accept_zstd && worth_trying_zstd(&data) {
+            if let Ok(z) = zstd::bulk::compress(&data, ZSTD_LEVEL) {
+                if super::decide::saves_enough(data.len(), z.len()) {
+                    return Frame::zstd(hash, data.len() as u32, Bytes::from(z));
+                }
+            }
+        }
+        Frame::raw(hash, data)
     }
 }
 
 /// Cheap entropy check on ≤ 4 KiB sampled from across the chunk.
 pub fn worth_trying_zstd(data: &[u8]) -> bool {
-    if data.len() < MIN_COMPRESS {
-        return false;
+    data.len() >= MIN_COMPRESS && sample_entropy(data) < ENTROPY_LIMIT_BITS
+}
+
+/// Byte entropy, bits per byte, of 8 slices of 512 bytes spread across
+/// `data` (all of it when shorter than that).
+pub fn sample_entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
     }
     let mut hist = [0u32; 256];
     let mut n = 0u32;
@@ -234,15 +261,13 @@ pub fn worth_trying_zstd(data: &[u8]) -> bool {
         }
     }
     let n = f64::from(n);
-    let entropy: f64 = hist
-        .iter()
+    hist.iter()
         .filter(|&&c| c > 0)
         .map(|&c| {
             let p = f64::from(c) / n;
             -p * p.log2()
         })
-        .sum();
-    entropy < ENTROPY_LIMIT_BITS
+        .sum()
 }
 
 /// Turns a received body into the chunk bytes and verifies its hash.
@@ -278,7 +303,10 @@ mod tests {
         let hash = Hash::of_chunk(&data);
         let frame = Frame::encode(hash, data, zstd);
         let header = FrameHeader::decode(&frame.header.encode(), 16 << 20).unwrap();
-        (header.kind, open_body(&header, frame.body).unwrap())
+        (
+            header.kind,
+            open_body(&header, frame.body.to_vec()).unwrap(),
+        )
     }
 
     #[test]

@@ -6,7 +6,6 @@ use crate::common::*;
 use filesyncd_p2p::{BulkConfig, FetchError, FetchPlan, Hash, P2pConfig, PeerId};
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,31 +19,6 @@ fn random_chunks(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
 
 fn hashes(chunks: &[Vec<u8>]) -> Vec<Hash> {
     chunks.iter().map(|c| Hash::of_chunk(c)).collect()
-}
-
-/// Polls `f` every 50 ms for up to 15 s.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn bulk_up(from: &Node, to: &Node) {
-    // A member connection carries identify, which announces the bulk port.
-    from.client
-        .raft_request(to.peer, b"hello".to_vec())
-        .await
-        .unwrap();
-    eventually("a bulk connection", || async {
-        from.client.bulk_peers().await.contains(&to.peer)
-    })
-    .await;
 }
 
 fn config(bulk: BulkConfig) -> P2pConfig {

@@ -6,6 +6,7 @@ use filesyncd_p2p::{
 };
 use futures::future::BoxFuture;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -221,4 +222,30 @@ pub fn test_limits() -> Limits {
         chunk_io_timeout: Duration::from_secs(5),
         ..Limits::default()
     }
+}
+
+/// Polls `f` every 50 ms for up to 15 s.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `from` has a bulk connection to `to`.
+pub async fn bulk_up(from: &Node, to: &Node) {
+    // A member connection carries identify, which announces the bulk port.
+    from.client
+        .raft_request(to.peer, b"hello".to_vec())
+        .await
+        .unwrap();
+    eventually("a bulk connection", || async {
+        from.client.bulk_peers().await.contains(&to.peer)
+    })
+    .await;
 }

@@ -3,6 +3,7 @@
 mod bulk;
 mod chunks;
 mod common;
+mod compression;
 mod gating;
 mod identity;
 mod join;
