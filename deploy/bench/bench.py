@@ -18,6 +18,7 @@ Layout under ROOT (a fresh temporary directory):
 
 import argparse
 import hashlib
+import resource
 import json
 import os
 import re
@@ -59,6 +60,27 @@ def sha256_file(path):
             if not b:
                 return h.hexdigest()
             h.update(b)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_times(pid):
+    """(CPU-seconds of `pid` itself, CPU-seconds of its children it has
+    reaped), from /proc/<pid>/stat; (0, 0) when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    # After the command name: state is field 3, utime..cstime 14..17.
+    ut, st, cut, cst = (int(x) for x in fields[11:15])
+    return (ut + st) / CLK_TCK, (cut + cst) / CLK_TCK
+
+
+def children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def now():
@@ -336,6 +358,7 @@ class Rsync:
         `watch(i)` first holds (polled every 1 ms, for the latency rows); else
         it is the exit of its rsync. `extra`: more rsync options (--fsync)."""
         t0 = now() if t0 is None else t0
+        cpu0 = children_cpu() + proc_times(self.proc.pid)[1]
         ps = [self.start(0, extra=extra), self.start(1, extra=extra)]
         ends = [None, None]
         while None in ends:
@@ -356,6 +379,9 @@ class Rsync:
             if p.returncode != 0:
                 raise BenchError(f"rsync to peer{i + 1} exit {p.returncode}: {err.strip()}")
             total += stats_bytes(out)
+        # The daemon reaps its receivers right after the clients exit.
+        time.sleep(0.3)
+        self.last_cpu = children_cpu() + proc_times(self.proc.pid)[1] - cpu0
         return ends, total
 
 
@@ -478,6 +504,8 @@ class Bench:
         self.notes = []
         self.failures = []  # filesyncd scenarios that failed, with why
         self.big_ok = False
+        self.fsd_cpu_used = None
+        self.cpu_plain = self.cpu_fsync = None
         self.counters = NoCounters()
 
     # -- table
@@ -631,6 +659,18 @@ class Bench:
             if time.monotonic() > end:
                 raise self.timeout_error(what, 300 + self.a.quiet_secs)
 
+    def fsd_cpu(self):
+        """CPU-seconds the three daemons have used since they started."""
+        return sum(proc_times(x.proc.pid)[0] for x in self.nodes)
+
+    def cpu_row(self, label, fsd_cpu):
+        """CPU-seconds of the scenario: the three daemons from the data's
+        arrival until every node shows it, against the rsync clients plus the
+        daemon's receivers (processes the rsync daemon reaped) of the plain
+        and the --fsync run."""
+        self.row(f"{label}: CPU-seconds (all processes)", fsd_cpu, self.cpu_plain, secs,
+                 self.cpu_fsync)
+
     def rsync_plain(self, n):
         """The plain `rsync -a` of scenario n: the disk synced first (outside
         the timing, like before the --fsync run), the byte counter around it.
@@ -640,6 +680,7 @@ class Bench:
         self.counters.zero()
         ends, stats = self.rs.to_both(self.a.timeout)
         _, wire = self.counters.read()
+        self.cpu_plain = self.rs.last_cpu
         return ends, stats, wire
 
     def rsync_fsync(self, n, reset, verify):
@@ -651,6 +692,7 @@ class Bench:
         then the same transfer is timed and `verify(peer, who)` checks each
         module after it. Returns (ends, --stats bytes), or (None, None) when
         the variant is off."""
+        self.cpu_fsync = None
         if not self.fsync_on:
             return None, None
         for p in self.rs.peers:
@@ -658,6 +700,7 @@ class Bench:
         os.sync()
         log(f"scenario {n}: rsync --fsync")
         ends, stats = self.rs.to_both(self.a.timeout, extra=("--fsync",))
+        self.cpu_fsync = self.rs.last_cpu
         for p in self.rs.peers:
             verify(p, f"rsync --fsync {p}")
         log(f"scenario {n}: rsync --fsync first peer {min(ends):.2f}s, both {max(ends):.2f}s")
@@ -684,9 +727,11 @@ class Bench:
             fetched0 = self.bytes_fetched()
             self.counters.zero()
             log("scenario 1: filesyncd")
+            cpu0 = self.fsd_cpu()
             os.rename(fsd_src, target)
             t = self.fsd_wait(label, before, lambda x: file_size(
                 os.path.join(x.dir, "big.bin")) == size, self.a.timeout)
+            self.fsd_cpu_used = self.fsd_cpu() - cpu0
             wire, _ = self.counters.read()
             fetched = None if fetched0 is None else self.bytes_fetched() - fetched0
             for x in self.nodes[1:]:
@@ -719,6 +764,7 @@ class Bench:
                  size / max(ends) / MIB, lambda v: f"{v:.1f} MiB/s",
                  size / max(fe) / MIB if fe else None)
         self.row(f"{label}: IP bytes on loopback", wire, rs_wire, nbytes)
+        self.cpu_row(label, self.fsd_cpu_used if t else FAILED)
         self.notes.append(f"1: filesyncd payload fetched by the peers (sync.bytes_fetched): "
                           f"{'n/a' if fetched is None else nbytes(fetched)}; "
                           f"rsync --stats total: {nbytes(rs_stats)}"
@@ -740,9 +786,11 @@ class Bench:
             before = self.wait_settled("the cluster to settle", 120)[0]["cluster_root"]
             self.counters.zero()
             log("scenario 2: filesyncd")
+            cpu0 = self.fsd_cpu()
             os.rename(fsd_src, target)
             t = self.fsd_wait(label, before, lambda x: tree_sizes_ok(
                 os.path.join(x.dir, "small"), want), self.a.timeout, poll=0.02)
+            self.fsd_cpu_used = self.fsd_cpu() - cpu0
             wire, _ = self.counters.read()
             for x in self.nodes[1:]:
                 tree_verify(os.path.join(x.dir, "small"), want, x.name)
@@ -766,6 +814,7 @@ class Bench:
         self.row(f"{label}: files/s to both peers", n / max(t) if t else FAILED, n / max(ends),
                  lambda v: f"{v:,.0f} files/s", n / max(fe) if fe else None)
         self.row(f"{label}: IP bytes on loopback", wire, rs_wire, nbytes)
+        self.cpu_row(label, self.fsd_cpu_used if t else FAILED)
         self.notes.append(f"2: rsync --stats total: {nbytes(rs_stats)}"
                           f"{self.fsync_stats_note(fs_stats)}")
         order = self.a.scenarios.split(",")
@@ -795,9 +844,11 @@ class Bench:
             fetched0 = self.bytes_fetched()
             self.counters.zero()
             log("scenario 3: filesyncd")
+            cpu0 = self.fsd_cpu()
             os.rename(fsd_src, target)
             t = self.fsd_wait(label, before, lambda x: file_size(
                 os.path.join(x.dir, "big.bin")) == size + 1, self.a.timeout)
+            self.fsd_cpu_used = self.fsd_cpu() - cpu0
             wire, _ = self.counters.read()
             fetched = None if fetched0 is None else self.bytes_fetched() - fetched0
             for x in self.nodes[1:]:
@@ -846,6 +897,7 @@ class Bench:
         self.row(f"{label}: verified on both peers", max(t) if t else FAILED, max(ends), secs,
                  max(fe) if fe else None)
         self.row(f"{label}: IP bytes on loopback, both peers", wire, rs_wire, nbytes)
+        self.cpu_row(label, self.fsd_cpu_used if t else FAILED)
         self.notes.append(
             f"3: payload: rsync --stats total {nbytes(rs_stats)}"
             f"{self.fsync_stats_note(fs_stats)}; filesyncd peers' "

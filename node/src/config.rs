@@ -37,6 +37,12 @@
 //!   `relay`/`hole_punch`/`upnp = false` in the file, turn pieces off):
 //!   relay for members and through members, AutoNAT, DCUtR, UPnP (never
 //!   on a loopback listen address).
+//! - The bulk chunk endpoint on (`--no-bulk` or `bulk = false` turn it
+//!   off: chunks then travel over the swarm's libp2p streams only). Its UDP
+//!   port: `--bulk-port` (`bulk_port`); by default the listen port + 1 when
+//!   the listen port is fixed and that one is free, else an ephemeral port.
+//!   Members learn it from identify; a firewall must let it through beside
+//!   the listen port.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -169,6 +175,15 @@ pub struct RunArgs {
     /// NAT-PMP).
     #[arg(long, env = "FILESYNCD_NO_UPNP")]
     pub no_upnp: bool,
+    /// No bulk chunk endpoint (a QUIC endpoint of its own beside the
+    /// swarm): chunks travel over the swarm's streams only.
+    #[arg(long, env = "FILESYNCD_NO_BULK", conflicts_with = "bulk_port")]
+    pub no_bulk: bool,
+    /// UDP port of the bulk chunk endpoint (0: any free port) [default:
+    /// the listen port + 1 when the listen port is fixed and that port is
+    /// free, else any free port].
+    #[arg(long, env = "FILESYNCD_BULK_PORT", value_name = "PORT")]
+    pub bulk_port: Option<u16>,
     /// TOML file with any of the settings above (flags and env win).
     #[arg(long, env = "FILESYNCD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -208,6 +223,9 @@ pub struct FileConfig {
     pub hole_punch: Option<bool>,
     /// `upnp = false` is `--no-upnp`.
     pub upnp: Option<bool>,
+    /// `bulk = false` is `--no-bulk`.
+    pub bulk: Option<bool>,
+    pub bulk_port: Option<u16>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -262,6 +280,10 @@ pub struct Config {
     pub hole_punch: bool,
     /// UPnP port mapping (not `--no-upnp`).
     pub upnp: bool,
+    /// The bulk chunk endpoint (not `--no-bulk`).
+    pub bulk: bool,
+    /// `--bulk-port`; `None`: the listen port + 1 if free, else ephemeral.
+    pub bulk_port: Option<u16>,
     pub log_format: LogFormat,
 }
 
@@ -612,6 +634,8 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
         relay: !args.no_relay && file.relay.unwrap_or(true),
         hole_punch: !args.no_hole_punch && file.hole_punch.unwrap_or(true),
         upnp: !args.no_upnp && file.upnp.unwrap_or(true),
+        bulk: !args.no_bulk && file.bulk.unwrap_or(true),
+        bulk_port: args.bulk_port.or(file.bulk_port),
         dir,
         data,
         listen,
@@ -690,6 +714,29 @@ mod tests {
         let c = validate(a, file).unwrap();
         assert_eq!((c.relay, c.hole_punch, c.upnp), (true, false, true));
         assert!(FileConfig::parse("relay = \"no\"\n").is_err());
+    }
+
+    #[test]
+    fn bulk_endpoint_is_on_unless_turned_off_and_its_port_is_settable() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let data = t.path().join("data");
+        let c = validate(args(&dir, &data), FileConfig::default()).unwrap();
+        assert_eq!((c.bulk, c.bulk_port), (true, None));
+        let file = FileConfig::parse("bulk = false\n").unwrap();
+        let c = validate(args(&dir, &data), file).unwrap();
+        assert!(!c.bulk);
+        let mut a = args(&dir, &data);
+        a.bulk_port = Some(7600);
+        let file = FileConfig::parse("bulk_port = 7500\n").unwrap();
+        let c = validate(a, file).unwrap();
+        assert_eq!((c.bulk, c.bulk_port), (true, Some(7600)));
+        let mut a = args(&dir, &data);
+        a.no_bulk = true;
+        assert!(!validate(a, FileConfig::default()).unwrap().bulk);
+        assert!(FileConfig::parse("bulk_port = 70000\n").is_err());
+        assert!(FileConfig::parse("bulk_port = -1\n").is_err());
     }
 
     #[test]

@@ -316,6 +316,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let mut members = member_list(&s.node);
     files::status::mark_reachable(&s, &mut members).await;
     let nat = files::status::nat_status(&s).await;
+    let bulk = bulk_status(&s).await;
     Ok(Json(Status {
         node_id: node_hex(s.node.id()),
         peer_id: s.peer_id.clone(),
@@ -333,7 +334,24 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
         in_sync: sv.in_sync,
         sync: sv.sync,
         nat,
+        bulk,
     }))
+}
+
+async fn bulk_status(s: &ApiState) -> Option<types::BulkStatus> {
+    let p2p = s.p2p.as_ref()?;
+    let st = p2p.bulk_stats();
+    let peers = p2p.bulk_peers().await;
+    Some(types::BulkStatus {
+        addr: st.local_addr.map(|a| a.to_string()),
+        advertised_port: st.advertised_port,
+        peers: peers.iter().map(ToString::to_string).collect(),
+        requests_bulk: st.requests_bulk,
+        requests_swarm: st.requests_libp2p,
+        bytes_bulk: st.bytes_bulk,
+        served_requests: st.served_requests,
+        refused: st.refused,
+    })
 }
 
 async fn members(State(s): State<ApiState>) -> Json<Vec<Member>> {

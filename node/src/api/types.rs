@@ -68,6 +68,30 @@ pub struct Status {
     /// Reachability behind NAT (`None`: no p2p client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<NatStatus>,
+    /// The bulk chunk endpoint (`None`: no p2p client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<BulkStatus>,
+}
+
+/// The bulk chunk endpoint: where it listens and how much went over it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkStatus {
+    /// `IP:PORT` it is bound to; `None`: off (`--no-bulk`, or the bind
+    /// failed), chunks travel over the swarm only.
+    pub addr: Option<String>,
+    /// The port members are told.
+    pub advertised_port: Option<u16>,
+    /// Members this node fetches from over bulk connections (peer ids).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Chunk requests this node sent over bulk streams, and over the swarm.
+    pub requests_bulk: u64,
+    pub requests_swarm: u64,
+    /// Verified bytes received over bulk streams.
+    pub bytes_bulk: u64,
+    /// Requests this node's endpoint served, and connections it refused.
+    pub served_requests: u64,
+    pub refused: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

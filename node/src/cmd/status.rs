@@ -123,6 +123,17 @@ pub fn render(s: &Status, now_ms: u64) -> Vec<String> {
         }
         l.push(line);
     }
+    if let Some(b) = &s.bulk {
+        l.push(match &b.addr {
+            None => "bulk        off (chunks travel over the swarm)".to_string(),
+            Some(addr) => format!(
+                "bulk        {addr}, {} member(s) connected, {} received over bulk, {} request(s) served",
+                b.peers.len(),
+                bytes(b.bytes_bulk),
+                b.served_requests
+            ),
+        });
+    }
     match &s.sync {
         None => l.push("in sync     no (the sync service is not running)".into()),
         Some(y) => {
@@ -347,6 +358,7 @@ mod tests {
                 ..SyncStatus::default()
             }),
             nat: None,
+            bulk: None,
         }
     }
 

@@ -176,6 +176,11 @@ where
             upnp: config.upnp && !listens_on_loopback(&config.listen),
             ..filesyncd_p2p::NatConfig::default()
         },
+        bulk: filesyncd_p2p::BulkConfig {
+            enabled: config.bulk,
+            port: config.bulk_port,
+            ..filesyncd_p2p::BulkConfig::default()
+        },
         ..P2pConfig::default()
     };
     let sync_parts = sync::Parts::open(&config.dir, &data)?;

@@ -15,6 +15,11 @@
 use std::ffi::OsString;
 use std::io::{self, Read};
 
+use filesyncd_chunkstore::chunker::{
+    chunk_and_hash_with, chunk_open_file_with, Chunker, FileChunks, PipelineError,
+};
+use filesyncd_chunkstore::ChunkEntry;
+
 use super::types::{FileKind, Stat};
 
 /// An open file being read.
@@ -25,6 +30,24 @@ pub trait FileRead: Read + Send {
     /// between two real files; fakes copy through memory).
     fn as_file(&self) -> Option<&std::fs::File> {
         None
+    }
+}
+
+/// Chunks and hashes an open file, calling `sink(offset, &entry, bytes)` in
+/// stream order: a real file is cut on every core when it is large
+/// ([`chunk_open_file_with`]: positional reads, the same chunks as a serial
+/// run), anything else streams through the two-thread pipeline.
+pub fn chunk_read<E, F>(
+    file: Box<dyn FileRead>,
+    chunker: &Chunker,
+    sink: F,
+) -> Result<FileChunks, PipelineError<E>>
+where
+    F: FnMut(u64, &ChunkEntry, &[u8]) -> Result<(), E>,
+{
+    match file.as_file() {
+        Some(f) => chunk_open_file_with(f, chunker, sink),
+        None => chunk_and_hash_with(file, chunker, sink),
     }
 }
 

@@ -38,14 +38,14 @@
 //! ([`super::stage`]) is not written here at all: its staged file is the
 //! temp.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 
-use filesyncd_chunkstore::chunker::{chunk_and_hash_with, Chunker, PipelineError};
+use filesyncd_chunkstore::chunker::{Chunker, PipelineError};
 use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileStamp, StoreError};
 use filesyncd_merkle::{ChunkEntry, Hash};
 
-use super::fs::{join, split, Fs};
+use super::fs::{chunk_read, join, split, Fs};
 use super::names::{self, conflict_name, TMP_PREFIX};
 use super::plan::Expect;
 use super::stage::{self, located};
@@ -235,9 +235,10 @@ impl Materializer<'_> {
         }
         // A staged version moved out of the staging directory: its entry
         // there goes with this batch's directory flushes.
+        let placed_at: HashSet<usize> = placed.iter().map(|(j, _)| *j).collect();
         let moved: Vec<&str> = staged
             .iter()
-            .filter(|(i, t)| adopted.contains(t) && placed.iter().any(|(j, _)| j == i))
+            .filter(|(i, t)| adopted.contains(t) && placed_at.contains(i))
             .map(|(_, t)| t.as_str())
             .collect();
         if !moved.is_empty() {
@@ -474,8 +475,19 @@ impl Materializer<'_> {
         res
     }
 
-    /// Removes `path` if it is still `expect` (see [`Deleted`]).
+    /// Removes `path` if it is still `expect` (see [`Deleted`]); a file's
+    /// chunks go into the version store first.
     pub fn delete(&self, path: &str, expect: &Stat) -> Result<Deleted> {
+        self.delete_with(path, expect, true)
+    }
+
+    /// [`Materializer::delete`] of a file whose content is kept elsewhere
+    /// already (a staged version linked to the same inode): nothing stored.
+    pub fn delete_kept(&self, path: &str, expect: &Stat) -> Result<Deleted> {
+        self.delete_with(path, expect, false)
+    }
+
+    fn delete_with(&self, path: &str, expect: &Stat, retire: bool) -> Result<Deleted> {
         let path = checked(path)?;
         let Some(current) = self.fs.lstat(path).map_err(io_err("lstat", path))? else {
             self.store.forget_file(path)?;
@@ -495,7 +507,12 @@ impl Materializer<'_> {
                 Err(e) => Err(io_err("rmdir", path)(e)),
             };
         }
-        self.remove_entry(path, &current)?;
+        if retire {
+            self.remove_entry(path, &current)?;
+        } else {
+            self.fs.remove_file(path).map_err(io_err("unlink", path))?;
+            self.store.forget_file(path)?;
+        }
         let (dir, _) = split(path);
         self.fs.sync_dir(dir).map_err(io_err("fsync dir", dir))?;
         Ok(Deleted::Removed)
@@ -541,7 +558,7 @@ impl Materializer<'_> {
             located.push((o, *e));
             Ok::<(), std::convert::Infallible>(())
         };
-        if let Err(PipelineError::Read(e)) = chunk_and_hash_with(f, self.chunker, sink) {
+        if let Err(PipelineError::Read(e)) = chunk_read(f, self.chunker, sink) {
             return Err(io_err("read", path)(io::Error::other(e)));
         }
         let after = self.fs.lstat(path).map_err(io_err("lstat", path))?;
@@ -695,7 +712,7 @@ impl Materializer<'_> {
         }
         let store = self.store;
         let sink = |_: u64, e: &ChunkEntry, data: &[u8]| store.put(e.hash, data);
-        match chunk_and_hash_with(f, self.chunker, sink) {
+        match chunk_read(f, self.chunker, sink) {
             Ok(_) => Ok(()),
             Err(PipelineError::Read(e)) => Err(io_err("read", path)(io::Error::other(e))),
             Err(PipelineError::Sink(e)) => Err(e.into()),

@@ -55,11 +55,11 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use filesyncd_chunkstore::chunker::{chunk_and_hash_with, Chunker, PipelineError};
+use filesyncd_chunkstore::chunker::{Chunker, PipelineError};
 use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileStamp, StoreError};
 use filesyncd_merkle::{build, BuiltTree, ChunkEntry};
 
-use super::fs::{join, read_to_end, Fs};
+use super::fs::{chunk_read, join, read_to_end, Fs};
 use super::ignore::Ignore;
 use super::names::{self, IGNORE_FILE, MARKER};
 use super::plan::{DiskView, Marker, Scope};
@@ -639,7 +639,7 @@ impl Walk<'_, '_> {
             located.push((offset, *e));
             Ok::<(), std::convert::Infallible>(())
         };
-        let chunks = match chunk_and_hash_with(file, self.s.chunker, sink) {
+        let chunks = match chunk_read(file, self.s.chunker, sink) {
             Ok(c) => c,
             Err(PipelineError::Read(e)) => {
                 self.warn(rel, format!("read failed: {e}"));

@@ -336,3 +336,54 @@ fn stamp_of(s: &super::types::Stat) -> FileStamp {
         mtime_ns: s.mtime_ns,
     }
 }
+
+#[test]
+fn a_deleted_large_file_is_kept_by_a_link_and_nothing_is_stored() {
+    let c = chunker();
+    let old = bytes(9, 2 << 20);
+    let o_old = origin(&old);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big"), &old).unwrap();
+    let fs = RootFs::open(dir.path()).unwrap();
+    let store = MemChunkStore::new(dir.path());
+    let before = fs.lstat("big").unwrap().unwrap();
+    store
+        .index_file("big", stamp_of(&before), &located(&o_old.list))
+        .unwrap();
+    let now = stage::retire_by_link(
+        &fs,
+        &store,
+        "big",
+        &before,
+        o_old.root,
+        o_old.size,
+        &o_old.list,
+    )
+    .expect("linked")
+    .expect("a stat to expect");
+    let m = mat(&fs, &store, &c);
+    // The plan's stat from before the link no longer matches: a delete
+    // against it would not remove anything.
+    assert_eq!(
+        m.delete_kept("big", &before).unwrap(),
+        super::materialize::Deleted::Changed
+    );
+    assert_eq!(
+        m.delete_kept("big", &now).unwrap(),
+        super::materialize::Deleted::Removed
+    );
+    assert!(!dir.path().join("big").exists());
+    // The deleted version is held by its inode in the staging area: every
+    // chunk is found in that live file, none was written as a blob.
+    let kept = staged(&fs, &store, &o_old.root, o_old.size).expect("kept");
+    assert_eq!(fs.lstat(&kept).unwrap().unwrap().ino, before.ino);
+    for ch in &o_old.list {
+        match store.locate(&ch.hash).unwrap() {
+            Some(filesyncd_chunkstore::store::Location::LiveFile { rel_path, .. }) => {
+                assert_eq!(rel_path, kept)
+            }
+            other => panic!("chunk not in the staged file: {other:?}"),
+        }
+        assert!(store.get(&ch.hash).unwrap().is_some());
+    }
+}

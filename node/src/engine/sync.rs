@@ -783,18 +783,24 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            Action::Delete { path, expect, .. } => match m.delete(&path, &expect) {
-                Ok(Deleted::Removed | Deleted::AlreadyAbsent) => {
-                    rep.deleted += 1;
-                    self.unset_local(&path);
-                    Ok(())
+            Action::Delete { path, expect, .. } => {
+                let done = match self.keep_deleted(&path, &expect) {
+                    Some(now) => m.delete_kept(&path, &now),
+                    None => m.delete(&path, &expect),
+                };
+                match done {
+                    Ok(Deleted::Removed | Deleted::AlreadyAbsent) => {
+                        rep.deleted += 1;
+                        self.unset_local(&path);
+                        Ok(())
+                    }
+                    Ok(Deleted::Changed | Deleted::NotEmpty) => {
+                        rep.dirty.push(path);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
                 }
-                Ok(Deleted::Changed | Deleted::NotEmpty) => {
-                    rep.dirty.push(path);
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            },
+            }
             Action::Record { path, entry } => {
                 self.set_local(path, entry);
                 Ok(())
@@ -853,6 +859,35 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         only.sort_unstable();
         only.dedup();
         Some((l.meta.clone(), old, only))
+    }
+
+    /// Before a delete of a large committed file: keeps its content as a
+    /// staged version by a second name for its inode (no byte copied, where
+    /// storing its chunks would write it all again). Returns the stat the
+    /// delete must now expect (the link moved its ctime), or `None` to
+    /// delete the usual way (small, not what was committed, or the link
+    /// failed).
+    fn keep_deleted(&self, path: &str, expect: &Stat) -> Option<Stat> {
+        let l = self.local.get(path)?;
+        if !l.meta.is_file()
+            || l.version.is_none()
+            || l.meta.size < super::stage::STAGE_MIN
+            || !l.stat.unchanged(expect)
+        {
+            return None;
+        }
+        let list = self.tree_chunks(l.meta.root, l.meta.size).ok()?;
+        super::stage::retire_by_link(
+            self.fs.as_ref(),
+            self.store.as_ref(),
+            path,
+            expect,
+            l.meta.root,
+            l.meta.size,
+            &list,
+        )
+        .inspect_err(|e| tracing::debug!(path, error = %e, "deleted content not kept by link; its chunks are stored"))
+        .unwrap_or(None)
     }
 
     /// The chunk list of a version whose tree nodes are local.
