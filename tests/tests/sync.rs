@@ -358,6 +358,75 @@ fn t60_a_file_of_256_mib() {
     }
 }
 
+/// `--no-bulk`: no bulk endpoint, chunks over the swarm only, and status
+/// says so. The file (32 MiB) is chunked on every core at its origin; its
+/// delete keeps each peer's copy by a hard link in the staging area (the
+/// same inode, no byte written again).
+#[test]
+fn t61_no_bulk_endpoint_and_a_large_delete_kept_by_link() {
+    use std::os::unix::fs::MetadataExt;
+    let _g = serial();
+    let mut c = Cluster::builder().flags(&["--no-bulk"]).start(3).unwrap();
+    c.wait_converged(3, 3).unwrap();
+    for i in 0..3 {
+        let v = status_json(c.node(i)).expect("status");
+        assert!(v["bulk"]["addr"].is_null(), "node {i}: {}", v["bulk"]);
+    }
+    let size = 32 << 20;
+    let stage = c.node(0).dir().parent().unwrap().join("stage.bin");
+    fs::write(&stage, random_bytes(size, 61)).unwrap();
+    fs::rename(&stage, c.node(0).dir().join("big.bin")).unwrap();
+    let on_every_node = |c: &Cluster, want: Option<u64>| {
+        for i in 0..3 {
+            if !status_json(c.node(i)).as_ref().is_some_and(in_sync) {
+                return false;
+            }
+            let len = fs::metadata(c.node(i).dir().join("big.bin"))
+                .ok()
+                .map(|m| m.len());
+            if len != want {
+                return false;
+            }
+        }
+        true
+    };
+    wait_for("the 32 MiB file on every node", DEADLINE, || {
+        Ok(on_every_node(&c, Some(size as u64)).then_some(()))
+    })
+    .unwrap();
+    let want = random_bytes(size, 61);
+    let mut inodes = Vec::new();
+    for i in 1..3 {
+        let path = c.node(i).dir().join("big.bin");
+        assert!(
+            fs::read(&path).unwrap() == want,
+            "node {i} holds other bytes"
+        );
+        inodes.push(fs::metadata(&path).unwrap().ino());
+        let v = status_json(c.node(i)).expect("status");
+        assert_eq!(v["bulk"]["bytes_bulk"], 0, "node {i}: {}", v["bulk"]);
+    }
+    fs::remove_file(c.node(0).dir().join("big.bin")).unwrap();
+    wait_for("the delete on every node", DEADLINE, || {
+        Ok(on_every_node(&c, None).then_some(()))
+    })
+    .unwrap();
+    for (i, ino) in (1..3).zip(inodes) {
+        let stage_dir = c.node(i).dir().join(".filesyncd-stage");
+        let kept: Vec<_> = fs::read_dir(&stage_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.ino() == ino && m.len() == size as u64)
+            .collect();
+        assert_eq!(
+            kept.len(),
+            1,
+            "node {i}: the deleted file's inode is not kept in {stage_dir:?}"
+        );
+    }
+}
+
 #[test]
 fn t70_a_fourth_node_joins_while_files_are_written() {
     let _g = serial();
