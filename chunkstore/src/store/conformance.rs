@@ -105,6 +105,9 @@ impl<S: ChunkStore> ChunkStore for ArcStore<S> {
     fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {
         self.0.forget_files(rel_paths)
     }
+    fn move_files(&self, moves: &[FileMove<'_>]) -> Result<Vec<bool>> {
+        self.0.move_files(moves)
+    }
     fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
         self.0.gc(keep)
     }
@@ -564,6 +567,78 @@ pub fn file_stamp_and_get_to_serve(f: &Fixture) {
     assert_eq!(s.file_stamp("s/f").unwrap(), None);
 }
 
+pub fn move_files_keeps_locations_per_file(f: &Fixture) {
+    let s = &f.store;
+    let (a, b) = (bytes(31, 300), bytes(32, 200));
+    let (stamp, table) = write_live(&f.root, "stage/v", &[&a, &b]);
+    s.index_file("stage/v", stamp, &table).unwrap();
+    let (old_stamp, old_table) = write_live(&f.root, "d/target", &[&bytes(33, 100)]);
+    s.index_file("d/target", old_stamp, &old_table).unwrap();
+    // A re-stamp in place (chmod/utime), then a rename over an indexed path.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(f.root.join("stage/v"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    let restamped = FileStamp::from_metadata(&fs::metadata(f.root.join("stage/v")).unwrap());
+    let moves = [FileMove {
+        from: "stage/v",
+        to: "stage/v",
+        stamp: restamped,
+    }];
+    assert_ne!(restamped, stamp, "the mtime moved");
+    assert_eq!(s.move_files(&moves).unwrap(), vec![true]);
+    assert_eq!(s.file_stamp("stage/v").unwrap(), Some(restamped));
+    fs::rename(f.root.join("stage/v"), f.root.join("d/target")).unwrap();
+    let moves = [
+        FileMove {
+            from: "stage/v",
+            to: "d/target",
+            stamp: restamped,
+        },
+        FileMove {
+            from: "never/indexed",
+            to: "d/x",
+            stamp: restamped,
+        },
+    ];
+    assert_eq!(s.move_files(&moves).unwrap(), vec![true, false]);
+    assert_eq!(s.file_stamp("stage/v").unwrap(), None);
+    assert_eq!(s.file_stamp("d/target").unwrap(), Some(restamped));
+    assert_eq!(s.file_stamp("d/x").unwrap(), None);
+    for (off, ce) in &table {
+        assert_eq!(
+            s.locate(&ce.hash).unwrap(),
+            Some(Location::LiveFile {
+                rel_path: "d/target".into(),
+                offset: *off,
+                len: ce.len,
+                stamp: restamped
+            })
+        );
+        let want = if *off == 0 { &a } else { &b };
+        assert_eq!(s.get(&ce.hash).unwrap().as_ref(), Some(want));
+    }
+    // The replaced record of the target is gone: its chunk is nowhere.
+    assert_eq!(s.get(&old_table[0].1.hash).unwrap(), None);
+    // Paths are checked before anything is written.
+    let bad = [
+        FileMove {
+            from: "d/target",
+            to: "d/y",
+            stamp: restamped,
+        },
+        FileMove {
+            from: "d/target",
+            to: "../out",
+            stamp: restamped,
+        },
+    ];
+    assert!(s.move_files(&bad).is_err());
+    assert_eq!(s.file_stamp("d/target").unwrap(), Some(restamped));
+}
+
 macro_rules! suite {
     ($kind:ident, $fixture:path) => {
         mod $kind {
@@ -581,7 +656,8 @@ macro_rules! suite {
                 gc_prunes_dangling_entries, concurrent_use, index_files_batch_roundtrip,
                 index_files_with_one_invalid_entry_records_nothing, forget_files_batch,
                 index_files_same_path_twice_last_wins,
-                index_placed_drops_inline_copies_of_held_chunks, file_stamp_and_get_to_serve);
+                index_placed_drops_inline_copies_of_held_chunks, file_stamp_and_get_to_serve,
+                move_files_keeps_locations_per_file);
         }
     };
     (@cases $fixture:path; $($case:ident),*) => {

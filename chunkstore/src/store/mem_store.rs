@@ -15,7 +15,9 @@ use super::inline::INLINE_MAX;
 use super::live::{placed_unchanged, read_live, stamp_matches, LiveRead};
 use super::locs::{add_file_loc, add_own_loc, is_own, own_loc, take_inline, FileRec, Loc};
 use super::policy::{gc_entry, GcEnv};
-use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
+use super::{
+    check_batch, validate_rel_path, ChunkStore, FileIndex, FileMove, FileStamp, GcStats, Location,
+};
 use crate::{ChunkEntry, Hash};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -396,6 +398,36 @@ impl ChunkStore for MemChunkStore {
             }
         }
         Ok(())
+    }
+
+    fn move_files(&self, moves: &[FileMove<'_>]) -> Result<Vec<bool>> {
+        for m in moves {
+            validate_rel_path(m.from)?;
+            validate_rel_path(m.to)?;
+        }
+        let mut st = self.lock();
+        let mut done = Vec::with_capacity(moves.len());
+        for m in moves {
+            let Some(id) = st.paths.get(m.from).copied() else {
+                done.push(false);
+                continue;
+            };
+            if m.from != m.to {
+                st.paths.remove(m.from);
+                if let Some(old) = st.paths.insert(m.to.to_owned(), id).filter(|o| *o != id) {
+                    st.files.remove(&old);
+                }
+            }
+            st.files.insert(
+                id,
+                FileRec {
+                    path: m.to.to_owned(),
+                    stamp: m.stamp,
+                },
+            );
+            done.push(true);
+        }
+        Ok(done)
     }
 
     fn forget_files(&self, rel_paths: &[&str]) -> Result<()> {

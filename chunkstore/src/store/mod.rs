@@ -315,6 +315,16 @@ pub struct FileIndex<'a> {
     pub chunks: &'a [(u64, ChunkEntry)],
 }
 
+/// A live file that moved or got a new stamp with the same content, for
+/// [`ChunkStore::move_files`].
+#[derive(Clone, Copy, Debug)]
+pub struct FileMove<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    /// The file's stamp at `to`.
+    pub stamp: FileStamp,
+}
+
 /// The store's contract. Both [`RedbChunkStore`] and [`MemChunkStore`]
 /// implement it and pass the same conformance suite.
 pub trait ChunkStore: Send + Sync {
@@ -418,6 +428,24 @@ pub trait ChunkStore: Send + Sync {
     /// `gc`); both stores of this crate override it.
     fn index_placed(&self, files: &[FileIndex<'_>]) -> Result<()> {
         self.index_files(files)
+    }
+
+    /// Records, in ONE durable commit, that live files moved (a rename) or
+    /// got a new stamp (chmod, utime) without a change of content: each
+    /// move takes the record of `from`, with every chunk location it holds,
+    /// to `to` under `stamp`, replacing what `to` had. The cost is per
+    /// file, not per chunk. Returns, per move, whether `from` had a record:
+    /// for a `false` one nothing was done and the caller indexes the file
+    /// in full. Every path is checked before anything is written.
+    ///
+    /// The provided default knows no record (all `false`: the caller's full
+    /// index is the fallback); both stores of this crate override it.
+    fn move_files(&self, moves: &[FileMove<'_>]) -> Result<Vec<bool>> {
+        for m in moves {
+            validate_rel_path(m.from)?;
+            validate_rel_path(m.to)?;
+        }
+        Ok(vec![false; moves.len()])
     }
 
     /// `forget_file` for many paths in ONE durable commit (all or nothing;

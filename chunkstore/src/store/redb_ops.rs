@@ -11,7 +11,9 @@ use super::locs::{
 use super::redb_store::{
     InlineRead, OwnKind, RedbChunkStore, CHUNKS, FILES, META, META_NEXT_FILE, PATHS,
 };
-use super::{check_batch, validate_rel_path, ChunkStore, FileIndex, FileStamp, GcStats, Location};
+use super::{
+    check_batch, validate_rel_path, ChunkStore, FileIndex, FileMove, FileStamp, GcStats, Location,
+};
 use crate::{ChunkEntry, Hash};
 use redb::{ReadableTable, WriteTransaction};
 
@@ -242,6 +244,27 @@ impl ChunkStore for RedbChunkStore {
         Ok(())
     }
 
+    fn move_files(&self, moves: &[FileMove<'_>]) -> Result<Vec<bool>> {
+        for m in moves {
+            validate_rel_path(m.from)?;
+            validate_rel_path(m.to)?;
+        }
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.write_txn()?;
+        let mut done = Vec::with_capacity(moves.len());
+        {
+            let mut tables = FileTables::open(&txn)?;
+            for m in moves {
+                done.push(tables.relink(m)?);
+            }
+            tables.finish()?;
+        }
+        txn.commit()?;
+        Ok(done)
+    }
+
     fn gc(&self, keep: &dyn Fn(&Hash) -> bool) -> Result<GcStats> {
         self.gc_impl(keep)
     }
@@ -359,6 +382,28 @@ impl<'t> FileTables<'t> {
             }
         }
         Ok(())
+    }
+
+    /// Moves the record of `m.from` (file id and chunk locations kept) to
+    /// `m.to` under `m.stamp`; `to`'s previous record is dropped. `false`:
+    /// `from` has no record, nothing done.
+    fn relink(&mut self, m: &FileMove<'_>) -> Result<bool> {
+        let Some(id) = self.paths.get(m.from)?.map(|g| g.value()) else {
+            return Ok(false);
+        };
+        if m.from != m.to {
+            self.paths.remove(m.from)?;
+            let old = self.paths.insert(m.to, id)?.map(|g| g.value());
+            if let Some(old) = old.filter(|o| *o != id) {
+                self.files.remove(old)?;
+            }
+        }
+        let rec = FileRec {
+            path: m.to.to_owned(),
+            stamp: m.stamp,
+        };
+        self.files.insert(id, encode_file(&rec).as_slice())?;
+        Ok(true)
     }
 
     /// Drops the record of one path (its validity already checked).

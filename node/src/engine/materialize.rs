@@ -42,7 +42,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 
 use filesyncd_chunkstore::chunker::{Chunker, PipelineError};
-use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileStamp, StoreError};
+use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileMove, FileStamp, StoreError};
 use filesyncd_merkle::{ChunkEntry, Hash};
 
 use super::fs::{chunk_read, join, split, Fs};
@@ -186,14 +186,15 @@ impl Materializer<'_> {
         }
         if !adopted.is_empty() {
             // Their mode and mtime changed: recorded under the new stamp
-            // (one commit), so a staged file that is not placed after all
-            // is still known to hold its chunks.
+            // (one commit, a row per file: the chunk locations stay), so a
+            // staged file that is not placed after all is still known to
+            // hold its chunks.
             let files: Vec<(&str, &[ChunkEntry])> = staged
                 .iter()
                 .filter(|(_, t)| adopted.contains(t))
                 .map(|(i, t)| (t.as_str(), jobs[*i].chunks))
                 .collect();
-            if let Err(e) = stage::reindex(self.fs, self.store, &files) {
+            if let Err(e) = stage::restamp(self.fs, self.store, &files) {
                 tracing::warn!(error = %e, "re-indexing staged versions failed (re-verified at start-up)");
             }
         }
@@ -267,12 +268,56 @@ impl Materializer<'_> {
                 None => indexed.push((i, p)),
             }
         }
-        let tables: Vec<Vec<(u64, ChunkEntry)>> = indexed
+        // A staged version placed as the target keeps its index record:
+        // moved to the target's path and stamp (a row per file, its chunk
+        // locations as they are). The rest, and any the store does not
+        // know, are indexed in full.
+        let temp_of: HashMap<usize, &str> = staged
+            .iter()
+            .filter(|(_, t)| adopted.contains(t))
+            .map(|(i, t)| (*i, t.as_str()))
+            .collect();
+        let relinks: Vec<(usize, FileMove<'_>)> = indexed
+            .iter()
+            .filter_map(|(i, p)| {
+                Some((
+                    *i,
+                    FileMove {
+                        from: temp_of.get(i)?,
+                        to: jobs[*i].record.path.as_str(),
+                        stamp: FileStamp {
+                            inode: p.stat.ino,
+                            size: p.stat.size,
+                            mtime_ns: p.stat.mtime_ns,
+                        },
+                    },
+                ))
+            })
+            .collect();
+        let moves: Vec<FileMove<'_>> = relinks.iter().map(|(_, m)| *m).collect();
+        let relinked: HashSet<usize> = match self.store.move_files(&moves) {
+            Ok(done) => relinks
+                .iter()
+                .zip(done)
+                .filter(|(_, ok)| *ok)
+                .map(|((i, _), _)| *i)
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "moving staged records failed; indexing in full");
+                HashSet::new()
+            }
+        };
+        let indexed_full: Vec<&(usize, Placed)> = indexed
+            .iter()
+            .filter(|(i, _)| !relinked.contains(i))
+            .collect();
+        let tables: Vec<Vec<(u64, ChunkEntry)>> = indexed_full
             .iter()
             .map(|(i, _)| located(jobs[*i].chunks))
             .collect();
-        let files: Vec<FileIndex<'_>> = indexed
+        let files: Vec<FileIndex<'_>> = indexed_full
             .iter()
+            .copied()
             .zip(&tables)
             .map(|((i, p), t)| FileIndex {
                 rel_path: jobs[*i].record.path.as_str(),

@@ -55,7 +55,7 @@ use std::collections::HashMap;
 use std::io;
 
 use filesyncd_chunkstore::chunker::{chunk_and_hash, Chunker};
-use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileStamp, Location};
+use filesyncd_chunkstore::store::{ChunkStore, FileIndex, FileMove, FileStamp, Location};
 use filesyncd_merkle::file_tree::build;
 use filesyncd_merkle::{ChunkEntry, Hash};
 use futures::StreamExt;
@@ -158,6 +158,40 @@ pub fn reindex(
         })
         .collect();
     store.index_files(&idx).map_err(|e| e.to_string())
+}
+
+/// [`reindex`] of staged files whose content did not change since they
+/// were indexed (only their mode and mtime): the store moves each record to
+/// the new stamp (a row per file); a file it does not know is indexed in
+/// full.
+pub fn restamp(
+    fs: &dyn Fs,
+    store: &dyn ChunkStore,
+    files: &[(&str, &[ChunkEntry])],
+) -> Result<(), String> {
+    let mut moves = Vec::with_capacity(files.len());
+    for (p, _) in files {
+        match fs.lstat(p) {
+            Ok(Some(s)) => moves.push(FileMove {
+                from: p,
+                to: p,
+                stamp: stamp_of(&s),
+            }),
+            Ok(None) => return Err(format!("{p}: vanished")),
+            Err(e) => return Err(format!("lstat {p}: {e}")),
+        }
+    }
+    let done = store.move_files(&moves).map_err(|e| e.to_string())?;
+    let rest: Vec<(&str, &[ChunkEntry])> = files
+        .iter()
+        .zip(done)
+        .filter(|(_, ok)| !ok)
+        .map(|(f, _)| *f)
+        .collect();
+    if rest.is_empty() {
+        return Ok(());
+    }
+    reindex(fs, store, &rest)
 }
 
 fn io_msg(op: &str, path: &str) -> impl FnOnce(io::Error) -> String {
