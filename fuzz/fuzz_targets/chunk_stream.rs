@@ -183,9 +183,14 @@ libfuzzer_sys::fuzz_target!(init: filesyncd_fuzz::write_seeds_if_asked(seeds), |
                 assert_eq!(header.wire_len as usize, body.len());
                 match wire::open_body(&header, body) {
                     Ok(chunk) => {
-                        assert_eq!(Hash::of_chunk(&chunk), *want, "an unverified chunk");
+                        assert_eq!(chunk.hash(), *want, "a chunk for another hash");
+                        assert_eq!(
+                            Hash::of_chunk(chunk.bytes()),
+                            *want,
+                            "an unverified chunk"
+                        );
                         assert_eq!(chunk.len(), header.raw_len as usize);
-                        Expect::Chunk(chunk)
+                        Expect::Chunk(chunk.into_bytes())
                     }
                     Err(_) => Expect::Fault,
                 }

@@ -59,6 +59,13 @@ impl Verified {
         self.bytes.is_empty()
     }
 
+    /// The bytes, for a consumer that needs them owned (no copy).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The hash and the bytes, for a consumer that needs them owned (no
+    /// copy). There is no way back without [`Verified::check`].
     pub fn into_parts(self) -> (Hash, Vec<u8>) {
         (self.hash, self.bytes)
     }
@@ -75,6 +82,8 @@ mod tests {
         let v = Verified::check(h, b.clone()).expect("matches");
         assert_eq!((v.hash(), v.bytes()), (h, &b[..]));
         assert_eq!(Verified::of(b.clone()), v);
+        assert_eq!(v.clone().into_parts(), (h, b.clone()));
+        assert_eq!(v.into_bytes(), b);
         assert_eq!(Verified::check(Hash([1; 32]), b.clone()), Err(b));
     }
 }

@@ -373,8 +373,8 @@ async fn fetch_all(
     let mut bytes = 0usize;
     let mut count = 0usize;
     while let Some(item) = fetch.next().await {
-        let (_, data) = item.expect("every chunk fetched");
-        bytes += data.len();
+        let chunk = item.expect("every chunk fetched");
+        bytes += chunk.len();
         count += 1;
     }
     let secs = t0.elapsed().as_secs_f64();

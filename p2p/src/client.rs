@@ -458,8 +458,9 @@ impl P2pClient {
         Ok(Joined { member, payload })
     }
 
-    /// Fetches chunks from the peers that hold them; every yielded chunk has
-    /// been verified against its hash. See [`crate::chunks::fetch`].
+    /// Fetches chunks from the peers that hold them; every chunk is yielded
+    /// as a [`filesyncd_merkle::Verified`], hashed once on receipt (callers
+    /// need not hash it again). See [`crate::chunks::fetch`].
     pub fn fetch_chunks(&self, plan: FetchPlan) -> ChunkFetch {
         fetch::start(self.fetch.clone(), plan)
     }

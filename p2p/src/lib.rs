@@ -44,7 +44,7 @@ pub use config::{
     QuicTuning,
 };
 pub use error::{BulkError, FetchError, JoinError, P2pError, RequestError};
-pub use filesyncd_merkle::Hash;
+pub use filesyncd_merkle::{Hash, Verified};
 pub use hooks::{
     ChunkProvider, JoinApplication, JoinVerifier, P2pEvent, Rejection, Reply, ReplyError,
 };

@@ -36,7 +36,7 @@ fn frame(c: &Compressor, peer: PeerId, data: &[u8]) -> Frame {
 /// The frame opens to the chunk.
 fn check(f: &Frame, data: &[u8]) {
     let back = wire::open_body(&f.header, f.body.to_vec()).expect("frame opens");
-    assert_eq!(back, data);
+    assert_eq!(back.bytes(), data);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! `fetch_batch` hashes, each sent to the least-loaded usable holder, with
 //! at most `fetch_streams_per_peer` streams per peer and
 //! `fetch_streams_global` in total (semaphores shared by every fetch of
-//! this node). Every chunk is verified (blake3) before it is yielded.
+//! this node). Every chunk is verified (blake3, by [`wire::open_body`])
+//! before it is yielded, and yielded as a [`Verified`]: that is the one
+//! hash of a fetched chunk on this node, callers need not hash it again.
 //!
 //! Per hash and holder, the outcome decides what happens next:
 //! * verified → yielded to the caller;
@@ -31,7 +33,7 @@ use crate::config::Limits;
 use crate::error::FetchError;
 use crate::gate::Membership;
 use crate::hooks::P2pEvent;
-use filesyncd_merkle::Hash;
+use filesyncd_merkle::{Hash, Verified};
 use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, Stream, StreamExt};
 use libp2p::PeerId;
@@ -50,8 +52,9 @@ const CONTENDED_WAIT: Duration = Duration::from_millis(10);
 /// Tries per (hash, holder) after I/O failures.
 const IO_TRIES: u8 = 2;
 
-/// One fetched chunk, or why a hash could not be fetched.
-pub type Fetched = Result<(Hash, Vec<u8>), (Hash, FetchError)>;
+/// One fetched chunk (verified: [`Verified::hash`] is the hash asked
+/// for), or why a hash could not be fetched.
+pub type Fetched = Result<Verified, (Hash, FetchError)>;
 
 /// What to fetch and from whom.
 #[derive(Clone, Debug, Default)]
@@ -148,7 +151,7 @@ impl Drop for ChunkFetch {
 
 impl ChunkFetch {
     /// Drains the fetch: (verified chunks, failed hashes).
-    pub async fn collect_all(mut self) -> (Vec<(Hash, Vec<u8>)>, Vec<(Hash, FetchError)>) {
+    pub async fn collect_all(mut self) -> (Vec<Verified>, Vec<(Hash, FetchError)>) {
         let mut ok = Vec::new();
         let mut failed = Vec::new();
         while let Some(item) = self.next().await {
@@ -473,12 +476,15 @@ async fn fetch_from(
             }
         };
         match opened {
-            Ok(data) => {
+            Ok(chunk) => {
+                // `read_frame` checked the header answers `want`, and
+                // `open_body` that the bytes hash to the header's hash.
+                debug_assert_eq!(chunk.hash(), *want);
                 if bulk {
                     Counters::bump(&shared.counters.chunks_bulk, 1);
-                    Counters::bump(&shared.counters.bytes_bulk, data.len() as u64);
+                    Counters::bump(&shared.counters.bytes_bulk, chunk.len() as u64);
                 }
-                if out.send(Ok((*want, data))).await.is_err() {
+                if out.send(Ok(chunk)).await.is_err() {
                     return; // the caller is gone
                 }
                 outcomes[i] = Outcome::Delivered;
@@ -577,7 +583,8 @@ mod read_frame_tests {
             Frame::encode(h, data.clone(), false),
         ]);
         let (header, body) = read_frame(&mut io, &h, 1 << 20, T).await.unwrap().unwrap();
-        assert_eq!(wire::open_body(&header, body).unwrap(), data);
+        let chunk = wire::open_body(&header, body).unwrap();
+        assert_eq!((chunk.hash(), chunk.bytes()), (h, &data[..]));
         assert_eq!(read_frame(&mut io, &other, 1 << 20, T).await, Ok(None));
         // A frame for another hash than the one asked at this position
         // (the fetcher drops the stream after it).

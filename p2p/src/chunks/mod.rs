@@ -7,8 +7,9 @@
 //!   the frames kept for every peer ([`frame_cache`]).
 //! * `stream`: the stream a fetch batch runs on (bulk or libp2p).
 //! * [`fetch`]: the fetching side: batches spread over every holder,
-//!   bounded per peer and globally, every chunk verified before it is
-//!   handed on, bad senders charged faults and routed around.
+//!   bounded per peer and globally, every chunk verified (hashed once,
+//!   [`wire::open_body`]) and handed on as a `filesyncd_merkle::Verified`,
+//!   bad senders charged faults and routed around.
 //! * [`serve`]: the serving side: members only, bounded per peer and
 //!   globally, provider calls and compression on blocking threads.
 

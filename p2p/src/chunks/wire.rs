@@ -31,7 +31,7 @@
 //! the frame saves 1/32 (tests and tools).
 
 use bytes::Bytes;
-use filesyncd_merkle::Hash;
+use filesyncd_merkle::{Hash, Verified};
 use std::io;
 
 pub const WIRE_VERSION: u8 = 1;
@@ -270,9 +270,11 @@ pub fn sample_entropy(data: &[u8]) -> f64 {
         .sum()
 }
 
-/// Turns a received body into the chunk bytes and verifies its hash.
-/// `header` was validated by [`FrameHeader::decode`].
-pub fn open_body(header: &FrameHeader, body: Vec<u8>) -> Result<Vec<u8>, WireError> {
+/// Turns a received body into the chunk bytes and verifies them against
+/// the header's hash: the one blake3 of a fetched chunk on this node (the
+/// [`Verified`] handed on is not hashed again). `header` was validated by
+/// [`FrameHeader::decode`].
+pub fn open_body(header: &FrameHeader, body: Vec<u8>) -> Result<Verified, WireError> {
     let data = match header.kind {
         Kind::Absent => return Err(WireError::Kind(0)),
         Kind::Raw => body,
@@ -287,10 +289,7 @@ pub fn open_body(header: &FrameHeader, body: Vec<u8>) -> Result<Vec<u8>, WireErr
             out
         }
     };
-    if Hash::of_chunk(&data) != header.hash {
-        return Err(WireError::Mismatch(header.hash));
-    }
-    Ok(data)
+    Verified::check(header.hash, data).map_err(|_| WireError::Mismatch(header.hash))
 }
 
 #[cfg(test)]
@@ -303,10 +302,9 @@ mod tests {
         let hash = Hash::of_chunk(&data);
         let frame = Frame::encode(hash, data, zstd);
         let header = FrameHeader::decode(&frame.header.encode(), 16 << 20).unwrap();
-        (
-            header.kind,
-            open_body(&header, frame.body.to_vec()).unwrap(),
-        )
+        let chunk = open_body(&header, frame.body.to_vec()).unwrap();
+        assert_eq!(chunk.hash(), hash);
+        (header.kind, chunk.into_bytes())
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! back to libp2p-stream when the bulk endpoint cannot be reached.
 
 use crate::common::*;
-use filesyncd_p2p::{BulkConfig, FetchError, FetchPlan, Hash, P2pConfig, PeerId};
+use filesyncd_p2p::{BulkConfig, FetchError, FetchPlan, Hash, P2pConfig, PeerId, Verified};
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -55,7 +55,7 @@ async fn t10_member_fetches_over_bulk_streams() {
         .collect_all()
         .await;
     assert!(failed.is_empty(), "{failed:?}");
-    let got: HashMap<Hash, Vec<u8>> = got.into_iter().collect();
+    let got: HashMap<Hash, Vec<u8>> = got.into_iter().map(Verified::into_parts).collect();
     for c in &chunks {
         assert_eq!(got.get(&Hash::of_chunk(c)), Some(c));
     }

@@ -1,5 +1,5 @@
 use crate::common::*;
-use filesyncd_p2p::{FetchError, FetchPlan, Hash, Limits};
+use filesyncd_p2p::{FetchError, FetchPlan, Hash, Limits, Verified};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -39,7 +39,7 @@ async fn chunks_fetched_verified_and_spread_over_holders() {
     plan.want(missing, [b.peer, c.peer]);
     let (got, failed) = a.client.fetch_chunks(plan).collect_all().await;
 
-    let got: HashMap<Hash, Vec<u8>> = got.into_iter().collect();
+    let got: HashMap<Hash, Vec<u8>> = got.into_iter().map(Verified::into_parts).collect();
     assert_eq!(got.len(), chunks.len());
     for c in &chunks {
         assert_eq!(got.get(&Hash::of_chunk(c)), Some(c));
@@ -69,8 +69,9 @@ async fn lying_peer_is_charged_and_chunks_refetched_elsewhere() {
     let (got, failed) = a.client.fetch_chunks(plan).collect_all().await;
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(got.len(), chunks.len());
-    for (h, bytes) in &got {
-        assert_eq!(Hash::of_chunk(bytes), *h);
+    for c in &got {
+        assert_eq!(Hash::of_chunk(c.bytes()), c.hash());
+        assert!(hashes.contains(&c.hash()));
     }
     let (faults, banned) = a.client.peer_faults(&liar.peer);
     assert!(faults >= 1, "the liar was never charged");
@@ -128,5 +129,5 @@ async fn oversized_chunk_is_refused_and_connection_survives() {
         .collect_all()
         .await;
     assert!(failed.is_empty());
-    assert_eq!(got[0].1, small);
+    assert_eq!(got[0].bytes(), &small[..]);
 }

@@ -5,7 +5,7 @@
 //! depends on timing.
 
 use crate::common::*;
-use filesyncd_p2p::{BulkConfig, CompressionConfig, FetchPlan, Hash, P2pConfig};
+use filesyncd_p2p::{BulkConfig, CompressionConfig, FetchPlan, Hash, P2pConfig, Verified};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ async fn fetch_all(to: &Node, from: &Node, chunks: &[Vec<u8>]) {
         .collect_all()
         .await;
     assert!(failed.is_empty(), "{failed:?}");
-    let got: HashMap<Hash, Vec<u8>> = got.into_iter().collect();
+    let got: HashMap<Hash, Vec<u8>> = got.into_iter().map(Verified::into_parts).collect();
     for c in chunks {
         assert_eq!(got.get(&Hash::of_chunk(c)), Some(c));
     }

@@ -7,8 +7,10 @@
 //!   `offer::P2pAcks`: a put of file content is proposed only once
 //!   a majority of the voters (this node included) hold it durably.
 //! - [`P2pFetcher`] ([`ChunkFetcher`], [`RemoteChunks`]): chunks over the
-//!   p2p chunk protocol (verified there and again by the engine), tree
-//!   nodes over the ctl protocol (`GetNodes`, verified by the caller).
+//!   p2p chunk protocol (hashed once, there: `fetch_stream` hands on its
+//!   [`Verified`] chunks as they are; `fetch` and [`RemoteChunks`] answer
+//!   `(hash, bytes)` pairs, which their callers check again), tree nodes
+//!   over the ctl protocol (`GetNodes`, verified by the caller).
 //!
 //! Node ids map to peer ids through the Raft membership.
 
@@ -168,7 +170,7 @@ impl Committed for RaftCommitted {
 pub struct P2pFetcher {
     pub client: P2pClient,
     pub node: Node,
-    /// Chunk bytes received from peers (before verification), since start.
+    /// Chunk bytes received from peers (verified), since start.
     pub bytes_fetched: Arc<std::sync::atomic::AtomicU64>,
     /// Pulls in progress, for `status`.
     pub transfers: super::status::Transfers,
@@ -277,10 +279,12 @@ impl P2pFetcher {
         if !failed.is_empty() {
             tracing::debug!(failed = failed.len(), "chunks not fetched");
         }
-        let bytes: usize = got.iter().map(|(_, b)| b.len()).sum();
+        let bytes: usize = got.iter().map(Verified::len).sum();
         self.bytes_fetched
             .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(got)
+        // The ports answer owned pairs (`ChunkFetcher::fetch`,
+        // `RemoteChunks::chunks`): no copy.
+        Ok(got.into_iter().map(Verified::into_parts).collect())
     }
 }
 
@@ -324,9 +328,13 @@ impl ChunkFetcher for P2pFetcher {
                 .fetch_chunks(FetchPlan::from_all(&peers, hashes.iter().copied()))
                 .filter_map(move |item| {
                     let got = match item {
-                        Ok((h, d)) => {
-                            bytes.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                            Verified::check(h, d).ok()
+                        // Verified by the p2p fetch: not hashed again.
+                        Ok(chunk) => {
+                            bytes.fetch_add(
+                                chunk.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            Some(chunk)
                         }
                         Err((h, e)) => {
                             tracing::debug!(chunk = %h, error = %e, "chunk not fetched");
