@@ -87,6 +87,12 @@ pub trait ChunkView {
     fn has_chunk(&self, hash: &Hash) -> bool;
     /// The chunk list of the file version `(root, size)`, if its tree is known locally.
     fn chunk_list(&self, root: &Hash, size: u64) -> Option<Vec<ChunkEntry>>;
+    /// Whether a whole verified copy of the version is staged here
+    /// (`engine::stage`): then every chunk is held, and the plan need not
+    /// ask about each (a lookup and a `stat` per chunk: 26,800 for 1 GiB).
+    fn is_staged(&self, _root: &Hash, _size: u64) -> bool {
+        false
+    }
 }
 
 /// Everything [`plan`] reads.
@@ -578,6 +584,7 @@ impl<'a> Ctx<'a, '_> {
             }),
             Kind::File => {
                 let missing = match self.input.chunks.chunk_list(&t.meta.root, t.meta.size) {
+                    Some(_) if self.input.chunks.is_staged(&t.meta.root, t.meta.size) => None,
                     None => Some(Missing::Tree),
                     Some(list) => {
                         let mut seen = BTreeSet::new();

@@ -29,8 +29,14 @@ pub(super) fn u() -> Meta {
     Meta::file(h(3), 10, 0o644)
 }
 
-pub(super) struct Chunks;
-impl ChunkView for Chunks {
+/// `staged`: roots whose whole version is staged here.
+pub(super) struct Chunks<'a> {
+    staged: &'a HashSet<Hash>,
+}
+impl ChunkView for Chunks<'_> {
+    fn is_staged(&self, root: &Hash, _size: u64) -> bool {
+        self.staged.contains(root)
+    }
     fn has_chunk(&self, x: &Hash) -> bool {
         *x != h(12)
     }
@@ -113,6 +119,8 @@ pub(super) struct World {
     pub(super) ignored: HashSet<String>,
     /// [`PlanInput::only`].
     pub(super) only: Option<std::collections::BTreeSet<String>>,
+    /// Roots staged whole here ([`ChunkView::is_staged`]).
+    pub(super) staged: HashSet<Hash>,
 }
 
 impl World {
@@ -160,7 +168,9 @@ impl World {
                 disk: &view,
                 committed: &self.committed,
                 local: &self.local,
-                chunks: &Chunks,
+                chunks: &Chunks {
+                    staged: &self.staged,
+                },
                 ignored: &ignored,
                 now_ms: NOW,
                 applied: if self.applied == 0 {
@@ -278,6 +288,19 @@ fn single_path_rules() {
                 Some(rec("f", b(), 7)),
             ),
             vec!["fetch f 1".into(), "write f v7 mtime100".into()],
+        ),
+        (
+            "remote update, its version staged here: nothing to fetch",
+            {
+                let mut w = World::one(
+                    Some(on_disk(S1(), a())),
+                    Some(at(a(), S1(), 5)),
+                    Some(rec("f", b(), 7)),
+                );
+                w.staged.insert(b().root);
+                w
+            },
+            vec!["write f v7 mtime100".into()],
         ),
         (
             "remote update, chunks held",

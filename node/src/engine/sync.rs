@@ -232,6 +232,8 @@ impl Pending {
 }
 
 struct Chunks<'a> {
+    /// For staged versions ([`super::stage::staged`]).
+    fs: &'a dyn Fs,
     store: &'a dyn ChunkStore,
     /// Locked per lookup (servers read the same store meanwhile; a copy of
     /// the whole store per step cost the size of the tree).
@@ -244,6 +246,10 @@ struct Chunks<'a> {
 impl ChunkView for Chunks<'_> {
     fn has_chunk(&self, h: &Hash) -> bool {
         self.zero_seen.borrow().contains(h) || self.store.has(h).unwrap_or(false)
+    }
+    fn is_staged(&self, root: &Hash, size: u64) -> bool {
+        size >= super::stage::STAGE_MIN
+            && super::stage::staged(self.fs, self.store, root, size).is_some()
     }
     fn chunk_list(&self, root: &Hash, size: u64) -> Option<Vec<ChunkEntry>> {
         let list = {
@@ -511,6 +517,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         }
         let p = {
             let chunks = Chunks {
+                fs: self.fs.as_ref(),
                 store: self.store.as_ref(),
                 nodes: &self.nodes,
                 zeros: ZeroChunks::default(),
