@@ -1,7 +1,7 @@
 //! `filesyncd`: the binary. Without a subcommand (or with `run`) it runs the
 //! daemon; the other subcommands are offline tools (`chunk`) or clients of a
 //! running daemon's control API (`status`, `members`, `token create`,
-//! `remove`, `ls`, `history`, `restore`, `verify`, `adopt`).
+//! `remove`, `ls`, `history`, `restore`, `diff`, `verify`, `adopt`).
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration
 //! (including a data directory locked by another daemon).
@@ -46,8 +46,11 @@ enum Command {
     Ls(cmd::files::LsArgs),
     /// Show every retained version of a path.
     History(cmd::files::HistoryArgs),
-    /// Write a retained version of a path, in place or elsewhere (--to).
+    /// Write a retained version of a path, in place or elsewhere (--to);
+    /// with --tree, a whole subtree as of a log index or time.
     Restore(cmd::files::RestoreArgs),
+    /// List what changed under a path since a log index or time (--as-of).
+    Diff(cmd::asof::DiffArgs),
     /// Rehash the synced directory against the committed tree; exit 1 on differences.
     Verify(cmd::files::PlainArgs),
     /// Re-create the folder marker on purpose (resumes a halted sync,
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Some(Command::Ls(args)) => cmd::files::finish(cmd::files::ls(args)),
         Some(Command::History(args)) => cmd::files::finish(cmd::files::history(args)),
         Some(Command::Restore(args)) => cmd::files::finish(cmd::files::restore(args)),
+        Some(Command::Diff(args)) => cmd::files::finish(cmd::asof::diff(args)),
         Some(Command::Verify(args)) => cmd::files::finish(cmd::files::verify(args)),
         Some(Command::Adopt(args)) => cmd::files::finish(cmd::files::adopt(args)),
         Some(Command::Health(args)) => report(cmd::ctl::health(args)),

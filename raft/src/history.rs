@@ -215,6 +215,122 @@ pub fn fold_as_of<E>(
     Ok(())
 }
 
+/// A point of the history to read the tree as of: a log index, or a time of the entry clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AsOfSpec {
+    /// Everything up to and including this log index.
+    Index(u64),
+    /// Everything whose entry clock was at most this (ms since the Unix epoch).
+    Time(u64),
+}
+
+/// A resolved [`AsOfSpec`]: a record belongs to the tree as of then iff
+/// [`AsOf::includes`] it.
+///
+/// For a time `T` the state machine keeps no map from times to log indexes, so the rule is
+/// applied to the records themselves: a record is included when its index is at most
+/// `index` (the last applied index when the time was resolved: nothing applied later counts)
+/// and its entry clock is at most `T`. The clock never runs backwards along the log, so the
+/// records with `time_ms <= T` are exactly those of the entries up to the last one stamped
+/// at or before `T`: the same set as "as of that entry's index", found without knowing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsOf {
+    /// No record after this log index counts.
+    pub index: u64,
+    /// No record stamped after this time counts (`None`: only `index` bounds).
+    pub time_ms: Option<u64>,
+    /// A log index known to be at or before the last entry that counts (equal to `index`
+    /// for an index). The tree as of then is exact while the retention horizon is at most
+    /// this ([`ClusterState::horizon`]).
+    pub floor: u64,
+}
+
+impl AsOf {
+    /// As of log index `index`.
+    pub fn index(index: u64) -> AsOf {
+        AsOf {
+            index,
+            time_ms: None,
+            floor: index,
+        }
+    }
+
+    /// Whether `r` was written at or before this point.
+    pub fn includes(&self, r: &PathRecord) -> bool {
+        r.version.index <= self.index && self.time_ms.is_none_or(|t| r.time_ms <= t)
+    }
+}
+
+/// One path's state as of a point ([`AsOf`]) and now: the newest record of each, `None` when
+/// the path was absent or deleted. At least one of them is `Some`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThenNow {
+    pub path: String,
+    pub then: Option<PathRecord>,
+    pub now: Option<PathRecord>,
+}
+
+impl ThenNow {
+    /// Whether the path's content (kind, root, size, mode) differs between then and now.
+    pub fn changed(&self) -> bool {
+        match (
+            self.then.as_ref().and_then(|r| r.state.as_ref()),
+            self.now.as_ref().and_then(|r| r.state.as_ref()),
+        ) {
+            (Some(a), Some(b)) => !a.same_content(b),
+            (None, None) => false,
+            _ => true,
+        }
+    }
+}
+
+/// Folds a `(path, record)` stream sorted by `(path, version)` into each path's state as of
+/// `at` and now (its newest record); calls `emit` once per path alive at either, in path
+/// order, until `emit` answers `false`. Streams: holds one path's two records at a time.
+pub fn fold_then_now<E>(
+    records: impl Iterator<Item = Result<(String, PathRecord), E>>,
+    at: &AsOf,
+    mut emit: impl FnMut(ThenNow) -> Result<bool, E>,
+) -> Result<(), E> {
+    // The current path, its newest record included by `at`, and its newest record.
+    let mut cur: Option<(String, Option<PathRecord>, PathRecord)> = None;
+    fn flush<E>(
+        (path, then, now): (String, Option<PathRecord>, PathRecord),
+        emit: &mut impl FnMut(ThenNow) -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let then = then.filter(|r| !r.is_tombstone());
+        let now = Some(now).filter(|r| !r.is_tombstone());
+        if then.is_none() && now.is_none() {
+            return Ok(true);
+        }
+        emit(ThenNow { path, then, now })
+    }
+    for item in records {
+        let (path, rec) = item?;
+        match &mut cur {
+            Some((p, then, now)) if *p == path => {
+                if at.includes(&rec) {
+                    *then = Some(rec.clone());
+                }
+                *now = rec;
+            }
+            _ => {
+                if let Some(c) = cur.take() {
+                    if !flush(c, &mut emit)? {
+                        return Ok(());
+                    }
+                }
+                let then = at.includes(&rec).then(|| rec.clone());
+                cur = Some((path, then, rec));
+            }
+        }
+    }
+    if let Some(c) = cur {
+        flush(c, &mut emit)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +403,67 @@ mod tests {
         assert!(prune_plan(&v, &ret(Some(5), None), 500 * day)
             .drop
             .is_empty());
+    }
+
+    #[test]
+    fn as_of_by_time_is_as_of_by_index() {
+        // Entry clock 10 * index (monotone along the log).
+        let recs = vec![
+            ("a".to_string(), rec(1, 10, true)),
+            ("a".to_string(), rec(5, 50, true)),
+            ("b".to_string(), rec(3, 30, true)),
+            ("b".to_string(), rec(6, 60, false)),
+            ("c".to_string(), rec(7, 70, true)),
+            ("d".to_string(), rec(2, 20, false)),
+        ];
+        let fold = |at: AsOf, stop_after: usize| {
+            let mut out = vec![];
+            fold_then_now::<()>(recs.clone().into_iter().map(Ok), &at, |t| {
+                out.push((
+                    t.path.clone(),
+                    t.then.map(|r| r.version.index),
+                    t.now.map(|r| r.version.index),
+                ));
+                Ok(out.len() < stop_after)
+            })
+            .expect("fold");
+            out
+        };
+        let by_index = fold(AsOf::index(4), usize::MAX);
+        assert_eq!(
+            by_index,
+            vec![
+                ("a".into(), Some(1), Some(5)),
+                ("b".into(), Some(3), None),
+                ("c".into(), None, Some(7)),
+            ]
+        );
+        for t in 40..50 {
+            let at = AsOf {
+                index: 7,
+                time_ms: Some(t),
+                floor: 3,
+            };
+            assert_eq!(fold(at, usize::MAX), by_index, "time {t}");
+        }
+        assert_eq!(fold(AsOf::index(4), 2).len(), 2, "stops when asked");
+        // As of now: nothing changed.
+        assert!(fold(AsOf::index(9), usize::MAX)
+            .iter()
+            .all(|(_, a, b)| a == b));
+    }
+
+    #[test]
+    fn then_now_changes() {
+        let t = |then: Option<PathRecord>, now: Option<PathRecord>| ThenNow {
+            path: "p".into(),
+            then,
+            now,
+        };
+        assert!(!t(Some(rec(1, 0, true)), Some(rec(1, 0, true))).changed());
+        assert!(t(Some(rec(1, 0, true)), Some(rec(2, 0, true))).changed());
+        assert!(t(None, Some(rec(2, 0, true))).changed());
+        assert!(t(Some(rec(1, 0, true)), None).changed());
     }
 
     #[test]

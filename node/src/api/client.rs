@@ -76,14 +76,21 @@ pub fn request_with(
     rt.block_on(send(addr, method, path, body, token, read_timeout))
 }
 
-async fn send(
+/// Connects, sends the request and returns the answer's head with its
+/// body unread, and the task driving the connection (abort it when done).
+async fn open(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&str>,
     token: Option<&str>,
-    read_timeout: Option<Duration>,
-) -> Result<HttpResponse, ClientError> {
+) -> Result<
+    (
+        hyper::Response<hyper::body::Incoming>,
+        tokio::task::JoinHandle<()>,
+    ),
+    ClientError,
+> {
     use tokio::time::timeout;
     let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
     let connect = |source| ClientError::Connect {
@@ -93,10 +100,6 @@ async fn send(
     let io = |source| ClientError::Io {
         addr: addr.to_string(),
         source,
-    };
-    let malformed = |detail: String| ClientError::Malformed {
-        addr: addr.to_string(),
-        detail,
     };
     let stream = timeout(IO_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
@@ -110,7 +113,9 @@ async fn send(
     .map_err(|_| io(timed_out()))?
     .map_err(|e| io(std::io::Error::other(e)))?;
     // The connection is driven beside the request on this runtime.
-    let driver = tokio::spawn(conn);
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -124,28 +129,133 @@ async fn send(
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
-        .map_err(|e| malformed(format!("bad request: {e}")))?;
+        .map_err(|e| ClientError::Malformed {
+            addr: addr.to_string(),
+            detail: format!("bad request: {e}"),
+        })?;
+    match sender.send_request(req).await {
+        Ok(resp) => Ok((resp, driver)),
+        Err(e) => {
+            driver.abort();
+            Err(io(std::io::Error::other(e)))
+        }
+    }
+}
+
+async fn read_all(addr: &str, body: hyper::body::Incoming) -> Result<String, ClientError> {
+    let malformed = |detail: String| ClientError::Malformed {
+        addr: addr.to_string(),
+        detail,
+    };
+    let bytes = Limited::new(body, MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| malformed(format!("response body: {e}")))?
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(|_| malformed("response body is not UTF-8".into()))
+}
+
+async fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    read_timeout: Option<Duration>,
+) -> Result<HttpResponse, ClientError> {
     let answer = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?;
+        let (resp, driver) = open(addr, method, path, body, token).await?;
         let status = resp.status().as_u16();
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
+        let body = read_all(addr, resp.into_body()).await;
+        driver.abort();
+        Ok(HttpResponse {
+            status,
+            body: body?,
+        })
+    };
+    match read_timeout {
+        Some(d) => tokio::time::timeout(d, answer)
             .await
-            .map_err(|e| malformed(format!("response body: {e}")))?
-            .to_bytes();
-        let body = String::from_utf8(bytes.to_vec())
-            .map_err(|_| malformed("response body is not UTF-8".into()))?;
-        Ok(HttpResponse { status, body })
-    };
-    let out = match read_timeout {
-        Some(d) => timeout(d, answer).await.map_err(|_| io(timed_out()))?,
+            .map_err(|_| ClientError::Io {
+                addr: addr.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            })?,
         None => answer.await,
-    };
-    driver.abort();
-    out
+    }
+}
+
+/// POSTs `body` and hands each line of a 2xx answer to `on_line` as it
+/// arrives (newline-delimited JSON, e.g. `/restore/tree`), with no read
+/// deadline; a line is at most the response cap. A non-2xx answer is
+/// [`ClientError::Status`], as with [`call`].
+pub fn call_lines(
+    addr: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ClientError::Io {
+            addr: addr.to_string(),
+            source,
+        })?;
+    rt.block_on(async {
+        let (resp, driver) = open(addr, "POST", path, Some(body), token).await?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = read_all(addr, resp.into_body()).await;
+            driver.abort();
+            return Err(status_error(status, &body?));
+        }
+        let malformed = |detail: String| ClientError::Malformed {
+            addr: addr.to_string(),
+            detail,
+        };
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        let res = loop {
+            let Some(frame) = body.frame().await else {
+                break Ok(());
+            };
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => break Err(malformed(format!("response body: {e}"))),
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                match std::str::from_utf8(&line[..i]) {
+                    Ok(l) if !l.trim().is_empty() => on_line(l),
+                    Ok(_) => {}
+                    Err(_) => return Err(malformed("response line is not UTF-8".into())),
+                }
+            }
+            if buf.len() > MAX_RESPONSE {
+                break Err(malformed("response line too long".into()));
+            }
+        };
+        driver.abort();
+        res?;
+        match std::str::from_utf8(&buf) {
+            Ok(l) if !l.trim().is_empty() => on_line(l),
+            Ok(_) => {}
+            Err(_) => return Err(malformed("response line is not UTF-8".into())),
+        }
+        Ok(())
+    })
+}
+
+fn status_error(status: u16, body: &str) -> ClientError {
+    let message = serde_json::from_str::<super::types::ApiErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| body.trim().to_string());
+    ClientError::Status { status, message }
 }
 
 /// GET/POST and turn a non-2xx answer into [`ClientError::Status`] with the
@@ -173,13 +283,7 @@ pub fn call_with(
     if (200..300).contains(&r.status) {
         return Ok(r.body);
     }
-    let message = serde_json::from_str::<super::types::ApiErrorBody>(&r.body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| r.body.trim().to_string());
-    Err(ClientError::Status {
-        status: r.status,
-        message,
-    })
+    Err(status_error(r.status, &r.body))
 }
 
 #[cfg(test)]
@@ -219,6 +323,25 @@ mod tests {
         match call(&addr, "GET", "/x", None, None) {
             Err(ClientError::Status { status, message }) => {
                 assert_eq!((status, message.as_str()), (401, "nope"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_arrive_one_by_one() {
+        let (addr, _h) = serve_once(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              6\r\n{\"a\":1\r\n8\r\n}\n{\"b\":2\r\n2\r\n}\n\r\n0\r\n\r\n",
+        );
+        let mut got = Vec::new();
+        call_lines(&addr, "/x", "{}", None, &mut |l| got.push(l.to_string())).unwrap();
+        assert_eq!(got, vec!["{\"a\":1}", "{\"b\":2}"]);
+        let (addr, _h) =
+            serve_once(b"HTTP/1.1 409 Conflict\r\ncontent-length: 16\r\n\r\n{\"error\":\"busy\"}");
+        match call_lines(&addr, "/x", "{}", None, &mut |_| {}) {
+            Err(ClientError::Status { status, message }) => {
+                assert_eq!((status, message.as_str()), (409, "busy"))
             }
             other => panic!("{other:?}"),
         }

@@ -7,22 +7,27 @@
 //! | `GET /ls?path=P[&recursive=1][&after=K][&limit=N]` | [`LsAnswer`]: the live entries directly below `P` (everything below with `recursive`), from the Raft state machine; a file `P` lists itself; 404 if nothing is there. Paged: `next_after` continues. |
 //! | `GET /history?path=P` | [`HistoryAnswer`]: every retained version of `P`, oldest first, each committed / conflict / deleted |
 //! | `POST /restore` [`RestoreRequest`] | [`Restored`]: writes a retained version (see [`restore`]) |
+//! | `POST /restore/tree` [`TreeRestoreRequest`] | newline-delimited [`TreeLine`]s: a subtree as of a log index or time, to a destination or in place, with progress (see [`tree`]) |
+//! | `GET /diff?as_of=T[&path=P][&after=K][&limit=N]` | [`DiffAnswer`]: what changed under `P` since `T` (see [`diff`]) |
 //! | `POST /verify` | [`VerifyAnswer`]: rehashes the synced directory against the committed tree (see [`verify`]) |
 //! | `POST /adopt` | [`Adopted`]: re-creates the folder marker on purpose and confirms withheld deletes |
 //!
 //! Paths are index paths: relative to the synced directory, `/`-separated,
 //! no `.`/`..`, nothing in the daemon's `.filesyncd*` namespace
-//! ([`listing::check_path`]); anything else is a 400. `ls` and `history`
-//! read only the state machine; `restore`, `verify` and `adopt` need the
+//! ([`listing::check_path`]); anything else is a 400. `ls`, `history` and
+//! `diff` read only the state machine; `restore`, `verify` and `adopt` need the
 //! sync service (503 without it). Reads and hashing run on the blocking
 //! pool.
 
+pub mod asof;
 pub mod dest;
+pub mod diff;
 mod frozen;
 pub mod listing;
 pub mod query;
 pub mod restore;
 pub mod status;
+pub mod tree;
 pub mod types;
 pub mod verify;
 
@@ -39,8 +44,9 @@ use super::{internal, ApiError, ApiState};
 use crate::daemon::sync::{SyncCommand, SyncHandle};
 use listing::{check_dir, check_path, children, descendants, entry, history_entries};
 pub use types::{
-    Adopted, Difference, EntryDesc, HistoryAnswer, HistoryEntry, LsAnswer, LsEntry, RestoreRequest,
-    Restored, Skipped, VerifyAnswer,
+    Adopted, AsOfDesc, DiffAnswer, DiffEntry, Difference, EntryDesc, HistoryAnswer, HistoryEntry,
+    KeptAs, LsAnswer, LsEntry, PathFailure, RestoreRequest, Restored, Skipped, TreeLine,
+    TreeProgress, TreeRestoreRequest, TreeRestored, VerifyAnswer,
 };
 
 /// Entries per `ls` page unless `limit` says otherwise, and the most.
@@ -53,6 +59,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/ls", get(ls))
         .route("/history", get(history))
         .route("/restore", post(restore::restore))
+        .route("/restore/tree", post(tree::restore_tree))
+        .route("/diff", get(diff::diff))
         .route("/verify", post(verify::verify))
         .route("/adopt", post(adopt))
 }

@@ -1,6 +1,7 @@
 //! File subcommands, clients of a running daemon's control API:
 //! `ls [PATH]`, `history <PATH>`, `restore <PATH> [--version I] [--to D]`,
-//! `verify`, `adopt`. PATHs are relative to the synced directory.
+//! `verify`, `adopt` (and, in [`super::asof`], `restore --tree` and
+//! `diff`). PATHs are relative to the synced directory.
 //!
 //! Output: a table on stdout, or with `--json` the API's JSON body (one
 //! document; `ls` merges its pages into one answer). Exit codes: 0 ok;
@@ -55,13 +56,27 @@ pub struct HistoryArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// A path relative to the synced directory.
-    #[arg(value_name = "PATH")]
-    pub path: String,
+    /// A path relative to the synced directory (with --tree: the subtree,
+    /// default all of it).
+    #[arg(value_name = "PATH", required_unless_present = "tree")]
+    pub path: Option<String>,
     /// The version's log index as `history` prints it (`INDEX` or
     /// `INDEX.POS`); default: the newest version that is not a deletion.
-    #[arg(long, value_name = "INDEX", value_parser = parse_version)]
+    #[arg(long, value_name = "INDEX", value_parser = parse_version, conflicts_with = "tree")]
     pub version: Option<(u64, Option<u32>)>,
+    /// Restore the whole tree under PATH as it was committed at --as-of,
+    /// with --to DEST or --in-place (progress on stderr).
+    #[arg(long, requires = "as_of")]
+    pub tree: bool,
+    /// With --tree: a log index (`1234`) or an RFC 3339 time
+    /// (`2026-12-06T01:02:03Z`, `2026-12-06T02:02:03+01:00`).
+    #[arg(long, value_name = "WHEN", requires = "tree", value_parser = super::asof::check_as_of)]
+    pub as_of: Option<String>,
+    /// With --tree: make the tree in the synced directory what it was then
+    /// (the engine commits the changes as new versions; local content not
+    /// committed is kept as a conflict copy).
+    #[arg(long, requires = "tree", conflicts_with = "to")]
+    pub in_place: bool,
     /// Write the version here instead of in place and never replace
     /// anything: a relative DEST is inside the synced directory, an absolute
     /// one anywhere the daemon may write.
@@ -93,6 +108,11 @@ pub fn parse_version(s: &str) -> Result<(u64, Option<u32>), String> {
     }
 }
 
+/// A usage error found after parsing (exit 2, like the parser's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 /// Prints an error and picks the exit code: 2 when the daemon answered 400
 /// (bad arguments), 1 otherwise.
 pub fn finish(res: anyhow::Result<ExitCode>) -> ExitCode {
@@ -103,13 +123,18 @@ pub fn finish(res: anyhow::Result<ExitCode>) -> ExitCode {
             let bad_args = matches!(
                 err.downcast_ref::<ClientError>(),
                 Some(ClientError::Status { status: 400, .. })
-            );
+            ) || err.downcast_ref::<Usage>().is_some();
             ExitCode::from(if bad_args { 2 } else { 1 })
         }
     }
 }
 
-fn call(out: &Output, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
+pub(super) fn call(
+    out: &Output,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<String> {
     Ok(client::call(
         &out.api.api,
         method,
@@ -305,8 +330,11 @@ pub fn restored_text(r: &Restored) -> Vec<String> {
 }
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    if args.tree {
+        return super::asof::restore_tree(args);
+    }
     let req = RestoreRequest {
-        path: index_path(&args.path),
+        path: index_path(args.path.as_deref().unwrap_or_default()),
         version: args.version.map(|v| v.0),
         pos: args.version.and_then(|v| v.1),
         to: args.to.clone(),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod asof;
 pub mod chunk;
 pub mod ctl;
 pub mod files;

@@ -15,7 +15,10 @@ use filesyncd_merkle::Hash;
 use super::error::SmError;
 use super::tables::{self, dec};
 use super::view::SmView;
-use crate::history::{fold_as_of, ClusterState, PathRecord, Settings, TokenRecord};
+use crate::history::{
+    fold_as_of, fold_then_now, AsOf, AsOfSpec, ClusterState, PathRecord, Settings, ThenNow,
+    TokenRecord,
+};
 use crate::{NodeId, NodeInfo};
 
 #[derive(Clone)]
@@ -244,6 +247,181 @@ impl SmReader {
         Ok(out)
     }
 
+    /// Resolves `spec` to an [`AsOf`], checked against retention and the applied index.
+    ///
+    /// An index must lie in `horizon..=applied`. A time `T` at or after the entry clock is
+    /// "as of the last applied entry". An earlier time needs a log index known to be stamped
+    /// at or before `T` (the [`AsOf::floor`]) at or after the horizon. The state machine has
+    /// no time index; the `changed` index does: its keys are the versions of each path's
+    /// newest record, and the clock is monotone along the log, so a binary search over log
+    /// indexes (each probe: the last `changed` key at or before the index, then that record's
+    /// time) finds the newest such record stamped at or before `T` in O(log(applied)) probes
+    /// of O(log n) each, whatever the size of the history. Only when that record lies before
+    /// the horizon (every path written since `T` was written again later, e.g. one hot file in
+    /// a tree otherwise untouched since long before) is the history streamed, once, up to the
+    /// first record at or after the horizon stamped at or before `T`. A time with no such
+    /// record is refused as outside retention (conservative: the entries between the horizon
+    /// and `T` then wrote no record that is still retained).
+    pub fn resolve_as_of(&self, spec: AsOfSpec) -> Result<AsOf, SmError> {
+        let txn = self.txn()?;
+        let state = tables::read_state(&txn.open_table(tables::STATE)?)?;
+        let applied = applied_in(&txn)?.map_or(0, |l| l.index);
+        let t = match spec {
+            AsOfSpec::Index(at) => {
+                if at < state.horizon {
+                    return Err(SmError::OutsideRetention {
+                        at,
+                        horizon: state.horizon,
+                    });
+                }
+                if at > applied {
+                    return Err(SmError::NotYetApplied { at, applied });
+                }
+                return Ok(AsOf::index(at));
+            }
+            AsOfSpec::Time(t) => t,
+        };
+        if t >= state.clock_ms {
+            return Ok(AsOf::index(applied));
+        }
+        let changed = txn.open_table(tables::CHANGED)?;
+        let hist = txn.open_table(tables::HISTORY)?;
+        // The newest `changed` key at or before index `m`, and its record's time.
+        let probe = |m: u64| -> Result<Option<(u64, u64)>, SmError> {
+            let Some(item) = changed.range(..=(m, u32::MAX))?.next_back() else {
+                return Ok(None);
+            };
+            let (k, v) = item?;
+            let (index, pos) = k.value();
+            let path = v.value();
+            let rec = hist.get((path, index, pos))?.ok_or_else(|| {
+                SmError::Corrupt(format!(
+                    "changed names {path:?} at {index}.{pos}, not in history"
+                ))
+            })?;
+            let rec: PathRecord = dec(rec.value())?;
+            Ok(Some((index, rec.time_ms)))
+        };
+        // Largest `lo` whose probe is stamped at or before `t` (0: none).
+        let (mut lo, mut hi) = (0u64, applied);
+        let mut floor = 0;
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match probe(mid)? {
+                Some((index, time)) if time <= t => {
+                    floor = index;
+                    lo = mid;
+                }
+                _ => hi = mid - 1,
+            }
+        }
+        if floor < state.horizon {
+            // Rare: stream the history for a later retained record stamped by then.
+            for item in hist.iter()? {
+                let (k, v) = item?;
+                let (_, index, _) = k.value();
+                if index < state.horizon || index <= floor || index > applied {
+                    continue;
+                }
+                let rec: PathRecord = dec(v.value())?;
+                if rec.time_ms <= t {
+                    floor = index;
+                    break;
+                }
+            }
+        }
+        if floor < state.horizon {
+            return Err(SmError::OutsideRetention {
+                at: floor,
+                horizon: state.horizon,
+            });
+        }
+        Ok(AsOf {
+            index: applied,
+            time_ms: Some(t),
+            floor,
+        })
+    }
+
+    /// One page of the tree under `dir` (`""`: everything; a file: itself) as of `at` and
+    /// now: every path alive at either, in path order, strictly after `after`, at most
+    /// `limit` of them; the second value is the `after` of the next page (`None`: done).
+    ///
+    /// One read transaction, streaming a range of the history table: the records of `dir`
+    /// and of `dir/...` only (a page costs the records of its paths, and of dead paths
+    /// between them), never the whole history. Fails like [`SmReader::resolve_as_of`] if
+    /// retention moved past `at` meanwhile (a long job reads many pages).
+    pub fn then_and_now(
+        &self,
+        dir: &str,
+        at: &AsOf,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ThenNow>, Option<String>), SmError> {
+        let txn = self.txn()?;
+        let state = tables::read_state(&txn.open_table(tables::STATE)?)?;
+        if at.floor < state.horizon {
+            return Err(SmError::OutsideRetention {
+                at: at.floor,
+                horizon: state.horizon,
+            });
+        }
+        let hist = txn.open_table(tables::HISTORY)?;
+        let decode = |item: Result<
+            (
+                redb::AccessGuard<'_, tables::HistKey>,
+                redb::AccessGuard<'_, &[u8]>,
+            ),
+            redb::StorageError,
+        >| {
+            let (k, v) = item?;
+            Ok::<_, SmError>((k.value().0.to_string(), dec::<PathRecord>(v.value())?))
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        let mut emit = |t: ThenNow| {
+            if out.len() >= limit {
+                more = true;
+                return Ok(false);
+            }
+            out.push(t);
+            Ok(true)
+        };
+        let prefix = format!("{dir}/");
+        if dir.is_empty() {
+            let start = after.unwrap_or("");
+            let records = hist
+                .range((start, 0u64, 0u32)..)?
+                .map(decode)
+                .filter(|r| !matches!((r, after), (Ok((p, _)), Some(a)) if p == a));
+            fold_then_now(records, at, &mut emit)?;
+        } else {
+            // `dir` itself, then `dir/...` (paths such as `dir-x` sort between the two).
+            let own = if after.is_some_and(|a| a >= dir) {
+                None
+            } else {
+                Some(hist.range((dir, 0u64, 0u32)..=(dir, u64::MAX, u32::MAX))?)
+            };
+            let start = match after {
+                Some(a) if a > prefix.as_str() => a,
+                _ => prefix.as_str(),
+            };
+            let below = hist
+                .range((start, 0u64, 0u32)..)?
+                .map(decode)
+                .take_while(|r| !matches!(r, Ok((p, _)) if !p.starts_with(&prefix)))
+                .filter(|r| !matches!((r, after), (Ok((p, _)), Some(a)) if p == a));
+            let records = own.into_iter().flatten().map(decode).chain(below);
+            fold_then_now(records, at, &mut emit)?;
+        }
+        let next = if more {
+            out.last().map(|t| t.path.clone())
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
     /// The cluster root and the log id it is the root at (one transaction).
     pub fn cluster_root(&self) -> Result<(Hash, Option<LogId<NodeId>>), SmError> {
         let txn = self.txn()?;
@@ -354,5 +532,170 @@ pub(crate) fn applied_in(txn: &ReadTransaction) -> Result<Option<LogId<NodeId>>,
     match meta.get(tables::META_APPLIED)? {
         Some(v) => dec(v.value()),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod as_of_tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    use filesyncd_merkle::Hash;
+
+    use super::super::StateMachine;
+    use super::*;
+    use crate::command::{ChunkerParams, Op, PutKind, Request, RequestId, Retention, Version};
+    use crate::TypeConfig;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn entry(index: u64, time_ms: u64, op: Op) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::new(
+                RequestId {
+                    origin: 9,
+                    seq: index,
+                },
+                time_ms,
+                vec![op],
+            )),
+        }
+    }
+
+    fn put(path: &str, c: u8, base: Option<Version>) -> Op {
+        Op::Put {
+            path: path.into(),
+            kind: PutKind::File,
+            root: Hash([c; 32]),
+            size: 1,
+            mode: 0o644,
+            mtime_ns: 0,
+            origin: 9,
+            base,
+            holders: vec![9],
+        }
+    }
+
+    /// 1 init; 2 d/a; 3 d/b; 4 d/a again; 5 d/b deleted; 6 d-x; 7 d/c; 8 e. Entry `i` is
+    /// stamped `T0 + 10 * i`.
+    fn machine(dir: &std::path::Path, retention: Retention) -> StateMachine {
+        let sm = StateMachine::open(dir).expect("open");
+        let ops = vec![
+            Op::InitCluster {
+                cluster_id: "c".into(),
+                chunker: ChunkerParams::default(),
+                retention,
+            },
+            put("d/a", 1, None),
+            put("d/b", 2, None),
+            put("d/a", 3, Some(Version::new(2, 0))),
+            Op::Delete {
+                path: "d/b".into(),
+                base: Version::new(3, 0),
+            },
+            put("d-x", 4, None),
+            put("d/c", 5, None),
+            put("e", 6, None),
+        ];
+        let entries = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let i = i as u64 + 1;
+                entry(i, T0 + 10 * i, op)
+            })
+            .collect();
+        sm.apply_blocking(entries).expect("apply");
+        sm
+    }
+
+    fn page(r: &SmReader, dir: &str, at: &AsOf) -> Vec<(String, Option<u64>, Option<u64>)> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (items, next) = r.then_and_now(dir, at, after.as_deref(), 1).expect("page");
+            assert!(items.len() <= 1);
+            out.extend(items.into_iter().map(|t| {
+                (
+                    t.path,
+                    t.then.map(|r| r.version.index),
+                    t.now.map(|r| r.version.index),
+                )
+            }));
+            match next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn times_resolve_like_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = machine(dir.path(), Retention::default());
+        let r = sm.reader();
+        // Stamped between entries 3 and 4: as of index 3. Entries 2 and 3 wrote no newest
+        // record (4 and 5 superseded them), so the floor known is 0.
+        let at = r.resolve_as_of(AsOfSpec::Time(T0 + 35)).expect("resolve");
+        assert_eq!((at.index, at.time_ms, at.floor), (8, Some(T0 + 35), 0));
+        let later = r.resolve_as_of(AsOfSpec::Time(T0 + 65)).expect("resolve");
+        assert_eq!(later.floor, 6);
+        let by_index = r.resolve_as_of(AsOfSpec::Index(3)).expect("index");
+        let want = vec![
+            ("d/a".to_string(), Some(2), Some(4)),
+            ("d/b".to_string(), Some(3), None),
+            ("d/c".to_string(), None, Some(7)),
+        ];
+        assert_eq!(page(&r, "d", &at), want);
+        assert_eq!(page(&r, "d", &by_index), want);
+        // A file, and everything (`d-x` sorts between `d` and `d/`).
+        assert_eq!(page(&r, "d/a", &at), want[..1].to_vec());
+        let all = page(&r, "", &at);
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert!(all.iter().any(|(p, _, _)| p == "d-x"));
+        // At or after the clock: as of the last applied entry.
+        let now = r.resolve_as_of(AsOfSpec::Time(T0 + 1000)).expect("now");
+        assert_eq!(now, AsOf::index(8));
+        assert!(page(&r, "", &now).iter().all(|(_, a, b)| a == b));
+        // Before anything was written: an empty tree.
+        let before = r.resolve_as_of(AsOfSpec::Time(T0)).expect("before");
+        assert!(page(&r, "d", &before).iter().all(|(_, a, _)| a.is_none()));
+        assert!(matches!(
+            r.resolve_as_of(AsOfSpec::Index(9)),
+            Err(SmError::NotYetApplied { at: 9, applied: 8 })
+        ));
+    }
+
+    #[test]
+    fn retention_bounds_times_and_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = machine(
+            dir.path(),
+            Retention {
+                keep_versions: Some(1),
+                keep_days: None,
+            },
+        );
+        let r = sm.reader();
+        // d/a's first version (2) was dropped when 4 superseded it: exact from 4.
+        let horizon = r.state().expect("state").horizon;
+        assert!(horizon >= 4, "{horizon}");
+        assert!(matches!(
+            r.resolve_as_of(AsOfSpec::Index(3)),
+            Err(SmError::OutsideRetention { .. })
+        ));
+        assert!(matches!(
+            r.resolve_as_of(AsOfSpec::Time(T0 + 35)),
+            Err(SmError::OutsideRetention { .. })
+        ));
+        let at = r
+            .resolve_as_of(AsOfSpec::Time(T0 + 10 * horizon + 5))
+            .expect("within retention");
+        assert!(at.floor >= horizon);
+        let stale = AsOf::index(3);
+        assert!(matches!(
+            r.then_and_now("d", &stale, None, 10),
+            Err(SmError::OutsideRetention { .. })
+        ));
     }
 }

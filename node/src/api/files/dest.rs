@@ -26,9 +26,15 @@ pub enum Dest {
 /// Checks the request's paths (no file-system access).
 pub fn parse_dest(path: &str, to: Option<&str>) -> Result<Dest, String> {
     check_path(path)?;
-    let Some(to) = to else {
-        return Ok(Dest::InPlace(path.to_owned()));
-    };
+    match to {
+        None => Ok(Dest::InPlace(path.to_owned())),
+        Some(to) => parse_to(to),
+    }
+}
+
+/// Checks a `--to` destination (no file-system access): [`Dest::InRoot`]
+/// or [`Dest::Absolute`].
+pub fn parse_to(to: &str) -> Result<Dest, String> {
     if !to.starts_with('/') {
         check_path(to).map_err(|e| format!("--to: {e}"))?;
         return Ok(Dest::InRoot(to.to_owned()));

@@ -46,7 +46,7 @@ use filesyncd_chunkstore::store::ChunkStore;
 use filesyncd_merkle::file_tree::FileTree;
 use filesyncd_merkle::{build, ChunkEntry, Hash};
 use filesyncd_raft::command::PutKind;
-use filesyncd_raft::history::PathRecord;
+use filesyncd_raft::history::{FileMeta, PathRecord};
 
 use super::dest::{parse_dest, resolve, Target};
 use super::frozen::FrozenIndex;
@@ -57,10 +57,10 @@ use crate::daemon::sync::ports::record_of;
 use crate::daemon::sync::{EffectError, RemoteChunks, SyncHandle};
 use crate::engine::fs::Fs;
 use crate::engine::fs_real::RootFs;
-use crate::engine::materialize::{MaterializeError, Materializer};
+use crate::engine::materialize::{MaterializeError, Materializer, Placed};
 use crate::engine::plan::{Expect, Missing};
 use crate::engine::ports::{ChunkFetcher, PortError, PortResult};
-use crate::engine::types::{FileKind, Kind, Meta, NodeId, Stat};
+use crate::engine::types::{FileKind, Kind, Meta, NodeId, Stat, VersionRecord};
 use crate::now_ms;
 
 /// The version to restore, from the path's records (oldest first).
@@ -126,7 +126,7 @@ fn unavailable(msg: String) -> ApiError {
 
 /// Makes every chunk of a file version local (fetching what is missing,
 /// verified) and returns its chunk list and the chunks fetched.
-fn ensure_local(
+pub(super) fn ensure_local(
     rt: &tokio::runtime::Handle,
     sync: &SyncHandle,
     root: Hash,
@@ -168,7 +168,7 @@ fn ensure_local(
 /// one the content goes with (409 if the entry changed while hashed). A
 /// file's chunks are put into `store` on the way: if the restore replaces
 /// it, the version it held stays restorable from this node.
-fn disk_meta(
+pub(super) fn disk_meta(
     fs: &dyn Fs,
     rel: &str,
     chunker: &Chunker,
@@ -218,7 +218,7 @@ fn disk_meta(
 
 /// What an in-place restore does with what is at the path.
 #[derive(Debug, PartialEq, Eq)]
-enum InPlace {
+pub(super) enum InPlace {
     /// The disk already holds the version.
     Unchanged,
     Write(Expect),
@@ -226,7 +226,7 @@ enum InPlace {
 
 /// Decides an in-place restore from what is on disk and the path's
 /// retained versions (see the module doc).
-fn decide_in_place(
+pub(super) fn decide_in_place(
     want: &Meta,
     disk: Option<(Meta, Stat)>,
     records: &[PathRecord],
@@ -246,7 +246,18 @@ fn decide_in_place(
             "{rel} is a directory here: restore the version elsewhere with --to"
         )));
     }
-    let committed = records.iter().filter_map(|r| r.state.as_ref()).any(|m| {
+    Ok(InPlace::Write(if is_committed(&have, records) {
+        Expect::Entry(st)
+    } else {
+        Expect::Absent
+    }))
+}
+
+/// Whether content found on disk (`have`) is one of the path's retained
+/// versions (`records`): the history keeps it, so it may be replaced or
+/// deleted; anything else is local content, moved aside instead.
+pub(super) fn is_committed(have: &Meta, records: &[PathRecord]) -> bool {
+    records.iter().filter_map(|r| r.state.as_ref()).any(|m| {
         let kind = match &m.kind {
             PutKind::File => Kind::File,
             PutKind::Dir => Kind::Dir,
@@ -255,21 +266,89 @@ fn decide_in_place(
             },
         };
         kind == have.kind && m.root == have.root && m.size == have.size
-    });
-    Ok(InPlace::Write(if committed {
-        Expect::Entry(st)
-    } else {
-        Expect::Absent
-    }))
+    })
+}
+
+/// What every restore writes with, on the sync task's blocking pool (async
+/// parts through `rt`): the single-path restore below and the tree restore
+/// ([`super::tree`]).
+pub(super) struct Writer {
+    pub rt: tokio::runtime::Handle,
+    pub sync: SyncHandle,
+    pub node: NodeId,
+    pub chunker: Chunker,
+}
+
+impl Writer {
+    /// Writes the retained version `meta` at `record.path` through `fs`
+    /// (the synced directory, or a directory outside it with a
+    /// [`FrozenIndex`] as `store`), expecting `expect` there: a file's
+    /// content is first made local (fetched from its holders and verified
+    /// where missing). Returns what the materializer placed and the chunks
+    /// fetched; `shown` names the destination in errors.
+    pub(super) fn write(
+        &self,
+        fs: &dyn Fs,
+        store: &dyn ChunkStore,
+        record: &VersionRecord,
+        meta: &FileMeta,
+        expect: Expect,
+        shown: &str,
+    ) -> Result<(Placed, u64), ApiError> {
+        let mut fetched = 0;
+        let mut chunks = Vec::new();
+        if record.meta.is_file() {
+            let (list, n) = ensure_local(
+                &self.rt,
+                &self.sync,
+                meta.root,
+                meta.size,
+                &meta.holders,
+                Missing::Tree,
+            )?;
+            chunks = list;
+            fetched += n;
+        }
+        let m = Materializer {
+            fs,
+            store,
+            chunker: &self.chunker,
+            node: self.node,
+            now_ms: now_ms(),
+        };
+        // A chunk located in a live file that changed since it was indexed
+        // reads as absent: fetch it and try again.
+        let mut attempts = 0;
+        loop {
+            let res = match &record.meta.kind {
+                Kind::File => m.write_file(record, &chunks, expect),
+                Kind::Dir => m.mkdir(record, expect),
+                Kind::Symlink { .. } => m.symlink(record, expect),
+            };
+            match res {
+                Ok(p) => return Ok((p, fetched)),
+                Err(MaterializeError::MissingChunk { hash, .. }) if attempts < 3 => {
+                    attempts += 1;
+                    let (_, n) = ensure_local(
+                        &self.rt,
+                        &self.sync,
+                        meta.root,
+                        meta.size,
+                        &meta.holders,
+                        Missing::Chunks(vec![hash]),
+                    )?;
+                    fetched += n;
+                }
+                Err(e) => return Err(internal(format!("writing {shown}: {e}"))),
+            }
+        }
+    }
 }
 
 /// The restore, on the sync task's blocking pool (async parts through `rt`).
 struct Job {
-    rt: tokio::runtime::Handle,
-    sync: SyncHandle,
-    node: NodeId,
+    w: Writer,
     records: Vec<PathRecord>,
-    chunker: Chunker,
     req: RestoreRequest,
 }
 
@@ -280,7 +359,7 @@ impl Job {
         let Some(meta) = rec.state.clone() else {
             return Err(internal("picked a deletion"));
         };
-        let target = resolve(dest, &self.sync.root)?;
+        let target = resolve(dest, &self.w.sync.root)?;
         if matches!(target, Target::Outside { .. }) && !self.req.allow_outside {
             return Err(ApiError(
                 axum::http::StatusCode::FORBIDDEN,
@@ -291,8 +370,8 @@ impl Job {
         }
         let (fs, rel, in_root, shown) = match &target {
             Target::Root { rel, .. } => (
-                RootFs::open(&self.sync.root)
-                    .map_err(|e| internal(format!("{}: {e}", self.sync.root.display())))?,
+                RootFs::open(&self.w.sync.root)
+                    .map_err(|e| internal(format!("{}: {e}", self.w.sync.root.display())))?,
                 rel.clone(),
                 true,
                 rel.clone(),
@@ -308,7 +387,7 @@ impl Job {
         record.path = rel.clone();
         let expect = match target {
             Target::Root { in_place: true, .. } => {
-                let disk = disk_meta(&fs, &rel, &self.chunker, self.sync.store.as_ref())?;
+                let disk = disk_meta(&fs, &rel, &self.w.chunker, self.w.sync.store.as_ref())?;
                 match decide_in_place(&record.meta, disk, &self.records, &rel)? {
                     InPlace::Unchanged => {
                         return Ok(self.answer(&rec, &record.meta, shown, in_root, true, None, 0))
@@ -330,60 +409,14 @@ impl Job {
             }
         };
         let frozen = FrozenIndex {
-            inner: self.sync.store.as_ref(),
+            inner: self.w.sync.store.as_ref(),
         };
         let store: &dyn ChunkStore = if in_root {
-            self.sync.store.as_ref()
+            self.w.sync.store.as_ref()
         } else {
             &frozen
         };
-        let mut fetched = 0;
-        let mut chunks = Vec::new();
-        if record.meta.is_file() {
-            let (list, n) = ensure_local(
-                &self.rt,
-                &self.sync,
-                meta.root,
-                meta.size,
-                &meta.holders,
-                Missing::Tree,
-            )?;
-            chunks = list;
-            fetched += n;
-        }
-        let m = Materializer {
-            fs: &fs,
-            store,
-            chunker: &self.chunker,
-            node: self.node,
-            now_ms: now_ms(),
-        };
-        // A chunk located in a live file that changed since it was indexed
-        // reads as absent: fetch it and try again.
-        let mut attempts = 0;
-        let placed = loop {
-            let res = match &record.meta.kind {
-                Kind::File => m.write_file(&record, &chunks, expect),
-                Kind::Dir => m.mkdir(&record, expect),
-                Kind::Symlink { .. } => m.symlink(&record, expect),
-            };
-            match res {
-                Ok(p) => break p,
-                Err(MaterializeError::MissingChunk { hash, .. }) if attempts < 3 => {
-                    attempts += 1;
-                    let (_, n) = ensure_local(
-                        &self.rt,
-                        &self.sync,
-                        meta.root,
-                        meta.size,
-                        &meta.holders,
-                        Missing::Chunks(vec![hash]),
-                    )?;
-                    fetched += n;
-                }
-                Err(e) => return Err(internal(format!("writing {shown}: {e}"))),
-            }
-        };
+        let (placed, fetched) = self.w.write(&fs, store, &record, &meta, expect, &shown)?;
         tracing::info!(
             path = %self.req.path,
             index = rec.version.index,
@@ -454,11 +487,13 @@ pub(super) async fn restore(
                 .ok_or_else(|| unavailable("the cluster is not initialized yet".into()))?;
             let chunker = settings.chunker.validate().map_err(internal)?;
             Job {
-                rt,
-                sync,
-                node,
+                w: Writer {
+                    rt,
+                    sync,
+                    node,
+                    chunker,
+                },
                 records,
-                chunker,
                 req,
             }
             .run()

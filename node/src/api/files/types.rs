@@ -195,3 +195,151 @@ pub struct Adopted {
     /// The synced directory.
     pub dir: String,
 }
+
+/// The point of history an answer read the tree at (`--as-of`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsOfDesc {
+    /// `--as-of` as given.
+    pub given: String,
+    /// The log index, when one was given (or the time was at or after the
+    /// entry clock: then the last applied index).
+    pub index: Option<u64>,
+    /// The time, when one was given (ms since the Unix epoch, entry clock):
+    /// the versions of the entries stamped at or before it.
+    pub time_ms: Option<u64>,
+    /// No entry after this log index was read (the last applied index when
+    /// a time was resolved).
+    pub applied: u64,
+    /// A log index known to be at or before the point (equal to `index`
+    /// when one was given).
+    pub floor: u64,
+}
+
+/// The body of `POST /restore/tree`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeRestoreRequest {
+    /// The subtree (a directory or a file), relative to the synced
+    /// directory; `""`: all of it.
+    #[serde(default)]
+    pub path: String,
+    /// A log index or an RFC 3339 time ([`super::asof::parse_as_of`]).
+    pub as_of: String,
+    /// Write the subtree as of then under this path (relative: inside the
+    /// synced directory; absolute: anywhere, with `allow_outside`). It must
+    /// not exist or be an empty directory. Exclusive with `in_place`.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Make the subtree what it was then, in the synced directory: changed
+    /// paths are written back, paths created since are deleted (the engine
+    /// commits both as new versions), local content not committed is kept
+    /// as a conflict copy.
+    #[serde(default)]
+    pub in_place: bool,
+    #[serde(default)]
+    pub allow_outside: bool,
+}
+
+/// How far a tree restore is: paths acted on (written, deleted, already
+/// right, failed) and file bytes written, of the totals counted first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeProgress {
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// A path a tree restore could not restore, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFailure {
+    pub path: String,
+    pub error: String,
+}
+
+/// Local content a tree restore moved aside instead of replacing or
+/// deleting it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptAs {
+    pub path: String,
+    /// The conflict copy's path (same root as `written`).
+    pub kept_as: String,
+}
+
+/// The outcome of `POST /restore/tree`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeRestored {
+    pub path: String,
+    pub as_of: Option<AsOfDesc>,
+    /// Where the tree was written: `path` itself (`in_place`), a path
+    /// relative to the synced directory (`in_root`), or absolute.
+    pub written: String,
+    pub in_root: bool,
+    pub in_place: bool,
+    pub progress: TreeProgress,
+    /// Versions written (files, directories, symlinks).
+    pub written_paths: u64,
+    /// Paths deleted (in place: alive now, absent then).
+    pub deleted: u64,
+    /// Paths already as they were then (nothing done).
+    pub unchanged: u64,
+    /// Directories to delete that still held other entries (kept).
+    pub dirs_kept: u64,
+    /// Local content moved aside: the count, and the first
+    /// [`TREE_LISTED`] of them.
+    pub kept_count: u64,
+    pub kept: Vec<KeptAs>,
+    /// Paths that failed: the count, and the first [`TREE_LISTED`].
+    pub failed: u64,
+    pub failures: Vec<PathFailure>,
+    pub chunks_fetched: u64,
+}
+
+/// How many kept and failed paths a [`TreeRestored`] lists by name.
+pub const TREE_LISTED: usize = 100;
+
+/// One line of the `POST /restore/tree` answer (newline-delimited JSON):
+/// progress after every batch, then `done` or `error`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeLine {
+    Progress(TreeProgress),
+    Done(TreeRestored),
+    /// The restore stopped (what was done so far stays done).
+    Error {
+        error: String,
+        partial: TreeRestored,
+    },
+}
+
+/// Kinds of `diff` changes.
+pub mod change {
+    /// Alive now, absent (or deleted) then.
+    pub const ADDED: &str = "added";
+    /// Alive both times, other content (kind, root, size or mode).
+    pub const MODIFIED: &str = "modified";
+    /// Alive then, absent now.
+    pub const DELETED: &str = "deleted";
+}
+
+/// One path that changed since the point of `GET /diff`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffEntry {
+    pub path: String,
+    /// One of [`change`].
+    pub change: String,
+    /// The version then and now (`INDEX`, `POS`), if alive.
+    pub then_version: Option<(u64, u32)>,
+    pub now_version: Option<(u64, u32)>,
+    pub then: Option<EntryDesc>,
+    pub now: Option<EntryDesc>,
+}
+
+/// The answer of `GET /diff`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffAnswer {
+    pub path: String,
+    pub as_of: AsOfDesc,
+    pub entries: Vec<DiffEntry>,
+    /// More entries follow: ask again with `after=<this>`.
+    pub next_after: Option<String>,
+}
