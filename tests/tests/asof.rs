@@ -94,13 +94,17 @@ fn applied_index(c: &Cluster, i: usize) -> u64 {
     c.node(i).status().unwrap().applied_index.unwrap()
 }
 
-// Passes (twice with 1,000 files, once with 300), but took 603-645 s
-// whatever the file count (24 s in its first run, on an earlier binary and
-// an idle machine): some wait in it runs for minutes and is not understood
-// yet. Out of the CI run until it is; run it with
-// `cargo test -p filesyncd-systests --test asof -- --ignored`.
+// Passes (twice with 1,000 files, once with 300), but takes 600-645 s
+// whatever the file count: after `folder` is renamed out of node 1's
+// directory and re-created at once with d0/ and new.txt, node 1 proposes
+// the rewrites but not the deletes of d1.., link (it reports in_sync, paused
+// null), so the nodes converge only at node 1's periodic full rescan
+// (`rescan_every`, 600 s). A bug of the watcher/scan scope for a directory
+// replaced under its name, not of the restore; until it is fixed this test
+// stays out of the CI run: `cargo test -p filesyncd-systests --test asof --
+// --ignored`.
 #[test]
-#[ignore = "passes in about 10 minutes: a slow wait not yet understood (see the comment)"]
+#[ignore = "about 10 minutes until a watcher bug is fixed (see the comment)"]
 fn t10_a_deleted_and_rewritten_folder_comes_back_as_of_a_time() {
     let n = files();
     let _g = serial();
