@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use filesyncd_systests::tree::{converge_within, in_sync, snapshot, status_json, Entry};
 use filesyncd_systests::{random_bytes, serial, wait_for, Cluster, Error, Value};
@@ -62,21 +62,32 @@ fn under(tree: &BTreeMap<String, Entry>, prefix: &str) -> BTreeMap<String, Entry
 
 /// Waits until every node holds the same tree, in sync; confirms the
 /// withheld deletes of a mass delete on `deleter` (`adopt`) when its sync
-/// pauses them.
+/// pauses them, and every 5 s while the trees differ: a pause is cleared
+/// from `status` by the next step of an unrelated scope (an engine bug,
+/// noted for its own fix), so the test cannot rely on seeing it.
 fn converge_adopting(c: &Cluster, deleter: usize) -> BTreeMap<String, Entry> {
+    let mut last_adopt = Instant::now();
+    let adopt = |why: &str| {
+        let out = c.node(deleter).cli(&["adopt"]);
+        eprintln!(
+            "adopt on node {deleter} ({why}): {:?} {}",
+            out.code,
+            out.stderr.trim()
+        );
+    };
     wait_for("the nodes to converge", LONG, || {
         let st = status_json(c.node(deleter));
         if st.as_ref().is_some_and(|v| !v["sync"]["paused"].is_null()) {
-            let out = c.node(deleter).cli(&["adopt"]);
-            eprintln!(
-                "adopt on node {deleter}: {:?} {}",
-                out.code,
-                out.stderr.trim()
-            );
+            adopt("paused");
+            last_adopt = Instant::now();
             return Ok(None);
         }
         let snaps: Vec<_> = (0..3).map(|i| snapshot(&c.node(i).dir())).collect();
         if snaps.windows(2).any(|w| w[0] != w[1]) {
+            if last_adopt.elapsed() > Duration::from_secs(5) {
+                adopt("trees differ");
+                last_adopt = Instant::now();
+            }
             return Err(Error("trees differ".into()));
         }
         for i in 0..3 {
