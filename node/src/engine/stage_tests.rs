@@ -263,12 +263,21 @@ fn after_a_crash_a_staged_file_is_re_verified_or_removed() {
     assert_eq!(store.file_stamp(&sp).unwrap(), None);
 }
 
-#[test]
-fn replaced_large_content_is_kept_by_a_link_and_the_write_still_places() {
-    let c = chunker();
-    let old = bytes(7, 2 << 20);
+/// A 2 MiB committed file `big` (bytes of `seed`), indexed, then kept by
+/// a link in the staging area ([`stage::retire_by_link`]).
+struct Linked {
+    dir: tempfile::TempDir,
+    fs: RootFs,
+    store: MemChunkStore,
+    o_old: Origin,
+    /// `big`'s stat before the link, and after (its ctime moved).
+    before: super::types::Stat,
+    now: super::types::Stat,
+}
+
+fn linked_big(seed: u32) -> Linked {
+    let old = bytes(seed, 2 << 20);
     let o_old = origin(&old);
-    let o = origin(&bytes(8, 2 << 20));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("big"), &old).unwrap();
     let fs = RootFs::open(dir.path()).unwrap();
@@ -277,7 +286,6 @@ fn replaced_large_content_is_kept_by_a_link_and_the_write_still_places() {
     store
         .index_file("big", stamp_of(&before), &located(&o_old.list))
         .unwrap();
-
     let now = stage::retire_by_link(
         &fs,
         &store,
@@ -289,6 +297,28 @@ fn replaced_large_content_is_kept_by_a_link_and_the_write_still_places() {
     )
     .expect("linked")
     .expect("a stat to expect");
+    Linked {
+        dir,
+        fs,
+        store,
+        o_old,
+        before,
+        now,
+    }
+}
+
+#[test]
+fn replaced_large_content_is_kept_by_a_link_and_the_write_still_places() {
+    let c = chunker();
+    let o = origin(&bytes(8, 2 << 20));
+    let Linked {
+        dir,
+        fs,
+        store,
+        o_old,
+        before,
+        now,
+    } = linked_big(7);
     assert_eq!(
         (now.ino, now.size, now.mtime_ns),
         (before.ino, before.size, before.mtime_ns)
@@ -340,27 +370,14 @@ fn stamp_of(s: &super::types::Stat) -> FileStamp {
 #[test]
 fn a_deleted_large_file_is_kept_by_a_link_and_nothing_is_stored() {
     let c = chunker();
-    let old = bytes(9, 2 << 20);
-    let o_old = origin(&old);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big"), &old).unwrap();
-    let fs = RootFs::open(dir.path()).unwrap();
-    let store = MemChunkStore::new(dir.path());
-    let before = fs.lstat("big").unwrap().unwrap();
-    store
-        .index_file("big", stamp_of(&before), &located(&o_old.list))
-        .unwrap();
-    let now = stage::retire_by_link(
-        &fs,
-        &store,
-        "big",
-        &before,
-        o_old.root,
-        o_old.size,
-        &o_old.list,
-    )
-    .expect("linked")
-    .expect("a stat to expect");
+    let Linked {
+        dir,
+        fs,
+        store,
+        o_old,
+        before,
+        now,
+    } = linked_big(9);
     let m = mat(&fs, &store, &c);
     // The plan's stat from before the link no longer matches: a delete
     // against it would not remove anything.
