@@ -524,7 +524,18 @@ impl Drop for Partition {
     }
 }
 
+// Out of the run: its partition leaks. The rules below drop UDP between
+// the nodes' loopback IPs, but each daemon also dials from a socket bound
+// to 0.0.0.0 (`ss -uanp` shows one per node), whose packets leave from
+// 127.0.0.1 and pass the rules, so the "cut off" minority still reaches the
+// majority. It failed 6 of 6 runs with a release build of 3d98a50 (whose CI
+// had passed it) and 3 of 6 with a debug build of this tree; the failures
+// are at "the minority committed nothing while cut off". The netns chaos
+// smoke (`deploy/chaos/smoke.sh`, in CI) partitions real network stacks and
+// is unaffected. Fix: cut by network namespace, or have the daemons dial
+// from their listen address.
 #[test]
+#[ignore = "its iptables partition leaks through 0.0.0.0 dial sockets (see the comment)"]
 fn t80_a_partitioned_minority_keeps_its_edits_until_the_heal() {
     let _g = serial();
     let mut c = Cluster::start(3).unwrap();
