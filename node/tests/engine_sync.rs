@@ -261,3 +261,56 @@ async fn a_missing_marker_halts_and_nothing_is_deleted() {
     a.step().await;
     assert_eq!(committed.live_paths().len(), 5);
 }
+
+/// A mass delete seen by a scoped step stays paused through later steps of
+/// other scopes (it used to be forgotten by the next one, and the status
+/// said nothing was held until the periodic rescan), and goes out once
+/// confirmed.
+#[tokio::test]
+async fn a_paused_mass_delete_outlives_unrelated_scoped_steps() {
+    let committed = MemCommitted::new();
+    let net = MemFetcher::default();
+    let mut a = Node::new(1, &committed, &net);
+    for i in 0..20 {
+        a.write(&format!("dir/f{i}"), &bytes(i, 100));
+    }
+    a.write("other/x", b"x0");
+    a.step().await;
+    assert_eq!(committed.live_paths().len(), 23, "2 dirs and 21 files");
+
+    let before = committed.get("other/x").expect("committed").version;
+    std::fs::remove_dir_all(a.path("dir")).expect("rm -rf dir");
+    let scoped = |p: &str| Scope::Paths(vec![p.to_owned()]);
+    let r = a.engine.step(scoped("dir"), NOW).await.expect("step");
+    assert!(matches!(r.verdict, Some(Verdict::Pause(_))), "{r:?}");
+
+    // An unrelated edit elsewhere goes out; the deletes stay held.
+    a.write("other/x", b"x1");
+    for _ in 0..2 {
+        let r = a.engine.step(scoped("other/x"), NOW).await.expect("step");
+        assert!(matches!(r.verdict, Some(Verdict::Pause(_))), "{r:?}");
+    }
+    assert_eq!(committed.live_paths().len(), 23, "no delete proposed");
+    assert_ne!(
+        committed.get("other/x").expect("committed").version,
+        before,
+        "the edit went out"
+    );
+
+    // The files come back: nothing is held any more.
+    for i in 0..20 {
+        a.write(&format!("dir/f{i}"), &bytes(i, 100));
+    }
+    let r = a.engine.step(scoped("other"), NOW).await.expect("step");
+    assert_eq!(r.verdict, Some(Verdict::Proceed));
+    assert_eq!(committed.live_paths().len(), 23);
+
+    // Deleted again and confirmed: the deletes go out.
+    std::fs::remove_dir_all(a.path("dir")).expect("rm -rf dir");
+    let r = a.engine.step(scoped("dir"), NOW).await.expect("step");
+    assert!(matches!(r.verdict, Some(Verdict::Pause(_))));
+    a.engine.cfg.deletes_confirmed = true;
+    a.engine.step(scoped("other"), NOW).await.expect("step");
+    a.engine.cfg.deletes_confirmed = false;
+    assert_eq!(committed.live_paths().len(), 2, "other/ and other/x");
+}

@@ -38,7 +38,8 @@ use filesyncd_merkle::{ChunkEntry, Hash, MemNodeStore, MerkleError};
 use super::fs::Fs;
 use super::materialize::{Deleted, Materializer, WriteJob};
 use super::plan::{
-    plan, Action, ChunkView, Expect, PlanConfig, PlanInput, Proposal, Scope, SkipReason, Verdict,
+    plan, Action, ChunkView, Expect, GuardMemory, PlanConfig, PlanInput, Proposal, Scope,
+    SkipReason, Verdict,
 };
 use super::ports::{ChunkFetcher, Committed, CommittedView, PortError, ProposeOp, ProposeOutcome};
 use super::scan::{load_ignore, RacySet, ScanError, Scanner};
@@ -72,6 +73,8 @@ pub struct StepReport {
     /// Paths of the scope this step left for the next one, to step over at
     /// once: the scan's hash budget ran out ([`super::scan::HASH_BUDGET`]).
     pub deferred: Vec<String>,
+    /// Local changes the plan withheld ([`Verdict::Pause`]) until confirmed.
+    pub withheld: usize,
 }
 
 /// Writes of one step go out in batches of at most this many files
@@ -157,6 +160,15 @@ pub struct Engine<C, F> {
     /// The next plan decides every path (at start, after a plan that did
     /// not proceed, when the ignore rules changed).
     plan_all: bool,
+    /// The local deletes a plan withheld ([`Verdict::Pause`]), as their
+    /// top-most paths: every later step scans them too, so the withheld
+    /// deletes are seen again (and stay withheld, and reported) until they
+    /// are confirmed or the files come back, whatever the later steps' own
+    /// scopes. A deleted folder is one path here, not a path per file, and
+    /// scanning a path that is gone costs one stat.
+    paused_scope: Option<Scope>,
+    /// The mass-change guard's memory: recent changes, held folders.
+    guard: GuardMemory,
     /// The ignore rules the last plan used.
     last_ignore: Option<super::ignore::Ignore>,
     /// What status reports, kept per path as entries and records change
@@ -288,6 +300,8 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             touched: BTreeSet::new(),
             committed_files: Vec::new(),
             unsettled: BTreeSet::new(),
+            paused_scope: None,
+            guard: GuardMemory::default(),
             plan_all: true,
             last_ignore: None,
             pending: Pending {
@@ -457,6 +471,10 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
     }
 
     async fn step_inner(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
+        let scope = match &self.paused_scope {
+            Some(paused) => paused.clone().union(scope),
+            None => scope,
+        };
         // One read snapshot for what changed and for the plan, so both see
         // the same applied index; dropped before any action runs.
         let snap = self.committed.snapshot()?;
@@ -515,7 +533,8 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 t.store_into(&mut *nodes);
             }
         }
-        let p = {
+        self.guard.expire(now_ms);
+        let mut p = {
             let chunks = Chunks {
                 fs: self.fs.as_ref(),
                 store: self.store.as_ref(),
@@ -536,6 +555,7 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                     now_ms,
                     applied: self.applied,
                     only: (!all).then_some(&self.unsettled),
+                    guard: &self.guard,
                 },
             )
         };
@@ -547,13 +567,34 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         drop(snap);
         // What the next plan decides besides its scope: the paths acted on
         // now (and, from here on, those whose entry or record changes). A
-        // plan that did not proceed decided nothing for sure: the next one
-        // decides every path.
-        self.plan_all = p.verdict != Verdict::Proceed;
+        // halted plan decided nothing for sure: the next one decides every
+        // path. A paused one decided every path but the withheld ones,
+        // which `paused_scope` brings back into every later step's scan.
+        self.plan_all = matches!(p.verdict, Verdict::Halt(_));
         self.unsettled = p.acted_on();
+        let withheld = p.withheld.len();
+        if !matches!(p.verdict, Verdict::Halt(_)) {
+            if self.cfg.deletes_confirmed {
+                self.guard.clear();
+            } else {
+                self.guard.held = std::mem::take(&mut p.held);
+                for path in std::mem::take(&mut p.passed) {
+                    self.guard.record(now_ms, path);
+                }
+            }
+        }
+        match p.verdict {
+            Verdict::Pause(_) => {
+                let roots = crate::engine::watch::top_most(std::mem::take(&mut p.withheld));
+                self.paused_scope = Some(Scope::Paths(roots));
+            }
+            Verdict::Proceed => self.paused_scope = None,
+            Verdict::Halt(_) => {}
+        }
         let mut rep = StepReport {
             verdict: Some(p.verdict.clone()),
             deferred,
+            withheld,
             ..StepReport::default()
         };
         if let Verdict::Halt(reason) = &p.verdict {
