@@ -33,6 +33,11 @@
 //!   followed by filesyncd). On, a link whose target is absolute or climbs
 //!   above the synced directory is neither proposed nor made, as rsync's
 //!   `--safe-links`.
+//! - The mass-change guard on: a step that would replace or delete more
+//!   than `--guard-percent 30` of a folder's committed files, in a folder
+//!   of at least `--guard-min-files 100`, is held here (reported on
+//!   `status` and `/metrics`) until `filesyncd confirm`; the rest of the
+//!   tree keeps syncing. `--no-guard` (`guard = false`) turns it off.
 //! - NAT traversal on (`--no-relay`, `--no-hole-punch`, `--no-upnp`, or
 //!   `relay`/`hole_punch`/`upnp = false` in the file, turn pieces off):
 //!   relay for members and through members, AutoNAT, DCUtR, UPnP (never
@@ -51,7 +56,7 @@ use clap::{Args, ValueEnum};
 use filesyncd_p2p::{parse_addr, Fingerprint, Multiaddr, Token};
 use filesyncd_raft::command::Retention;
 
-use crate::engine::plan::{DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE};
+use crate::engine::plan::{MassChangeGuard, DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE};
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
@@ -163,6 +168,19 @@ pub struct RunArgs {
     /// --safe-links: not synced from here, not made here.
     #[arg(long, env = "FILESYNCD_SAFE_LINKS")]
     pub safe_links: bool,
+    /// Hold a step that would replace or delete more than this percent of
+    /// a folder's files at once until `filesyncd confirm` (1-100)
+    /// [default: 30].
+    #[arg(long, env = "FILESYNCD_GUARD_PERCENT", value_name = "PERCENT")]
+    pub guard_percent: Option<u32>,
+    /// ... in a folder (any depth, the root included) of at least this
+    /// many files [default: 100].
+    #[arg(long, env = "FILESYNCD_GUARD_MIN_FILES", value_name = "N")]
+    pub guard_min_files: Option<usize>,
+    /// No mass-change guard: every local change goes out as it is seen
+    /// (a mass delete of the whole tree still waits for a confirmation).
+    #[arg(long, env = "FILESYNCD_NO_GUARD", conflicts_with_all = ["guard_percent", "guard_min_files"])]
+    pub no_guard: bool,
     /// Neither relay for other members nor reserve a slot on a member
     /// relay when members cannot dial this node (behind NAT); also turns
     /// off the AutoNAT probes and hole punching.
@@ -217,6 +235,10 @@ pub struct FileConfig {
     /// A number of bytes or a string with a unit, as the flag.
     pub max_file_size: Option<SizeSetting>,
     pub safe_links: Option<bool>,
+    /// `guard = false` is `--no-guard`.
+    pub guard: Option<bool>,
+    pub guard_percent: Option<u32>,
+    pub guard_min_files: Option<usize>,
     /// `relay = false` is `--no-relay`.
     pub relay: Option<bool>,
     /// `hole_punch = false` is `--no-hole-punch`.
@@ -274,6 +296,8 @@ pub struct Config {
     pub max_file_size: u64,
     /// `--safe-links`.
     pub safe_links: bool,
+    /// The mass-change guard; `None`: `--no-guard`.
+    pub guard: Option<MassChangeGuard>,
     /// Relay for members and through members (not `--no-relay`).
     pub relay: bool,
     /// DCUtR hole punching (not `--no-hole-punch`).
@@ -344,6 +368,10 @@ pub enum ConfigError {
     SnapshotLogs,
     #[error("--max-file-size {0:?}: {1}")]
     MaxFileSize(String, String),
+    #[error("--guard-percent must be 1 to 100 (got {0})")]
+    GuardPercent(u32),
+    #[error("--guard-min-files must be at least 1")]
+    GuardMinFiles,
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -628,7 +656,26 @@ pub fn validate(args: RunArgs, file: FileConfig) -> Result<Config, ConfigError> 
             check_max_file_size(&t, n)?
         }
     };
+    let guard = if args.no_guard || file.guard == Some(false) {
+        None
+    } else {
+        let d = MassChangeGuard::default();
+        let percent = args.guard_percent.or(file.guard_percent);
+        let share = match percent {
+            None => d.share,
+            Some(p @ 1..=100) => f64::from(p) / 100.0,
+            Some(p) => return Err(ConfigError::GuardPercent(p)),
+        };
+        let min_files = nonzero(
+            args.guard_min_files
+                .or(file.guard_min_files)
+                .unwrap_or(d.min_files),
+            ConfigError::GuardMinFiles,
+        )?;
+        Some(MassChangeGuard { share, min_files })
+    };
     Ok(Config {
+        guard,
         max_file_size,
         safe_links: args.safe_links || file.safe_links.unwrap_or(false),
         relay: !args.no_relay && file.relay.unwrap_or(true),
@@ -1014,5 +1061,42 @@ mod tests {
             }
         );
         assert_eq!(c.gc_interval.as_secs(), 60);
+    }
+
+    #[test]
+    fn mass_change_guard_settings() {
+        let t = tempfile::tempdir().unwrap();
+        let (dir, data) = (t.path().join("d"), t.path().join("s"));
+        std::fs::create_dir(&dir).unwrap();
+        let c = validate(args(&dir, &data), FileConfig::default()).unwrap();
+        assert_eq!(c.guard, Some(MassChangeGuard::default()));
+        let file = FileConfig::parse("guard_percent = 50\nguard_min_files = 10\n").unwrap();
+        let mut a = args(&dir, &data);
+        a.guard_percent = Some(20);
+        let c = validate(a, file).unwrap();
+        assert_eq!(
+            c.guard,
+            Some(MassChangeGuard {
+                share: 0.2,
+                min_files: 10
+            })
+        );
+        let file = FileConfig::parse("guard = false\n").unwrap();
+        assert_eq!(validate(args(&dir, &data), file).unwrap().guard, None);
+        let mut a = args(&dir, &data);
+        a.no_guard = true;
+        assert_eq!(validate(a, FileConfig::default()).unwrap().guard, None);
+        for bad in [0, 101] {
+            let mut a = args(&dir, &data);
+            a.guard_percent = Some(bad);
+            let e = validate(a, FileConfig::default()).unwrap_err();
+            assert!(matches!(e, ConfigError::GuardPercent(b) if b == bad), "{e}");
+        }
+        let mut a = args(&dir, &data);
+        a.guard_min_files = Some(0);
+        assert!(matches!(
+            validate(a, FileConfig::default()),
+            Err(ConfigError::GuardMinFiles)
+        ));
     }
 }

@@ -56,6 +56,9 @@ enum Command {
     /// Re-create the folder marker on purpose (resumes a halted sync,
     /// confirms withheld deletes).
     Adopt(cmd::files::PlainArgs),
+    /// Let out the local changes sync withholds until confirmed: a mass
+    /// delete, or a folder's mass replace/delete (see `status`).
+    Confirm(cmd::files::PlainArgs),
     /// Exit 0 when the daemon is up and Raft runs (a healthcheck), else 1.
     Health(cmd::ctl::ApiArgs),
     /// Chunk files with the cluster's default chunker and print each file's
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Some(Command::Diff(args)) => cmd::files::finish(cmd::asof::diff(args)),
         Some(Command::Verify(args)) => cmd::files::finish(cmd::files::verify(args)),
         Some(Command::Adopt(args)) => cmd::files::finish(cmd::files::adopt(args)),
+        Some(Command::Confirm(args)) => cmd::files::finish(cmd::files::confirm(args)),
         Some(Command::Health(args)) => report(cmd::ctl::health(args)),
         Some(Command::Chunk(args)) => report(cmd::chunk::run(args)),
     }

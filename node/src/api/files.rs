@@ -44,9 +44,9 @@ use super::{internal, ApiError, ApiState};
 use crate::daemon::sync::{SyncCommand, SyncHandle};
 use listing::{check_dir, check_path, children, descendants, entry, history_entries};
 pub use types::{
-    Adopted, AsOfDesc, DiffAnswer, DiffEntry, Difference, EntryDesc, HistoryAnswer, HistoryEntry,
-    KeptAs, LsAnswer, LsEntry, PathFailure, RestoreRequest, Restored, Skipped, TreeLine,
-    TreeProgress, TreeRestoreRequest, TreeRestored, VerifyAnswer,
+    Adopted, AsOfDesc, Confirmed, DiffAnswer, DiffEntry, Difference, EntryDesc, HistoryAnswer,
+    HistoryEntry, KeptAs, LsAnswer, LsEntry, PathFailure, RestoreRequest, Restored, Skipped,
+    TreeLine, TreeProgress, TreeRestoreRequest, TreeRestored, VerifyAnswer,
 };
 
 /// Entries per `ls` page unless `limit` says otherwise, and the most.
@@ -63,6 +63,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/diff", get(diff::diff))
         .route("/verify", post(verify::verify))
         .route("/adopt", post(adopt))
+        .route("/confirm", post(confirm))
 }
 
 pub(super) fn bad_request(msg: impl Into<String>) -> ApiError {
@@ -226,6 +227,27 @@ async fn adopt(State(s): State<ApiState>) -> Result<Json<Adopted>, ApiError> {
             dir: sync.root.display().to_string(),
         })),
         Err(e) => Err(internal(format!("adopt failed: {e}"))),
+    }
+}
+
+/// `POST /confirm`: the withheld local changes (a mass delete, a folder's
+/// mass change) go out; answers how many were withheld.
+async fn confirm(State(s): State<ApiState>) -> Result<Json<Confirmed>, ApiError> {
+    let sync = sync_of(&s)?;
+    let gone = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the sync service stopped".into(),
+        )
+    };
+    let (reply, answer) = oneshot::channel();
+    sync.commands
+        .send(SyncCommand::Confirm { reply })
+        .await
+        .map_err(|_| gone())?;
+    match answer.await.map_err(|_| gone())? {
+        Ok(withheld) => Ok(Json(Confirmed { withheld })),
+        Err(e) => Err(internal(format!("confirm failed: {e}"))),
     }
 }
 

@@ -16,8 +16,8 @@ use clap::Args;
 use filesyncd::api::client::{self, ClientError};
 use filesyncd::api::files::query::encode;
 use filesyncd::api::files::{
-    Adopted, Difference, EntryDesc, HistoryAnswer, LsAnswer, LsEntry, RestoreRequest, Restored,
-    VerifyAnswer,
+    Adopted, Confirmed, Difference, EntryDesc, HistoryAnswer, LsAnswer, LsEntry, RestoreRequest,
+    Restored, VerifyAnswer,
 };
 
 use super::ctl::ApiArgs;
@@ -433,6 +433,21 @@ pub fn adopt(args: PlainArgs) -> anyhow::Result<ExitCode> {
         "adopted {}: folder marker re-created, withheld deletes confirmed",
         a.dir
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn confirm(args: PlainArgs) -> anyhow::Result<ExitCode> {
+    let body = call_long(&args.out, "/confirm", "{}")?;
+    if args.out.json {
+        println!("{}", body.trim());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c: Confirmed = serde_json::from_str(&body).context("unexpected /confirm answer")?;
+    if c.withheld == 0 {
+        println!("nothing was withheld");
+    } else {
+        println!("confirmed: {} withheld change(s) go out now", c.withheld);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

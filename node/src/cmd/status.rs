@@ -158,7 +158,10 @@ pub fn render(s: &Status, now_ms: u64) -> Vec<String> {
                 l.push(format!("HALTED      {h} (fix it, then `filesyncd adopt`)"));
             }
             if let Some(p) = &y.paused {
-                l.push(format!("PAUSED      {p} (`filesyncd adopt` confirms)"));
+                l.push(format!(
+                    "PAUSED      {p}; {} change(s) withheld (`filesyncd confirm` lets them out)",
+                    y.withheld
+                ));
             }
             if let Some(e) = &y.last_error {
                 l.push(format!("last error  {e}"));

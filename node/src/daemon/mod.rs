@@ -248,6 +248,7 @@ where
                 gc_interval: config.gc_interval,
                 max_file_size: config.max_file_size,
                 safe_links: config.safe_links,
+                guard: config.guard,
             },
         )?;
         let _ = ctl_slot.set(running.ctl.clone());

@@ -118,6 +118,8 @@ pub struct PlanInput<'a> {
     /// nothing for it (the engine passes the paths that changed since its
     /// last plan and those its last plan acted on; see `Engine::step`).
     pub only: Option<&'a BTreeSet<String>>,
+    /// The mass-change guard's memory: recent changes, held folders.
+    pub guard: &'a GuardMemory,
 }
 
 /// Decides what to do (see the module doc).
@@ -172,23 +174,197 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
         ctx.decide(path, &mut out);
     }
     keep_nonempty_dirs(input, &mut out);
+    let mut verdict = Verdict::Proceed;
+    let mut withheld = Vec::new();
+    let mut passed = Vec::new();
+    let mut held = Vec::new();
+    if let (Some(g), false) = (&cfg.guard, cfg.deletes_confirmed) {
+        held = guarded_folders(g, input, &out);
+        if let Some(first) = held.first() {
+            verdict = Verdict::Pause(PauseReason::MassChange {
+                folder: first.folder.clone(),
+                changed: first.changed,
+                known: first.known,
+                folders: held.len(),
+            });
+        }
+        out.retain(|a| {
+            if !is_change(input.local, a) {
+                return true;
+            }
+            let path = a.path().to_owned();
+            // A directory's delete under a held folder waits with its files.
+            let hold = held.iter().any(|h| within(&path, &h.folder));
+            if hold {
+                withheld.push(path);
+            } else if counts(input.local, &path) {
+                passed.push(path);
+            }
+            !hold
+        });
+    }
     let vanished = out
         .iter()
         .filter(|a| matches!(a, Action::Propose(Proposal::Delete { .. })))
         .count();
-    let mut verdict = Verdict::Proceed;
     if vanished > 0 && vanished >= cfg.min_vanished && !cfg.deletes_confirmed {
         let known = known();
         if vanished as f64 > cfg.max_vanished_share * known as f64 {
-            out.retain(|a| !matches!(a, Action::Propose(Proposal::Delete { .. })));
-            verdict = Verdict::Pause(PauseReason::MassDelete { vanished, known });
+            out.retain(|a| match a {
+                Action::Propose(Proposal::Delete { path, .. }) => {
+                    withheld.push(path.clone());
+                    false
+                }
+                _ => true,
+            });
+            if verdict == Verdict::Proceed {
+                verdict = Verdict::Pause(PauseReason::MassDelete { vanished, known });
+            }
         }
     }
     out.sort_by_key(Action::order_key);
     Plan {
         verdict,
         actions: out,
+        withheld,
+        passed,
+        held,
     }
+}
+
+/// Whether `put` replaces the content of a committed file known here
+/// (a mode-only change, a new file or a file over a tombstone does not).
+fn replaces(local: &BTreeMap<String, LocalEntry>, put: &Proposal) -> bool {
+    let Proposal::Put { path, meta, .. } = put else {
+        return false;
+    };
+    local.get(path).is_some_and(|l| {
+        l.version.is_some()
+            && l.meta.kind == Kind::File
+            && meta.kind == Kind::File
+            && (l.meta.root, l.meta.size) != (meta.root, meta.size)
+    })
+}
+
+/// Whether `path` is a committed file of the local index.
+fn counts(local: &BTreeMap<String, LocalEntry>, path: &str) -> bool {
+    local
+        .get(path)
+        .is_some_and(|l| l.version.is_some() && l.meta.kind == Kind::File)
+}
+
+/// What the mass-change guard may hold: a local delete (of anything) or
+/// a replacement of a committed file.
+fn is_change(local: &BTreeMap<String, LocalEntry>, a: &Action) -> bool {
+    match a {
+        Action::Propose(Proposal::Delete { .. }) => true,
+        Action::Propose(p @ Proposal::Put { .. }) => replaces(local, p),
+        _ => false,
+    }
+}
+
+/// Whether `path` is `folder` or under it ("" is the root: everything).
+fn within(path: &str, folder: &str) -> bool {
+    folder.is_empty()
+        || path == folder
+        || (path.len() > folder.len()
+            && path.starts_with(folder)
+            && path.as_bytes()[folder.len()] == b'/')
+}
+
+/// The folders the mass-change guard holds after this plan, disjoint, in
+/// path order. Counted toward each folder above it: this plan's local
+/// deletes and replacements of committed files, and the files replaced or
+/// deleted here within the guard's window ([`GuardMemory`]). The narrowest
+/// folders that explain a mass change are held: folders are tried deepest
+/// first, and a folder counts only the changes no held folder below it
+/// explains (a rewrite of `a/b` holds `a/b`, not the root and with it
+/// every edit elsewhere; small changes scattered over many small folders
+/// add up to their parent). A folder held before stays held while a
+/// change under it waits. Cheap on an ordinary step (too few changes to
+/// trip anything: nothing is counted); else a folder's known files are
+/// counted only up to what would clear it, so the cost is the changes
+/// times the depth, not the size of the tree.
+fn guarded_folders(g: &MassChangeGuard, input: &PlanInput<'_>, out: &[Action]) -> Vec<HeldFolder> {
+    let mem = input.guard;
+    let changes: Vec<&str> = out
+        .iter()
+        .filter(|a| is_change(input.local, a))
+        .map(Action::path)
+        .collect();
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    let mut held: Vec<HeldFolder> = mem
+        .held
+        .iter()
+        .filter(|h| changes.iter().any(|p| within(p, &h.folder)))
+        .cloned()
+        .collect();
+    let floor = g.min_changes();
+    // (A file remembered from the window counts there, once.)
+    let counted: Vec<&str> = changes
+        .iter()
+        .copied()
+        .filter(|p| counts(input.local, p) && !mem.remembers(p))
+        .collect();
+    if counted.len() + mem.recent_len() >= floor {
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &counted {
+            for f in folders_of(p) {
+                *per.entry(f).or_default() += 1;
+            }
+        }
+        let total = |f: &str| per.get(f).copied().unwrap_or(0) + mem.recent_under(f);
+        // Deepest first: a folder sorts before everything under it.
+        let folders: Vec<&str> = per.keys().rev().copied().collect();
+        for folder in folders {
+            if held.iter().any(|h| within(folder, &h.folder)) {
+                continue;
+            }
+            let n = total(folder);
+            let explained: usize = held
+                .iter()
+                .filter(|h| within(&h.folder, folder))
+                .map(|h| total(&h.folder))
+                .sum();
+            let u = n.saturating_sub(explained);
+            if u < floor {
+                continue;
+            }
+            // Tripped iff known < u / share: count no further than that.
+            let limit = (u as f64 / g.share).ceil() as usize;
+            let known = files_under(input.local, folder, limit);
+            if g.trips(u, known) {
+                held.retain(|h| !within(&h.folder, folder));
+                held.push(HeldFolder {
+                    folder: folder.to_owned(),
+                    changed: n,
+                    known,
+                });
+            }
+        }
+    }
+    held.sort_by(|a, b| a.folder.cmp(&b.folder));
+    held
+}
+
+/// The committed files of `local` under `folder`, counted up to `limit`.
+fn files_under(local: &BTreeMap<String, LocalEntry>, folder: &str, limit: usize) -> usize {
+    let counts = |l: &LocalEntry| l.version.is_some() && l.meta.kind == Kind::File;
+    if folder.is_empty() {
+        return local.values().filter(|l| counts(l)).take(limit).count();
+    }
+    let prefix = format!("{folder}/");
+    local
+        .range::<str, _>((
+            std::ops::Bound::Included(prefix.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter(|(_, l)| counts(l))
+        .take(limit)
+        .count()
 }
 
 /// The paths a plan with [`PlanInput::only`] decides, ascending: what the

@@ -38,6 +38,13 @@ fn marker_and_empty_root_halt_everything() {
     assert_eq!(w.plan_with(&cfg).verdict, Verdict::Proceed);
 }
 
+fn why(v: &Verdict) -> String {
+    match v {
+        Verdict::Pause(r) => r.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn many(known: usize, vanished: usize) -> World {
     let mut w = World::default();
     for i in 0..known {
@@ -275,4 +282,225 @@ mod props {
             }
         }
     }
+}
+
+/// 200 committed files under `big/` (the first `rewritten` replaced, the
+/// next `deleted` gone from disk), 100 untouched under `other/`, one
+/// rewritten `small/x` and a new `big/new`.
+fn folders(rewritten: usize, deleted: usize) -> World {
+    let mut w = World::default();
+    for i in 0..200u64 {
+        let p = format!("big/f{i:03}");
+        let d = if (i as usize) < rewritten {
+            Some(on_disk(st(i + 1, 6), b()))
+        } else if (i as usize) < rewritten + deleted {
+            None
+        } else {
+            Some(on_disk(st(i + 1, 5), a()))
+        };
+        w.put(&p, d, Some(at(a(), st(i + 1, 5), 5)), Some(rec(&p, a(), 5)));
+    }
+    for i in 0..100u64 {
+        let p = format!("other/g{i:03}");
+        let s = st(1000 + i, 5);
+        w.put(
+            &p,
+            Some(on_disk(s, a())),
+            Some(at(a(), s, 5)),
+            Some(rec(&p, a(), 5)),
+        );
+    }
+    w.put(
+        "small/x",
+        Some(on_disk(st(2000, 6), b())),
+        Some(at(a(), st(2000, 5), 5)),
+        Some(rec("small/x", a(), 5)),
+    );
+    w.put("big/new", Some(on_disk(st(3000, 6), b())), None, None);
+    w
+}
+
+#[test]
+fn a_folders_mass_change_is_held_and_the_rest_goes_on() {
+    // 50 rewritten + 11 deleted = 61 > 30% of 200: big/ is held.
+    let p = folders(50, 11).plan();
+    assert_eq!(
+        p.verdict,
+        Verdict::Pause(PauseReason::MassChange {
+            folder: "big".into(),
+            changed: 61,
+            known: 200,
+            folders: 1
+        })
+    );
+    assert_eq!(p.withheld.len(), 61);
+    assert!(p.withheld.iter().all(|w| w.starts_with("big/f")));
+    let s = summary(&p);
+    assert!(s.contains(&"put big/new base0".to_string()), "{s:?}");
+    assert!(s.contains(&"put small/x base5".to_string()), "{s:?}");
+    assert!(!s.iter().any(|a| a.contains("big/f")), "{s:?}");
+    // The root (301 files known, 62 changed) is not held as a whole.
+    assert!(why(&p.verdict).contains("61 of the 200 files under big"));
+
+    // 60 of 200 is not more than 30%.
+    let p = folders(40, 20).plan();
+    assert_eq!(p.verdict, Verdict::Proceed);
+    assert!(p.withheld.is_empty());
+    assert_eq!(summary(&p).len(), 40 + 20 + 2);
+
+    // Confirmed, or the guard off: everything goes.
+    for cfg in [
+        PlanConfig {
+            deletes_confirmed: true,
+            ..PlanConfig::new("c1", 9)
+        },
+        PlanConfig {
+            guard: None,
+            ..PlanConfig::new("c1", 9)
+        },
+    ] {
+        let p = folders(50, 11).plan_with(&cfg);
+        assert_eq!(p.verdict, Verdict::Proceed, "{cfg:?}");
+        assert_eq!(summary(&p).len(), 61 + 2);
+    }
+
+    // A stricter guard still holds big/ alone: the root's changes are
+    // explained by it but for small/x.
+    let cfg = PlanConfig {
+        guard: Some(MassChangeGuard {
+            share: 0.1,
+            min_files: 100,
+        }),
+        ..PlanConfig::new("c1", 9)
+    };
+    let p = folders(50, 11).plan_with(&cfg);
+    assert_eq!(p.held.len(), 1);
+    assert_eq!(p.held[0].folder, "big");
+    assert!(summary(&p).contains(&"put small/x base5".to_string()));
+}
+
+#[test]
+fn scattered_changes_over_small_folders_hold_their_parent() {
+    // 20 folders of 10 files, 4 replaced in each: no folder reaches 100
+    // files, the root (200 files, 80 replaced) trips, and with it every
+    // replacement waits; the new file goes.
+    let mut w = World::default();
+    for k in 0..20u64 {
+        for i in 0..10u64 {
+            let p = format!("s{k:02}/f{i}");
+            let ino = k * 100 + i + 1;
+            let d = if i < 4 {
+                on_disk(st(ino, 6), b())
+            } else {
+                on_disk(st(ino, 5), a())
+            };
+            w.put(
+                &p,
+                Some(d),
+                Some(at(a(), st(ino, 5), 5)),
+                Some(rec(&p, a(), 5)),
+            );
+        }
+    }
+    w.put("new", Some(on_disk(st(9999, 6), b())), None, None);
+    let p = w.plan();
+    assert_eq!(
+        p.verdict,
+        Verdict::Pause(PauseReason::MassChange {
+            folder: String::new(),
+            changed: 80,
+            known: 200,
+            folders: 1
+        })
+    );
+    assert!(
+        why(&p.verdict).contains("under the root"),
+        "{:?}",
+        p.verdict
+    );
+    assert_eq!(summary(&p), vec!["put new base0"]);
+    assert_eq!(p.withheld.len(), 80);
+}
+
+/// Changes spread over several plans add up within the window; once held,
+/// a folder stays held while its changes wait, and what went out before
+/// the hold is not counted twice.
+#[test]
+fn changes_add_up_over_plans_and_stay_held() {
+    let w = folders(20, 0);
+    let p = w.plan();
+    assert_eq!(p.verdict, Verdict::Proceed);
+    assert_eq!(p.passed.len(), 21, "big/f000..019 and small/x");
+    let mut mem = GuardMemory::default();
+    for path in &p.passed {
+        mem.record(NOW, path.clone());
+    }
+    // 20 more of big/ (the first 20 now committed as rewritten, so
+    // unchanged): 40 in the window, not yet 30% of 200.
+    let mut w = folders(40, 0);
+    for i in 0..20u64 {
+        let p = format!("big/f{i:03}");
+        w.local.insert(p.clone(), at(b(), st(i + 1, 6), 6));
+        w.committed.insert(p.clone(), rec(&p, b(), 6));
+    }
+    w.guard = mem.clone();
+    let p = w.plan();
+    assert_eq!(p.verdict, Verdict::Proceed, "{:?}", p.held);
+    for path in &p.passed {
+        mem.record(NOW, path.clone());
+    }
+    // 30 more: 70 > 60 in the window: held (the 30 only; the 40 went out).
+    let mut w = folders(70, 0);
+    for i in 0..40u64 {
+        let p = format!("big/f{i:03}");
+        w.local.insert(p.clone(), at(b(), st(i + 1, 6), 6));
+        w.committed.insert(p.clone(), rec(&p, b(), 6));
+    }
+    w.guard = mem.clone();
+    let p = w.plan();
+    assert!(
+        matches!(&p.verdict, Verdict::Pause(PauseReason::MassChange { folder, changed: 70, known: 200, .. }) if folder == "big"),
+        "{:?}",
+        p.verdict
+    );
+    assert_eq!(p.withheld.len(), 30);
+    // Later, the window long past: still held while the 30 wait.
+    mem.held = p.held.clone();
+    mem.expire(NOW + GUARD_WINDOW_MS + 1);
+    assert_eq!(mem.recent_len(), 0);
+    w.guard = mem.clone();
+    let p = w.plan();
+    assert!(matches!(p.verdict, Verdict::Pause(_)));
+    assert_eq!(p.withheld.len(), 30);
+    // A file edited again and again counts once.
+    let mut m = GuardMemory::default();
+    for t in 0..5 {
+        m.record(NOW + t, "big/f000".into());
+    }
+    assert_eq!(
+        (m.recent_len(), m.recent_under("big"), m.recent_under("")),
+        (1, 1, 1)
+    );
+    m.expire(NOW + 2 + GUARD_WINDOW_MS);
+    assert_eq!(m.recent_len(), 1, "its latest edit is within the window");
+    m.expire(NOW + 5 + GUARD_WINDOW_MS);
+    assert_eq!(m.recent_len(), 0);
+}
+
+#[test]
+fn a_small_folder_is_never_held_by_the_share_alone() {
+    // 1 of 2 files replaced is 50%, but the folder has fewer than 100.
+    let mut w = World::default();
+    for (i, p) in ["s/a", "s/b"].into_iter().enumerate() {
+        let i = i as u64 + 1;
+        let d = if i == 1 {
+            on_disk(st(i, 6), b())
+        } else {
+            on_disk(st(i, 5), a())
+        };
+        w.put(p, Some(d), Some(at(a(), st(i, 5), 5)), Some(rec(p, a(), 5)));
+    }
+    let p = w.plan();
+    assert_eq!(p.verdict, Verdict::Proceed);
+    assert_eq!(summary(&p), vec!["put s/a base5"]);
 }

@@ -121,6 +121,8 @@ pub(super) struct World {
     pub(super) only: Option<std::collections::BTreeSet<String>>,
     /// Roots staged whole here ([`ChunkView::is_staged`]).
     pub(super) staged: HashSet<Hash>,
+    /// [`PlanInput::guard`].
+    pub(super) guard: GuardMemory,
 }
 
 impl World {
@@ -179,6 +181,7 @@ impl World {
                     self.applied
                 },
                 only: self.only.as_ref(),
+                guard: &self.guard,
             },
         )
     }

@@ -1,7 +1,7 @@
 //! The data of a plan: its inputs' disk view and settings, its verdict and
 //! its actions (the rules that produce them are in `plan.rs`).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use filesyncd_merkle::Hash;
 
@@ -20,8 +20,11 @@ pub struct PlanConfig {
     pub max_vanished_share: f64,
     /// ... and at least this many did.
     pub min_vanished: usize,
-    /// The user confirmed: an empty root or a mass delete proceeds.
+    /// The user confirmed: an empty root, a mass delete or a mass change
+    /// proceeds (`filesyncd adopt`, `filesyncd confirm`).
     pub deletes_confirmed: bool,
+    /// The mass-change guard (`None`: off): see [`MassChangeGuard`].
+    pub guard: Option<MassChangeGuard>,
     /// Largest file this node syncs (`--max-file-size`): a larger file on
     /// disk is held back (not hashed, never proposed, never taken as
     /// deleted), a larger committed version is not fetched
@@ -32,6 +35,153 @@ pub struct PlanConfig {
     /// is neither proposed from here nor made here
     /// ([`SkipReason::UnsafeLink`]).
     pub safe_links: bool,
+}
+
+/// Holds back a step that would replace or delete more than `share` of a
+/// folder's committed files at once, in a folder (at any depth, the root
+/// included) of at least `min_files` of them: its replacements and deletes
+/// under that folder are withheld ([`Verdict::Pause`] with
+/// [`PauseReason::MassChange`]) until confirmed; every other action,
+/// inside the folder or not, goes on. New files are never held.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MassChangeGuard {
+    /// In (0, 1].
+    pub share: f64,
+    /// At least 1.
+    pub min_files: usize,
+}
+
+impl Default for MassChangeGuard {
+    /// 30% of a folder of at least 100 files.
+    fn default() -> MassChangeGuard {
+        MassChangeGuard {
+            share: 0.3,
+            min_files: 100,
+        }
+    }
+}
+
+/// How long a file replaced or deleted here still counts toward the
+/// mass-change guard after it went out: a rewrite spread over many steps
+/// (the watcher delivers a burst in pieces; a script or ransomware works
+/// file by file) trips the guard once the distinct files it touched
+/// within this window exceed the share. A file edited again and again
+/// counts once.
+pub const GUARD_WINDOW_MS: u64 = 30_000;
+
+/// Most changes the guard remembers within [`GUARD_WINDOW_MS`] (the
+/// oldest are forgotten first).
+pub const GUARD_RECENT_MAX: usize = 65_536;
+
+/// A folder the mass-change guard holds: its changes wait for a
+/// confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldFolder {
+    /// "" is the root.
+    pub folder: String,
+    /// Changes counted when it tripped (recent ones included).
+    pub changed: usize,
+    /// Committed files known under it then.
+    pub known: usize,
+}
+
+/// What the mass-change guard remembers between plans (the engine keeps
+/// it; the plan reads it): the distinct files replaced or deleted here
+/// that went out within [`GUARD_WINDOW_MS`], counted per folder, and the
+/// folders held.
+#[derive(Clone, Debug, Default)]
+pub struct GuardMemory {
+    /// (time in ms, path), oldest first; an entry whose time is not the
+    /// path's in `latest` is stale (the path went out again since). At
+    /// most [`GUARD_RECENT_MAX`].
+    recent: std::collections::VecDeque<(u64, String)>,
+    /// Each remembered path's latest time.
+    latest: HashMap<String, u64>,
+    /// How many remembered paths lie under each folder ("" is the root).
+    per_folder: HashMap<String, usize>,
+    /// Held until confirmed, top-most, by folder.
+    pub held: Vec<HeldFolder>,
+}
+
+impl GuardMemory {
+    /// Remembered files under `folder`.
+    pub fn recent_under(&self, folder: &str) -> usize {
+        self.per_folder.get(folder).copied().unwrap_or(0)
+    }
+
+    /// Remembered files in all.
+    pub fn recent_len(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// Whether `path` is remembered (it counts already).
+    pub fn remembers(&self, path: &str) -> bool {
+        self.latest.contains_key(path)
+    }
+
+    /// `path` was replaced or deleted here and went out at `now_ms`.
+    pub fn record(&mut self, now_ms: u64, path: String) {
+        if self.recent.len() == GUARD_RECENT_MAX {
+            self.forget_oldest();
+        }
+        if self.latest.insert(path.clone(), now_ms).is_none() {
+            for f in folders_of(&path) {
+                *self.per_folder.entry(f.to_owned()).or_default() += 1;
+            }
+        }
+        self.recent.push_back((now_ms, path));
+    }
+
+    /// Forgets what went out before the window that ends at `now_ms`.
+    pub fn expire(&mut self, now_ms: u64) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| t.saturating_add(GUARD_WINDOW_MS) < now_ms)
+        {
+            self.forget_oldest();
+        }
+    }
+
+    /// Everything confirmed: nothing held, nothing counted.
+    pub fn clear(&mut self) {
+        *self = GuardMemory::default();
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some((t, path)) = self.recent.pop_front() else {
+            return;
+        };
+        if self.latest.get(&path) != Some(&t) {
+            return; // stale: a later entry of the path stays
+        }
+        self.latest.remove(&path);
+        for f in folders_of(&path) {
+            if let Some(n) = self.per_folder.get_mut(f) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_folder.remove(f);
+                }
+            }
+        }
+    }
+}
+
+/// The folders `path` lies under, the root ("") first.
+pub fn folders_of(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(path.match_indices('/').map(move |(i, _)| &path[..i]))
+}
+
+impl MassChangeGuard {
+    /// The fewest changes in one folder that can trip the guard.
+    pub fn min_changes(&self) -> usize {
+        (self.share * self.min_files as f64).floor() as usize + 1
+    }
+
+    /// Whether `changed` of `known` files trips it.
+    pub fn trips(&self, changed: usize, known: usize) -> bool {
+        known >= self.min_files && changed as f64 > self.share * known as f64
+    }
 }
 
 /// Default of `--max-file-size`: 64 GiB. A file's chunk list is held in
@@ -55,6 +205,7 @@ impl PlanConfig {
             max_vanished_share: 0.5,
             min_vanished: 10,
             deletes_confirmed: false,
+            guard: Some(MassChangeGuard::default()),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             safe_links: false,
         }
@@ -176,6 +327,13 @@ pub struct Plan {
     pub verdict: Verdict,
     /// In execution order (see the module doc of `plan.rs`).
     pub actions: Vec<Action>,
+    /// The paths whose local changes a [`Verdict::Pause`] withheld.
+    pub withheld: Vec<String>,
+    /// Replacements and deletes of committed files the plan lets out:
+    /// the engine records them in its [`GuardMemory`].
+    pub passed: Vec<String>,
+    /// The folders the mass-change guard holds after this plan.
+    pub held: Vec<HeldFolder>,
 }
 
 impl Plan {
@@ -183,6 +341,9 @@ impl Plan {
         Plan {
             verdict: Verdict::Halt(reason),
             actions: Vec::new(),
+            withheld: Vec::new(),
+            passed: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -241,6 +402,19 @@ pub enum HaltReason {
 pub enum PauseReason {
     #[error("{vanished} of {known} known entries vanished at once: confirm the deletes")]
     MassDelete { vanished: usize, known: usize },
+    #[error(
+        "{changed} of the {known} files under {} replaced or deleted at once{}: held until confirmed",
+        if folder.is_empty() { "the root" } else { folder.as_str() },
+        if *folders > 1 { format!(" (and {} more folders)", folders - 1) } else { String::new() }
+    )]
+    MassChange {
+        /// The first folder held ("" is the root).
+        folder: String,
+        changed: usize,
+        known: usize,
+        /// How many folders (top-most) are held.
+        folders: usize,
+    },
 }
 
 /// What the materializer must find at a path before replacing it.

@@ -110,8 +110,14 @@ pub fn metrics_text(st: Option<&SyncStatus>, in_sync: bool) -> String {
     metric(
         "filesyncd_sync_paused",
         "gauge",
-        "1 if local deletes are withheld after a mass vanish.",
+        "1 if local changes are withheld until confirmed (mass delete or mass change).",
         u64::from(st.paused.is_some()),
+    );
+    metric(
+        "filesyncd_sync_withheld_changes",
+        "gauge",
+        "Local changes (paths) withheld until `filesyncd confirm`.",
+        st.withheld,
     );
     metric(
         "filesyncd_sync_held_back_files",

@@ -188,6 +188,13 @@ pub struct VerifyAnswer {
     pub was_in_sync: Option<bool>,
 }
 
+/// The answer of `POST /confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmed {
+    /// Local changes that were withheld when the confirmation arrived.
+    pub withheld: u64,
+}
+
 /// The answer of `POST /adopt`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adopted {

@@ -51,6 +51,11 @@ impl Publisher {
         self.counters.halted.is_some()
     }
 
+    /// Local changes the last step withheld until confirmed.
+    pub fn withheld(&self) -> u64 {
+        self.counters.withheld
+    }
+
     /// This node does not claim to be in sync (a step runs, or a failed
     /// scope waits for its retry).
     pub fn not_in_sync(&self) {
@@ -91,6 +96,7 @@ impl Publisher {
         c.started = true;
         c.halted = None;
         c.paused = None;
+        c.withheld = 0;
         match res {
             Ok(rep) => {
                 c.versions_proposed += rep.proposed as u64;
@@ -100,8 +106,11 @@ impl Publisher {
                 c.chunks_fetched += rep.chunks_fetched as u64;
                 c.last_error = rep.errors.last().cloned();
                 match &rep.verdict {
-                    Some(Verdict::Halt(r)) => c.halted = Some(format!("{r:?}")),
-                    Some(Verdict::Pause(r)) => c.paused = Some(format!("{r:?}")),
+                    Some(Verdict::Halt(r)) => c.halted = Some(r.to_string()),
+                    Some(Verdict::Pause(r)) => {
+                        c.paused = Some(r.to_string());
+                        c.withheld = rep.withheld as u64;
+                    }
                     _ => {}
                 }
             }

@@ -45,7 +45,7 @@ use super::schedule::{Outcome, Schedule};
 use super::status::{SyncCommand, SyncHandle, SyncStatus};
 use crate::daemon::Node;
 use crate::engine::acks::OfferFirst;
-use crate::engine::plan::{PlanConfig, Scope};
+use crate::engine::plan::{MassChangeGuard, PlanConfig, Scope};
 use crate::engine::ports::Committed;
 use crate::engine::sync::Engine;
 use crate::engine::watch::{Dirty, WatchConfig};
@@ -83,6 +83,9 @@ pub struct SyncOptions {
     pub max_file_size: u64,
     /// `--safe-links`.
     pub safe_links: bool,
+    /// The mass-change guard (`--guard-percent`, `--guard-min-files`;
+    /// `None`: `--no-guard`).
+    pub guard: Option<MassChangeGuard>,
 }
 
 /// Starts the sync service.
@@ -97,6 +100,7 @@ pub fn start(
         gc_interval,
         max_file_size,
         safe_links,
+        guard,
     } = opts;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,6 +167,7 @@ pub fn start(
                     gc_interval,
                     max_file_size,
                     safe_links,
+                    guard,
                     local_root,
                 };
                 if let Err(e) = l.run(committed, fetcher, watch_cfg).await {
@@ -192,6 +197,7 @@ struct Loop {
     max_file_size: u64,
     /// `--safe-links`.
     safe_links: bool,
+    guard: Option<MassChangeGuard>,
     local_root: LocalRoot,
 }
 
@@ -239,6 +245,7 @@ impl Loop {
             PlanConfig {
                 max_file_size: self.max_file_size,
                 safe_links: self.safe_links,
+                guard: self.guard,
                 ..PlanConfig::new(cluster_id.clone(), self.node.id())
             },
         );
@@ -346,6 +353,18 @@ impl Loop {
                         sched.after_step(&Scope::Full, outcome, tokio::time::Instant::now());
                         engine.cfg.deletes_confirmed = false;
                     }
+                }
+                Event::Command(SyncCommand::Confirm { reply }) => {
+                    let withheld = self.status.withheld();
+                    let _ = reply.send(Ok(withheld));
+                    tracing::warn!(withheld, "withheld changes confirmed");
+                    // The step scans what was withheld (the engine adds it
+                    // to any scope) and lets it out.
+                    engine.cfg.deletes_confirmed = true;
+                    let scope = Scope::Paths(Vec::new());
+                    let outcome = self.step(&mut engine, scope.clone()).await;
+                    sched.after_step(&scope, outcome, tokio::time::Instant::now());
+                    engine.cfg.deletes_confirmed = false;
                 }
                 Event::Command(SyncCommand::Rescan) => sched.add_next(Scope::Full),
                 Event::Command(SyncCommand::Effect(effect)) => {

@@ -48,8 +48,13 @@ pub struct SyncStatus {
     pub pending_remote: u64,
     /// Sync stopped: the marker is missing/foreign or the root looks empty.
     pub halted: Option<String>,
-    /// Local deletes withheld after a mass vanish, until confirmed.
+    /// Local changes withheld, until confirmed (`filesyncd confirm`): a
+    /// mass delete, or a folder's mass replace/delete (the mass-change
+    /// guard). Why, in words.
     pub paused: Option<String>,
+    /// How many local changes (paths) are withheld.
+    #[serde(default)]
+    pub withheld: u64,
     /// Pulls in progress (filled in by the control API from [`Transfers`]).
     pub transfers: Vec<Transfer>,
     /// Counters since start.
@@ -128,6 +133,11 @@ pub enum SyncCommand {
     /// resume; also confirms withheld deletes.
     Adopt {
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Let the withheld local changes go out (a mass delete, a mass
+    /// change): answers how many were withheld before.
+    Confirm {
+        reply: oneshot::Sender<Result<u64, String>>,
     },
     /// Scan everything now.
     Rescan,
