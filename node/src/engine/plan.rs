@@ -178,8 +178,10 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
     let mut withheld = Vec::new();
     let mut passed = Vec::new();
     let mut held = Vec::new();
+    let mut settling: Vec<(String, u64)> = Vec::new();
+    let mut settling_paths = Vec::new();
     if let (Some(g), false) = (&cfg.guard, cfg.deletes_confirmed) {
-        held = guarded_folders(g, input, &out);
+        (held, settling) = guarded_folders(g, input, &out);
         if let Some(first) = held.first() {
             verdict = Verdict::Pause(PauseReason::MassChange {
                 folder: first.folder.clone(),
@@ -189,18 +191,27 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
             });
         }
         out.retain(|a| {
-            if !is_change(input.local, a) {
+            if !is_change(input.local, a) || input.guard.is_exempt(a.path()) {
                 return true;
             }
             let path = a.path().to_owned();
-            // A directory's delete under a held folder waits with its files.
-            let hold = held.iter().any(|h| within(&path, &h.folder));
+            // A directory's delete under a held folder waits with its
+            // files, and so does the delete of a directory above one (it
+            // cannot go while what is held below it stays).
+            let hold = held.iter().any(|h| {
+                within(&path, &h.folder)
+                    || (matches!(a, Action::Propose(Proposal::Delete { .. }))
+                        && within(&h.folder, &path))
+            });
+            let settle = !hold && settling.iter().any(|(f, _)| within(&path, f));
             if hold {
                 withheld.push(path);
+            } else if settle {
+                settling_paths.push(path);
             } else if counts(input.local, &path) {
                 passed.push(path);
             }
-            !hold
+            !hold && !settle
         });
     }
     let vanished = out
@@ -229,6 +240,8 @@ pub fn plan(cfg: &PlanConfig, input: &PlanInput<'_>) -> Plan {
         withheld,
         passed,
         held,
+        settling,
+        settling_paths,
     }
 }
 
@@ -285,16 +298,23 @@ fn within(path: &str, folder: &str) -> bool {
 /// trip anything: nothing is counted); else a folder's known files are
 /// counted only up to what would clear it, so the cost is the changes
 /// times the depth, not the size of the tree.
-fn guarded_folders(g: &MassChangeGuard, input: &PlanInput<'_>, out: &[Action]) -> Vec<HeldFolder> {
+/// Also answers the folders whose burst of changes settles (see
+/// [`GUARD_SETTLE_MS`]), deepest, with when each was first seen.
+fn guarded_folders(
+    g: &MassChangeGuard,
+    input: &PlanInput<'_>,
+    out: &[Action],
+) -> (Vec<HeldFolder>, Vec<(String, u64)>) {
     let mem = input.guard;
     let changes: Vec<&str> = out
         .iter()
-        .filter(|a| is_change(input.local, a))
+        .filter(|a| is_change(input.local, a) && !mem.is_exempt(a.path()))
         .map(Action::path)
         .collect();
     if changes.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
+    let mut settling: Vec<(String, u64)> = Vec::new();
     let mut held: Vec<HeldFolder> = mem
         .held
         .iter()
@@ -346,7 +366,47 @@ fn guarded_folders(g: &MassChangeGuard, input: &PlanInput<'_>, out: &[Action]) -
         }
     }
     held.sort_by(|a, b| a.folder.cmp(&b.folder));
-    held
+    // A burst too small to trip yet, in a folder the guard watches: its
+    // changes wait a moment for the rest of the burst (deepest folder).
+    let settle_floor = (floor / 4).max(2);
+    if counted.len() >= settle_floor {
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &counted {
+            for f in folders_of(p) {
+                *per.entry(f).or_default() += 1;
+            }
+        }
+        // Folders that qualified (settling, or settled already): an
+        // ancestor counts only the changes none of them explains.
+        let mut qualified: Vec<(&str, usize)> = Vec::new();
+        for (folder, n) in per.iter().rev() {
+            let covered = |f: &str| within(folder, f) || within(f, folder);
+            if held.iter().any(|h| covered(&h.folder)) {
+                continue;
+            }
+            let explained: usize = qualified
+                .iter()
+                .filter(|(f, _)| within(f, folder))
+                .map(|(_, n)| n)
+                .sum();
+            if n.saturating_sub(explained) < settle_floor
+                || files_under(input.local, folder, g.min_files) < g.min_files
+            {
+                continue;
+            }
+            qualified.retain(|(f, _)| !within(f, folder));
+            qualified.push((folder, *n));
+            let since = mem.settling.get(*folder).copied();
+            if since.is_none() && mem.settling.len() >= GUARD_SETTLING_MAX {
+                continue;
+            }
+            let since = since.unwrap_or(input.now_ms);
+            if input.now_ms.saturating_sub(since) < GUARD_SETTLE_MS {
+                settling.push(((*folder).to_owned(), since));
+            }
+        }
+    }
+    (held, settling)
 }
 
 /// The committed files of `local` under `folder`, counted up to `limit`.

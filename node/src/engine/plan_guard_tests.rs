@@ -284,6 +284,13 @@ mod props {
     }
 }
 
+/// The bursts of `w` waited long enough (see [`GUARD_SETTLE_MS`]).
+fn settled(w: &mut World) {
+    for f in ["", "big"] {
+        w.guard.settling.insert(f.into(), NOW - GUARD_SETTLE_MS);
+    }
+}
+
 /// 200 committed files under `big/` (the first `rewritten` replaced, the
 /// next `deleted` gone from disk), 100 untouched under `other/`, one
 /// rewritten `small/x` and a new `big/new`.
@@ -342,10 +349,19 @@ fn a_folders_mass_change_is_held_and_the_rest_goes_on() {
     // The root (301 files known, 62 changed) is not held as a whole.
     assert!(why(&p.verdict).contains("61 of the 200 files under big"));
 
-    // 60 of 200 is not more than 30%.
-    let p = folders(40, 20).plan();
+    // 60 of 200 is not more than 30%: the burst waits a moment for the
+    // rest of it (settling), then goes out.
+    let mut w = folders(40, 20);
+    let p = w.plan();
     assert_eq!(p.verdict, Verdict::Proceed);
     assert!(p.withheld.is_empty());
+    assert_eq!(p.settling, vec![("big".to_string(), NOW)]);
+    assert_eq!(p.settling_paths.len(), 60);
+    assert_eq!(summary(&p), vec!["put big/new base0", "put small/x base5"]);
+    settled(&mut w);
+    let p = w.plan();
+    assert_eq!(p.verdict, Verdict::Proceed);
+    assert!(p.withheld.is_empty() && p.settling_paths.is_empty());
     assert_eq!(summary(&p).len(), 40 + 20 + 2);
 
     // Confirmed, or the guard off: everything goes.
@@ -363,6 +379,19 @@ fn a_folders_mass_change_is_held_and_the_rest_goes_on() {
         assert_eq!(p.verdict, Verdict::Proceed, "{cfg:?}");
         assert_eq!(summary(&p).len(), 61 + 2);
     }
+
+    // The user asked for them (a restore): exempt, nothing held.
+    let mut w = folders(50, 11);
+    w.guard
+        .exempt(NOW, (0..61).map(|i| format!("big/f{i:03}")).collect());
+    let p = w.plan();
+    assert_eq!(p.verdict, Verdict::Proceed);
+    assert_eq!(summary(&p).len(), 61 + 2);
+    w.guard.expire(NOW + GUARD_EXEMPT_MS + 1);
+    assert!(
+        matches!(w.plan().verdict, Verdict::Pause(_)),
+        "exemption expired"
+    );
 
     // A stricter guard still holds big/ alone: the root's changes are
     // explained by it but for small/x.
@@ -427,7 +456,8 @@ fn scattered_changes_over_small_folders_hold_their_parent() {
 /// the hold is not counted twice.
 #[test]
 fn changes_add_up_over_plans_and_stay_held() {
-    let w = folders(20, 0);
+    let mut w = folders(20, 0);
+    settled(&mut w);
     let p = w.plan();
     assert_eq!(p.verdict, Verdict::Proceed);
     assert_eq!(p.passed.len(), 21, "big/f000..019 and small/x");
@@ -444,6 +474,7 @@ fn changes_add_up_over_plans_and_stay_held() {
         w.committed.insert(p.clone(), rec(&p, b(), 6));
     }
     w.guard = mem.clone();
+    settled(&mut w);
     let p = w.plan();
     assert_eq!(p.verdict, Verdict::Proceed, "{:?}", p.held);
     for path in &p.passed {
@@ -503,4 +534,71 @@ fn a_small_folder_is_never_held_by_the_share_alone() {
     let p = w.plan();
     assert_eq!(p.verdict, Verdict::Proceed);
     assert_eq!(summary(&p), vec!["put s/a base5"]);
+}
+
+#[test]
+fn a_burst_waits_to_settle_only_in_a_guarded_folder() {
+    // 7 changes (a quarter of the trip count) in a folder of 200 wait...
+    let mut w = folders(7, 0);
+    let p = w.plan();
+    assert_eq!(p.settling_paths.len(), 7);
+    // ...until GUARD_SETTLE_MS after the burst was first seen.
+    w.guard
+        .settling
+        .insert("big".into(), NOW - GUARD_SETTLE_MS + 1);
+    assert_eq!(w.plan().settling_paths.len(), 7);
+    w.guard.settling.insert("big".into(), NOW - GUARD_SETTLE_MS);
+    let p = w.plan();
+    assert!(p.settling_paths.is_empty());
+    assert_eq!(summary(&p).len(), 7 + 2);
+    // 6 changes never wait (5 in big/ and small/x).
+    let p = folders(5, 0).plan();
+    assert!(p.settling_paths.is_empty() && p.settling.is_empty());
+    // Nor do changes in a folder smaller than the guard watches: 10
+    // replaced in a folder of 10 (the root holds 10 too).
+    let mut w = World::default();
+    for i in 0..10u64 {
+        let p = format!("s/f{i}");
+        w.put(
+            &p,
+            Some(on_disk(st(i + 1, 6), b())),
+            Some(at(a(), st(i + 1, 5), 5)),
+            Some(rec(&p, a(), 5)),
+        );
+    }
+    let p = w.plan();
+    assert!(p.settling_paths.is_empty());
+    assert_eq!(summary(&p).len(), 10);
+}
+
+#[test]
+fn a_deleted_folder_waits_with_the_subfolders_held_below_it() {
+    // `rm -rf top`: top/a and top/b (100 files each) are held; top itself
+    // and top/link, neither under a held folder, but top is above them:
+    // top waits too (it cannot be deleted while they stay), the link goes.
+    let mut w = World::default();
+    for (k, sub) in ["top/a", "top/b"].into_iter().enumerate() {
+        let dl = at(Meta::dir(0o755), dir_st(900 + k as u64, 0o755), 5);
+        w.put(sub, None, Some(dl), Some(rec(sub, Meta::dir(0o755), 5)));
+        for i in 0..100u64 {
+            let p = format!("{sub}/f{i:03}");
+            let ino = k as u64 * 1000 + i + 1;
+            w.put(
+                &p,
+                None,
+                Some(at(a(), st(ino, 5), 5)),
+                Some(rec(&p, a(), 5)),
+            );
+        }
+    }
+    let dl = at(Meta::dir(0o755), dir_st(999, 0o755), 5);
+    w.put("top", None, Some(dl), Some(rec("top", Meta::dir(0o755), 5)));
+    let ll = at(u(), st(998, 5), 5);
+    w.put("top/link", None, Some(ll), Some(rec("top/link", u(), 5)));
+    let p = w.plan();
+    let held: Vec<&str> = p.held.iter().map(|h| h.folder.as_str()).collect();
+    assert_eq!(held, vec!["top/a", "top/b"]);
+    assert!(p.withheld.contains(&"top".to_string()), "{:?}", p.withheld);
+    assert_eq!(p.withheld.len(), 203);
+    assert_eq!(summary(&p), vec!["propose-delete top/link base5"]);
 }

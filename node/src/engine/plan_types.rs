@@ -69,6 +69,21 @@ impl Default for MassChangeGuard {
 /// counts once.
 pub const GUARD_WINDOW_MS: u64 = 30_000;
 
+/// How long the changes of a burst in a guarded folder wait for the rest
+/// of the burst before they go out: the watcher delivers a burst in
+/// pieces, and a piece below the trip count would otherwise go out before
+/// the rest shows the mass change. Only a folder the guard watches (at
+/// least `min_files` files) with at least a quarter of the trip count of
+/// changes at once waits; an ordinary save of a few files never does.
+pub const GUARD_SETTLE_MS: u64 = 1_500;
+
+/// Most folders the guard tracks as settling (the rest go out at once).
+pub const GUARD_SETTLING_MAX: usize = 4_096;
+
+/// How long a path the user asked to change (a restore) stays exempt
+/// from the guard: time for the engine to see and commit the change.
+pub const GUARD_EXEMPT_MS: u64 = 600_000;
+
 /// Most changes the guard remembers within [`GUARD_WINDOW_MS`] (the
 /// oldest are forgotten first).
 pub const GUARD_RECENT_MAX: usize = 65_536;
@@ -101,6 +116,14 @@ pub struct GuardMemory {
     per_folder: HashMap<String, usize>,
     /// Held until confirmed, top-most, by folder.
     pub held: Vec<HeldFolder>,
+    /// Paths whose changes the user asked for (a restore), with when:
+    /// never counted nor held; forgotten after [`GUARD_EXEMPT_MS`]. At
+    /// most [`GUARD_RECENT_MAX`].
+    exempt: HashMap<String, u64>,
+    /// Folders whose burst of changes was first seen at this time (ms):
+    /// its changes wait until [`GUARD_SETTLE_MS`] after it; forgotten
+    /// after [`GUARD_WINDOW_MS`]. At most [`GUARD_SETTLING_MAX`].
+    pub settling: HashMap<String, u64>,
 }
 
 impl GuardMemory {
@@ -112,6 +135,23 @@ impl GuardMemory {
     /// Remembered files in all.
     pub fn recent_len(&self) -> usize {
         self.latest.len()
+    }
+
+    /// The user asked for changes at `paths` (beyond the bound, the rest
+    /// are not exempt: the guard may hold them, a confirmation lets them
+    /// out).
+    pub fn exempt(&mut self, now_ms: u64, paths: Vec<String>) {
+        for p in paths {
+            if self.exempt.len() >= GUARD_RECENT_MAX && !self.exempt.contains_key(&p) {
+                break;
+            }
+            self.exempt.insert(p, now_ms);
+        }
+    }
+
+    /// Whether the change at `path` was asked for.
+    pub fn is_exempt(&self, path: &str) -> bool {
+        self.exempt.contains_key(path)
     }
 
     /// Whether `path` is remembered (it counts already).
@@ -140,6 +180,14 @@ impl GuardMemory {
             .is_some_and(|(t, _)| t.saturating_add(GUARD_WINDOW_MS) < now_ms)
         {
             self.forget_oldest();
+        }
+        if !self.exempt.is_empty() {
+            self.exempt
+                .retain(|_, t| t.saturating_add(GUARD_EXEMPT_MS) >= now_ms);
+        }
+        if !self.settling.is_empty() {
+            self.settling
+                .retain(|_, t| t.saturating_add(GUARD_WINDOW_MS) >= now_ms);
         }
     }
 
@@ -334,6 +382,11 @@ pub struct Plan {
     pub passed: Vec<String>,
     /// The folders the mass-change guard holds after this plan.
     pub held: Vec<HeldFolder>,
+    /// Folders whose burst of changes is settling, first seen when (ms).
+    pub settling: Vec<(String, u64)>,
+    /// Changes that wait for their folder's burst to settle: the engine
+    /// steps over them again soon ([`GUARD_SETTLE_MS`]).
+    pub settling_paths: Vec<String>,
 }
 
 impl Plan {
@@ -344,6 +397,8 @@ impl Plan {
             withheld: Vec::new(),
             passed: Vec::new(),
             held: Vec::new(),
+            settling: Vec::new(),
+            settling_paths: Vec::new(),
         }
     }
 

@@ -447,6 +447,14 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
         }
     }
 
+    /// The user asked for the changes at `paths` (a restore): the
+    /// mass-change guard lets them out without a confirmation.
+    pub fn exempt_from_guard(&mut self, now_ms: u64, paths: Vec<String>) {
+        if !paths.is_empty() {
+            self.guard.exempt(now_ms, paths);
+        }
+    }
+
     /// Scans `scope`, plans and executes (see the module doc).
     pub async fn step(&mut self, scope: Scope, now_ms: u64) -> Result<StepReport, StepError> {
         let res = self.step_inner(scope, now_ms).await;
@@ -578,6 +586,9 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
                 self.guard.clear();
             } else {
                 self.guard.held = std::mem::take(&mut p.held);
+                for (folder, since) in std::mem::take(&mut p.settling) {
+                    self.guard.settling.insert(folder, since);
+                }
                 for path in std::mem::take(&mut p.passed) {
                     self.guard.record(now_ms, path);
                 }
@@ -595,6 +606,9 @@ impl<C: Committed, F: ChunkFetcher> Engine<C, F> {
             verdict: Some(p.verdict.clone()),
             deferred,
             withheld,
+            // Waiting for the rest of their burst: stepped over again soon
+            // (the service retries a scope whose paths stay dirty).
+            dirty: std::mem::take(&mut p.settling_paths),
             ..StepReport::default()
         };
         if let Verdict::Halt(reason) = &p.verdict {

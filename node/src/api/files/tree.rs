@@ -57,7 +57,9 @@
 //! - paths whose committed content did not change are not touched, even if
 //!   the disk differs (a local change in flight is the engine's).
 //!
-//! A restore that deletes more than half of the known entries at once
+//! The paths an in-place batch changes are exempt from the mass-change
+//! guard (the user asked for them: [`SyncHandle::run_effect_exempt`]),
+//! but a restore that deletes more than half of the known entries at once
 //! meets the engine's mass-delete guard like any such change: local
 //! deletes are withheld until `filesyncd adopt` confirms them.
 //!
@@ -471,12 +473,15 @@ impl Job {
         s.failures.extend(b.failures.into_iter().take(room));
     }
 
+    /// Runs `f` on the sync task; the changes it makes at `exempt` are the
+    /// user's request, not a mass change for the guard to hold.
     async fn effect<R: Send + 'static>(
         &self,
+        exempt: Vec<String>,
         f: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
         self.sync
-            .run_effect("restore tree", f)
+            .run_effect_exempt("restore tree", exempt, f)
             .await
             .map_err(|e| match e {
                 EffectError::Stopped => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -510,7 +515,11 @@ impl Job {
             .map_err(|e| as_of_error(&given, e))?;
             if page.iter().any(|t| todo(t, self.dest.is_none())) {
                 let make = self.batch();
-                let out = self.effect(move || make()?.run(page)).await?;
+                let exempt = match self.dest {
+                    None => page.iter().map(|t| t.path.clone()).collect(),
+                    Some(_) => Vec::new(),
+                };
+                let out = self.effect(exempt, move || make()?.run(page)).await?;
                 dirs.extend_from_slice(&out.dirs);
                 self.merge(out);
                 let _ = self
@@ -533,7 +542,13 @@ impl Job {
         for chunk in dirs.chunks(TREE_BATCH) {
             let make = self.batch();
             let chunk = chunk.to_vec();
-            let out = self.effect(move || make()?.remove_dirs(chunk)).await?;
+            let exempt = match self.dest {
+                None => chunk.clone(),
+                Some(_) => Vec::new(),
+            };
+            let out = self
+                .effect(exempt, move || make()?.remove_dirs(chunk))
+                .await?;
             self.merge(out);
         }
         Ok(())

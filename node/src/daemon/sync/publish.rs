@@ -136,7 +136,9 @@ impl Publisher {
                 local: h.local,
             })
             .collect();
+        // Changes withheld until confirmed are local changes not synced.
         c.in_sync = c.halted.is_none()
+            && c.paused.is_none()
             && !deferred
             && pending_local == 0
             && pending_remote == 0

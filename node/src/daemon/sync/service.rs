@@ -367,8 +367,9 @@ impl Loop {
                     engine.cfg.deletes_confirmed = false;
                 }
                 Event::Command(SyncCommand::Rescan) => sched.add_next(Scope::Full),
-                Event::Command(SyncCommand::Effect(effect)) => {
+                Event::Command(SyncCommand::Effect(mut effect)) => {
                     let what = effect.what;
+                    engine.exempt_from_guard(now_ms(), effect.take_exempt());
                     let started = std::time::Instant::now();
                     if let Err(e) = tokio::task::spawn_blocking(move || effect.run()).await {
                         tracing::error!(what, error = %e, "effect failed");

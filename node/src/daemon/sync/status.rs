@@ -37,7 +37,7 @@ pub struct SyncStatus {
     /// Log index the engine's committed view reflects.
     pub applied: u64,
     /// Files on disk equal the committed tree at `applied` (nothing pending
-    /// either way, no halt).
+    /// either way, nothing withheld, no halt).
     pub in_sync: bool,
     /// Root of the path tree of what the engine holds locally (hex), the same
     /// construction as the cluster root: equal roots mean equal trees.
@@ -99,10 +99,18 @@ pub struct HeldBackFile {
 pub struct Effect {
     /// What it is, for the logs.
     pub what: &'static str,
+    /// Paths the effect changes at the user's request (a restore): the
+    /// mass-change guard lets their changes out without a confirmation.
+    exempt: Vec<String>,
     run: Box<dyn FnOnce() + Send>,
 }
 
 impl Effect {
+    /// The paths the guard exempts (taken: asked once).
+    pub fn take_exempt(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.exempt)
+    }
+
     /// Runs it (blocking).
     pub fn run(self) {
         (self.run)()
@@ -215,9 +223,22 @@ impl SyncHandle {
         what: &'static str,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, EffectError> {
+        self.run_effect_exempt(what, Vec::new(), f).await
+    }
+
+    /// [`SyncHandle::run_effect`] for a change the user asked for (a
+    /// restore): the mass-change guard does not hold what it changes at
+    /// `exempt`.
+    pub async fn run_effect_exempt<R: Send + 'static>(
+        &self,
+        what: &'static str,
+        exempt: Vec<String>,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, EffectError> {
         let (tx, rx) = oneshot::channel();
         let effect = Effect {
             what,
+            exempt,
             run: Box::new(move || {
                 let _ = tx.send(f());
             }),
