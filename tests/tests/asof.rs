@@ -92,6 +92,15 @@ fn converge_adopting(c: &Cluster, deleter: usize) -> BTreeMap<String, Entry> {
     .unwrap()
 }
 
+/// `folder/d<k>/f<i>.bin` under `root` for i in 0..n, 100 to a directory.
+fn write_folder(root: &std::path::Path, n: usize, body: impl Fn(usize) -> Vec<u8>) {
+    for i in 0..n {
+        let dir = root.join(format!("folder/d{}", i / 100));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("f{i:04}.bin")), body(i)).unwrap();
+    }
+}
+
 fn applied_index(c: &Cluster, i: usize) -> u64 {
     c.node(i).status().unwrap().applied_index.unwrap()
 }
@@ -105,12 +114,7 @@ fn t10_a_deleted_and_rewritten_folder_comes_back_as_of_a_time() {
     let d0 = c.node(0).dir();
 
     // n small files in n / 100 directories, one executable, one symlink.
-    for i in 0..n {
-        let dir = d0.join(format!("folder/d{}", i / 100));
-        fs::create_dir_all(&dir).unwrap();
-        let body = random_bytes(1 + (i * 37) % 3000, i as u64);
-        fs::write(dir.join(format!("f{i:04}.bin")), body).unwrap();
-    }
+    write_folder(&d0, n, |i| random_bytes(1 + (i * 37) % 3000, i as u64));
     fs::set_permissions(
         d0.join("folder/d0/f0000.bin"),
         fs::Permissions::from_mode(0o755),
@@ -319,15 +323,7 @@ fn t20_a_mass_rewrite_waits_for_confirm_while_the_rest_syncs() {
     let mut c = Cluster::start(3).unwrap();
     c.wait_converged(3, 3).unwrap();
     let d0 = c.node(0).dir();
-    for i in 0..n {
-        let dir = d0.join(format!("folder/d{}", i / 100));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            dir.join(format!("f{i:04}.bin")),
-            random_bytes(300, i as u64),
-        )
-        .unwrap();
-    }
+    write_folder(&d0, n, |i| random_bytes(300, i as u64));
     fs::write(d0.join("elsewhere.txt"), b"v1\n").unwrap();
     let before = converge_within(&c, &[0, 1, 2], LONG);
 

@@ -208,8 +208,13 @@ async fn history(
     }))
 }
 
-async fn adopt(State(s): State<ApiState>) -> Result<Json<Adopted>, ApiError> {
-    let sync = sync_of(&s)?;
+/// Sends the command `make` builds around a reply channel to the sync task
+/// and waits for its answer (`what` names it in a failure).
+async fn ask_sync<T>(
+    sync: &SyncHandle,
+    what: &str,
+    make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> SyncCommand,
+) -> Result<T, ApiError> {
     let gone = || {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -217,38 +222,28 @@ async fn adopt(State(s): State<ApiState>) -> Result<Json<Adopted>, ApiError> {
         )
     };
     let (reply, answer) = oneshot::channel();
-    sync.commands
-        .send(SyncCommand::Adopt { reply })
+    sync.commands.send(make(reply)).await.map_err(|_| gone())?;
+    answer
         .await
-        .map_err(|_| gone())?;
-    match answer.await.map_err(|_| gone())? {
-        Ok(()) => Ok(Json(Adopted {
-            adopted: true,
-            dir: sync.root.display().to_string(),
-        })),
-        Err(e) => Err(internal(format!("adopt failed: {e}"))),
-    }
+        .map_err(|_| gone())?
+        .map_err(|e| internal(format!("{what} failed: {e}")))
+}
+
+async fn adopt(State(s): State<ApiState>) -> Result<Json<Adopted>, ApiError> {
+    let sync = sync_of(&s)?;
+    ask_sync(&sync, "adopt", |reply| SyncCommand::Adopt { reply }).await?;
+    Ok(Json(Adopted {
+        adopted: true,
+        dir: sync.root.display().to_string(),
+    }))
 }
 
 /// `POST /confirm`: the withheld local changes (a mass delete, a folder's
 /// mass change) go out; answers how many were withheld.
 async fn confirm(State(s): State<ApiState>) -> Result<Json<Confirmed>, ApiError> {
     let sync = sync_of(&s)?;
-    let gone = || {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the sync service stopped".into(),
-        )
-    };
-    let (reply, answer) = oneshot::channel();
-    sync.commands
-        .send(SyncCommand::Confirm { reply })
-        .await
-        .map_err(|_| gone())?;
-    match answer.await.map_err(|_| gone())? {
-        Ok(withheld) => Ok(Json(Confirmed { withheld })),
-        Err(e) => Err(internal(format!("confirm failed: {e}"))),
-    }
+    let withheld = ask_sync(&sync, "confirm", |reply| SyncCommand::Confirm { reply }).await?;
+    Ok(Json(Confirmed { withheld }))
 }
 
 #[cfg(test)]

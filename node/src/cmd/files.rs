@@ -422,31 +422,37 @@ pub fn verify(args: PlainArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn adopt(args: PlainArgs) -> anyhow::Result<ExitCode> {
-    let body = call_long(&args.out, "/adopt", "{}")?;
+/// POSTs `{}` to `path`: with `--json` prints the answer and gives `None`,
+/// else gives it parsed.
+fn post_plain<T: serde::de::DeserializeOwned>(
+    args: &PlainArgs,
+    path: &str,
+) -> anyhow::Result<Option<T>> {
+    let body = call_long(&args.out, path, "{}")?;
     if args.out.json {
         println!("{}", body.trim());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(None);
     }
-    let a: Adopted = serde_json::from_str(&body).context("unexpected /adopt answer")?;
-    println!(
-        "adopted {}: folder marker re-created, withheld deletes confirmed",
-        a.dir
-    );
+    let answer =
+        serde_json::from_str(&body).with_context(|| format!("unexpected {path} answer"))?;
+    Ok(Some(answer))
+}
+
+pub fn adopt(args: PlainArgs) -> anyhow::Result<ExitCode> {
+    if let Some(a) = post_plain::<Adopted>(&args, "/adopt")? {
+        println!(
+            "adopted {}: folder marker re-created, withheld deletes confirmed",
+            a.dir
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn confirm(args: PlainArgs) -> anyhow::Result<ExitCode> {
-    let body = call_long(&args.out, "/confirm", "{}")?;
-    if args.out.json {
-        println!("{}", body.trim());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let c: Confirmed = serde_json::from_str(&body).context("unexpected /confirm answer")?;
-    if c.withheld == 0 {
-        println!("nothing was withheld");
-    } else {
-        println!("confirmed: {} withheld change(s) go out now", c.withheld);
+    match post_plain::<Confirmed>(&args, "/confirm")? {
+        Some(c) if c.withheld == 0 => println!("nothing was withheld"),
+        Some(c) => println!("confirmed: {} withheld change(s) go out now", c.withheld),
+        None => {}
     }
     Ok(ExitCode::SUCCESS)
 }
