@@ -106,7 +106,8 @@ impl Publisher {
                 c.chunks_fetched += rep.chunks_fetched as u64;
                 c.last_error = rep.errors.last().cloned();
                 match &rep.verdict {
-                    Some(Verdict::Halt(r)) => c.halted = Some(r.to_string()),
+                    // (As it always was: scripts match the variant name.)
+                    Some(Verdict::Halt(r)) => c.halted = Some(format!("{r:?}")),
                     Some(Verdict::Pause(r)) => {
                         c.paused = Some(r.to_string());
                         c.withheld = rep.withheld as u64;
